@@ -17,6 +17,14 @@ def cli() -> None:
     """Run programs in a virtualized sandbox and inspect what they did."""
 
 
+from .cli_info import policy_group, syscalls_cmd  # noqa: E402
+from .cli_log import log_cmd  # noqa: E402
+from .cli_run import run  # noqa: E402
+
+for _command in (run, log_cmd, syscalls_cmd, policy_group):
+    cli.add_command(_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning every appvirt failure into one line and a status."""
     try:

@@ -1,2 +1,91 @@
 """Shared fixtures. Integration tests need real ptrace and seccomp; they are skipped, with the
-reason, only where the kernel refuses them (the check runs once per session)."""
+reason, only where the kernel refuses them (checked once per session)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SRC = REPO / "demo_apps"
+
+
+def _ptrace_problem() -> str | None:
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return "appvirt traces x86_64 Linux programs only"
+    from appvirt.errors import EnvironmentUnsupported
+    from appvirt.tracer import seccomp
+    try:
+        seccomp.check_available()
+    except EnvironmentUnsupported as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ptrace_ok() -> None:
+    problem = _ptrace_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """Build demo_apps/*.c with the system compiler; returns name -> path of the binary."""
+    out = tmp_path_factory.mktemp("demo_build")
+    built: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in built:
+            src = DEMO_SRC / f"{name}.c"
+            exe = out / name
+            subprocess.run(["cc", "-O2", "-Wall", "-pthread", "-o", str(exe), str(src)],
+                           check=True, capture_output=True, timeout=120)
+            built[name] = str(exe)
+        return built[name]
+    return get
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private APPVIRT_HOME for the test."""
+    h = tmp_path / "appvirt-home"
+    monkeypatch.setenv("APPVIRT_HOME", str(h))
+    return h
+
+
+def appvirt_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "appvirt", *args]
+
+
+@pytest.fixture
+def appvirt(home: Path, ptrace_ok: None):
+    """Run `appvirt ARGS...` to completion; returns the CompletedProcess (text)."""
+    def run(*args: str, timeout: float = 60, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(appvirt_cmd(*args), capture_output=True, text=True,
+                              timeout=timeout, input=input,
+                              env={**os.environ, **(env or {})})
+    return run
+
+
+def write_policy(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _no_strays():
+    """Kill whatever a test left running, so one failure cannot hang or skew the next."""
+    yield
+    import psutil
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass

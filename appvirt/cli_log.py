@@ -1,0 +1,148 @@
+"""`appvirt log`: read an intercept log as a table, JSON or strace-style lines."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .log.formats import strace_line
+from .log.reader import follow_log, read_log
+from .state import APP_NAME_RE, app_dir
+
+DECISIONS = ("allowed", "redirected", "emulated", "denied", "killed")
+CLASSES = ("file", "process", "time", "network", "system", "identity")
+
+
+def log_path_of(target: str | None) -> str:
+    """A log file path from an app name or a file path (default: the `default` app)."""
+    if target and (os.sep in target or Path(target).is_file()):
+        return target
+    name = target or "default"
+    if not APP_NAME_RE.match(name):
+        raise click.BadParameter(f"{name!r} is neither a log file nor an app name")
+    return str(app_dir(name).default_log)
+
+
+def _keep(rec: dict[str, Any], f: dict[str, Any]) -> bool:
+    if f["cls"] and rec.get("class") not in f["cls"]:
+        return False
+    if f["pid"] and rec.get("pid") not in f["pid"] and rec.get("tid") not in f["pid"]:
+        return False
+    if f["decision"] and rec.get("decision") not in f["decision"]:
+        return False
+    if f["syscall"] and rec.get("syscall") not in f["syscall"]:
+        return False
+    if f["path"] and not fnmatch.fnmatchcase(str(rec.get("path", "")), f["path"]):
+        return False
+    if (f["cls"] or f["decision"] or f["syscall"] or f["path"]) and rec.get("kind") != "syscall":
+        return False
+    return True
+
+
+def _table(records: list[dict[str, Any]]) -> Table:
+    t = Table(show_lines=False)
+    for col in ("seq", "pid", "tid", "program", "call", "class", "decision", "path / detail",
+                "result"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        kind = r.get("kind")
+        if kind == "syscall":
+            what = r.get("path") or r.get("detail") or ""
+            if r.get("host_path"):
+                what += f" -> {r['host_path']}"
+            res = r.get("errno") or ("" if r.get("result") is None else str(r["result"]))
+            t.add_row(str(r.get("seq", "")), str(r.get("pid", "")), str(r.get("tid", "")),
+                      os.path.basename(r.get("program", "")), r.get("syscall", ""),
+                      r.get("class", ""), r.get("decision", ""), what, res)
+        else:
+            detail = " ".join(r.get("argv", [])) if kind == "exec" else (
+                f"child {r.get('child')}" if kind == "spawn" else
+                f"status {r['status']}" if "status" in r else f"signal {r.get('signal')}")
+            t.add_row(str(r.get("seq", "")), str(r.get("pid", "")), str(r.get("tid", "")),
+                      os.path.basename(r.get("program", "")), kind or "", "process",
+                      "", detail, "")
+    return t
+
+
+def _summary(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    events: Counter[str] = Counter()
+    for r in records:
+        if r.get("kind") == "syscall":
+            counts[(r.get("class", "?"), r.get("decision", "?"))] += 1
+        else:
+            events[r.get("kind", "?")] += 1
+    classes = sorted({c for c, _ in counts})
+    t = Table(title="intercepted calls by class and decision")
+    t.add_column("class")
+    for d in DECISIONS:
+        t.add_column(d, justify="right")
+    t.add_column("total", justify="right")
+    data: dict[str, Any] = {"calls": {}, "events": dict(events)}
+    for c in classes:
+        row = [counts[(c, d)] for d in DECISIONS]
+        data["calls"][c] = {d: n for d, n in zip(DECISIONS, row) if n}
+        t.add_row(c, *[str(n or "") for n in row], str(sum(row)))
+    t.add_row("all", *[str(sum(counts[(c, d)] for c in classes) or "") for d in DECISIONS],
+              str(sum(counts.values())), style="bold")
+    return t, data
+
+
+@click.command("log")
+@click.argument("target", required=False)
+@click.option("--class", "cls", multiple=True, type=click.Choice(CLASSES),
+              help="Only calls of this operation class (repeatable).")
+@click.option("--pid", multiple=True, type=int, help="Only this process or thread (repeatable).")
+@click.option("--decision", multiple=True, type=click.Choice(DECISIONS),
+              help="Only calls with this decision (repeatable).")
+@click.option("--syscall", multiple=True, help="Only this system call (repeatable).")
+@click.option("--path", "path_glob", help="Only calls whose path matches this glob.")
+@click.option("--summary", is_flag=True, help="Counts per class and decision.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing records as they arrive.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "strace")),
+              default="table", show_default=True)
+def log_cmd(target: str | None, cls: tuple[str, ...], pid: tuple[int, ...],
+            decision: tuple[str, ...], syscall: tuple[str, ...], path_glob: str | None,
+            summary: bool, follow: bool, fmt: str) -> None:
+    """Show the intercept log of an app (TARGET: app name or log file; default app: default)."""
+    path = log_path_of(target)
+    filters = {"cls": set(cls), "pid": set(pid), "decision": set(decision),
+               "syscall": set(syscall), "path": path_glob}
+    out = Console(soft_wrap=fmt != "table")
+    if follow:
+        try:
+            for rec in follow_log(path):
+                if rec.get("kind") != "result" and _keep(rec, filters):
+                    click.echo(json.dumps(rec, ensure_ascii=False) if fmt == "json"
+                               else strace_line(rec))
+        except KeyboardInterrupt:
+            return
+        return
+    got = read_log(path)
+    records = [r for r in got.records if _keep(r, filters)]
+    if got.bad_lines:
+        click.echo(f"appvirt: {got.bad_lines} unreadable line(s) skipped in {path}", err=True)
+    if summary:
+        table, data = _summary(records)
+        if fmt == "json":
+            click.echo(json.dumps(data, indent=2))
+        else:
+            out.print(table)
+        return
+    if fmt == "json":
+        for r in records:
+            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+    elif fmt == "strace":
+        for r in records:
+            sys.stdout.write(strace_line(r) + "\n")
+    else:
+        out.print(_table(records))

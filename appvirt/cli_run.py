@@ -1,0 +1,51 @@
+"""`appvirt run`: start a program in the sandbox."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from .errors import ExitStatus
+from .handlers import TABLE
+from .policy import load_policy
+from .state import app_dir, ensure_app_dir
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("appvirt.policy").joinpath("default.yaml")))
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+              help="Policy file (default: the shipped default policy).")
+@click.option("--app", "app_name", help="App name: its state directory (default: the policy's).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Intercept log to append to (default: the app's logs/intercept.jsonl).")
+@click.option("--stats", is_flag=True, help="Print ptrace stop counts on stderr at the end.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(policy_file: str | None, app_name: str | None, log_file: str | None, stats: bool,
+        command: tuple[str, ...]) -> int:
+    """Run COMMAND in the sandbox and exit with its status (128+N if killed by signal N)."""
+    from .tracer.launcher import run_sandboxed
+
+    policy = load_policy(policy_file or default_policy_path())
+    app = ensure_app_dir(app_dir(app_name or policy.app))
+    log_path = log_file or policy.log.file or str(app.default_log)
+    result = run_sandboxed(list(command), policy, TABLE, log_path)
+    if result.log_problem:
+        click.echo(f"appvirt: warning: {result.log_problem}; the log is incomplete", err=True)
+    if result.internal_error:
+        click.echo(f"appvirt: warning: calls were refused after an internal error "
+                   f"({result.internal_error})", err=True)
+    if stats:
+        s = result.stats
+        top = ", ".join(f"{n} {c}" for n, c in s.by_syscall.most_common(8))
+        click.echo(f"appvirt: {s.total} ptrace stops: {s.seccomp_stops} seccomp, "
+                   f"{s.exit_stops} syscall-exit, {s.other_stops} other "
+                   f"({s.injections} slot mappings); intercepted: {top or 'none'}", err=True)
+    sys.stdout.flush()
+    return result.exit_code if result.exit_code is not None else ExitStatus.INTERNAL

@@ -1,0 +1,1 @@
+"""The sandbox core: syscall numbers, the syscall table, decoded stops and actions."""

@@ -1,0 +1,136 @@
+"""What a handler decides for one syscall stop. Only `tracer.apply` turns these into register and
+memory writes, so every change to a tracee goes through one audited place."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .stop import Stop
+
+
+class Decision(enum.Enum):
+    """The log's name for what happened to a call."""
+
+    ALLOWED = "allowed"
+    REDIRECTED = "redirected"
+    EMULATED = "emulated"
+    DENIED = "denied"
+    KILLED = "killed"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Why a decision was taken, for the intercept log."""
+
+    rule: str = ""                  # the policy rule that decided, e.g. "files.rules[2]"
+    path: bytes | None = None       # the path as the program gave it (absolute, resolved)
+    host_path: bytes | None = None  # what the kernel was given instead, when different
+    hint: str = ""                  # for denials: the policy change that would allow the call
+    detail: str = ""                # anything else worth a word (e.g. "unknown syscall")
+
+
+NO_NOTE = Note()
+
+
+@dataclass(frozen=True, slots=True)
+class SlotData:
+    """Bytes the tracer places in the thread's read-only slot; the argument points at them."""
+
+    data: bytes
+
+
+ArgValue = Union[int, SlotData]
+
+
+class ExitVerdict(enum.Enum):
+    KEEP = "keep"        # return the kernel's result unchanged
+    RESTART = "restart"  # re-run the original call from scratch (e.g. a lost resolution race)
+    KILL = "kill"        # a containment check failed after the fact: kill the process
+
+
+@dataclass(frozen=True, slots=True)
+class ExitResult:
+    """What an exit hook decides: keep the result, replace it, restart the call, or kill."""
+
+    verdict: ExitVerdict = ExitVerdict.KEEP
+    result: int | None = None       # replacement return value (with KEEP), None = kernel's
+    detail: str = ""
+
+
+# An exit hook sees the stop and the kernel's raw result (negative errno on failure).
+ExitHook = Callable[["Stop", int], ExitResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the call proceed unchanged (optionally observing its result)."""
+
+    note: Note = NO_NOTE
+    on_exit: ExitHook | None = None
+    decision: Decision = Decision.ALLOWED
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Change the call's number and/or arguments, then let the kernel run it.
+
+    The original argument registers are restored at the exit stop (the syscall ABI preserves
+    them), and `on_exit` may adjust the result.
+    """
+
+    args: tuple[tuple[int, ArgValue], ...]
+    nr: int | None = None
+    note: Note = NO_NOTE
+    on_exit: ExitHook | None = None
+    decision: Decision = Decision.REDIRECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Emulate:
+    """Skip the call; the tracer did its work and this is the result (>= 0)."""
+
+    result: int
+    writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store first
+    note: Note = NO_NOTE
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Skip the call and fail it with `errno`.
+
+    `native` marks the failure the kernel itself would have returned (a missing path, a bad
+    pointer): the tracer answers it so that nothing unchecked reaches the kernel, but the log
+    records the call as allowed, not denied by the policy.
+    """
+
+    errno: int
+    note: Note = NO_NOTE
+    native: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Kill the calling process (SIGKILL) before the call runs."""
+
+    reason: str
+    note: Note = NO_NOTE
+
+
+Action = Union[Allow, Rewrite, Emulate, Deny, Kill]
+
+ALLOW = Allow()
+
+
+def decision_of(action: Action) -> Decision:
+    if isinstance(action, (Allow, Rewrite)):
+        return action.decision
+    if isinstance(action, Emulate):
+        return Decision.EMULATED
+    if isinstance(action, Deny):
+        return Decision.ALLOWED if action.native else Decision.DENIED
+    return Decision.KILLED
+

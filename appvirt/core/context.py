@@ -1,0 +1,42 @@
+"""What handlers may use: the policy and read-only views of the sandbox, never the tracer.
+
+The tracer provides the real implementation; unit tests provide a small fake.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..fs.resolver import Resolved
+from ..policy.model import Policy
+from .stop import Stop
+
+
+class Context(Protocol):
+    policy: Policy
+
+    def read(self, tid: int, addr: int, size: int) -> bytes:
+        """Read tracee memory; GuestErrno(EFAULT) on a bad pointer."""
+
+    def resolve(self, stop: Stop, dirfd: int | None, path: bytes, *, follow: bool,
+                no_symlinks: bool = False, no_magiclinks: bool = False,
+                in_root: bool = False, beneath: bool = False) -> Resolved:
+        """Resolve a path argument for the caller (dirfd None or AT_FDCWD: its cwd)."""
+
+    def fd_object(self, tid: int, fd: int) -> Resolved:
+        """What fd `fd` of thread `tid` refers to (path if it has one, else a magic object)."""
+
+    def is_member(self, pid: int) -> bool:
+        """Whether pid (a process or thread id) belongs to the sandbox."""
+
+    def members_in_group(self, pgid: int) -> tuple[list[int], bool]:
+        """(member tgids in process group pgid, whether the group also holds outsiders)."""
+
+    def member_pids(self) -> list[int]:
+        """All live member processes (thread-group ids)."""
+
+    def shares_fd_table(self, tid: int) -> bool:
+        """Whether another task can change tid's fd table while tid is stopped."""
+
+    def pidfd_target(self, tid: int, fd: int) -> int | None:
+        """The pid a pidfd (or /proc/PID directory fd) of tid refers to, if any."""

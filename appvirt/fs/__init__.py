@@ -1,0 +1,1 @@
+"""Paths as the sandboxed program sees them: resolution in its view of the filesystem."""

@@ -1,0 +1,233 @@
+"""Resolve a path component by component, as the kernel's path walk does, in the caller's view.
+
+Never lexical (threat #18): `..` pops a component that is known to be a real directory, each
+symlink is read and followed in place, `/proc/self` and `/proc/thread-self` mean the caller, and
+magic links under `/proc/PID/` are followed only after checking that the text they show names
+the same object. The result is an absolute path with no symlink in it, which the kernel is then
+told to open with RESOLVE_NO_SYMLINKS, so a swap after this walk fails instead of escaping.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as statmod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import GuestErrno
+
+MAXSYMLINKS = 40
+NAME_MAX = 255
+PATH_MAX = 4096
+
+# Entries of /proc/PID (and /proc/PID/task/TID) that are magic links or directories of them.
+_MAGIC_LINKS = frozenset((b"cwd", b"root", b"exe"))
+_MAGIC_DIRS = frozenset((b"fd", b"map_files", b"ns"))
+
+
+@dataclass(frozen=True, slots=True)
+class MagicObject:
+    """An object reached through a /proc magic link that has no path (pipe, socket, ...)."""
+
+    proc_path: bytes          # canonical /proc/TGID/fd/N form, for the kernel to follow
+    dev: int
+    ino: int
+    owner_pid: int            # the process whose fd table or view it belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a path leads. `path` is absolute and free of symlinks and `.`/`..`."""
+
+    path: bytes
+    st: os.stat_result | None        # lstat of the final component; None if it does not exist
+    trailing_slash: bool = False
+    magic: MagicObject | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.st is not None or self.magic is not None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.st is not None and statmod.S_ISDIR(self.st.st_mode)
+
+    @property
+    def kernel_path(self) -> bytes:
+        """The path to hand the kernel (keeps a trailing slash: it changes the errors)."""
+        if self.magic is not None:
+            return self.magic.proc_path
+        return self.path + b"/" if self.trailing_slash and self.path != b"/" else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who resolves: /proc/self is its tgid, /proc/thread-self its tid."""
+
+    tid: int
+    pid: int
+    is_member: Callable[[int], bool]
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise GuestErrno(e.errno or errno.EIO, os.fsdecode(path)) from None
+
+
+def _readlink(path: bytes) -> bytes:
+    target = os.readlink(path)
+    return target if isinstance(target, bytes) else os.fsencode(target)
+
+
+def _join(parts: list[bytes]) -> bytes:
+    return b"/" + b"/".join(parts)
+
+
+def _proc_pid(parts: list[bytes]) -> int | None:
+    """The pid of a /proc/PID/... path (parts are components of an absolute path)."""
+    if len(parts) >= 2 and parts[0] == b"proc" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _is_magic(parts: list[bytes]) -> bool:
+    """Whether parts names a magic link (/proc/P/{cwd,root,exe,fd/N,...}, also under task/T)."""
+    if _proc_pid(parts) is None:
+        return False
+    rest = parts[2:]
+    if len(rest) >= 2 and rest[0] == b"task" and rest[1].isdigit():
+        rest = rest[2:]
+    return (len(rest) == 1 and rest[0] in _MAGIC_LINKS) or (
+        len(rest) == 2 and rest[0] in _MAGIC_DIRS)
+
+
+def follow_magic(parts: list[bytes], caller: Caller) -> bytes | MagicObject:
+    """Follow a magic link: its text if that names the same object, else the object itself."""
+    pid = _proc_pid(parts)
+    assert pid is not None
+    if not caller.is_member(pid):
+        # Another process's fds, cwd or root are outside the sandbox (threats #20, #30).
+        raise GuestErrno(errno.EACCES, "magic link of a process outside the sandbox")
+    link = _join(parts)
+    try:
+        target = _readlink(link)
+        obj = os.stat(link)
+    except FileNotFoundError:
+        raise GuestErrno(errno.ENOENT, os.fsdecode(link)) from None
+    except OSError as e:
+        raise GuestErrno(e.errno or errno.EIO, os.fsdecode(link)) from None
+    if target.startswith(b"/") and not target.endswith(b" (deleted)"):
+        try:
+            named = os.stat(target)
+        except OSError:
+            named = None
+        if named is not None and (named.st_dev, named.st_ino) == (obj.st_dev, obj.st_ino):
+            return target
+        try:
+            lnamed = os.lstat(target)
+            if (lnamed.st_dev, lnamed.st_ino) == (obj.st_dev, obj.st_ino):
+                return target
+        except OSError:
+            pass
+    return MagicObject(link, obj.st_dev, obj.st_ino, pid)
+
+
+def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
+            no_symlinks: bool = False, no_magiclinks: bool = False,
+            root: bytes | None = None, beneath: bool = False) -> Resolved:
+    """Resolve `path` for `caller`; relative paths start at the absolute directory `base`.
+
+    Args:
+        follow: follow a symlink in the final component (a trailing slash always does).
+        no_symlinks, no_magiclinks: openat2's RESOLVE_NO_SYMLINKS / RESOLVE_NO_MAGICLINKS.
+        root: openat2's RESOLVE_IN_ROOT: `/` and absolute symlinks mean this directory.
+        beneath: openat2's RESOLVE_BENEATH: escaping `base` fails with EXDEV.
+
+    Raises:
+        GuestErrno: ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, EACCES, EXDEV as the kernel would.
+    """
+    if not path:
+        raise GuestErrno(errno.ENOENT, "empty path")
+    trailing = path.endswith(b"/")
+    root_parts = [c for c in root.split(b"/") if c] if root is not None else []
+    if path.startswith(b"/"):
+        if beneath:
+            raise GuestErrno(errno.EXDEV, "absolute path with RESOLVE_BENEATH")
+        cur = list(root_parts)
+    else:
+        cur = [c for c in base.split(b"/") if c]
+    floor = len(cur) if (beneath or root is not None) else 0
+    todo = [c for c in reversed(path.split(b"/")) if c and c != b"."]
+    links = 0
+    st: os.stat_result | None = None
+    while todo:
+        comp = todo.pop()
+        last = not todo
+        if comp == b"..":
+            if len(cur) > floor:
+                cur.pop()
+            elif beneath:
+                raise GuestErrno(errno.EXDEV, "'..' escapes RESOLVE_BENEATH")
+            st = _lstat(_join(cur)) if last else None
+            continue
+        if len(comp) > NAME_MAX:
+            raise GuestErrno(errno.ENAMETOOLONG, "path component longer than NAME_MAX")
+        # /proc/self and /proc/thread-self name the caller, not the tracer.
+        if cur == [b"proc"] and comp in (b"self", b"thread-self"):
+            links += 1
+            target = (str(caller.pid).encode() if comp == b"self"
+                      else b"%d/task/%d" % (caller.pid, caller.tid))
+            todo.extend(reversed(target.split(b"/")))
+            continue
+        cand = cur + [comp]
+        st = _lstat(_join(cand))
+        if st is None:
+            if not last:
+                raise GuestErrno(errno.ENOENT, os.fsdecode(_join(cand)))
+            return Resolved(_join(cand), None, trailing)
+        if statmod.S_ISLNK(st.st_mode) and (not last or follow or trailing):
+            links += 1
+            if links > MAXSYMLINKS:
+                raise GuestErrno(errno.ELOOP, "too many levels of symbolic links")
+            if _is_magic(cand):
+                if no_magiclinks or no_symlinks:
+                    raise GuestErrno(errno.ELOOP, "magic link refused by RESOLVE flags")
+                target_or_obj = follow_magic(cand, caller)
+                if isinstance(target_or_obj, MagicObject):
+                    if not last:
+                        raise GuestErrno(errno.ENOTDIR, os.fsdecode(_join(cand)))
+                    return Resolved(_join(cand), None, trailing, target_or_obj)
+                target = target_or_obj
+            else:
+                if no_symlinks:
+                    raise GuestErrno(errno.ELOOP, "symlink refused by RESOLVE_NO_SYMLINKS")
+                try:
+                    target = _readlink(_join(cand))
+                except OSError as e:
+                    raise GuestErrno(e.errno or errno.EIO, os.fsdecode(_join(cand))) from None
+            if target.startswith(b"/"):
+                if beneath:
+                    raise GuestErrno(errno.EXDEV, "absolute symlink with RESOLVE_BENEATH")
+                cur = list(root_parts)
+            todo.extend(c for c in reversed(target.split(b"/")) if c and c != b".")
+            if not todo:          # a symlink to "/" (or to the IN_ROOT root)
+                st = _lstat(_join(cur))
+            continue
+        if not last and not statmod.S_ISDIR(st.st_mode):
+            raise GuestErrno(errno.ENOTDIR, os.fsdecode(_join(cand)))
+        cur = cand
+    final = _join(cur)
+    if len(final) >= PATH_MAX:
+        raise GuestErrno(errno.ENAMETOOLONG, "resolved path longer than PATH_MAX")
+    if st is None and cur:
+        st = _lstat(final)
+    elif not cur:
+        st = _lstat(b"/")
+    if trailing and st is not None and not statmod.S_ISDIR(st.st_mode):
+        raise GuestErrno(errno.ENOTDIR, os.fsdecode(final))
+    return Resolved(final, st, trailing)

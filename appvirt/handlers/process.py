@@ -1,0 +1,157 @@
+"""Process operations: creation flags, and signals and scheduling aimed at other processes.
+
+Targets outside the sandbox behave as if they did not exist (ESRCH); group-wide signals
+(kill(0), kill(-pgrp), kill(-1)) reach sandbox members only, so the tracer and the rest of
+the machine can never be signalled (threats #7, #29).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite, SlotData
+from ..core.context import Context
+from ..core.stop import Stop
+from ..core.table import ArgBitsAny, ArgIn, ArgNotIn, OpClass, Support, SyscallEntry
+
+CLONE_UNTRACED = 0x00800000
+CLONE_NEW_ANY = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
+                 | 0x20000000 | 0x40000000)   # NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
+PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
+IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP, IOPRIO_WHO_USER = 1, 2, 3
+RLIMIT_CORE = 4
+
+OUTSIDE = Note(rule="builtin:process-isolation",
+               hint="processes outside the sandbox cannot be reached from inside")
+
+
+def sys_clone(stop: Stop, ctx: Context) -> Action:
+    """Implement clone(2) for the flags the filter traps: untraced children and namespaces."""
+    return Deny(errno.EPERM, Note(
+        rule="builtin:clone-flags",
+        detail="CLONE_UNTRACED or a new namespace would escape the tracer"))
+
+
+def _signal_group(ctx: Context, caller_pid: int, members: list[int], sig: int) -> Action:
+    """Deliver a group signal to members only, as the kernel would to the whole group."""
+    sent = 0
+    for pid in members:
+        try:
+            if sig:
+                os.kill(pid, sig)
+            sent += 1
+        except ProcessLookupError:
+            continue
+    return Emulate(0, note=OUTSIDE) if sent else Deny(errno.ESRCH, OUTSIDE)
+
+
+def sys_kill(stop: Stop, ctx: Context) -> Action:
+    """Implement kill(2): single targets must be members; groups are narrowed to members."""
+    pid, sig = stop.sarg(0), stop.sarg(1)
+    if sig < 0 or sig > 64:
+        return Deny(errno.EINVAL, native=True)
+    if pid > 0:
+        return Allow() if ctx.is_member(pid) else Deny(errno.ESRCH, OUTSIDE)
+    if pid == -1:
+        targets = [p for p in ctx.member_pids() if p != stop.pid]
+        return _signal_group(ctx, stop.pid, targets, sig)
+    pgid = os.getpgid(stop.pid) if pid == 0 else -pid
+    members, outsiders = ctx.members_in_group(pgid)
+    if not outsiders:
+        return Allow() if members else Deny(errno.ESRCH, OUTSIDE)
+    return _signal_group(ctx, stop.pid, members, sig)
+
+
+def _target_arg(index: int, zero_is_self: bool = True):
+    def handler(stop: Stop, ctx: Context) -> Action:
+        pid = stop.sarg(index)
+        if (pid == 0 and zero_is_self) or (pid > 0 and ctx.is_member(pid)):
+            return Allow()
+        return Deny(errno.ESRCH, OUTSIDE)
+    handler.__doc__ = f"Allow only when argument {index} names a sandbox member."
+    return handler
+
+
+def _which_who(user_value: int, pgrp_value: int, process_value: int):
+    """setpriority/ioprio_set: (which, who) naming a process, a group or a user."""
+    def handler(stop: Stop, ctx: Context) -> Action:
+        which, who = stop.sarg(0), stop.sarg(1)
+        if which == process_value:
+            return Allow() if who == 0 or ctx.is_member(who) else Deny(errno.ESRCH, OUTSIDE)
+        if which == pgrp_value:
+            if who == 0:
+                return Allow()
+            members, outsiders = ctx.members_in_group(who)
+            return Allow() if members and not outsiders else Deny(errno.ESRCH, OUTSIDE)
+        if which == user_value:
+            return Deny(errno.EPERM, Note(rule="builtin:process-isolation",
+                                          detail="per-user changes reach outside processes"))
+        return Deny(errno.EINVAL, native=True)
+    handler.__doc__ = "Allow a process or group target inside the sandbox; refuse per-user."
+    return handler
+
+
+def sys_pidfd_send_signal(stop: Stop, ctx: Context) -> Action:
+    """Implement pidfd_send_signal(2): the pidfd's process must be a member."""
+    target = ctx.pidfd_target(stop.tid, stop.sarg(0))
+    if target is None:
+        return Allow()   # not a pidfd: the kernel answers EBADF
+    return Allow() if ctx.is_member(target) else Deny(errno.ESRCH, OUTSIDE)
+
+
+def _rlimit_core(resource_arg: int, new_arg: int, pid_arg: int | None):
+    """setrlimit/prlimit64: other processes must be members; RLIMIT_CORE stays 0 (#27)."""
+    def handler(stop: Stop, ctx: Context) -> Action:
+        if pid_arg is not None:
+            pid = stop.sarg(pid_arg)
+            if pid != 0 and not ctx.is_member(pid):
+                return Deny(errno.ESRCH, OUTSIDE)
+        if stop.sarg(resource_arg) == RLIMIT_CORE and stop.arg(new_arg):
+            cur_max = ctx.read(stop.tid, stop.arg(new_arg), 16)
+            if any(cur_max):
+                return Deny(errno.EPERM, Note(
+                    rule="builtin:no-core-dumps",
+                    detail="core dumps are written by the kernel outside any policy"))
+            # The checked limit goes to the kernel from the read-only slot (#15).
+            return Rewrite(((new_arg, SlotData(cur_max)),), decision=Decision.ALLOWED)
+        return Allow()
+    handler.__doc__ = "Other processes must be members; RLIMIT_CORE cannot be raised."
+    return handler
+
+
+def _e(name: str, handler, **kw) -> SyscallEntry:
+    return SyscallEntry(name, OpClass.PROCESS, handler, **kw)
+
+
+ENTRIES: tuple[SyscallEntry, ...] = (
+    _e("clone", sys_clone, support=Support.PARTIAL,
+       trace_if=(ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY),),
+       note="CLONE_UNTRACED and CLONE_NEW* refused (EPERM); other clones run natively"),
+    _e("kill", sys_kill, note="members only; kill(-1) and group kills reach members only"),
+    _e("tkill", _target_arg(0, zero_is_self=False)),
+    _e("tgkill", _target_arg(0, zero_is_self=False)),
+    _e("rt_sigqueueinfo", _target_arg(0, zero_is_self=False)),
+    _e("rt_tgsigqueueinfo", _target_arg(0, zero_is_self=False)),
+    _e("pidfd_open", _target_arg(0, zero_is_self=False)),
+    _e("pidfd_send_signal", sys_pidfd_send_signal),
+    _e("sched_setaffinity", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("sched_setparam", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("sched_setscheduler", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("sched_setattr", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("migrate_pages", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("move_pages", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("setpriority", _which_who(PRIO_USER, PRIO_PGRP, PRIO_PROCESS),
+       trace_if=(ArgNotIn(1, frozenset({0})), ArgIn(0, frozenset({PRIO_USER}))),
+       support=Support.PARTIAL, note="PRIO_USER refused: it reaches outside processes"),
+    _e("ioprio_set", _which_who(IOPRIO_WHO_USER, IOPRIO_WHO_PGRP, IOPRIO_WHO_PROCESS),
+       trace_if=(ArgNotIn(1, frozenset({0})), ArgIn(0, frozenset({IOPRIO_WHO_USER}))),
+       support=Support.PARTIAL, note="IOPRIO_WHO_USER refused"),
+    _e("prlimit64", _rlimit_core(1, 2, 0),
+       trace_if=(ArgNotIn(0, frozenset({0})), ArgIn(1, frozenset({RLIMIT_CORE}))),
+       needs_exit=True, note="other processes: members only; RLIMIT_CORE cannot be raised"),
+    _e("setrlimit", _rlimit_core(0, 1, None), trace_if=(ArgIn(0, frozenset({RLIMIT_CORE})),),
+       needs_exit=True,
+       note="RLIMIT_CORE cannot be raised (kernel-written core files)"),
+)
+

@@ -1,0 +1,1 @@
+"""The intercept log: one JSON object per line (JSON Lines)."""

@@ -1,0 +1,175 @@
+"""Load a policy file: YAML with line marks, schema validation, defaults, then frozen records.
+
+Every problem becomes one PolicyError naming the file, the line, the key path and what was
+expected; nothing here lets a traceback reach the user.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ..errors import PolicyError
+from ..state import APP_NAME_RE
+from .globs import Glob, GlobError
+from .model import BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy
+
+_SCHEMA: dict[str, Any] = json.loads(
+    resources.files(__package__).joinpath("schema.json").read_text())
+_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
+
+KeyPath = tuple[str | int, ...]
+
+
+def format_key(path: KeyPath) -> str:
+    """Render a key path as `files.rules[2].mode`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _marks(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
+    """Record the line of every key and item; reject duplicate keys (YAML would keep the last)."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                raise PolicyError(f"duplicate key '{key}'", file=file,
+                                  line=key_node.start_mark.line + 1, key=format_key(path + (key,)))
+            seen.add(key)
+            _marks(value_node, path + (key,), lines, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _marks(item, path + (i,), lines, file)
+
+
+def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    """Say what was expected, in words a policy author understands."""
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        return (f"unknown key '{extra[0] if extra else '?'}' "
+                f"(expected one of: {', '.join(allowed)})")
+    if v == "enum":
+        return (f"{err.instance!r} is not allowed "
+                f"(expected one of: {', '.join(map(str, err.validator_value))})")
+    if v == "const":
+        return f"{err.instance!r} is not allowed (expected {err.validator_value!r})"
+    if v == "type":
+        want = err.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"expected {want}, got {type(err.instance).__name__} {err.instance!r}"
+    if v == "required":
+        return f"missing required key ({err.message})"
+    if v == "pattern":
+        return f"{err.instance!r} does not match {err.validator_value}"
+    if v == "minLength":
+        return "must not be empty"
+    return err.message
+
+
+def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = root["$defs"][name]
+    if isinstance(instance, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                instance[key] = _fill_defaults(sub, instance[key], root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_fill_defaults(schema["items"], item, root) for item in instance]
+    return instance
+
+
+def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app") -> Policy:
+    """Parse and validate policy text; raise PolicyError on any problem."""
+    try:
+        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise PolicyError(f"bad YAML: {e.problem or e.context}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:
+        raise PolicyError(f"bad YAML: {e}", file=file) from None
+    if len(docs) > 1:
+        raise PolicyError("a policy is one YAML document (found several)", file=file,
+                          line=docs[1].start_mark.line + 1)
+    node = docs[0] if docs else None
+    lines: dict[KeyPath, int] = {}
+    if node is None:
+        data: Any = {}
+    else:
+        _marks(node, (), lines, file)
+        try:
+            data = yaml.SafeLoader("").construct_document(node)
+        except yaml.YAMLError as e:
+            raise PolicyError(f"bad YAML value: {e}", file=file,
+                              line=node.start_mark.line + 1) from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"a policy is a mapping of keys, got {type(data).__name__}",
+                          file=file, line=1)
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e)))
+    if errors:
+        err = errors[0]
+        path = tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            path = path + (extra[0],) if extra else path
+        raise PolicyError(_describe(err), file=file, line=_line_of(lines, path),
+                          key=format_key(path))
+    data = _fill_defaults(_SCHEMA, data, _SCHEMA)
+    data.setdefault("app", default_app)
+
+    rules = list(BASE_RULES) if data["files"]["base_rules"] else []
+    for i, r in enumerate(data["files"]["rules"]):
+        try:
+            glob = Glob.of(r["path"])
+        except GlobError as e:
+            key = ("files", "rules", i, "path")
+            raise PolicyError(f"bad glob {r['path']!r}: {e}", file=file,
+                              line=_line_of(lines, key), key=format_key(key)) from None
+        rules.append(PathRule(glob, FileMode(r["mode"]), f"files.rules[{i}]"))
+    return Policy(
+        version=data["version"],
+        app=data["app"],
+        files=FilesPolicy(FileMode(data["files"]["default"]), tuple(rules)),
+        log=LogPolicy(LogLevel(data["log"]["level"]), data["log"]["file"]),
+        source=file,
+        raw=data,
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a policy file; the app name defaults to the file's stem when it is a valid name."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError("no such policy file", file=str(p)) from None
+    except IsADirectoryError:
+        raise PolicyError("is a directory, not a policy file", file=str(p)) from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"not UTF-8 text (byte {e.start})", file=str(p)) from None
+    except OSError as e:
+        raise PolicyError(f"cannot read: {e.strerror}", file=str(p)) from None
+    stem = p.stem if APP_NAME_RE.match(p.stem) else "app"
+    return load_policy_text(text, str(p), default_app=stem)

@@ -1,0 +1,82 @@
+"""Frozen policy records. Built only by the loader, after validation."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .globs import Glob
+
+
+class FileMode(enum.Enum):
+    """What the program may do with a path (see the README's policy reference)."""
+
+    PASSTHROUGH = "passthrough"   # reads and writes reach the host: an explicit hole
+    READONLY = "readonly"         # reads reach the host, writes fail with EROFS
+    HIDDEN = "hidden"             # the path does not exist for the program (ENOENT)
+
+
+class LogLevel(enum.Enum):
+    ALL = "all"            # every intercepted call
+    CHANGES = "changes"    # calls whose behaviour appvirt changed, plus process events
+    DENIALS = "denials"    # denials (and kills) only
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    glob: Glob
+    mode: FileMode
+    rule_id: str           # e.g. "files.rules[2]", named in log records
+
+
+def _base(specs: tuple[tuple[str, FileMode], ...]) -> tuple[PathRule, ...]:
+    return tuple(PathRule(Glob.of(p), m, f"files.base[{i}]") for i, (p, m) in enumerate(specs))
+
+
+_P, _R = FileMode.PASSTHROUGH, FileMode.READONLY
+# Rules every policy starts with (unless `files.base_rules: false`); its own rules come later
+# and win. Devices: a curated set works as on the host, the rest (disks, consoles) is
+# read-only. Kernel interfaces: /proc readable, /proc/sys, sysrq and /sys never writable.
+BASE_RULES: tuple[PathRule, ...] = _base((
+    ("/dev", _R), ("/dev/null", _P), ("/dev/zero", _P), ("/dev/full", _P),
+    ("/dev/random", _P), ("/dev/urandom", _P), ("/dev/tty", _P), ("/dev/ptmx", _P),
+    ("/dev/pts", _P), ("/proc", _P), ("/proc/sys", _R), ("/proc/sysrq-trigger", _R),
+    ("/sys", _R),
+))
+
+
+@dataclass(frozen=True, slots=True)
+class FilesPolicy:
+    default: FileMode
+    rules: tuple[PathRule, ...]
+
+    def mode_for(self, path: bytes) -> tuple[FileMode, str]:
+        """The mode of an absolute path and the rule that decided it (later rules win)."""
+        return _mode_for(self, path)
+
+
+@lru_cache(maxsize=8192)
+def _mode_for(files: FilesPolicy, path: bytes) -> tuple[FileMode, str]:
+    for rule in reversed(files.rules):
+        if rule.glob.matches(path):
+            return rule.mode, rule.rule_id
+    return files.default, "files.default"
+
+
+@dataclass(frozen=True, slots=True)
+class LogPolicy:
+    level: LogLevel
+    file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The effective policy of one run."""
+
+    version: int
+    app: str
+    files: FilesPolicy
+    log: LogPolicy
+    source: str                    # the file it came from (for messages)
+    raw: dict                      # the validated document with defaults filled in

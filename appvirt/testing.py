@@ -1,0 +1,83 @@
+"""Test helpers for handlers: build stops and a fake sandbox without ptrace.
+
+Handlers are functions of (Stop, Context); `FakeContext` answers the Context questions from
+plain data and resolves paths with the real resolver (on whatever filesystem the test set
+up, e.g. pyfakefs), so handler tests exercise the real decision logic.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+from .core.stop import Stop
+from .errors import GuestErrno
+from .fs.resolver import Caller, Resolved, resolve
+from .handlers import TABLE
+from .policy.model import Policy
+
+AT_FDCWD = -100
+
+
+def make_stop(name: str, *args: int, paths: dict[int, bytes | None] | None = None,
+              tid: int = 1000, pid: int = 1000) -> Stop:
+    """A seccomp stop of syscall `name` with the given arguments and pre-read paths."""
+    entry = TABLE.by_name[name]
+    full = tuple(a & 0xFFFFFFFFFFFFFFFF for a in (list(args) + [0] * 6)[:6])
+    paths = paths or {}
+    return Stop(tid, pid, entry, full, tuple(paths.get(i) for i in entry.path_args))  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeContext:
+    """A sandbox of one process, described by data."""
+
+    policy: Policy
+    cwd: bytes = b"/"
+    members: set[int] = field(default_factory=lambda: {1000})
+    fds: dict[int, bytes] = field(default_factory=dict)       # fd -> path of its file
+    memory: dict[int, bytes] = field(default_factory=dict)    # address -> bytes there
+    shared_fds: bool = False
+    groups: dict[int, tuple[list[int], bool]] = field(default_factory=dict)
+
+    def read(self, tid: int, addr: int, size: int) -> bytes:
+        data = self.memory.get(addr)
+        if data is None or len(data) < size:
+            raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+        return data[:size]
+
+    def resolve(self, stop: Stop, dirfd: int | None, path: bytes, *, follow: bool,
+                no_symlinks: bool = False, no_magiclinks: bool = False,
+                in_root: bool = False, beneath: bool = False) -> Resolved:
+        base = self.cwd if dirfd in (None, AT_FDCWD) else self.fds.get(dirfd)
+        if base is None:
+            raise GuestErrno(errno.EBADF)
+        return resolve(Caller(stop.tid, stop.pid, self.is_member), base, path, follow=follow,
+                       no_symlinks=no_symlinks, no_magiclinks=no_magiclinks,
+                       root=base if in_root else None, beneath=beneath)
+
+    def fd_object(self, tid: int, fd: int) -> Resolved:
+        path = self.cwd if fd == AT_FDCWD else self.fds.get(fd)
+        if path is None:
+            raise GuestErrno(errno.EBADF)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        return Resolved(path, st)
+
+    def is_member(self, pid: int) -> bool:
+        return pid in self.members
+
+    def members_in_group(self, pgid: int) -> tuple[list[int], bool]:
+        return self.groups.get(pgid, ([], False))
+
+    def member_pids(self) -> list[int]:
+        return sorted(self.members)
+
+    def shares_fd_table(self, tid: int) -> bool:
+        return self.shared_fds
+
+    def pidfd_target(self, tid: int, fd: int) -> int | None:
+        return None

@@ -1,0 +1,1 @@
+"""Everything that touches a real tracee: ptrace, seccomp, memory, the launcher and the loop."""

@@ -1,0 +1,125 @@
+"""The tracer's implementation of the handlers' Context: reads tracee state from /proc."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ..core.stop import Stop
+from ..errors import GuestErrno
+from ..fs.resolver import Caller, Resolved, follow_magic, resolve
+from ..policy.model import Policy
+from .memory import TraceeMemory
+from .tasks import Tasks
+
+AT_FDCWD = -100
+
+
+class TracerContext:
+    """Everything a handler may ask about the sandbox, answered from the live tracees."""
+
+    def __init__(self, policy: Policy, tasks: Tasks, memory: TraceeMemory) -> None:
+        self.policy = policy
+        self.tasks = tasks
+        self.memory = memory
+
+    def read(self, tid: int, addr: int, size: int) -> bytes:
+        return self.memory.read(tid, addr, size)
+
+    def _cwd(self, tid: int) -> bytes:
+        try:
+            cwd = os.readlink(f"/proc/{tid}/cwd".encode())
+        except OSError as e:
+            raise GuestErrno(e.errno or errno.ENOENT, "cwd") from None
+        if not cwd.startswith(b"/") or (cwd.endswith(b" (deleted)") and not _same(
+                f"/proc/{tid}/cwd".encode(), cwd)):
+            raise GuestErrno(errno.ENOENT, "the working directory was deleted")
+        return cwd
+
+    def _dir_of(self, tid: int, dirfd: int | None) -> bytes:
+        if dirfd is None or dirfd == AT_FDCWD:
+            return self._cwd(tid)
+        if dirfd < 0:
+            raise GuestErrno(errno.EBADF, f"bad dirfd {dirfd}")
+        link = f"/proc/{tid}/fd/{dirfd}".encode()
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            raise GuestErrno(errno.EBADF, f"fd {dirfd} is not open") from None
+        except OSError as e:
+            raise GuestErrno(e.errno or errno.EBADF, "dirfd") from None
+        if not target.startswith(b"/"):
+            raise GuestErrno(errno.ENOTDIR, "dirfd is not a directory")
+        if target.endswith(b" (deleted)") and not _same(link, target):
+            raise GuestErrno(errno.ENOENT, "dirfd's directory was deleted")
+        return target
+
+    def _caller(self, stop: Stop) -> Caller:
+        return Caller(stop.tid, stop.pid, self.tasks.is_member)
+
+    def resolve(self, stop: Stop, dirfd: int | None, path: bytes, *, follow: bool,
+                no_symlinks: bool = False, no_magiclinks: bool = False,
+                in_root: bool = False, beneath: bool = False) -> Resolved:
+        base = b"/" if path.startswith(b"/") and not (in_root or beneath) else \
+            self._dir_of(stop.tid, dirfd)
+        return resolve(self._caller(stop), base, path, follow=follow, no_symlinks=no_symlinks,
+                       no_magiclinks=no_magiclinks, root=base if in_root else None,
+                       beneath=beneath)
+
+    def fd_object(self, tid: int, fd: int) -> Resolved:
+        task = self.tasks.by_tid.get(tid)
+        pid = task.pid if task else tid
+        if fd == AT_FDCWD:
+            return resolve(Caller(tid, pid, self.tasks.is_member), self._cwd(tid), b".",
+                           follow=True)
+        if fd < 0:
+            raise GuestErrno(errno.EBADF, f"bad fd {fd}")
+        parts = [b"proc", str(tid).encode(), b"fd", str(fd).encode()]
+        try:
+            got = follow_magic(parts, Caller(tid, pid, self.tasks.is_member))
+        except GuestErrno as e:
+            raise GuestErrno(errno.EBADF if e.errno == errno.ENOENT else e.errno) from None
+        if isinstance(got, bytes):
+            return Resolved(got, _lstat_or_none(got))
+        return Resolved(b"/proc/%d/fd/%d" % (tid, fd), None, magic=got)
+
+    def is_member(self, pid: int) -> bool:
+        return self.tasks.is_member(pid)
+
+    def members_in_group(self, pgid: int) -> tuple[list[int], bool]:
+        return self.tasks.members_in_group(pgid)
+
+    def member_pids(self) -> list[int]:
+        return self.tasks.member_pids()
+
+    def shares_fd_table(self, tid: int) -> bool:
+        return self.tasks.shares_fd_table(tid)
+
+    def pidfd_target(self, tid: int, fd: int) -> int | None:
+        try:
+            with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pid:"):
+                        return int(line.split()[1])
+            target = os.readlink(f"/proc/{tid}/fd/{fd}".encode())
+        except (OSError, ValueError):
+            return None
+        parts = target.split(b"/")
+        if len(parts) == 3 and parts[1] == b"proc" and parts[2].isdigit():
+            return int(parts[2])
+        return None
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _lstat_or_none(path: bytes):
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None

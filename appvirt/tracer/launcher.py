@@ -1,0 +1,193 @@
+"""Start a program suspended under the tracer, and see it through to its exit status.
+
+fork; the child joins its own process group, waits until the tracer has seized it, maps the
+slot area, drops core dumps (hard RLIMIT_CORE 0), closes inherited fds above 2, sets
+no_new_privs, installs the seccomp filter, and execs. The tracer has PTRACE_O_EXITKILL and is
+a child subreaper, so orphans come back to it and nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import resource
+import shutil
+import signal
+import stat
+
+from dataclasses import dataclass
+
+from ..core.table import SyscallTable
+from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
+from ..log.writer import LogWriter
+from ..policy.model import Policy
+from . import _ptrace as pt
+from . import seccomp
+from .loop import Stats, Tracer
+from .slots import SlotArena
+
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    exit_code: int
+    stats: Stats
+    log_problem: str | None
+    internal_error: str | None
+
+
+def find_program(name: str, env: dict[str, str]) -> str:
+    """Find the program as a shell would; raise LaunchError with the shell's 127/126."""
+    if "/" in name:
+        path = name
+    else:
+        found = shutil.which(name, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise LaunchError(f"{name}: command not found", exit_status=ExitStatus.NOT_FOUND)
+        path = found
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise LaunchError(f"{name}: No such file or directory",
+                          exit_status=ExitStatus.NOT_FOUND) from None
+    except OSError as e:
+        raise LaunchError(f"{name}: {e.strerror}", exit_status=ExitStatus.NOT_EXECUTABLE) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise LaunchError(f"{name}: Is a directory", exit_status=ExitStatus.NOT_EXECUTABLE)
+    if not os.access(path, os.X_OK):
+        raise LaunchError(f"{name}: Permission denied", exit_status=ExitStatus.NOT_EXECUTABLE)
+    return path
+
+
+def _controlling_tty() -> int | None:
+    """An fd of our controlling terminal when we are in its foreground group."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: SlotArena,
+           go: int, report: int) -> None:  # pragma: no cover - runs in the forked child
+    """Runs in the forked child; never returns."""
+    try:
+        os.setpgid(0, 0)
+        if os.read(go, 1) != b"x":          # the tracer died before seizing us
+            os._exit(ExitStatus.INTERNAL)
+        os.close(go)
+        for sig in range(1, signal.NSIG):
+            if sig in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                signal.signal(sig, signal.SIG_DFL)   # Python ignores SIGPIPE; programs must not
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        arena.map_into_self()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        keep = {0, 1, 2, report}
+        for fd in os.listdir("/proc/self/fd"):
+            if int(fd) not in keep:
+                try:
+                    os.close(int(fd))
+                except OSError:
+                    pass
+        seccomp.install(prog)
+        os.execve(path, argv, env)
+    except OSError as e:
+        try:
+            os.write(report, str(e.errno or 0).encode())
+        finally:
+            os._exit(ExitStatus.NOT_EXECUTABLE if e.errno in (errno.EACCES, errno.ENOEXEC)
+                     else ExitStatus.NOT_FOUND if e.errno == errno.ENOENT
+                     else ExitStatus.INTERNAL)
+    os._exit(ExitStatus.INTERNAL)
+
+
+def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path: str | None,
+                  env: dict[str, str] | None = None) -> RunResult:
+    """Run argv in the sandbox; return its exit code (128+N if killed by signal N)."""
+    env = dict(os.environ if env is None else env)
+    path = find_program(argv[0], env)
+    seccomp.check_available()
+    prog = seccomp.build_filter(table)
+    log = LogWriter(log_path) if log_path else None
+    arena = SlotArena()
+    arena.start_keeper()
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    go_r, go_w = os.pipe()
+    rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+    tty = _controlling_tty()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        os.close(go_w)
+        os.close(rep_r)
+        _child(path, argv, env, prog, arena, go_r, rep_w)
+    os.close(go_r)
+    os.close(rep_w)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    try:
+        pt.seize(pid)
+    except Exception as e:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        arena.close()
+        raise EnvironmentUnsupported(
+            f"cannot trace the program: {e} (is appvirt itself being traced, or is ptrace "
+            "blocked here?)") from None
+    tracer = Tracer(table, policy, arena, log)
+    old_handlers = {}
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in FORWARDED:
+        old_handlers[s] = signal.signal(s, forward)
+    ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        if tty is not None:
+            try:
+                os.tcsetpgrp(tty, pid)     # Ctrl-C and friends go to the program's group
+            except OSError:
+                tty = None
+        os.write(go_w, b"x")
+        os.close(go_w)
+        status = tracer.run(pid)
+    finally:
+        if tty is not None:
+            try:
+                os.tcsetpgrp(tty, os.getpgrp())
+            except OSError:
+                pass
+        signal.signal(signal.SIGTTOU, ttou)
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        arena.close()
+        if log is not None:
+            log.close()
+    report = os.read(rep_r, 64)
+    os.close(rep_r)
+    if report:
+        err = int(report)
+        raise LaunchError(f"{argv[0]}: {os.strerror(err)}",
+                          exit_status=ExitStatus.NOT_EXECUTABLE if err in (
+                              errno.EACCES, errno.ENOEXEC) else ExitStatus.NOT_FOUND)
+    code = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+            else ExitStatus.SIGNAL_BASE + os.WTERMSIG(status))
+    return RunResult(code, tracer.stats, log.failed if log else None, tracer.first_error)
+
+

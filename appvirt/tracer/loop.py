@@ -1,0 +1,422 @@
+"""The tracer's wait loop: decode each stop, dispatch to the table, apply the action.
+
+`Tracer.apply` (and the exit-stop counterpart `_finish_call`) are the only code that writes
+tracee registers or memory. Every failure inside the handling of a stop ends in a denial or a
+kill, never in a call that proceeds unchecked (threat #37).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitVerdict, Kill, Note,
+                           Rewrite, SlotData, decision_of)
+from ..core.stop import Stop
+from ..core.table import NEVER_PROCEED, SyscallTable
+from ..errors import GuestErrno, TraceeGone
+from ..log.records import decode_args, errno_name
+from ..log.writer import LogWriter
+from ..policy.model import LogLevel, Policy
+from . import _ptrace as pt
+from .context import TracerContext
+from .inject import Injection, InjectionFailed
+from .memory import TraceeMemory
+from .slots import SlotArena
+from .tasks import Pending, Task, Tasks
+
+WALL = 0x40000000
+SYSCALL_TRAP = signal.SIGTRAP | 0x80
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+RESTART_CODES = frozenset({512, 513, 514, 516})     # -ERESTART*: the kernel re-runs the call
+MAX_RESTARTS = 16
+CLONE_THREAD = 0x00010000
+_LOGGED = {
+    LogLevel.ALL: frozenset(Decision),
+    LogLevel.CHANGES: frozenset({Decision.REDIRECTED, Decision.EMULATED, Decision.DENIED,
+                                 Decision.KILLED}),
+    LogLevel.DENIALS: frozenset({Decision.DENIED, Decision.KILLED}),
+}
+
+
+@dataclass
+class Stats:
+    seccomp_stops: int = 0
+    exit_stops: int = 0
+    other_stops: int = 0
+    injections: int = 0
+    internal_errors: int = 0
+    by_syscall: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.seccomp_stops + self.exit_stops + self.other_stops
+
+
+class Tracer:
+    """Follows one sandboxed tree from its first process to its last."""
+
+    def __init__(self, table: SyscallTable, policy: Policy, arena: SlotArena,
+                 log: LogWriter | None) -> None:
+        self.table, self.policy, self.arena, self.log = table, policy, arena, log
+        self.tasks = Tasks()
+        self.memory = TraceeMemory()
+        self.ctx = TracerContext(policy, self.tasks, self.memory)
+        self.logged = _LOGGED[policy.log.level]
+        self.log_events = policy.log.level is not LogLevel.DENIALS
+        self.stats = Stats()
+        self.seq = 0
+        self.main_pid = 0
+        self.main_status: int | None = None
+        self.first_error: str | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, main_pid: int) -> int:
+        """Trace until every tracee is gone; return the main program's wait status."""
+        self.main_pid = main_pid
+        task = self.tasks.add(main_pid, main_pid)
+        task.started = True            # PTRACE_SEIZE: no initial stop
+        self.tasks.slot_ready[main_pid] = True
+        self.tasks.program[main_pid] = sys.executable
+        while self.tasks:
+            try:
+                pid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            t0 = time.perf_counter()
+            try:
+                if os.WIFSTOPPED(status):
+                    self._on_stop(pid, status, t0)
+                else:
+                    self._on_gone(pid, status)
+            except TraceeGone:
+                pass    # it died mid-stop; its exit notification follows
+        return self.main_status if self.main_status is not None else 0
+
+    def _on_gone(self, pid: int, status: int) -> None:
+        task = self.tasks.remove(pid)
+        self.arena.release(pid)
+        self.memory.forget(pid)
+        if pid == self.main_pid:
+            self.main_status = status
+        if task is not None and task.tid == task.pid and self.log_events:
+            rec = {"kind": "exit", "pid": pid}
+            if os.WIFEXITED(status):
+                rec["status"] = os.WEXITSTATUS(status)
+            else:
+                rec["signal"] = signal.Signals(os.WTERMSIG(status)).name
+            self._emit(rec)
+
+    def _on_stop(self, pid: int, status: int, t0: float) -> None:
+        sig, event = os.WSTOPSIG(status), status >> 16
+        task = self.tasks.by_tid.get(pid) or self._adopt(pid)
+        if task.injection is not None:
+            self._inject_stop(task, sig, event)
+        elif event == pt.PTRACE_EVENT_SECCOMP:
+            self.stats.seccomp_stops += 1
+            self._on_seccomp(task, t0)
+        elif sig == SYSCALL_TRAP:
+            self.stats.exit_stops += 1
+            self._finish_call(task)
+        else:
+            self.stats.other_stops += 1
+            if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
+                self._on_clone(task, event)
+            elif event == pt.PTRACE_EVENT_EXEC:
+                self._on_exec(task)
+            elif event == pt.PTRACE_EVENT_STOP:
+                if not task.started:
+                    task.started = True
+                    pt.cont(pid)
+                elif sig in STOP_SIGNALS:
+                    pt.listen(pid)          # a group stop: stay stopped, as natively
+                else:
+                    pt.cont(pid)
+            else:
+                pt.cont(pid, sig)           # signal-delivery stop: deliver it
+
+    def _adopt(self, pid: int) -> Task:
+        """A new thread or process whose first stop came before its parent's event."""
+        tgid = pid
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Tgid:"):
+                        tgid = int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        return self.tasks.add(pid, tgid)
+
+    def _on_clone(self, task: Task, event: int) -> None:
+        child = pt.geteventmsg(task.tid)
+        if event == pt.PTRACE_EVENT_CLONE:
+            flags = pt.get_regs(task.tid).rdi
+            tgid = task.pid if flags & CLONE_THREAD else child
+            kind = "thread" if flags & CLONE_THREAD else "clone"
+        else:
+            tgid, kind = child, ("fork" if event == pt.PTRACE_EVENT_FORK else "vfork")
+        known = self.tasks.by_tid.get(child)
+        if known is not None and known.pid != tgid:
+            self.tasks.remove(child)
+            known = None
+        self.tasks.add(child, tgid)
+        if tgid != task.pid:
+            # fork copies the shared slot mapping; a CLONE_VM child shares it.
+            self.tasks.slot_ready[tgid] = self.tasks.slot_ready.get(task.pid, False)
+            self.tasks.program[tgid] = self.tasks.program.get(task.pid, "")
+        if self.log_events:
+            self._emit({"kind": "spawn", "pid": task.pid, "tid": task.tid, "child": child,
+                        "how": kind, "program": self.tasks.program.get(task.pid, "")})
+        pt.cont(task.tid)
+
+    def _on_exec(self, task: Task) -> None:
+        former = pt.geteventmsg(task.tid)
+        if former != task.tid:     # a non-leader thread exec'd and took the leader's tid
+            self.tasks.remove(former)
+            self.arena.release(former)
+        task.pending = None
+        task.restarts = 0
+        self.memory.forget(task.tid)
+        self.tasks.slot_ready[task.pid] = False
+        try:
+            exe = os.fsdecode(os.readlink(f"/proc/{task.pid}/exe"))
+            with open(f"/proc/{task.pid}/cmdline", "rb") as f:
+                argv = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
+        except OSError:
+            exe, argv = "", []
+        self.tasks.program[task.pid] = exe
+        if self.log_events:
+            self._emit({"kind": "exec", "pid": task.pid, "tid": task.tid, "program": exe,
+                        "argv": argv})
+        self.stats.injections += 1
+        try:
+            task.injection = Injection(task.tid, self.arena, self.memory)
+        except (OSError, GuestErrno) as e:
+            self._kill_process(task, f"cannot map the slot area: {e}")
+
+    def _inject_stop(self, task: Task, sig: int, event: int) -> None:
+        if sig != SYSCALL_TRAP and event != pt.PTRACE_EVENT_SECCOMP:
+            if event == 0 and sig != signal.SIGTRAP:
+                task.held_signals.append(sig)   # delivered once the process really starts
+            pt.syscall(task.tid)
+            return
+        try:
+            done = task.injection.on_syscall_stop()   # type: ignore[union-attr]
+        except (InjectionFailed, OSError, GuestErrno) as e:
+            task.injection = None
+            self._kill_process(task, str(e))
+            return
+        if done:
+            task.injection = None
+            self.tasks.slot_ready[task.pid] = True
+            held, task.held_signals = task.held_signals, []
+            for extra in held[1:]:
+                os.kill(task.pid, extra)
+            pt.cont(task.tid, held[0] if held else 0)
+
+    def _kill_process(self, task: Task, reason: str) -> None:
+        self._emit({"kind": "syscall", "pid": task.pid, "tid": task.tid,
+                    "program": self.tasks.program.get(task.pid, ""), "syscall": "execve",
+                    "class": "process", "decision": Decision.KILLED.value, "detail": reason})
+        os.kill(task.pid, signal.SIGKILL)
+        try:
+            pt.cont(task.tid)
+        except TraceeGone:
+            pass
+
+    # -- one intercepted call ---------------------------------------------------------------
+    def _on_seccomp(self, task: Task, t0: float) -> None:
+        info = pt.syscall_info(task.tid)
+        if info.op != pt.OP_SECCOMP or info.arch != pt.AUDIT_ARCH_X86_64:
+            self._deny_now(task.tid, errno.ENOSYS)
+            return
+        # Dispatch on the kernel's own syscall number, never on RET_DATA (a tracee's filter
+        # can forge it, #4).
+        entry = self.table.lookup(info.nr)
+        if entry is None:
+            stop = None
+            action: Action = Deny(errno.ENOSYS, Note(rule="builtin:unknown-syscall",
+                                                      detail=f"syscall {info.nr}"))
+        else:
+            stop, action = self._decide(task, entry, info)
+        name = entry.name if entry else f"syscall_{info.nr}"
+        self.stats.by_syscall[name] += 1
+        if entry is not None and entry.name in NEVER_PROCEED and isinstance(
+                action, (Allow, Rewrite)):
+            self.stats.internal_errors += 1
+            action = Deny(errno.EPERM, Note(rule="builtin:never-proceed",
+                                            detail="a handler let a forbidden call through"))
+        seq = 0
+        if decision_of(action) in self.logged:
+            seq = self._log_call(task, name, entry, stop, action, info, t0)
+        self.apply(task, stop, info, action, seq)
+
+    def _decide(self, task: Task, entry, info) -> tuple[Stop | None, Action]:
+        try:
+            paths = []
+            for i in entry.path_args:
+                addr = info.args[i]
+                if addr == 0 and i in entry.nullable_paths:
+                    paths.append(None)
+                else:
+                    paths.append(self.memory.read_cstring(task.tid, addr))
+            stop = Stop(task.tid, task.pid, entry, info.args, tuple(paths), info.ip)
+        except GuestErrno as e:
+            return None, Deny(e.errno, native=True)
+        try:
+            return stop, entry.handler(stop, self.ctx)
+        except GuestErrno as e:
+            return stop, Deny(e.errno, Note(detail=e.detail), native=True)
+        except TraceeGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - fail closed on our own bugs (#37)
+            self.stats.internal_errors += 1
+            detail = f"internal error: {type(e).__name__}: {e}"
+            if self.first_error is None:
+                self.first_error = f"{entry.name}: {detail}"
+            return stop, Deny(errno.EPERM, Note(rule="builtin:internal-error", detail=detail))
+
+    def _deny_now(self, tid: int, err: int) -> None:
+        pt.poke_user(tid, pt.OFF_ORIG_RAX, -1)
+        pt.poke_user(tid, pt.OFF_RAX, -err)
+        pt.cont(tid)
+
+    def apply(self, task: Task, stop: Stop | None, info: pt.SyscallInfo, action: Action,
+              seq: int) -> None:
+        """Carry out an action at a seccomp stop: the single writer of tracee state."""
+        tid = task.tid
+        if isinstance(action, Allow):
+            if action.on_exit is None:
+                pt.cont(tid)
+                return
+            task.pending = Pending(seq, info.nr, info.args, (), False, action.on_exit, stop,
+                                   bool(seq))
+            pt.syscall(tid)
+        elif isinstance(action, Rewrite):
+            if not self._slot_ready(task):
+                self._kill_process(task, "no slot area in this process")
+                return
+            blobs = [v.data for _, v in action.args if isinstance(v, SlotData)]
+            try:
+                addrs = iter(self.arena.put(tid, blobs))
+            except (IndexError, ValueError) as e:
+                self._deny_now(tid, errno.EAGAIN if isinstance(e, IndexError) else
+                               errno.ENAMETOOLONG)
+                return
+            changed = []
+            for i, v in action.args:
+                value = next(addrs) if isinstance(v, SlotData) else v
+                pt.poke_user(tid, pt.ARG_REG_OFFSETS[i], value)
+                changed.append(i)
+            if action.nr is not None:
+                pt.poke_user(tid, pt.OFF_ORIG_RAX, action.nr)
+            task.pending = Pending(seq, info.nr, info.args, tuple(changed),
+                                   action.nr is not None, action.on_exit, stop, bool(seq))
+            pt.syscall(tid)
+        elif isinstance(action, Emulate):
+            try:
+                for addr, data in action.writes:
+                    self.memory.write(tid, addr, data)
+                result = action.result
+            except GuestErrno as e:
+                result = -e.errno
+            pt.poke_user(tid, pt.OFF_ORIG_RAX, -1)
+            pt.poke_user(tid, pt.OFF_RAX, result)
+            pt.cont(tid)
+        elif isinstance(action, Deny):
+            self._deny_now(tid, action.errno)
+        else:
+            pt.poke_user(tid, pt.OFF_ORIG_RAX, -1)
+            os.kill(task.pid, signal.SIGKILL)
+            pt.cont(tid)
+
+    def _slot_ready(self, task: Task) -> bool:
+        ready = self.tasks.slot_ready.get(task.pid)
+        if not ready:
+            ready = self.tasks.slot_ready[task.pid] = self.arena.mapped_in(task.tid)
+        return ready
+
+    def _finish_call(self, task: Task) -> None:
+        """The exit stop of a call that proceeded: restore registers, run the exit hook."""
+        p = task.pending
+        tid = task.tid
+        if p is None:
+            pt.cont(tid)
+            return
+        info = pt.syscall_info(tid)
+        if info.op != pt.OP_EXIT:
+            pt.cont(tid)
+            return
+        task.pending = None
+        result = info.rval
+        # The syscall ABI preserves argument registers: give the program its own back.
+        for i in p.changed:
+            pt.poke_user(tid, pt.ARG_REG_OFFSETS[i], p.orig_args[i])
+        if p.nr_changed:
+            pt.poke_user(tid, pt.OFF_ORIG_RAX, p.nr)   # a -ERESTART* re-runs the original call
+        verdict = p.on_exit(p.stop, result) if p.on_exit else None
+        if verdict is not None and verdict.verdict is ExitVerdict.RESTART \
+                and -result not in RESTART_CODES and task.restarts < MAX_RESTARTS:
+            task.restarts += 1
+            pt.poke_user(tid, pt.OFF_RIP, info.ip - 2)
+            pt.poke_user(tid, pt.OFF_RAX, p.nr)
+            pt.cont(tid)
+            return
+        task.restarts = 0
+        if verdict is not None and verdict.verdict is ExitVerdict.KILL:
+            self._kill_process(task, verdict.detail)
+            return
+        if verdict is not None and verdict.result is not None:
+            result = verdict.result
+            pt.poke_user(tid, pt.OFF_RAX, result)
+        if p.log_result and self.log is not None:
+            rec = {"kind": "result", "call": p.seq, "pid": task.pid, "tid": tid,
+                   "result": result}
+            if (name := errno_name(result)) is not None:
+                rec["errno"] = name
+            self._emit(rec)
+        pt.cont(tid)
+
+    # -- the log ----------------------------------------------------------------------------
+    def _emit(self, rec: dict) -> int:
+        if self.log is None:
+            return 0
+        self.seq += 1
+        rec = {"seq": self.seq, "time": round(time.time(), 6), **rec}
+        self.log.write(rec)
+        return self.seq
+
+    def _log_call(self, task: Task, name: str, entry, stop: Stop | None, action: Action,
+                  info: pt.SyscallInfo, t0: float) -> int:
+        note = getattr(action, "note", None) or Note()
+        rec: dict = {"kind": "syscall", "pid": task.pid, "tid": task.tid,
+                     "program": self.tasks.program.get(task.pid, ""), "syscall": name,
+                     "class": entry.op.value if entry else "system"}
+        if stop is not None:
+            rec["args"] = decode_args(stop)
+        else:
+            rec["args"] = {f"arg{i}": hex(a) for i, a in enumerate(info.args)}
+        rec["decision"] = decision_of(action).value
+        if note.rule:
+            rec["rule"] = note.rule
+        if note.path is not None:
+            rec["path"] = os.fsdecode(note.path)
+        if note.host_path is not None:
+            rec["host_path"] = os.fsdecode(note.host_path)
+        if isinstance(action, Deny):
+            rec["result"] = -action.errno
+            rec["errno"] = errno.errorcode.get(action.errno, str(action.errno))
+        elif isinstance(action, Emulate):
+            rec["result"] = action.result
+        if note.hint:
+            rec["hint"] = note.hint
+        if note.detail:
+            rec["detail"] = note.detail
+        rec["tracer_us"] = round((time.perf_counter() - t0) * 1e6, 1)
+        return self._emit(rec)

@@ -1,0 +1,151 @@
+"""Reading and writing tracee memory: process_vm_readv/writev, falling back to /proc/PID/mem.
+
+Reads of C strings go a page at a time so that a string ending just before an unmapped page
+reads fine while one running into it faults, exactly where the kernel's own copy would fault.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+from ..errors import GuestErrno, TraceeGone
+
+PAGE = 4096
+PATH_MAX = 4096
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_vm_readv = _libc.process_vm_readv
+_vm_writev = _libc.process_vm_writev
+for _f in (_vm_readv, _vm_writev):
+    _f.argtypes = (ctypes.c_int, ctypes.POINTER(_Iovec), ctypes.c_ulong,
+                   ctypes.POINTER(_Iovec), ctypes.c_ulong, ctypes.c_ulong)
+    _f.restype = ctypes.c_ssize_t
+
+_buf = ctypes.create_string_buffer(PATH_MAX + PAGE)
+_local = _Iovec(ctypes.addressof(_buf), 0)
+_remote = _Iovec(0, 0)
+
+
+class TraceeMemory:
+    """Memory access to tracees; one instance per tracer."""
+
+    def __init__(self) -> None:
+        self._use_vm = True
+        self._mem_fds: dict[int, int] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read_some(self, tid: int, addr: int, size: int) -> bytes:
+        """Read up to `size` bytes (size <= len(_buf)); return what was readable before a fault."""
+        if self._use_vm:
+            _local.len = size
+            _remote.base = addr
+            _remote.len = size
+            n = _vm_readv(tid, ctypes.byref(_local), 1, ctypes.byref(_remote), 1, 0)
+            if n >= 0:
+                return _buf.raw[:n]
+            err = ctypes.get_errno()
+            if err == errno.EFAULT:
+                return b""
+            if err in (errno.ENOSYS, errno.EPERM):
+                self._use_vm = False
+            elif err == errno.ESRCH:
+                raise TraceeGone(tid)
+            else:
+                raise OSError(err, os.strerror(err))
+        try:
+            return os.pread(self._mem_fd(tid), size, addr)
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.EFAULT):
+                return b""
+            raise
+
+    def _mem_fd(self, tid: int) -> int:
+        fd = self._mem_fds.get(tid)
+        if fd is None:
+            fd = self._mem_fds[tid] = os.open(f"/proc/{tid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        return fd
+
+    def forget(self, tid: int) -> None:
+        """Drop per-tracee state when `tid` exits or execs."""
+        fd = self._mem_fds.pop(tid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, tid: int, addr: int, size: int) -> bytes:
+        """Read exactly `size` bytes or raise GuestErrno(EFAULT)."""
+        if addr == 0 and size:
+            raise GuestErrno(errno.EFAULT, "NULL pointer")
+        out = b""
+        while len(out) < size:
+            chunk = self._read_some(tid, addr + len(out), min(size - len(out), len(_buf)))
+            if not chunk:
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+            out += chunk
+        return out
+
+    def read_cstring(self, tid: int, addr: int, limit: int = PATH_MAX) -> bytes:
+        """Read a NUL-terminated string as the kernel's getname() would.
+
+        Raises GuestErrno(EFAULT) for a bad pointer and GuestErrno(ENAMETOOLONG) when no NUL
+        occurs within `limit` bytes (PATH_MAX counts the NUL, as in the kernel).
+        """
+        if addr == 0:
+            raise GuestErrno(errno.EFAULT, "NULL path")
+        # First read up to the end of addr's page: the common case is one short read.
+        first = min(PAGE - (addr % PAGE), limit)
+        data = self._read_some(tid, addr, first)
+        end = data.find(b"\0")
+        if end >= 0:
+            return data[:end]
+        if len(data) < first:
+            raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+        out = data
+        while len(out) < limit:
+            size = min(PAGE, limit - len(out))
+            data = self._read_some(tid, addr + len(out), size)
+            end = data.find(b"\0")
+            if end >= 0:
+                return out + data[:end]
+            if len(data) < size:
+                raise GuestErrno(errno.EFAULT, f"bad address {addr + len(out) + len(data):#x}")
+            out += data
+        raise GuestErrno(errno.ENAMETOOLONG, "path longer than PATH_MAX")
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, tid: int, addr: int, data: bytes) -> None:
+        """Write `data` at `addr` in the tracee, honouring page protections like the kernel.
+
+        Raises GuestErrno(EFAULT) if any byte cannot be written.
+        """
+        if not data:
+            return
+        if self._use_vm:
+            src = ctypes.create_string_buffer(data, len(data))
+            local = _Iovec(ctypes.addressof(src), len(data))
+            remote = _Iovec(addr, len(data))
+            n = _vm_writev(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+            if n == len(data):
+                return
+            err = ctypes.get_errno() if n < 0 else errno.EFAULT
+            if err == errno.EFAULT:
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+            if err == errno.ESRCH:
+                raise TraceeGone(tid)
+            if err not in (errno.ENOSYS, errno.EPERM):
+                raise OSError(err, os.strerror(err))
+            self._use_vm = False
+        try:
+            if os.pwrite(self._mem_fd(tid), data, addr) != len(data):
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.EFAULT):
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}") from e
+            raise

@@ -1,0 +1,261 @@
+"""The seccomp-bpf filter, generated from the syscall table.
+
+Prologue (threat model, invariant 1): any arch but x86_64 kills the process (so does `int
+$0x80`, which reports AUDIT_ARCH_I386), an x32 number kills it, and a negative number is traced
+(the tracer answers ENOSYS). Then a binary search over syscall-number ranges returns ALLOW for
+calls that run natively, TRACE for table entries (after their register prefilters), and TRACE
+for numbers nobody knows, so a syscall newer than the table is refused, never let through.
+
+RET_TRACE data: the entry's table index + 1 in bits 0-14, bit 15 when the entry may need its
+exit stop. The tracer cross-checks it against the kernel's syscall info (a tracee filter could
+forge it, #4), so it is a hint, never trusted for a decision.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import struct
+from dataclasses import dataclass
+
+from ..core import sysnums
+from ..core.table import (UNTRACED, ArgBitsAny, ArgHighIn, ArgHighNotIn, ArgIn, ArgNotIn,
+                          SyscallEntry, SyscallTable, TraceCondition)
+from ..errors import EnvironmentUnsupported
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+RET_KILL_PROCESS = 0x80000000
+RET_TRACE = 0x7FF00000
+RET_ALLOW = 0x7FFF0000
+DATA_NEEDS_EXIT = 0x8000
+DATA_INDEX_MASK = 0x7FFF
+
+# classic BPF opcodes
+LD_W_ABS = 0x20
+JMP_JA, JMP_JEQ, JMP_JGE, JMP_JSET = 0x05, 0x15, 0x35, 0x45
+RET_K = 0x06
+
+OFF_NR, OFF_ARCH = 0, 4
+
+
+def _arg_lo(i: int) -> int:
+    return 16 + 8 * i
+
+
+def _arg_hi(i: int) -> int:
+    return 20 + 8 * i
+
+
+@dataclass(frozen=True, slots=True)
+class Insn:
+    code: int
+    jt: int
+    jf: int
+    k: int
+
+
+class _Asm:
+    """A tiny assembler: conditional jumps go to the next insn or skip one, long jumps use JA."""
+
+    def __init__(self) -> None:
+        self.code: list[tuple[int, int, int, int | str]] = []
+        self.labels: dict[str, int] = {}
+        self._n = 0
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def fresh(self) -> str:
+        self._n += 1
+        return f"L{self._n}"
+
+    def ld(self, offset: int) -> None:
+        self.code.append((LD_W_ABS, 0, 0, offset))
+
+    def ret(self, k: int) -> None:
+        self.code.append((RET_K, 0, 0, k))
+
+    def goto_if(self, op: int, k: int, target: str) -> None:
+        """if (A op k) goto target."""
+        self.code.append((op, 0, 1, k))
+        self.code.append((JMP_JA, 0, 0, target))
+
+    def goto(self, target: str) -> None:
+        self.code.append((JMP_JA, 0, 0, target))
+
+    def assemble(self) -> list[Insn]:
+        out = []
+        for pc, (code, jt, jf, k) in enumerate(self.code):
+            if isinstance(k, str):
+                k = self.labels[k] - pc - 1
+            out.append(Insn(code, jt, jf, k))
+        return out
+
+
+def _condition(asm: _Asm, cond: TraceCondition, trace: str) -> None:
+    """Emit: if cond holds goto trace (else fall through)."""
+    if isinstance(cond, ArgBitsAny):
+        asm.ld(_arg_lo(cond.arg))
+        asm.goto_if(JMP_JSET, cond.mask, trace)
+    elif isinstance(cond, (ArgIn, ArgHighIn)):
+        asm.ld(_arg_lo(cond.arg) if isinstance(cond, ArgIn) else _arg_hi(cond.arg))
+        for v in sorted(cond.values):
+            asm.goto_if(JMP_JEQ, v, trace)
+    elif isinstance(cond, (ArgNotIn, ArgHighNotIn)):
+        skip = asm.fresh()
+        asm.ld(_arg_lo(cond.arg) if isinstance(cond, ArgNotIn) else _arg_hi(cond.arg))
+        for v in sorted(cond.values):
+            asm.goto_if(JMP_JEQ, v, skip)
+        asm.goto(trace)
+        asm.label(skip)
+    else:  # pragma: no cover - the table only holds the types above
+        raise TypeError(cond)
+
+
+def trace_data(table: SyscallTable, entry: SyscallEntry) -> int:
+    index = table.entries.index(entry) + 1
+    return index | (DATA_NEEDS_EXIT if entry.needs_exit else 0)
+
+
+def build_filter(table: SyscallTable, traced: frozenset[str] | None = None) -> list[Insn]:
+    """Build the filter program. `traced`: the entry names the policy needs (default: all)."""
+    # action per number: ("allow",) | ("trace", data) | ("cond", entry, data)
+    def action(nr: int) -> tuple:
+        name = sysnums.NAME_BY_NR.get(nr)
+        if name is None:
+            return ("trace", 0)
+        if name in UNTRACED:
+            return ("allow",)
+        entry = table.by_name.get(name)
+        if entry is None:
+            return ("trace", 0)
+        if traced is not None and name not in traced:
+            return ("allow",)
+        data = trace_data(table, entry)
+        return ("cond", nr, data) if entry.trace_if else ("trace", data)
+
+    ranges: list[list] = []        # [lo, hi, action]
+    for nr in range(sysnums.MAX_NR + 1):
+        a = action(nr)
+        if ranges and ranges[-1][2] == a and a[0] != "cond":
+            ranges[-1][1] = nr
+        else:
+            ranges.append([nr, nr, a])
+    if ranges[-1][2] == ("trace", 0):
+        ranges[-1][1] = X32_SYSCALL_BIT - 1
+    else:
+        ranges.append([sysnums.MAX_NR + 1, X32_SYSCALL_BIT - 1, ("trace", 0)])
+
+    asm = _Asm()
+    asm.ld(OFF_ARCH)
+    asm.goto_if(JMP_JEQ, AUDIT_ARCH_X86_64, "native")
+    asm.ret(RET_KILL_PROCESS)
+    asm.label("native")
+    asm.ld(OFF_NR)
+    asm.goto_if(JMP_JGE, 0x80000000, "unknown")      # negative numbers: ENOSYS from the tracer
+    asm.goto_if(JMP_JSET, X32_SYSCALL_BIT, "kill")
+    leaves: list[tuple[str, tuple]] = []
+
+    def tree(lo: int, hi: int) -> None:
+        if lo == hi:
+            lbl = asm.fresh()
+            leaves.append((lbl, ranges[lo][2]))
+            asm.goto(lbl)
+            return
+        mid = (lo + hi + 1) // 2
+        right = asm.fresh()
+        asm.goto_if(JMP_JGE, ranges[mid][0], right)
+        tree(lo, mid - 1)
+        asm.label(right)
+        tree(mid, hi)
+
+    tree(0, len(ranges) - 1)
+    asm.label("kill")
+    asm.ret(RET_KILL_PROCESS)
+    asm.label("unknown")
+    asm.ret(RET_TRACE)
+    for lbl, act in leaves:
+        asm.label(lbl)
+        if act[0] == "allow":
+            asm.ret(RET_ALLOW)
+        elif act[0] == "trace":
+            asm.ret(RET_TRACE | act[1])
+        else:
+            _, nr, data = act
+            trace = asm.fresh()
+            for cond in table.by_nr[nr].trace_if:
+                _condition(asm, cond, trace)
+            asm.ret(RET_ALLOW)
+            asm.label(trace)
+            asm.ret(RET_TRACE | data)
+    return asm.assemble()
+
+
+def run_filter(prog: list[Insn], nr: int, args: tuple[int, ...] = (0,) * 6,
+               arch: int = AUDIT_ARCH_X86_64) -> int:
+    """Interpret the program on one seccomp_data, as the kernel would (for tests and docs)."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *[a & 0xFFFFFFFFFFFFFFFF for a in args])
+    acc, pc = 0, 0
+    while True:
+        i = prog[pc]
+        if i.code == LD_W_ABS:
+            acc = struct.unpack_from("<I", data, i.k)[0]
+        elif i.code == RET_K:
+            return i.k
+        elif i.code == JMP_JA:
+            pc += i.k
+        else:
+            hit = {JMP_JEQ: acc == i.k, JMP_JGE: acc >= i.k, JMP_JSET: bool(acc & i.k)}[i.code]
+            pc += i.jt if hit else i.jf
+        pc += 1
+
+
+# --- installing it ---------------------------------------------------------------------------
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+PR_SET_NO_NEW_PRIVS = 38
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+# Without SPEC_ALLOW the kernel also turns on the Spectre v4 (SSBD) mitigation for the task,
+# which slows every syscall and the program's own code; the filter needs no such protection.
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+FILTER_FLAGS = SECCOMP_FILTER_FLAG_SPEC_ALLOW
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def install(prog: list[Insn]) -> None:
+    """Set no_new_privs and install the filter on the calling thread (raises OSError)."""
+    arr = (_SockFilter * len(prog))(*[_SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
+    fprog = _SockFprog(len(prog), arr)
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {errno.errorcode.get(err)}")
+    if _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, FILTER_FLAGS, ctypes.byref(fprog)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp(SET_MODE_FILTER): {errno.errorcode.get(err)}")
+
+
+def check_available() -> None:
+    """Raise EnvironmentUnsupported if seccomp filters cannot be installed here."""
+    import os
+    pid = os.fork()
+    if pid == 0:
+        try:
+            install([Insn(RET_K, 0, 0, RET_ALLOW)])
+            os._exit(0)
+        except OSError as e:
+            os._exit(e.errno or 1)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise EnvironmentUnsupported(
+            f"seccomp filters are not available here ({errno.errorcode.get(code, code)}): "
+            "appvirt needs Linux seccomp-bpf (a container may block it)")

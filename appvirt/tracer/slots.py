@@ -1,0 +1,138 @@
+"""The read-only slot area (threats #11-#13).
+
+One memfd sized for every slot, mapped read-write in the tracer and sealed
+(F_SEAL_FUTURE_WRITE|SHRINK|GROW|SEAL) so that no other mapping of it can ever be writable and
+its size never changes. Every tracee maps it PROT_READ|MAP_SHARED at SLOT_BASE; each live thread
+owns one slot. A tracee gets the mapping after each exec by opening the memfd through a small
+"keeper" process (the tracer itself stays out of reach), mapping it, and closing the fd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import signal
+
+from ..core.slotlayout import AREA_END, AREA_SIZE, SLOT_BASE, SLOT_COUNT, SLOT_SIZE
+from ..errors import EnvironmentUnsupported
+
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
+MAP_FIXED_NOREPLACE = 0x100000
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)
+
+
+class SlotArena:
+    """The memfd, the tracer's writable view of it, and slot ownership by thread."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd = os.memfd_create("appvirt-slots", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            os.ftruncate(self.fd, AREA_SIZE)
+            self.view = mmap.mmap(self.fd, AREA_SIZE, mmap.MAP_SHARED,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
+            fcntl.fcntl(self.fd, F_ADD_SEALS,
+                        F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+        except OSError as e:
+            raise EnvironmentUnsupported(f"cannot create the sealed slot area: {e}") from e
+        # A read-only open of the same memfd: what tracees map (and the keeper holds).
+        self.ro_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self._free = list(range(SLOT_COUNT - 1, -1, -1))
+        self._owner: dict[int, int] = {}
+        self.keeper_pid = 0
+        self._keeper_pipe = -1
+        self.keeper_fd = 100
+
+    # -- slots ------------------------------------------------------------------------------
+    def slot_of(self, tid: int) -> int:
+        """The index of tid's slot, allocating one (IndexError when all are taken)."""
+        idx = self._owner.get(tid)
+        if idx is None:
+            idx = self._owner[tid] = self._free.pop()
+        return idx
+
+    def release(self, tid: int) -> None:
+        idx = self._owner.pop(tid, None)
+        if idx is not None:
+            self._free.append(idx)
+
+    def put(self, tid: int, blobs: list[bytes]) -> list[int]:
+        """Store blobs in tid's slot; return the tracee address of each."""
+        base = self.slot_of(tid) * SLOT_SIZE
+        off, addrs = 0, []
+        for blob in blobs:
+            if off + len(blob) > SLOT_SIZE:
+                raise ValueError("arguments do not fit in a slot")
+            self.view[base + off:base + off + len(blob)] = blob
+            addrs.append(SLOT_BASE + base + off)
+            off += (len(blob) + 7) & ~7
+        return addrs
+
+    # -- getting the mapping into tracees -----------------------------------------------------
+    def start_keeper(self) -> None:
+        """Fork the keeper: it holds a read-only fd of the memfd at `keeper_fd` for tracees to
+        open through /proc/KEEPER/fd/N, and dies with the tracer."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the keeper
+            try:
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                _libc.prctl(PR_SET_NAME, b"appvirt-slots", 0, 0, 0)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                          signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+                    signal.signal(s, signal.SIG_IGN)
+                os.dup2(self.ro_fd, self.keeper_fd, inheritable=False)
+                os.dup2(r, self.keeper_fd + 1, inheritable=False)
+                os.closerange(0, self.keeper_fd)
+                os.closerange(self.keeper_fd + 2, 1 << 20)
+                while os.read(self.keeper_fd + 1, 1):
+                    pass
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.keeper_pid, self._keeper_pipe = pid, w
+
+    def keeper_path(self) -> bytes:
+        return b"/proc/%d/fd/%d" % (self.keeper_pid, self.keeper_fd)
+
+    def map_into_self(self) -> None:
+        """Map the area read-only at SLOT_BASE in the calling process (the launcher child)."""
+        addr = _libc.mmap(SLOT_BASE, AREA_SIZE, mmap.PROT_READ, mmap.MAP_SHARED
+                          | MAP_FIXED_NOREPLACE, self.ro_fd, 0)
+        if addr != SLOT_BASE:
+            raise OSError(ctypes.get_errno(), "cannot map the slot area")
+
+    def mapped_in(self, pid: int) -> bool:
+        """Whether pid's address space holds exactly our read-only mapping at SLOT_BASE."""
+        want = f"{SLOT_BASE:x}-{AREA_END:x} r--s "
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                for line in f:
+                    if line.startswith(want.encode()):
+                        fields = line.split()
+                        major, minor = (int(x, 16) for x in fields[3].split(b":"))
+                        return (int(fields[4]) == self.ino
+                                and os.makedev(major, minor) == self.dev)
+        except OSError:
+            return False
+        return False
+
+    def close(self) -> None:
+        if self.keeper_pid:
+            os.close(self._keeper_pipe)
+            try:
+                os.kill(self.keeper_pid, signal.SIGKILL)
+                os.waitpid(self.keeper_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.keeper_pid = 0

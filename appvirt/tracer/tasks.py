@@ -1,0 +1,115 @@
+"""Who is in the sandbox: every traced thread, grouped into processes."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass, field
+
+from ..core.action import ExitHook
+
+SYS_KCMP = 312
+KCMP_FILES = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(slots=True)
+class Pending:
+    """A call the tracer let run and must see again at its exit stop."""
+
+    seq: int                                  # log sequence of its record (0: not logged)
+    nr: int                                   # the call's own number
+    orig_args: tuple[int, ...]                # registers to restore (None: untouched)
+    changed: tuple[int, ...]                  # argument indexes that were rewritten
+    nr_changed: bool
+    on_exit: ExitHook | None
+    stop: object                              # the Stop (for the hook)
+    log_result: bool
+
+
+@dataclass(slots=True)
+class Task:
+    """One traced thread."""
+
+    tid: int
+    pid: int                                  # thread-group id
+    started: bool = False                     # its first stop has been seen and resumed
+    pending: Pending | None = None
+    restarts: int = 0
+    injection: object | None = None           # an Injection while the slot area is mapped in
+    held_signals: list[int] = field(default_factory=list)
+
+
+class Tasks:
+    """The registry of traced threads and processes."""
+
+    def __init__(self) -> None:
+        self.by_tid: dict[int, Task] = {}
+        self.threads: dict[int, set[int]] = {}      # tgid -> tids
+        self.slot_ready: dict[int, bool] = {}       # tgid -> its address space has the slots
+        self.program: dict[int, str] = {}           # tgid -> executable (for the log)
+        self._kcmp_ok = True
+
+    def add(self, tid: int, pid: int) -> Task:
+        task = self.by_tid.get(tid)
+        if task is None:
+            task = self.by_tid[tid] = Task(tid, pid)
+            self.threads.setdefault(pid, set()).add(tid)
+        return task
+
+    def remove(self, tid: int) -> Task | None:
+        task = self.by_tid.pop(tid, None)
+        if task is not None:
+            tids = self.threads.get(task.pid)
+            if tids is not None:
+                tids.discard(tid)
+                if not tids:
+                    del self.threads[task.pid]
+                    self.slot_ready.pop(task.pid, None)
+                    self.program.pop(task.pid, None)
+        return task
+
+    def is_member(self, pid: int) -> bool:
+        return pid in self.by_tid or pid in self.threads
+
+    def member_pids(self) -> list[int]:
+        return list(self.threads)
+
+    def __len__(self) -> int:
+        return len(self.by_tid)
+
+    def shares_fd_table(self, tid: int) -> bool:
+        """Whether another traced task shares tid's fd table (kcmp KCMP_FILES)."""
+        others = [t for t in self.by_tid if t != tid]
+        if not others:
+            return False
+        if self._kcmp_ok:
+            for other in others:
+                rv = _libc.syscall(SYS_KCMP, tid, other, KCMP_FILES, 0, 0)
+                if rv == 0:
+                    return True
+                if rv < 0 and ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+                    self._kcmp_ok = False
+                    break
+            else:
+                return False
+        # Without kcmp, assume threads share their fd table.
+        return len(self.threads.get(self.by_tid[tid].pid, ())) > 1
+
+    def members_in_group(self, pgid: int) -> tuple[list[int], bool]:
+        members, outsiders = [], False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                if os.getpgid(pid) != pgid:
+                    continue
+            except OSError:
+                continue
+            if pid in self.threads:
+                members.append(pid)
+            else:
+                outsiders = True
+        return members, outsiders

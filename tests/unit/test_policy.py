@@ -1,0 +1,120 @@
+"""Policies: validation errors with file, line and key; defaults; glob rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, strategies as st
+
+from appvirt.errors import PolicyError
+from appvirt.policy import FileMode, load_policy, load_policy_text
+from appvirt.policy.globs import Glob, GlobError
+
+# (policy text, line, key, words the message must contain)
+MALFORMED = [
+    ("files:\n  rulez: []\n", 2, "files.rulez", "unknown key 'rulez'"),
+    ("log:\n  level: loud\n", 2, "log.level", "'loud' is not allowed"),
+    ("log:\n  level: 3\n", 2, "log.level", "3 is not allowed"),
+    ("files:\n  rules:\n    - path: /x\n      mode: rw\n", 4, "files.rules[0].mode", "'rw'"),
+    ("files:\n  rules:\n    - path: /x\n", 3, "files.rules[0]", "'mode' is a required"),
+    ("files:\n  rules:\n    - {path: 'etc/x', mode: hidden}\n", 3, "files.rules[0].path",
+     "must be absolute"),
+    ("files:\n  rules:\n    - {path: '/a/[bc', mode: hidden}\n", 3, "files.rules[0].path",
+     "unclosed '['"),
+    ("files:\n  rules: /etc\n", 2, "files.rules", "expected array"),
+    ("version: 2\n", 1, "version", "expected 1"),
+    ("files:\n  default: readonly\n  default: hidden\n", 3, "files.default", "duplicate key"),
+    ("files: [\n", 2, "", "bad YAML"),
+    ("app: 'bad name!'\n", 1, "app", "does not match"),
+    ("- a\n- b\n", 1, "", "a policy is a mapping"),
+]
+
+
+@pytest.mark.parametrize("text, line, key, words", MALFORMED)
+def test_malformed_policy_errors_name_line_and_key(text, line, key, words):
+    with pytest.raises(PolicyError) as e:
+        load_policy_text(text, "p.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"p.yaml:{line}: " + (f"{key}: " if key else ""))
+    assert words in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("text, line, key, words", MALFORMED[:10])
+def test_policy_check_cli_exits_2_with_one_line(tmp_path, text, line, key, words):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "appvirt", "policy", "check", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"appvirt: {f}:{line}: {key}: ")
+    assert "Traceback" not in r.stderr
+
+
+def test_defaults_are_filled_in():
+    p = load_policy_text("{}", "p.yaml", default_app="demo")
+    assert p.app == "demo"
+    assert p.raw == {"version": 1, "log": {"level": "changes", "file": None},
+                     "files": {"default": "readonly", "base_rules": True, "rules": []},
+                     "app": "demo"}
+    assert p.files.mode_for(b"/dev/null") == (FileMode.PASSTHROUGH, "files.base[1]")
+    assert p.files.mode_for(b"/etc/passwd") == (FileMode.READONLY, "files.default")
+
+
+def test_later_rules_win():
+    p = load_policy_text(
+        "files:\n  default: hidden\n  rules:\n"
+        "    - {path: /srv/**, mode: passthrough}\n"
+        "    - {path: /srv/secret, mode: hidden}\n"
+        "    - {path: /srv/secret/public.txt, mode: readonly}\n", "p.yaml")
+    m = p.files.mode_for
+    assert m(b"/srv/a/b") == (FileMode.PASSTHROUGH, "files.rules[0]")
+    assert m(b"/srv/secret/x") == (FileMode.HIDDEN, "files.rules[1]")
+    assert m(b"/srv/secret/public.txt") == (FileMode.READONLY, "files.rules[2]")
+    assert m(b"/etc") == (FileMode.HIDDEN, "files.default")
+
+
+def test_shipped_policies_are_valid():
+    from pathlib import Path
+    for f in sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.yaml")):
+        load_policy(f)
+
+
+def test_missing_policy_file():
+    with pytest.raises(PolicyError, match="no such policy file"):
+        load_policy("/nonexistent/policy.yaml")
+
+
+@pytest.mark.parametrize("pattern, path, hit", [
+    ("/etc", b"/etc", True), ("/etc", b"/etc/x/y", True), ("/etc", b"/etcx", False),
+    ("/etc/**", b"/etc", True), ("/home/*/.ssh", b"/home/a/.ssh/id", True),
+    ("/home/*/.ssh", b"/home/a/b/.ssh", False), ("/a/**/b", b"/a/b", True),
+    ("/a/**/b", b"/a/x/y/b/z", True), ("/a/**/b", b"/a/xb", False),
+    ("/*.log", b"/x.log", True), ("/*.log", b"/d/x.log", False),
+    ("/f?o", b"/foo", True), ("/f[a-c]", b"/fb", True), ("/f[!a-c]", b"/fb", False),
+    ("/", b"/anything/at/all", True),
+])
+def test_globs(pattern, path, hit):
+    assert Glob.of(pattern).matches(path) is hit
+
+
+@pytest.mark.parametrize("bad", ["relative", "/a**", "/a/[x", "/a/../b", "/x]y"])
+def test_bad_globs(bad):
+    with pytest.raises(GlobError):
+        Glob.of(bad)
+
+
+_name = st.text(st.sampled_from("abcxyz.-_"), min_size=1, max_size=8).filter(
+    lambda s: s not in (".", ".."))
+
+
+@given(st.lists(_name, min_size=1, max_size=5), st.lists(_name, max_size=3))
+def test_a_literal_rule_covers_its_path_and_everything_below(parts, below):
+    path = "/" + "/".join(parts)
+    g = Glob.of(path)
+    assert g.matches(path.encode())
+    assert g.matches(("/".join([path, *below])).encode())
+    assert not g.matches((path + "x").encode())

@@ -1,0 +1,121 @@
+"""The one table: every syscall classified, entries consistent, the filter derived from it."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+import pytest
+
+from appvirt.core import sysnums
+from appvirt.core.table import NEVER_PROCEED, UNTRACED, Support
+from appvirt.handlers import TABLE
+from appvirt.tracer import seccomp as sc
+
+
+def test_every_known_syscall_is_traced_or_deliberately_untraced():
+    assert TABLE.unclassified() == []
+    assert not set(TABLE.by_name) & UNTRACED
+
+
+def test_untraced_names_are_real_syscalls():
+    assert UNTRACED <= set(sysnums.NR_BY_NAME)
+
+
+def test_never_proceed_calls_are_in_the_table():
+    assert NEVER_PROCEED <= set(TABLE.by_name)
+    for name in NEVER_PROCEED:
+        assert TABLE.by_name[name].support is Support.DENIED, name
+
+
+def test_path_entries_declare_exit_stops():
+    """Path calls are rewritten into the slot; restoring registers needs the exit stop."""
+    for e in TABLE.entries:
+        if e.path_args:
+            assert e.needs_exit, e.name
+
+
+def test_handlers_are_named_and_documented():
+    for e in TABLE.entries:
+        assert e.handler.__doc__, e.name
+
+
+PROG = sc.build_filter(TABLE)
+
+
+def _verdict(nr: int, args=(0,) * 6, arch=sc.AUDIT_ARCH_X86_64) -> int:
+    return sc.run_filter(PROG, nr, args, arch) & 0xFFFF0000
+
+
+def test_filter_traces_exactly_the_table_and_unknown_numbers():
+    for nr in range(sysnums.MAX_NR + 64):
+        name = sysnums.NAME_BY_NR.get(nr)
+        v = _verdict(nr)
+        if name in UNTRACED:
+            assert v == sc.RET_ALLOW, name
+        elif name is None or not TABLE.by_name[name].trace_if:
+            assert v == sc.RET_TRACE, (nr, name)
+
+
+def test_filter_data_names_the_entry():
+    for e in TABLE.entries:
+        if not e.trace_if:
+            data = sc.run_filter(PROG, e.nr) & 0xFFFF
+            assert TABLE.entries[(data & sc.DATA_INDEX_MASK) - 1] is e
+            assert bool(data & sc.DATA_NEEDS_EXIT) == e.needs_exit
+
+
+@pytest.mark.parametrize("arch", [0x40000003, 0xC00000B7, 0])   # i386, aarch64, nonsense
+def test_other_arches_are_killed(arch):
+    assert sc.run_filter(PROG, 0, arch=arch) == sc.RET_KILL_PROCESS
+
+
+def test_x32_numbers_are_killed_and_negative_ones_traced():
+    assert sc.run_filter(PROG, 0x40000000 | 257) == sc.RET_KILL_PROCESS
+    assert sc.run_filter(PROG, 0x40000000 | 0) == sc.RET_KILL_PROCESS
+    assert _verdict(-1) == sc.RET_TRACE
+
+
+@pytest.mark.parametrize("name, args, traced", [
+    ("clone", (0x11, 0, 0, 0, 0, 0), False),
+    ("clone", (0x00800000 | 0x11, 0, 0, 0, 0, 0), True),
+    ("clone", (0x10000000, 0, 0, 0, 0, 0), True),                    # CLONE_NEWUSER
+    ("ioctl", (0, 0x5401, 0, 0, 0, 0), False),                        # TCGETS
+    ("ioctl", (0, 0x5412, 0, 0, 0, 0), True),                         # TIOCSTI
+    ("ioctl", (0, 0xFFFFFFFF00005412, 0, 0, 0, 0), True),             # high bits ignored
+    ("personality", (0xFFFFFFFF, 0, 0, 0, 0, 0), False),
+    ("personality", (0x0040000, 0, 0, 0, 0, 0), True),                # ADDR_NO_RANDOMIZE
+    ("socket", (2, 1, 0, 0, 0, 0), False),
+    ("socket", (38, 5, 0, 0, 0, 0), True),                            # AF_ALG
+    ("mmap", (0x7F0000000000, 4096, 3, 0x22, -1, 0), False),
+    ("mmap", (0x6FFF00002000, 4096, 3, 0x32, -1, 0), True),
+    ("mmap", (0x6FFEFFFFF000, 8192, 3, 0x32, -1, 0), True),
+    ("munmap", (0x1000, 1 << 40, 0, 0, 0, 0), True),                  # huge length
+    ("munmap", (0x7F0000000000, 4096, 0, 0, 0, 0), False),
+    ("prlimit64", (0, 7, 0, 1, 0, 0), False),
+    ("prlimit64", (0, 4, 1, 0, 0, 0), True),                          # RLIMIT_CORE
+    ("prlimit64", (1, 7, 0, 1, 0, 0), True),                          # another process
+    ("seccomp", (1, 0, 1, 0, 0, 0), False),
+    ("seccomp", (1, 8, 1, 0, 0, 0), True),                            # NEW_LISTENER
+])
+def test_register_prefilters(name, args, traced):
+    assert (_verdict(sysnums.nr(name), args) == sc.RET_TRACE) is traced
+
+
+def test_filter_fits_the_kernel_limit():
+    assert len(PROG) < 4096
+
+
+def test_running_kernel_has_no_syscall_beyond_the_table():
+    """Threat #10: a syscall newer than the table must not exist on the machine we run on.
+    Numbers past the table's end must all be ENOSYS natively (probed with invalid args)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:
+        bad = [nr for nr in range(sysnums.MAX_NR + 1, sysnums.MAX_NR + 65)
+               if libc.syscall(nr, -1, -1, -1, -1, -1, -1) != -1 or
+               ctypes.get_errno() != errno.ENOSYS]
+        os._exit(min(len(bad), 100))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
