@@ -20,8 +20,10 @@ def cli() -> None:
 from .cli_info import policy_group, syscalls_cmd  # noqa: E402
 from .cli_log import log_cmd  # noqa: E402
 from .cli_run import run  # noqa: E402
+from .store.cli import reg  # noqa: E402
+from .vmx.cli import vmexit  # noqa: E402
 
-for _command in (run, log_cmd, syscalls_cmd, policy_group):
+for _command in (run, log_cmd, syscalls_cmd, policy_group, reg, vmexit):
     cli.add_command(_command)
 
 

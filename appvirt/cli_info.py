@@ -49,7 +49,7 @@ def policy_group() -> None:
 def policy_check(file: str) -> None:
     """Validate FILE; exit 0 if it is a valid policy, 2 (with the reason) if not."""
     p = load_policy(file)
-    click.echo(f"{file}: ok (app {p.app}, {len(p.files.rules)} file rule(s), "
+    click.echo(f"{file}: ok (app {p.app}, {len(p.raw['files']['rules'])} file rule(s), "
                f"log level {p.log.level.value})")
 
 

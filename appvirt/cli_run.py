@@ -12,6 +12,7 @@ from .errors import ExitStatus
 from .handlers import TABLE
 from .policy import load_policy
 from .state import app_dir, ensure_app_dir
+from .store import Store
 
 
 def default_policy_path() -> Path:
@@ -34,6 +35,8 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
 
     policy = load_policy(policy_file or default_policy_path())
     app = ensure_app_dir(app_dir(app_name or policy.app))
+    # The policy's registry section is the store's base layer, remembered for `appvirt reg`.
+    Store.open(app, base=policy.registry.base).close()
     log_path = log_file or policy.log.file or str(app.default_log)
     result = run_sandboxed(list(command), policy, TABLE, log_path)
     if result.log_problem:

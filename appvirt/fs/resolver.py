@@ -162,16 +162,18 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
     else:
         cur = [c for c in base.split(b"/") if c]
     floor = len(cur) if (beneath or root is not None) else 0
-    todo = [c for c in reversed(path.split(b"/")) if c and c != b"."]
+    # "." stays in the walk: like a trailing slash it makes the component before it be
+    # followed and be a directory ("link/." is the link's target, "file/." is ENOTDIR).
+    todo = [c for c in reversed(path.split(b"/")) if c]
     links = 0
     st: os.stat_result | None = None
     while todo:
         comp = todo.pop()
         last = not todo
-        if comp == b"..":
-            if len(cur) > floor:
+        if comp in (b".", b".."):
+            if comp == b".." and len(cur) > floor:
                 cur.pop()
-            elif beneath:
+            elif comp == b".." and beneath:
                 raise GuestErrno(errno.EXDEV, "'..' escapes RESOLVE_BENEATH")
             st = _lstat(_join(cur)) if last else None
             continue
@@ -214,7 +216,7 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
                 if beneath:
                     raise GuestErrno(errno.EXDEV, "absolute symlink with RESOLVE_BENEATH")
                 cur = list(root_parts)
-            todo.extend(c for c in reversed(target.split(b"/")) if c and c != b".")
+            todo.extend(c for c in reversed(target.split(b"/")) if c)
             if not todo:          # a symlink to "/" (or to the IN_ROOT root)
                 st = _lstat(_join(cur))
             continue

@@ -17,11 +17,14 @@ import yaml
 
 from ..errors import PolicyError
 from ..state import APP_NAME_RE
+from ..store.config import registry_config
+from ..store.schema import REGISTRY_SCHEMA
 from .globs import Glob, GlobError
 from .model import BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy
 
 _SCHEMA: dict[str, Any] = json.loads(
     resources.files(__package__).joinpath("schema.json").read_text())
+_SCHEMA["properties"]["registry"] = REGISTRY_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
@@ -82,6 +85,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"{err.instance!r} does not match {err.validator_value}"
     if v == "minLength":
         return "must not be empty"
+    if v in ("oneOf", "anyOf") and "expected" in err.schema:
+        return f"{err.instance!r} is not allowed (expected {err.schema['expected']})"
     return err.message
 
 
@@ -153,6 +158,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         app=data["app"],
         files=FilesPolicy(FileMode(data["files"]["default"]), tuple(rules)),
         log=LogPolicy(LogLevel(data["log"]["level"]), data["log"]["file"]),
+        registry=registry_config(data.get("registry"), file=file),
         source=file,
         raw=data,
     )

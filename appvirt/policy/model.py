@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..store.config import RegistryConfig
 from .globs import Glob
 
 
@@ -78,5 +79,6 @@ class Policy:
     app: str
     files: FilesPolicy
     log: LogPolicy
+    registry: RegistryConfig       # the configuration store's mount and base layer
     source: str                    # the file it came from (for messages)
     raw: dict                      # the validated document with defaults filled in

@@ -1,0 +1,1 @@
+"""The simulated VMM: KVM-style exit dispatch, handlers and the devices behind them."""

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Benchmark appvirt against native runs, strace and PRoot on the same workloads.
+
+Each runner runs each workload the same number of times, alternating runners within each
+repetition; every runner's output must be identical to the native one. Prints a markdown table
+(median wall seconds with min-max, ratio to native, ratio to proot) and saves it with the date
+and a description of the machine in bench/results/.
+
+    python bench/bench.py                      # all workloads, 5 repetitions
+    python bench/bench.py -w find -r 3         # one workload
+
+Not part of the test suite: timings belong here, never in assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    argv: tuple[str, ...]
+    note: str
+
+
+def _build(src: str, out: Path) -> str:
+    exe = out / Path(src).stem
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(REPO / "demo_apps" / src)],
+                   check=True)
+    return str(exe)
+
+
+def workloads(build: Path) -> dict[str, Workload]:
+    loop = _build("syscall_loop.c", build)
+    return {
+        "find": Workload("find", ("find", "/usr/share", "-type", "f"),
+                         "`find /usr/share -type f`"),
+        "syscalls": Workload("syscalls", (loop, "1000000"),
+                             "1,000,000 getppid calls (never intercepted)"),
+    }
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in (("strace", "strace"), ("proot", "proot"))
+               if shutil.which(tool) is None]
+    if missing:
+        print(f"installing {' '.join(missing)} with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def runners(home: Path) -> dict[str, list[str]]:
+    appvirt = [sys.executable, "-m", "appvirt", "run", "--policy",
+               str(REPO / "policies" / "default.yaml"), "--"]
+    return {
+        "native": [],
+        "seccomp floor": [sys.executable, str(REPO / "bench" / "seccomp_floor.py")],
+        "appvirt": appvirt,
+        "strace -f": ["strace", "-f", "-o", "/dev/null"],
+        "proot": ["proot"],
+    }
+
+
+def run_once(prefix: list[str], w: Workload, env: dict[str, str]) -> tuple[float, bytes, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(prefix + list(w.argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, cwd="/")
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{prefix[:1] or ['native']} {w.name} failed: {p.stderr[-500:]!r}")
+    return dt, p.stdout, p.stderr.decode(errors="replace")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def fmt(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-w", "--workloads", default="find,syscalls")
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--runners", default="native,seccomp floor,appvirt,strace -f,proot")
+    args = ap.parse_args()
+    ensure_tools()
+    with tempfile.TemporaryDirectory(prefix="appvirt-bench-") as tmp:
+        tmpd = Path(tmp)
+        env = {**os.environ, "APPVIRT_HOME": str(tmpd / "home")}
+        all_w = workloads(tmpd)
+        all_r = runners(tmpd)
+        chosen_w = [all_w[n] for n in args.workloads.split(",")]
+        chosen_r = {n: all_r[n] for n in args.runners.split(",")}
+        rows = []
+        for w in chosen_w:
+            times: dict[str, list[float]] = {n: [] for n in chosen_r}
+            loops: dict[str, list[float]] = {n: [] for n in chosen_r}
+            ref: bytes | None = None
+            for rep in range(args.reps):
+                for name, prefix in chosen_r.items():
+                    dt, out, err = run_once(prefix, w, env)
+                    if ref is None:
+                        ref = out
+                    elif out != ref:
+                        raise SystemExit(f"{name} output differs from native on {w.name}")
+                    times[name].append(dt)
+                    for line in err.splitlines():
+                        if line.startswith("loop_ns "):
+                            loops[name].append(int(line.split()[1]) / 1e9)
+                print(f"{w.name}: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+            rows.append((w, times, loops))
+    native_key, proot_key = "native", "proot"
+    lines = [f"# appvirt benchmark, {datetime.date.today().isoformat()}", "",
+             f"Machine: {machine()}", "",
+             f"Median wall seconds of {args.reps} alternating runs (min-max); every runner's "
+             "output identical to native.", "",
+             "| workload | runner | seconds | × native | × proot |",
+             "|---|---|---|---|---|"]
+    for w, times, loops in rows:
+        nat = statistics.median(times[native_key]) if native_key in times else None
+        pr = statistics.median(times[proot_key]) if proot_key in times else None
+        for name, xs in times.items():
+            m = statistics.median(xs)
+            vs_native = f"{m / nat:.2f}" if nat else ""
+            vs_proot = f"{m / pr:.2f}" if pr else ""
+            lines.append(f"| {w.note} | {name} | {fmt(xs)} | {vs_native} | {vs_proot} |")
+        if any(loops.values()):
+            lines += ["", f"Time of the loop itself in `{w.name}` (the program's own clock, "
+                      "without start-up):", "", "| runner | seconds | × native |", "|---|---|---|"]
+            nat_loop = statistics.median(loops[native_key])
+            for name, xs in loops.items():
+                if xs:
+                    lines.append(f"| {name} | {fmt(xs)} | {statistics.median(xs) / nat_loop:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{datetime.datetime.now().strftime('%Y-%m-%d-%H%M')}.md"
+    out.write_text(text)
+    print(f"saved {out.relative_to(REPO)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
