@@ -1,7 +1,12 @@
-"""The `appvirt` command line: parsing and error reporting only, no logic."""
+"""The `appvirt` command line: parsing and error reporting only, no logic.
+
+Subcommands are imported when used, so that `appvirt run` does not pay for the VM-exit
+simulator's or the log viewer's imports at every start.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -10,21 +15,38 @@ import click
 from . import __version__
 from .errors import AppvirtError, ExitStatus
 
+# command name -> (module, attribute, one-line help)
+COMMANDS = {
+    "run": ("appvirt.cli_run", "run", "Run a program in the sandbox."),
+    "log": ("appvirt.cli_log", "log_cmd", "Show an app's intercept log."),
+    "syscalls": ("appvirt.cli_info", "syscalls_cmd", "List the intercepted system calls."),
+    "policy": ("appvirt.cli_info", "policy_group", "Check a policy or show it with defaults."),
+    "reg": ("appvirt.store.cli", "reg", "Read and change an app's configuration store."),
+    "vmexit": ("appvirt.vmx.cli", "vmexit", "Simulate the same operations as Intel VMX exits."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None:
+            return None
+        cmd = getattr(importlib.import_module(spec[0]), spec[1])
+        cmd.name = name
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, spec[2]) for name, spec in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="appvirt")
 def cli() -> None:
     """Run programs in a virtualized sandbox and inspect what they did."""
-
-
-from .cli_info import policy_group, syscalls_cmd  # noqa: E402
-from .cli_log import log_cmd  # noqa: E402
-from .cli_run import run  # noqa: E402
-from .store.cli import reg  # noqa: E402
-from .vmx.cli import vmexit  # noqa: E402
-
-for _command in (run, log_cmd, syscalls_cmd, policy_group, reg, vmexit):
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

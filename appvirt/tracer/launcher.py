@@ -75,6 +75,26 @@ def _controlling_tty() -> int | None:
     return None
 
 
+def _suspend_like_the_program(tty: int, pgid: int) -> None:
+    """The program stopped for the terminal: give the terminal back and stop appvirt too, so
+    the shell sees a stopped job; on `fg`/`bg` (SIGCONT) resume the program."""
+    try:
+        os.tcsetpgrp(tty, os.getpgrp())
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGSTOP)
+    # Continued by the shell. In the foreground again? Then so is the program.
+    try:
+        if os.tcgetpgrp(tty) == os.getpgrp():
+            os.tcsetpgrp(tty, pgid)
+    except OSError:
+        pass
+    try:
+        os.killpg(pgid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
 def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: SlotArena,
            go: int, report: int) -> None:  # pragma: no cover - runs in the forked child
     """Runs in the forked child; never returns."""
@@ -147,6 +167,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
             f"cannot trace the program: {e} (is appvirt itself being traced, or is ptrace "
             "blocked here?)") from None
     tracer = Tracer(table, policy, arena, log)
+    if tty is not None:
+        tracer.on_terminal_stop = lambda: _suspend_like_the_program(tty, pid)
     old_handlers = {}
 
     def forward(signum, _frame):

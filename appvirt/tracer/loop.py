@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitVerdict, Kill, Note,
@@ -74,6 +75,9 @@ class Tracer:
         self.main_pid = 0
         self.main_status: int | None = None
         self.first_error: str | None = None
+        # Called when the program's group stopped for the terminal (Ctrl-Z): appvirt then
+        # stops too, so the user's shell gets the terminal back, as for a native program.
+        self.on_terminal_stop: Callable[[], None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, main_pid: int) -> int:
@@ -135,6 +139,8 @@ class Tracer:
                     pt.cont(pid)
                 elif sig in STOP_SIGNALS:
                     pt.listen(pid)          # a group stop: stay stopped, as natively
+                    if pid == self.main_pid and sig != signal.SIGSTOP and self.on_terminal_stop:
+                        self.on_terminal_stop()
                 else:
                     pt.cont(pid)
             else:
