@@ -79,5 +79,39 @@ class FakeContext:
     def shares_fd_table(self, tid: int) -> bool:
         return self.shared_fds
 
+    foreign_creds: bool = False
+
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         return None
+
+    def read_string(self, tid: int, addr: int, limit: int) -> bytes:
+        data = self.memory.get(addr)
+        if data is None:
+            raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+        end = data.find(b"\0")
+        if end < 0 or end >= limit:
+            raise GuestErrno(errno.ERANGE, "string too long")
+        return data[:end]
+
+    host_calls: list = field(default_factory=list)   # (name, args, out) the handlers made
+    host_result: int = 0
+
+    def host_call(self, name: str, args, out):
+        """Record the call; answer `host_result` with zeroed output buffers."""
+        self.host_calls.append((name, args, dict(out)))
+        return self.host_result, {i: bytes(n) for i, n in out.items()}
+
+    affinity: frozenset[int] | None = None
+    chosen_affinity: set[int] = field(default_factory=set)
+
+    def virtual_affinity(self, tid: int) -> frozenset[int] | None:
+        return None if tid in self.chosen_affinity else self.affinity
+
+    def affinity_chosen(self, tid: int) -> None:
+        self.chosen_affinity.add(tid)
+
+    def same_credentials(self, tid: int) -> bool:
+        return not self.foreign_creds
+
+    def credentials_changed(self, tid: int) -> None:
+        self.foreign_creds = True

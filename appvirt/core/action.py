@@ -91,11 +91,16 @@ class Rewrite:
 
 @dataclass(frozen=True, slots=True)
 class Emulate:
-    """Skip the call; the tracer did its work and this is the result (>= 0)."""
+    """Skip the call; the tracer did its work and this is the result (>= 0).
+
+    `decision` is ALLOWED when the tracer only made the very call the program asked for, on
+    the path it checked (a mirrored stat): nothing changed but who made it.
+    """
 
     result: int
     writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store first
     note: Note = NO_NOTE
+    decision: Decision = Decision.EMULATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +134,7 @@ def decision_of(action: Action) -> Decision:
     if isinstance(action, (Allow, Rewrite)):
         return action.decision
     if isinstance(action, Emulate):
-        return Decision.EMULATED
+        return action.decision
     if isinstance(action, Deny):
         return Decision.ALLOWED if action.native else Decision.DENIED
     return Decision.KILLED

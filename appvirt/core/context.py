@@ -40,3 +40,22 @@ class Context(Protocol):
 
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         """The pid a pidfd (or /proc/PID directory fd) of tid refers to, if any."""
+
+    def read_string(self, tid: int, addr: int, limit: int) -> bytes:
+        """Read a NUL-terminated string of at most `limit` bytes (EFAULT, ERANGE)."""
+
+    def host_call(self, name: str, args: tuple[int | bytes | None, ...],
+                  out: dict[int, int]) -> tuple[int, dict[int, bytes]]:
+        """Make syscall `name` in the tracer (see tracer.hostcalls); (result, out buffers)."""
+
+    def same_credentials(self, tid: int) -> bool:
+        """Whether tid still has the tracer's credentials (so the tracer may act for it)."""
+
+    def credentials_changed(self, tid: int) -> None:
+        """tid's process is changing its ids: from now on the kernel acts for it."""
+
+    def virtual_affinity(self, tid: int) -> frozenset[int] | None:
+        """The CPU mask tid should see (None: its real one), whatever appvirt pinned it to."""
+
+    def affinity_chosen(self, tid: int) -> None:
+        """tid sets its own CPU affinity: appvirt's placement leaves it alone from now on."""

@@ -130,7 +130,7 @@ uname sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_ro
 set_robust_list rseq futex futex_waitv futex_wake futex_wait futex_requeue
 rt_sigpending rt_sigtimedwait rt_sigsuspend sigaltstack
 sched_getparam sched_getscheduler sched_get_priority_max sched_get_priority_min
-sched_rr_get_interval sched_getaffinity sched_getattr
+sched_rr_get_interval sched_getattr
 modify_ldt set_thread_area get_thread_area
 shmget shmctl shmdt semget semop semctl semtimedop msgget msgsnd msgrcv msgctl
 mq_timedsend mq_timedreceive mq_notify mq_getsetattr

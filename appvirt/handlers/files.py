@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core import sysnums
-from ..core.action import (Action, Allow, Decision, Deny, ExitResult, ExitVerdict, Note,
+from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, ExitVerdict, Note,
                            Rewrite, SlotData)
 from ..core.context import Context
 from ..core.stop import Stop
@@ -321,6 +321,107 @@ def fd_write(path_form: str, arg_map: Callable[[Stop, bytes], tuple[tuple[int, o
     return handler
 
 
+# --- calls that only read: the tracer makes them itself on the checked path ----------------
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """How to answer a read-only path call in the tracer (see tracer.hostcalls)."""
+
+    run: str                                        # the syscall the tracer makes
+    build: Callable[[Stop, Context, bytes, bool], tuple]   # (stop, ctx, path, follow) -> args
+    out_arg: int | None = None                      # its output buffer argument
+    guest_buf: int | None = None                    # where that buffer is in the program's call
+    out_size: Callable[[Stop], int] | None = None   # how big it is
+    copy_all: bool = True                           # False: copy only `result` bytes
+
+
+def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
+    """Handler of a read-only path call: resolve, decide, then answer it from the tracer.
+
+    Falls back to handing the kernel the checked path when the process changed its ids
+    (the tracer must not act with credentials the program no longer has)."""
+    fallback = path_call(op)
+
+    def handler(stop: Stop, ctx: Context) -> Action:
+        path = stop.path(op.path)
+        if path is None:
+            return Deny(errno.EFAULT, native=True)
+        if path == b"" and op.empty_means_fd and op.empty_means_fd(stop):
+            return Allow()                    # reads the fd's own object: no path involved
+        if not ctx.same_credentials(stop.tid):
+            return fallback(stop, ctx)
+        intent = op.intent(stop) if callable(op.intent) else op.intent
+        follow = op.follow(stop) if callable(op.follow) else op.follow
+        r = ctx.resolve(stop, _dirfd(stop, op.dirfd), path, follow=follow)
+        deny, note = check(ctx.policy, r, intent, ctx.is_member)
+        if deny is not None:
+            return Deny(deny.errno, note)
+        size = m.out_size(stop) if m.out_size else 0
+        out = {m.out_arg: size} if m.out_arg is not None and size > 0 else {}
+        rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, r.kernel_path, follow), out)
+        if rv < 0:
+            return Deny(-rv, note, native=True)
+        writes: tuple[tuple[int, bytes], ...] = ()
+        if out and m.guest_buf is not None:
+            data = bufs[m.out_arg] if m.copy_all else bufs[m.out_arg][:rv]  # type: ignore[index]
+            writes = ((stop.arg(m.guest_buf), data),) if data else ()
+        return Emulate(rv, writes, note, Decision.ALLOWED)
+    handler.__doc__ = (f"Resolve and decide path argument {op.path}; answer with {m.run}(2) "
+                       "made by the tracer on the checked path.")
+    return handler
+
+
+STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
+AT_NO_AUTOMOUNT, AT_EACCESS, AT_STATX_SYNC_TYPE = 0x800, 0x200, 0x6000
+
+
+def _nofollow(follow: bool) -> int:
+    return 0 if follow else AT_SYMLINK_NOFOLLOW
+
+
+def _fixed(n: int) -> Callable[[Stop], int]:
+    return lambda s: n
+
+
+def _sized(arg: int) -> Callable[[Stop], int]:
+    return lambda s: min(s.arg(arg), 1 << 16) if s.sarg(arg) > 0 else 0
+
+
+_STAT = Mirror("newfstatat", lambda s, c, p, f: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
+               _fixed(STAT_SIZE))
+_NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f: (
+    AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE))
+_STATX = Mirror("statx", lambda s, c, p, f: (
+    AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
+    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE))
+_STATFS = Mirror("statfs", lambda s, c, p, f: (p, None), 1, 1, _fixed(STATFS_SIZE))
+XATTR_NAME_MAX = 255
+
+
+def _access(mode_arg: int, flags_arg: int | None) -> Mirror:
+    return Mirror("faccessat2", lambda s, c, p, f: (
+        AT_FDCWD, p, s.arg(mode_arg) & 7,
+        _nofollow(f) | ((s.arg(flags_arg) & AT_EACCESS) if flags_arg is not None else 0)))
+
+
+def _readlink(buf: int, size: int) -> Mirror:
+    return Mirror("readlinkat",
+                  lambda s, c, p, f: (AT_FDCWD, p, None, min(s.arg(size), 1 << 16)),
+                  2, buf, _sized(size), copy_all=False)
+
+
+def _getxattr(name: int, buf: int, size: int) -> Mirror:
+    """getxattr/lgetxattr: lgetxattr on the checked path (a final symlink is only left in it
+    when the call does not follow)."""
+    return Mirror("lgetxattr", lambda s, c, p, f: (
+        p, c.read_string(s.tid, s.arg(name), XATTR_NAME_MAX + 1), None,
+        min(s.arg(size), 1 << 16)), 2, buf, _sized(size), copy_all=False)
+
+
+def _listxattr(buf: int, size: int) -> Mirror:
+    return Mirror("llistxattr", lambda s, c, p, f: (p, None, min(s.arg(size), 1 << 16)),
+                  1, buf, _sized(size), copy_all=False)
+
+
 def sys_execve(stop: Stop, ctx: Context) -> Action:
     """Implement execve(2)/execveat(2): decide on the resolved path, give the kernel the
     program's own path bytes (from the slot) so `$0` and AT_EXECFN stay what it passed."""
@@ -352,21 +453,22 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     _e("creat", sys_creat, (0,)),
     _e("openat", sys_openat, (1,)),
     _e("openat2", sys_openat2, (1,), note="RESOLVE_* flags honoured in the tracer's walk"),
-    _e("stat", path_call(_p(0, R, True)), (0,)),
-    _e("lstat", path_call(_p(0, R, False)), (0,)),
-    _e("newfstatat", path_call(_at(0, 1, R, 3)), (1,)),
-    _e("statx", path_call(_at(0, 1, R, 2)), (1,)),
-    _e("access", path_call(_p(0, _access_intent(1), True)), (0,)),
-    _e("faccessat", path_call(_at(0, 1, _access_intent(2), None)), (1,)),
-    _e("faccessat2", path_call(_at(0, 1, _access_intent(2), 3)), (1,)),
-    _e("readlink", path_call(_p(0, R, False)), (0,)),
-    _e("readlinkat", path_call(_at(0, 1, R, None, follow_default=False)), (1,)),
-    _e("statfs", path_call(_p(0, R, True)), (0,)),
+    _e("stat", mirror_call(_p(0, R, True), _STAT), (0,)),
+    _e("lstat", mirror_call(_p(0, R, False), _STAT), (0,)),
+    _e("newfstatat", mirror_call(_at(0, 1, R, 3), _NEWFSTATAT), (1,)),
+    _e("statx", mirror_call(_at(0, 1, R, 2), _STATX), (1,)),
+    _e("access", mirror_call(_p(0, _access_intent(1), True), _access(1, None)), (0,)),
+    _e("faccessat", mirror_call(_at(0, 1, _access_intent(2), None), _access(2, None)), (1,)),
+    _e("faccessat2", mirror_call(_at(0, 1, _access_intent(2), 3), _access(2, 3)), (1,)),
+    _e("readlink", mirror_call(_p(0, R, False), _readlink(1, 2)), (0,)),
+    _e("readlinkat", mirror_call(_at(0, 1, R, None, follow_default=False), _readlink(2, 3)),
+       (1,)),
+    _e("statfs", mirror_call(_p(0, R, True), _STATFS), (0,)),
     _e("chdir", path_call(_p(0, R, True)), (0,)),
-    _e("getxattr", path_call(_p(0, R, True)), (0,)),
-    _e("lgetxattr", path_call(_p(0, R, False)), (0,)),
-    _e("listxattr", path_call(_p(0, R, True)), (0,)),
-    _e("llistxattr", path_call(_p(0, R, False)), (0,)),
+    _e("getxattr", mirror_call(_p(0, R, True), _getxattr(1, 2, 3)), (0,)),
+    _e("lgetxattr", mirror_call(_p(0, R, False), _getxattr(1, 2, 3)), (0,)),
+    _e("listxattr", mirror_call(_p(0, R, True), _listxattr(1, 2)), (0,)),
+    _e("llistxattr", mirror_call(_p(0, R, False), _listxattr(1, 2)), (0,)),
     _e("getxattrat", path_call(_at(0, 1, R, 2)), (1,)),
     _e("listxattrat", path_call(_at(0, 1, R, 2)), (1,)),
     _e("file_getattr", path_call(_at(0, 1, R, 4)), (1,)),

@@ -120,6 +120,33 @@ def _rlimit_core(resource_arg: int, new_arg: int, pid_arg: int | None):
     return handler
 
 
+def sys_sched_getaffinity(stop: Stop, ctx: Context) -> Action:
+    """Implement sched_getaffinity(2): report the mask the program started with, not the CPU
+    appvirt's placement pinned it to."""
+    target = stop.sarg(0) or stop.tid
+    if not ctx.is_member(target):
+        return Deny(errno.ESRCH, OUTSIDE)
+    mask = ctx.virtual_affinity(target)
+    if mask is None:
+        return Allow()
+    size = stop.arg(1)
+    rv, bufs = ctx.host_call("sched_getaffinity", (0, size, None), {2: min(size, 4096)})
+    if rv < 0:
+        return Deny(-rv, native=True)
+    bits = sum(1 << cpu for cpu in mask if cpu < rv * 8)
+    return Emulate(rv, ((stop.arg(2), bits.to_bytes(rv, "little")),), decision=Decision.ALLOWED)
+
+
+def sys_sched_setaffinity(stop: Stop, ctx: Context) -> Action:
+    """Implement sched_setaffinity(2): members only; a task that chooses its own CPUs is
+    left alone by appvirt's placement from then on."""
+    target = stop.sarg(0) or stop.tid
+    if not ctx.is_member(target):
+        return Deny(errno.ESRCH, OUTSIDE)
+    ctx.affinity_chosen(target)
+    return Allow()
+
+
 def _e(name: str, handler, **kw) -> SyscallEntry:
     return SyscallEntry(name, OpClass.PROCESS, handler, **kw)
 
@@ -135,7 +162,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     _e("rt_tgsigqueueinfo", _target_arg(0, zero_is_self=False)),
     _e("pidfd_open", _target_arg(0, zero_is_self=False)),
     _e("pidfd_send_signal", sys_pidfd_send_signal),
-    _e("sched_setaffinity", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
+    _e("sched_setaffinity", sys_sched_setaffinity,
+       note="members only; the task's own choice is kept from then on"),
+    _e("sched_getaffinity", sys_sched_getaffinity,
+       note="reports the mask the program started with (appvirt may pin it to one CPU)"),
     _e("sched_setparam", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
     _e("sched_setscheduler", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
     _e("sched_setattr", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from ..store.config import RegistryConfig
 from .globs import Glob
@@ -13,8 +12,10 @@ from .globs import Glob
 class FileMode(enum.Enum):
     """What the program may do with a path (see the README's policy reference)."""
 
+    OVERLAY = "overlay"           # copy-on-write: reads fall through, writes land in the upper layer
+    PRIVATE = "private"           # like overlay, but the host's content is invisible (starts empty)
     PASSTHROUGH = "passthrough"   # reads and writes reach the host: an explicit hole
-    READONLY = "readonly"         # reads reach the host, writes fail with EROFS
+    READONLY = "readonly"         # reads see the host (and earlier changes), writes fail with EROFS
     HIDDEN = "hidden"             # the path does not exist for the program (ENOENT)
 
 
@@ -51,18 +52,25 @@ BASE_RULES: tuple[PathRule, ...] = _base((
 class FilesPolicy:
     default: FileMode
     rules: tuple[PathRule, ...]
+    # path -> (mode, rule id): asked on every path call, so remembered (bounded).
+    _cache: dict[bytes, tuple[FileMode, str]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
 
     def mode_for(self, path: bytes) -> tuple[FileMode, str]:
         """The mode of an absolute path and the rule that decided it (later rules win)."""
-        return _mode_for(self, path)
+        hit = self._cache.get(path)
+        if hit is None:
+            hit = self._decide(path)
+            if len(self._cache) >= 16384:
+                self._cache.clear()
+            self._cache[path] = hit
+        return hit
 
-
-@lru_cache(maxsize=8192)
-def _mode_for(files: FilesPolicy, path: bytes) -> tuple[FileMode, str]:
-    for rule in reversed(files.rules):
-        if rule.glob.matches(path):
-            return rule.mode, rule.rule_id
-    return files.default, "files.default"
+    def _decide(self, path: bytes) -> tuple[FileMode, str]:
+        for rule in reversed(self.rules):
+            if rule.glob.matches(path):
+                return rule.mode, rule.rule_id
+        return self.default, "files.default"
 
 
 @dataclass(frozen=True, slots=True)

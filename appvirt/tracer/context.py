@@ -9,6 +9,7 @@ from ..core.stop import Stop
 from ..errors import GuestErrno
 from ..fs.resolver import Caller, Resolved, follow_magic, resolve
 from ..policy.model import Policy
+from .hostcalls import host_syscall
 from .memory import TraceeMemory
 from .tasks import Tasks
 
@@ -22,6 +23,7 @@ class TracerContext:
         self.policy = policy
         self.tasks = tasks
         self.memory = memory
+        self.placement = None      # set by the launcher when CPU placement is on
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -94,6 +96,29 @@ class TracerContext:
 
     def shares_fd_table(self, tid: int) -> bool:
         return self.tasks.shares_fd_table(tid)
+
+    def read_string(self, tid: int, addr: int, limit: int) -> bytes:
+        return self.memory.read_cstring(tid, addr, limit)
+
+    def host_call(self, name: str, args: tuple[int | bytes | None, ...],
+                  out: dict[int, int]) -> tuple[int, dict[int, bytes]]:
+        return host_syscall(name, args, out)
+
+    def same_credentials(self, tid: int) -> bool:
+        task = self.tasks.by_tid.get(tid)
+        return task is not None and task.pid not in self.tasks.foreign_creds
+
+    def credentials_changed(self, tid: int) -> None:
+        task = self.tasks.by_tid.get(tid)
+        if task is not None:
+            self.tasks.foreign_creds.add(task.pid)
+
+    def virtual_affinity(self, tid: int) -> frozenset[int] | None:
+        return self.placement.virtual_mask(tid) if self.placement else None
+
+    def affinity_chosen(self, tid: int) -> None:
+        if self.placement:
+            self.placement.unmanaged.add(tid)
 
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:

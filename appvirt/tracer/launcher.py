@@ -25,6 +25,7 @@ from ..policy.model import Policy
 from . import _ptrace as pt
 from . import seccomp
 from .loop import Stats, Tracer
+from .placement import Placement
 from .slots import SlotArena
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -146,6 +147,10 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     go_r, go_w = os.pipe()
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     tty = _controlling_tty()
+    tracer = Tracer(table, policy, arena, log)
+    placement = Placement(lambda: tracer.tasks.by_tid.keys())
+    tracer.ctx.placement = placement
+    placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         os.close(go_w)
@@ -166,7 +171,6 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         raise EnvironmentUnsupported(
             f"cannot trace the program: {e} (is appvirt itself being traced, or is ptrace "
             "blocked here?)") from None
-    tracer = Tracer(table, policy, arena, log)
     if tty is not None:
         tracer.on_terminal_stop = lambda: _suspend_like_the_program(tty, pid)
     old_handlers = {}
@@ -188,8 +192,10 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
                 tty = None
         os.write(go_w, b"x")
         os.close(go_w)
+        placement.start_sampling()
         status = tracer.run(pid)
     finally:
+        placement.stop()
         if tty is not None:
             try:
                 os.tcsetpgrp(tty, os.getpgrp())

@@ -176,6 +176,8 @@ class Tracer:
             # fork copies the shared slot mapping; a CLONE_VM child shares it.
             self.tasks.slot_ready[tgid] = self.tasks.slot_ready.get(task.pid, False)
             self.tasks.program[tgid] = self.tasks.program.get(task.pid, "")
+            if task.pid in self.tasks.foreign_creds:
+                self.tasks.foreign_creds.add(tgid)
         if self.log_events:
             self._emit({"kind": "spawn", "pid": task.pid, "tid": task.tid, "child": child,
                         "how": kind, "program": self.tasks.program.get(task.pid, "")})

@@ -49,6 +49,7 @@ class Tasks:
         self.threads: dict[int, set[int]] = {}      # tgid -> tids
         self.slot_ready: dict[int, bool] = {}       # tgid -> its address space has the slots
         self.program: dict[int, str] = {}           # tgid -> executable (for the log)
+        self.foreign_creds: set[int] = set()        # tgids whose ids may differ from ours
         self._kcmp_ok = True
 
     def add(self, tid: int, pid: int) -> Task:
@@ -68,6 +69,7 @@ class Tasks:
                     del self.threads[task.pid]
                     self.slot_ready.pop(task.pid, None)
                     self.program.pop(task.pid, None)
+                    self.foreign_creds.discard(task.pid)
         return task
 
     def is_member(self, pid: int) -> bool:

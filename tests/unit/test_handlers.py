@@ -137,7 +137,47 @@ def test_access_w_ok_on_readonly_is_erofs(ctx):
     s = make_stop("access", 1, 2, paths={0: b"/etc/passwd"})
     assert s.entry.handler(s, ctx).errno == errno.EROFS
     s = make_stop("access", 1, 4, paths={0: b"/etc/passwd"})
-    assert isinstance(s.entry.handler(s, ctx), Rewrite)
+    assert isinstance(s.entry.handler(s, ctx), Emulate)
+    assert ctx.host_calls[-1][:2] == ("faccessat2", (AT_FDCWD, b"/etc/passwd", 4, 0))
+
+
+def test_read_only_calls_are_answered_by_the_tracer_on_the_checked_path(ctx):
+    s = make_stop("newfstatat", AT_FDCWD, 1, 0x5000, 0, paths={1: b"link"})
+    action = s.entry.handler(s, ctx)
+    assert isinstance(action, Emulate) and decision_of(action) is Decision.ALLOWED
+    assert ctx.host_calls[-1] == ("newfstatat", (AT_FDCWD, b"/etc/passwd", None, 0), {2: 144})
+    assert action.writes == ((0x5000, bytes(144)),)
+    s = make_stop("lstat", 1, 0x6000, paths={0: b"link"})
+    s.entry.handler(s, ctx)
+    assert ctx.host_calls[-1][1] == (AT_FDCWD, b"/work/link", None, 0x100)   # not followed
+    s = make_stop("readlink", 1, 0x7000, 64, paths={0: b"link"})
+    ctx.host_result = 11
+    action = s.entry.handler(s, ctx)
+    assert action.result == 11 and action.writes == ((0x7000, bytes(11)),)
+    s = make_stop("stat", 1, 0x5000, paths={0: b"/work/secret/key"})
+    assert s.entry.handler(s, ctx).errno == errno.ENOENT           # decided before any call
+
+
+def test_after_changing_ids_the_kernel_answers_instead_of_the_tracer(ctx):
+    ctx.credentials_changed(1000)
+    s = make_stop("stat", 1, 0x5000, paths={0: b"link"})
+    action = s.entry.handler(s, ctx)
+    assert isinstance(action, Rewrite) and slot_args(action)[0] == b"/etc/passwd\0"
+    assert ctx.host_calls == []
+
+
+def test_the_program_sees_its_original_cpu_mask(ctx):
+    ctx.affinity = frozenset({0, 1, 3})
+    s = make_stop("sched_getaffinity", 0, 128, 0x9000)
+    ctx.host_result = 8
+    action = s.entry.handler(s, ctx)
+    assert action.result == 8 and action.writes == ((0x9000, (0b1011).to_bytes(8, "little")),)
+    s = make_stop("sched_setaffinity", 0, 8, 0x9000)
+    assert isinstance(s.entry.handler(s, ctx), Allow)
+    s = make_stop("sched_getaffinity", 0, 128, 0x9000)
+    assert isinstance(s.entry.handler(s, ctx), Allow)      # its own choice now: the kernel's
+    s = make_stop("sched_getaffinity", 4242, 128, 0x9000)
+    assert s.entry.handler(s, ctx).errno == errno.ESRCH
 
 
 def test_fd_metadata_writes_follow_the_file_mode(ctx):
