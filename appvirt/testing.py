@@ -110,6 +110,18 @@ class FakeContext:
     def affinity_chosen(self, tid: int) -> None:
         self.chosen_affinity.add(tid)
 
+    listings: dict[int, list] = field(default_factory=dict)   # dir fd -> merged listing
+    positions: dict[int, int] = field(default_factory=dict)   # fd -> file offset
+
+    def dir_listing(self, tid: int, fd: int):
+        return self.listings.get(fd)
+
+    def fd_position(self, tid: int, fd: int) -> int:
+        return self.positions.get(fd, 0)
+
+    def cwd_path(self, tid: int) -> bytes:
+        return self.cwd
+
     def same_credentials(self, tid: int) -> bool:
         return not self.foreign_creds
 

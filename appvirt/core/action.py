@@ -87,6 +87,7 @@ class Rewrite:
     note: Note = NO_NOTE
     on_exit: ExitHook | None = None
     decision: Decision = Decision.REDIRECTED
+    writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store first
 
 
 @dataclass(frozen=True, slots=True)

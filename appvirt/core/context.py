@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..fs.dirents import Dirent
 from ..fs.resolver import Resolved
 from ..policy.model import Policy
 from .stop import Stop
@@ -59,3 +60,12 @@ class Context(Protocol):
 
     def affinity_chosen(self, tid: int) -> None:
         """tid sets its own CPU affinity: appvirt's placement leaves it alone from now on."""
+
+    def dir_listing(self, tid: int, fd: int) -> "list[Dirent] | None":
+        """The listing tid must see through directory fd `fd`; None: the kernel's is right."""
+
+    def fd_position(self, tid: int, fd: int) -> int:
+        """The file offset of tid's fd (from /proc/TID/fdinfo)."""
+
+    def cwd_path(self, tid: int) -> bytes:
+        """tid's working directory as the program knows it (GuestErrno(ENOENT) if deleted)."""

@@ -14,8 +14,10 @@ import os
 import stat as statmod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import GuestErrno
+from .dirents import Dirent
 
 MAXSYMLINKS = 40
 NAME_MAX = 255
@@ -70,18 +72,53 @@ class Caller:
     is_member: Callable[[int], bool]
 
 
-def _lstat(path: bytes) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
+class View(Protocol):
+    """A filesystem as the program sees it: the host itself, or the app's overlay."""
+
+    def lstat(self, path: bytes) -> os.stat_result | None:
+        """lstat of a path in the view; None if absent; GuestErrno for other failures."""
+
+    def readlink(self, path: bytes) -> bytes:
+        """The target of a symlink in the view."""
+
+    def to_guest(self, host: bytes) -> bytes | None:
+        """The view's path of a host path (as /proc magic links show them); None if hidden."""
+
+    def listing(self, host_dir: bytes) -> "list[Dirent] | None":
+        """The entries ("." and ".." first) a program must see when it lists the host
+        directory `host_dir` through an fd; None when the kernel's own listing is right."""
+
+
+class HostView:
+    """The host filesystem, unchanged."""
+
+    def lstat(self, path: bytes) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise GuestErrno(e.errno or errno.EIO, os.fsdecode(path)) from None
+
+    def readlink(self, path: bytes) -> bytes:
+        try:
+            target = os.readlink(path)
+        except OSError as e:
+            raise GuestErrno(e.errno or errno.EIO, os.fsdecode(path)) from None
+        return target if isinstance(target, bytes) else os.fsencode(target)
+
+    def to_guest(self, host: bytes) -> bytes | None:
+        return host
+
+    def listing(self, host_dir: bytes) -> "list[Dirent] | None":
         return None
-    except OSError as e:
-        raise GuestErrno(e.errno or errno.EIO, os.fsdecode(path)) from None
+
+
+HOST = HostView()
 
 
 def _readlink(path: bytes) -> bytes:
-    target = os.readlink(path)
-    return target if isinstance(target, bytes) else os.fsencode(target)
+    return HOST.readlink(path)
 
 
 def _join(parts: list[bytes]) -> bytes:
@@ -106,8 +143,10 @@ def _is_magic(parts: list[bytes]) -> bool:
         len(rest) == 2 and rest[0] in _MAGIC_DIRS)
 
 
-def follow_magic(parts: list[bytes], caller: Caller) -> bytes | MagicObject:
-    """Follow a magic link: its text if that names the same object, else the object itself."""
+def follow_magic(parts: list[bytes], caller: Caller, view: View = HOST) -> bytes | MagicObject:
+    """Follow a magic link: its text if that names the same object, else the object itself.
+
+    The text is a host path; the view translates it into the path the program knows."""
     pid = _proc_pid(parts)
     assert pid is not None
     if not caller.is_member(pid):
@@ -126,20 +165,24 @@ def follow_magic(parts: list[bytes], caller: Caller) -> bytes | MagicObject:
             named = os.stat(target)
         except OSError:
             named = None
-        if named is not None and (named.st_dev, named.st_ino) == (obj.st_dev, obj.st_ino):
-            return target
-        try:
-            lnamed = os.lstat(target)
-            if (lnamed.st_dev, lnamed.st_ino) == (obj.st_dev, obj.st_ino):
-                return target
-        except OSError:
-            pass
+        same = named is not None and (named.st_dev, named.st_ino) == (obj.st_dev, obj.st_ino)
+        if not same:
+            try:
+                lnamed = os.lstat(target)
+                same = (lnamed.st_dev, lnamed.st_ino) == (obj.st_dev, obj.st_ino)
+            except OSError:
+                pass
+        if same:
+            guest = view.to_guest(target)
+            if guest is None:
+                raise GuestErrno(errno.ENOENT, "magic link into a hidden place")
+            return guest
     return MagicObject(link, obj.st_dev, obj.st_ino, pid)
 
 
 def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
             no_symlinks: bool = False, no_magiclinks: bool = False,
-            root: bytes | None = None, beneath: bool = False) -> Resolved:
+            root: bytes | None = None, beneath: bool = False, view: View = HOST) -> Resolved:
     """Resolve `path` for `caller`; relative paths start at the absolute directory `base`.
 
     Args:
@@ -175,7 +218,7 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
                 cur.pop()
             elif comp == b".." and beneath:
                 raise GuestErrno(errno.EXDEV, "'..' escapes RESOLVE_BENEATH")
-            st = _lstat(_join(cur)) if last else None
+            st = view.lstat(_join(cur)) if last else None
             continue
         if len(comp) > NAME_MAX:
             raise GuestErrno(errno.ENAMETOOLONG, "path component longer than NAME_MAX")
@@ -187,7 +230,7 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
             todo.extend(reversed(target.split(b"/")))
             continue
         cand = cur + [comp]
-        st = _lstat(_join(cand))
+        st = view.lstat(_join(cand))
         if st is None:
             if not last:
                 raise GuestErrno(errno.ENOENT, os.fsdecode(_join(cand)))
@@ -199,7 +242,7 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
             if _is_magic(cand):
                 if no_magiclinks or no_symlinks:
                     raise GuestErrno(errno.ELOOP, "magic link refused by RESOLVE flags")
-                target_or_obj = follow_magic(cand, caller)
+                target_or_obj = follow_magic(cand, caller, view)
                 if isinstance(target_or_obj, MagicObject):
                     if not last:
                         raise GuestErrno(errno.ENOTDIR, os.fsdecode(_join(cand)))
@@ -208,17 +251,14 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
             else:
                 if no_symlinks:
                     raise GuestErrno(errno.ELOOP, "symlink refused by RESOLVE_NO_SYMLINKS")
-                try:
-                    target = _readlink(_join(cand))
-                except OSError as e:
-                    raise GuestErrno(e.errno or errno.EIO, os.fsdecode(_join(cand))) from None
+                target = view.readlink(_join(cand))
             if target.startswith(b"/"):
                 if beneath:
                     raise GuestErrno(errno.EXDEV, "absolute symlink with RESOLVE_BENEATH")
                 cur = list(root_parts)
             todo.extend(c for c in reversed(target.split(b"/")) if c)
             if not todo:          # a symlink to "/" (or to the IN_ROOT root)
-                st = _lstat(_join(cur))
+                st = view.lstat(_join(cur))
             continue
         if not last and not statmod.S_ISDIR(st.st_mode):
             raise GuestErrno(errno.ENOTDIR, os.fsdecode(_join(cand)))
@@ -227,9 +267,9 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
     if len(final) >= PATH_MAX:
         raise GuestErrno(errno.ENAMETOOLONG, "resolved path longer than PATH_MAX")
     if st is None and cur:
-        st = _lstat(final)
+        st = view.lstat(final)
     elif not cur:
-        st = _lstat(b"/")
+        st = view.lstat(b"/")
     if trailing and st is not None and not statmod.S_ISDIR(st.st_mode):
         raise GuestErrno(errno.ENOTDIR, os.fsdecode(final))
     return Resolved(final, st, trailing)

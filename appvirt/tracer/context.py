@@ -7,7 +7,7 @@ import os
 
 from ..core.stop import Stop
 from ..errors import GuestErrno
-from ..fs.resolver import Caller, Resolved, follow_magic, resolve
+from ..fs.resolver import HOST, Caller, Resolved, View, follow_magic, resolve
 from ..policy.model import Policy
 from .hostcalls import host_syscall
 from .memory import TraceeMemory
@@ -24,6 +24,7 @@ class TracerContext:
         self.tasks = tasks
         self.memory = memory
         self.placement = None      # set by the launcher when CPU placement is on
+        self.view: View = HOST     # the filesystem as the program sees it
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -36,7 +37,13 @@ class TracerContext:
         if not cwd.startswith(b"/") or (cwd.endswith(b" (deleted)") and not _same(
                 f"/proc/{tid}/cwd".encode(), cwd)):
             raise GuestErrno(errno.ENOENT, "the working directory was deleted")
-        return cwd
+        return self._guest(cwd)
+
+    def _guest(self, host: bytes) -> bytes:
+        guest = self.view.to_guest(host)
+        if guest is None:
+            raise GuestErrno(errno.ENOENT, "a directory outside the program's view")
+        return guest
 
     def _dir_of(self, tid: int, dirfd: int | None) -> bytes:
         if dirfd is None or dirfd == AT_FDCWD:
@@ -54,7 +61,7 @@ class TracerContext:
             raise GuestErrno(errno.ENOTDIR, "dirfd is not a directory")
         if target.endswith(b" (deleted)") and not _same(link, target):
             raise GuestErrno(errno.ENOENT, "dirfd's directory was deleted")
-        return target
+        return self._guest(target)
 
     def _caller(self, stop: Stop) -> Caller:
         return Caller(stop.tid, stop.pid, self.tasks.is_member)
@@ -66,23 +73,23 @@ class TracerContext:
             self._dir_of(stop.tid, dirfd)
         return resolve(self._caller(stop), base, path, follow=follow, no_symlinks=no_symlinks,
                        no_magiclinks=no_magiclinks, root=base if in_root else None,
-                       beneath=beneath)
+                       beneath=beneath, view=self.view)
 
     def fd_object(self, tid: int, fd: int) -> Resolved:
         task = self.tasks.by_tid.get(tid)
         pid = task.pid if task else tid
         if fd == AT_FDCWD:
             return resolve(Caller(tid, pid, self.tasks.is_member), self._cwd(tid), b".",
-                           follow=True)
+                           follow=True, view=self.view)
         if fd < 0:
             raise GuestErrno(errno.EBADF, f"bad fd {fd}")
         parts = [b"proc", str(tid).encode(), b"fd", str(fd).encode()]
         try:
-            got = follow_magic(parts, Caller(tid, pid, self.tasks.is_member))
+            got = follow_magic(parts, Caller(tid, pid, self.tasks.is_member), self.view)
         except GuestErrno as e:
             raise GuestErrno(errno.EBADF if e.errno == errno.ENOENT else e.errno) from None
         if isinstance(got, bytes):
-            return Resolved(got, _lstat_or_none(got))
+            return Resolved(got, self.view.lstat(got))
         return Resolved(b"/proc/%d/fd/%d" % (tid, fd), None, magic=got)
 
     def is_member(self, pid: int) -> bool:
@@ -120,6 +127,28 @@ class TracerContext:
         if self.placement:
             self.placement.unmanaged.add(tid)
 
+    def dir_listing(self, tid: int, fd: int):
+        if self.view is HOST:
+            return None
+        try:
+            host = os.readlink(f"/proc/{tid}/fd/{fd}".encode())
+        except OSError:
+            return None            # not open: the kernel answers EBADF
+        return self.view.listing(host) if host.startswith(b"/") else None
+
+    def fd_position(self, tid: int, fd: int) -> int:
+        try:
+            with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+                for line in f:
+                    if line.startswith(b"pos:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        raise GuestErrno(errno.EBADF, f"fd {fd}")
+
+    def cwd_path(self, tid: int) -> bytes:
+        return self._cwd(tid)
+
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:
             with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
@@ -142,9 +171,3 @@ def _same(a: bytes, b: bytes) -> bool:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
-
-def _lstat_or_none(path: bytes):
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None

@@ -139,7 +139,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     env = dict(os.environ if env is None else env)
     path = find_program(argv[0], env)
     seccomp.check_available()
-    prog = seccomp.build_filter(table)
+    prog = seccomp.build_filter(table, frozenset(
+        e.name for e in table.entries if e.enabled is None or e.enabled(policy)))
     log = LogWriter(log_path) if log_path else None
     arena = SlotArena()
     arena.start_keeper()

@@ -310,6 +310,12 @@ class Tracer:
             if not self._slot_ready(task):
                 self._kill_process(task, "no slot area in this process")
                 return
+            try:
+                for addr, data in action.writes:
+                    self.memory.write(tid, addr, data)
+            except GuestErrno as e:
+                self._deny_now(tid, e.errno)
+                return
             blobs = [v.data for _, v in action.args if isinstance(v, SlotData)]
             try:
                 addrs = iter(self.arena.put(tid, blobs))
