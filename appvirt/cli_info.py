@@ -50,7 +50,8 @@ def policy_check(file: str) -> None:
     """Validate FILE; exit 0 if it is a valid policy, 2 (with the reason) if not."""
     p = load_policy(file)
     click.echo(f"{file}: ok (app {p.app}, {len(p.raw['files']['rules'])} file rule(s), "
-               f"log level {p.log.level.value})")
+               f"network {p.raw['network']['preset']} with {len(p.raw['network']['rules'])} "
+               f"rule(s), log level {p.log.level.value})")
 
 
 @policy_group.command("show")

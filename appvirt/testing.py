@@ -122,6 +122,18 @@ class FakeContext:
     def cwd_path(self, tid: int) -> bytes:
         return self.cwd
 
+    socket_names: dict[int, bytes] = field(default_factory=dict)
+    peers: dict[int, bytes] = field(default_factory=dict)
+
+    def socket_name(self, tid: int, fd: int) -> bytes | None:
+        return self.socket_names.get(fd)
+
+    def remember_peer(self, tid: int, fd: int, original: bytes) -> None:
+        self.peers[fd] = original
+
+    def remembered_peer(self, tid: int, fd: int) -> bytes | None:
+        return self.peers.get(fd)
+
     def same_credentials(self, tid: int) -> bool:
         return not self.foreign_creds
 

@@ -31,6 +31,9 @@ class Note:
     host_path: bytes | None = None  # what the kernel was given instead, when different
     hint: str = ""                  # for denials: the policy change that would allow the call
     detail: str = ""                # anything else worth a word (e.g. "unknown syscall")
+    address: str = ""               # a socket address the call names
+    target: str = ""                # where a redirect sent it instead
+    audit: bool = False             # logged even when allowed (every connection attempt)
 
 
 NO_NOTE = Note()
@@ -38,9 +41,15 @@ NO_NOTE = Note()
 
 @dataclass(frozen=True, slots=True)
 class SlotData:
-    """Bytes the tracer places in the thread's read-only slot; the argument points at them."""
+    """Bytes the tracer places in the thread's read-only slot; the argument points at them.
+
+    `refs` patches pointers into the bytes: (offset, i) stores there the slot address of the
+    action's i-th blob (its argument blobs in order, then its `extra` ones): a msghdr whose
+    msg_name points at the sockaddr copied next to it.
+    """
 
     data: bytes
+    refs: tuple[tuple[int, int], ...] = ()
 
 
 ArgValue = Union[int, SlotData]
@@ -59,6 +68,7 @@ class ExitResult:
     verdict: ExitVerdict = ExitVerdict.KEEP
     result: int | None = None       # replacement return value (with KEEP), None = kernel's
     detail: str = ""
+    writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store
 
 
 # An exit hook sees the stop and the kernel's raw result (negative errno on failure).
@@ -88,6 +98,7 @@ class Rewrite:
     on_exit: ExitHook | None = None
     decision: Decision = Decision.REDIRECTED
     writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store first
+    extra: tuple[SlotData, ...] = ()             # slot blobs no register points at directly
 
 
 @dataclass(frozen=True, slots=True)

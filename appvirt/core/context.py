@@ -69,3 +69,12 @@ class Context(Protocol):
 
     def cwd_path(self, tid: int) -> bytes:
         """tid's working directory as the program knows it (GuestErrno(ENOENT) if deleted)."""
+
+    def socket_name(self, tid: int, fd: int) -> bytes | None:
+        """The local address (raw sockaddr) of tid's socket fd; None if it is not a socket."""
+
+    def remember_peer(self, tid: int, fd: int, original: bytes) -> None:
+        """tid's socket fd was redirected: getpeername must answer `original`."""
+
+    def remembered_peer(self, tid: int, fd: int) -> bytes | None:
+        """The address a redirected socket must show as its peer, if it was redirected."""

@@ -117,8 +117,8 @@ get_mempolicy set_mempolicy_home_node membarrier mseal map_shadow_stack
 dup dup2 dup3 pipe2 fstatfs fgetxattr flistxattr ustat sysfs ftruncate fallocate fsync fdatasync sync syncfs sync_file_range
 readahead fadvise64 flock fchdir umask close_range
 sendfile splice tee vmsplice copy_file_range preadv pwritev preadv2 pwritev2
-socketpair setsockopt getsockopt getsockname getpeername shutdown recvfrom recvmsg recvmmsg
-accept accept4 listen sendto sendmsg sendmmsg
+socketpair setsockopt getsockopt getsockname shutdown recvfrom recvmsg recvmmsg
+accept accept4
 pause nanosleep clock_nanosleep getitimer setitimer alarm timer_create timer_settime
 timer_gettime timer_getoverrun timer_delete timerfd_create timerfd_settime timerfd_gettime
 clock_gettime clock_getres gettimeofday time times

@@ -42,4 +42,8 @@ def strace_line(rec: dict[str, Any]) -> str:
         tail += f" {rec['rule']}"
     if rec.get("host_path"):
         tail += f" -> {rec['host_path']}"
+    if rec.get("address"):
+        tail += f" {rec['address']}"
+        if rec.get("redirected_to"):
+            tail += f" -> {rec['redirected_to']}"
     return f"{pid:<7} {rec.get('syscall')}({args}) = {res} <{tail}>"

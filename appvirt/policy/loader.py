@@ -17,14 +17,16 @@ import yaml
 
 from ..errors import PolicyError
 from ..state import APP_NAME_RE
+from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
 from ..store.schema import REGISTRY_SCHEMA
-from .globs import Glob, GlobError
+from ..globs import Glob, GlobError
 from .model import BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy
 
 _SCHEMA: dict[str, Any] = json.loads(
     resources.files(__package__).joinpath("schema.json").read_text())
 _SCHEMA["properties"]["registry"] = REGISTRY_SCHEMA
+_SCHEMA["properties"]["network"] = NETWORK_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
@@ -159,6 +161,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         files=FilesPolicy(FileMode(data["files"]["default"]), tuple(rules)),
         log=LogPolicy(LogLevel(data["log"]["level"]), data["log"]["file"]),
         registry=registry_config(data.get("registry"), file=file),
+        network=network_policy(data["network"], file, lambda k: _line_of(lines, k)),
         source=file,
         raw=data,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..net.rules import NetworkPolicy
 from ..store.config import RegistryConfig
-from .globs import Glob
+from ..globs import Glob
 
 
 class FileMode(enum.Enum):
@@ -88,5 +89,6 @@ class Policy:
     files: FilesPolicy
     log: LogPolicy
     registry: RegistryConfig       # the configuration store's mount and base layer
+    network: NetworkPolicy
     source: str                    # the file it came from (for messages)
     raw: dict                      # the validated document with defaults filled in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
@@ -25,6 +26,7 @@ class TracerContext:
         self.memory = memory
         self.placement = None      # set by the launcher when CPU placement is on
         self.view: View = HOST     # the filesystem as the program sees it
+        self.peers: dict[tuple[int, int], tuple[int, bytes]] = {}   # redirected sockets
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -149,6 +151,28 @@ class TracerContext:
     def cwd_path(self, tid: int) -> bytes:
         return self._cwd(tid)
 
+    def _fd_inode(self, tid: int, fd: int) -> int | None:
+        try:
+            return os.stat(f"/proc/{tid}/fd/{fd}").st_ino
+        except OSError:
+            return None
+
+    def socket_name(self, tid: int, fd: int) -> bytes | None:
+        task = self.tasks.by_tid.get(tid)
+        return socket_name_of(task.pid if task else tid, fd)
+
+    def remember_peer(self, tid: int, fd: int, original: bytes) -> None:
+        task = self.tasks.by_tid.get(tid)
+        ino = self._fd_inode(tid, fd)
+        if task is not None and ino is not None:
+            self.peers[(task.pid, fd)] = (ino, original)
+
+    def remembered_peer(self, tid: int, fd: int) -> bytes | None:
+        task = self.tasks.by_tid.get(tid)
+        hit = self.peers.get((task.pid if task else tid, fd))
+        # The fd may have been closed and reused since: the socket must be the same one.
+        return hit[1] if hit is not None and hit[0] == self._fd_inode(tid, fd) else None
+
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:
             with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
@@ -162,6 +186,33 @@ class TracerContext:
         if len(parts) == 3 and parts[1] == b"proc" and parts[2].isdigit():
             return int(parts[2])
         return None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_PIDFD_GETFD = 438
+
+
+def socket_name_of(pid: int, fd: int) -> bytes | None:
+    """getsockname of another process's socket, through a copy of its fd (pidfd_getfd; the
+    tracer may, being its tracer)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        ours = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if ours < 0:
+            return None
+        try:
+            buf = ctypes.create_string_buffer(128)
+            size = ctypes.c_uint(128)
+            if _libc.getsockname(ours, buf, ctypes.byref(size)) != 0:
+                return None
+            return buf.raw[:size.value]
+        finally:
+            os.close(ours)
+    finally:
+        os.close(pidfd)
 
 
 def _same(a: bytes, b: bytes) -> bool:

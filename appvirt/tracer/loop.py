@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitVerdict, Kill, Note,
-                           Rewrite, SlotData, decision_of)
+from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, ExitVerdict,
+                           Kill, Note, Rewrite, SlotData, decision_of)
 from ..core.stop import Stop
 from ..core.table import NEVER_PROCEED, SyscallTable
 from ..errors import GuestErrno, TraceeGone
@@ -32,6 +32,7 @@ from .slots import SlotArena
 from .tasks import Pending, Task, Tasks
 
 WALL = 0x40000000
+NO_AUDIT = Note()
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 RESTART_CODES = frozenset({512, 513, 514, 516})     # -ERESTART*: the kernel re-runs the call
@@ -261,7 +262,8 @@ class Tracer:
             action = Deny(errno.EPERM, Note(rule="builtin:never-proceed",
                                             detail="a handler let a forbidden call through"))
         seq = 0
-        if decision_of(action) in self.logged:
+        if decision_of(action) in self.logged or (
+                self.log_events and getattr(action, "note", NO_AUDIT).audit):
             seq = self._log_call(task, name, entry, stop, action, info, t0)
         self.apply(task, stop, info, action, seq)
 
@@ -316,13 +318,21 @@ class Tracer:
             except GuestErrno as e:
                 self._deny_now(tid, e.errno)
                 return
-            blobs = [v.data for _, v in action.args if isinstance(v, SlotData)]
+            blobs = [v for _, v in action.args if isinstance(v, SlotData)] + list(action.extra)
             try:
-                addrs = iter(self.arena.put(tid, blobs))
+                where = self.arena.layout(tid, [len(b.data) for b in blobs])
             except (IndexError, ValueError) as e:
                 self._deny_now(tid, errno.EAGAIN if isinstance(e, IndexError) else
                                errno.ENAMETOOLONG)
                 return
+            for blob, addr in zip(blobs, where):
+                data = blob.data
+                if blob.refs:
+                    data = bytearray(data)
+                    for off, i in blob.refs:
+                        data[off:off + 8] = where[i].to_bytes(8, "little")
+                self.arena.store(addr, bytes(data))
+            addrs = iter(where)
             changed = []
             for i, v in action.args:
                 value = next(addrs) if isinstance(v, SlotData) else v
@@ -386,6 +396,12 @@ class Tracer:
         if verdict is not None and verdict.verdict is ExitVerdict.KILL:
             self._kill_process(task, verdict.detail)
             return
+        if verdict is not None and verdict.writes:
+            try:
+                for addr, data in verdict.writes:
+                    self.memory.write(tid, addr, data)
+            except GuestErrno as e:
+                verdict = ExitResult(result=-e.errno)
         if verdict is not None and verdict.result is not None:
             result = verdict.result
             pt.poke_user(tid, pt.OFF_RAX, result)
@@ -423,6 +439,10 @@ class Tracer:
             rec["path"] = os.fsdecode(note.path)
         if note.host_path is not None:
             rec["host_path"] = os.fsdecode(note.host_path)
+        if note.address:
+            rec["address"] = note.address
+        if note.target:
+            rec["redirected_to"] = note.target
         if isinstance(action, Deny):
             rec["result"] = -action.errno
             rec["errno"] = errno.errorcode.get(action.errno, str(action.errno))

@@ -66,16 +66,27 @@ class SlotArena:
         if idx is not None:
             self._free.append(idx)
 
+    def layout(self, tid: int, sizes: list[int]) -> list[int]:
+        """Tracee addresses for blobs of these sizes in tid's slot (8-byte aligned)."""
+        base = SLOT_BASE + self.slot_of(tid) * SLOT_SIZE
+        off, addrs = 0, []
+        for size in sizes:
+            if off + size > SLOT_SIZE:
+                raise ValueError("arguments do not fit in a slot")
+            addrs.append(base + off)
+            off += (size + 7) & ~7
+        return addrs
+
+    def store(self, addr: int, blob: bytes) -> None:
+        """Write a blob at a tracee slot address (through the tracer's writable view)."""
+        off = addr - SLOT_BASE
+        self.view[off:off + len(blob)] = blob
+
     def put(self, tid: int, blobs: list[bytes]) -> list[int]:
         """Store blobs in tid's slot; return the tracee address of each."""
-        base = self.slot_of(tid) * SLOT_SIZE
-        off, addrs = 0, []
-        for blob in blobs:
-            if off + len(blob) > SLOT_SIZE:
-                raise ValueError("arguments do not fit in a slot")
-            self.view[base + off:base + off + len(blob)] = blob
-            addrs.append(SLOT_BASE + base + off)
-            off += (len(blob) + 7) & ~7
+        addrs = self.layout(tid, [len(b) for b in blobs])
+        for addr, blob in zip(addrs, blobs):
+            self.store(addr, blob)
         return addrs
 
     # -- getting the mapping into tracees -----------------------------------------------------

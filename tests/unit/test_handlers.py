@@ -270,7 +270,7 @@ def test_unix_socket_paths_follow_the_file_modes(ctx):
     abstract = struct.pack("<H", 1) + b"\0name"
     ctx.memory[0x9000] = abstract
     s = make_stop("connect", 3, 0x9000, len(abstract))
-    assert slot_args(s.entry.handler(s, ctx)) == {1: abstract}
+    assert slot_args(s.entry.handler(s, ctx)) == {1: abstract, 2: len(abstract)}
 
 
 def test_refused_calls_are_refused_without_looking(ctx):

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from appvirt.errors import PolicyError
 from appvirt.policy import FileMode, load_policy, load_policy_text
-from appvirt.policy.globs import Glob, GlobError
+from appvirt.globs import Glob, GlobError
 
 # (policy text, line, key, words the message must contain)
 MALFORMED = [
@@ -59,7 +59,7 @@ def test_defaults_are_filled_in():
     assert p.app == "demo"
     assert p.raw == {"version": 1, "log": {"level": "changes", "file": None},
                      "files": {"default": "readonly", "base_rules": True, "rules": []},
-                     "app": "demo"}
+                     "network": {"preset": "open", "rules": []}, "app": "demo"}
     assert p.files.mode_for(b"/dev/null") == (FileMode.PASSTHROUGH, "files.base[1]")
     assert p.files.mode_for(b"/etc/passwd") == (FileMode.READONLY, "files.default")
 

@@ -1,0 +1,1 @@
+"""Network rules: which addresses a program may connect to, send to, or bind."""
