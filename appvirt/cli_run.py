@@ -35,10 +35,11 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
 
     policy = load_policy(policy_file or default_policy_path())
     app = ensure_app_dir(app_dir(app_name or policy.app))
-    # The policy's registry section is the store's base layer, remembered for `appvirt reg`.
-    Store.open(app, base=policy.registry.base).close()
     log_path = log_file or policy.log.file or str(app.default_log)
-    result = run_sandboxed(list(command), policy, TABLE, log_path)
+    # The policy's registry section is the store's base layer, remembered for `appvirt reg`;
+    # the store also keeps the virtual machine state (the clock a program set, ...).
+    with Store.open(app, base=policy.registry.base) as store:
+        result = run_sandboxed(list(command), policy, TABLE, log_path, store=store)
     if result.log_problem:
         click.echo(f"appvirt: warning: {result.log_problem}; the log is incomplete", err=True)
     if result.internal_error:

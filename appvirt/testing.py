@@ -134,6 +134,14 @@ class FakeContext:
     def remembered_peer(self, tid: int, fd: int) -> bytes | None:
         return self.peers.get(fd)
 
+    clock: object = None          # a VirtualClock for time handlers
+    clock_sets: list = field(default_factory=list)
+
+    def set_clock(self, realtime_ns: int) -> None:
+        self.clock_sets.append(realtime_ns)
+        if self.clock is not None:
+            self.clock.set_realtime(realtime_ns)
+
     def same_credentials(self, tid: int) -> bool:
         return not self.foreign_creds
 

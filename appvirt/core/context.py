@@ -10,11 +10,13 @@ from typing import Protocol
 from ..fs.dirents import Dirent
 from ..fs.resolver import Resolved
 from ..policy.model import Policy
+from ..virt.clock import VirtualClock
 from .stop import Stop
 
 
 class Context(Protocol):
     policy: Policy
+    clock: "VirtualClock | None"      # the app's virtual clock when the policy has `time:`
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         """Read tracee memory; GuestErrno(EFAULT) on a bad pointer."""
@@ -78,3 +80,6 @@ class Context(Protocol):
 
     def remembered_peer(self, tid: int, fd: int) -> bytes | None:
         """The address a redirected socket must show as its peer, if it was redirected."""
+
+    def set_clock(self, realtime_ns: int) -> None:
+        """The program set the time: move the virtual clock and keep it in the app's store."""

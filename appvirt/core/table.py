@@ -110,8 +110,8 @@ class SyscallEntry:
 # or machine state, or their effect is confined to the caller (memory, its own fds, signals to
 # itself). Anything not listed here and not in the table is traced and refused.
 UNTRACED: frozenset[str] = frozenset("""
-read write close fstat lseek poll brk rt_sigaction rt_sigprocmask rt_sigreturn
-pread64 pwrite64 readv writev pipe select sched_yield msync mincore mprotect
+read write close fstat lseek brk rt_sigaction rt_sigprocmask rt_sigreturn
+pread64 pwrite64 readv writev pipe sched_yield msync mincore mprotect
 pkey_mprotect pkey_alloc pkey_free mlock munlock mlockall munlockall mlock2 mbind set_mempolicy
 get_mempolicy set_mempolicy_home_node membarrier mseal map_shadow_stack
 dup dup2 dup3 pipe2 fstatfs fgetxattr flistxattr ustat sysfs ftruncate fallocate fsync fdatasync sync syncfs sync_file_range
@@ -119,15 +119,15 @@ readahead fadvise64 flock fchdir umask close_range
 sendfile splice tee vmsplice copy_file_range preadv pwritev preadv2 pwritev2
 socketpair setsockopt getsockopt getsockname shutdown recvfrom recvmsg recvmmsg
 accept accept4
-pause nanosleep clock_nanosleep getitimer setitimer alarm timer_create timer_settime
+pause getitimer setitimer alarm timer_create timer_settime
 timer_gettime timer_getoverrun timer_delete timerfd_create timerfd_settime timerfd_gettime
-clock_gettime clock_getres gettimeofday time times
+clock_getres times
 getpid getppid gettid getpgrp getpgid getsid setpgid setsid set_tid_address
 getuid getgid geteuid getegid getresuid getresgid getgroups capget
 setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups capset
 fork vfork exit exit_group wait4 waitid restart_syscall
 uname sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_robust_list
-set_robust_list rseq futex futex_waitv futex_wake futex_wait futex_requeue
+set_robust_list rseq futex_waitv futex_wake futex_wait futex_requeue
 rt_sigpending rt_sigtimedwait rt_sigsuspend sigaltstack
 sched_getparam sched_getscheduler sched_get_priority_max sched_get_priority_min
 sched_rr_get_interval sched_getattr
@@ -135,8 +135,8 @@ modify_ldt set_thread_area get_thread_area
 shmget shmctl shmdt semget semop semctl semtimedop msgget msgsnd msgrcv msgctl
 mq_timedsend mq_timedreceive mq_notify mq_getsetattr
 io_destroy io_getevents io_cancel io_pgetevents
-epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2 epoll_ctl_old
-epoll_wait_old pselect6 ppoll signalfd signalfd4 eventfd eventfd2
+epoll_create epoll_create1 epoll_ctl epoll_pwait2 epoll_ctl_old
+epoll_wait_old signalfd signalfd4 eventfd eventfd2
 inotify_init inotify_init1 inotify_rm_watch memfd_create
 process_madvise process_mrelease cachestat statmount listmount
 landlock_create_ruleset landlock_add_rule landlock_restrict_self

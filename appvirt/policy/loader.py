@@ -19,6 +19,7 @@ from ..errors import PolicyError
 from ..state import APP_NAME_RE
 from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
+from ..virt.timepolicy import TIME_SCHEMA, ClockSpecError, time_policy
 from ..store.schema import REGISTRY_SCHEMA
 from ..globs import Glob, GlobError
 from .model import BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy
@@ -27,9 +28,20 @@ _SCHEMA: dict[str, Any] = json.loads(
     resources.files(__package__).joinpath("schema.json").read_text())
 _SCHEMA["properties"]["registry"] = REGISTRY_SCHEMA
 _SCHEMA["properties"]["network"] = NETWORK_SCHEMA
+_SCHEMA["properties"]["time"] = TIME_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """SafeLoader without implicit timestamps: `time: 2030-01-01` stays the text it reads as
+    (the clock syntax parses it), and an impossible date is our error, not PyYAML's crash."""
+
+
+_PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 def format_key(path: KeyPath) -> str:
@@ -110,7 +122,7 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
 def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app") -> Policy:
     """Parse and validate policy text; raise PolicyError on any problem."""
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        docs = list(yaml.compose_all(text, Loader=_PolicyLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise PolicyError(f"bad YAML: {e.problem or e.context}", file=file,
@@ -127,10 +139,12 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     else:
         _marks(node, (), lines, file)
         try:
-            data = yaml.SafeLoader("").construct_document(node)
-        except yaml.YAMLError as e:
-            raise PolicyError(f"bad YAML value: {e}", file=file,
-                              line=node.start_mark.line + 1) from None
+            data = _PolicyLoader("").construct_document(node)
+        except (yaml.YAMLError, ValueError, TypeError) as e:
+            mark = getattr(e, "problem_mark", None) or node.start_mark
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise PolicyError(f"bad YAML value: {what}", file=file,
+                              line=mark.line + 1) from None
     if not isinstance(data, dict):
         raise PolicyError(f"a policy is a mapping of keys, got {type(data).__name__}",
                           file=file, line=1)
@@ -146,6 +160,12 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     data = _fill_defaults(_SCHEMA, data, _SCHEMA)
     data.setdefault("app", default_app)
 
+    try:
+        time = time_policy(data.get("time"))
+    except ClockSpecError as e:
+        key = ("time", "clock") if isinstance(data.get("time"), dict) else ("time",)
+        raise PolicyError(str(e), file=file, line=_line_of(lines, key),
+                          key=format_key(key)) from None
     rules = list(BASE_RULES) if data["files"]["base_rules"] else []
     for i, r in enumerate(data["files"]["rules"]):
         try:
@@ -162,6 +182,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         log=LogPolicy(LogLevel(data["log"]["level"]), data["log"]["file"]),
         registry=registry_config(data.get("registry"), file=file),
         network=network_policy(data["network"], file, lambda k: _line_of(lines, k)),
+        time=time,
         source=file,
         raw=data,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..net.rules import NetworkPolicy
 from ..store.config import RegistryConfig
+from ..virt.timepolicy import TimePolicy
 from ..globs import Glob
 
 
@@ -90,5 +91,6 @@ class Policy:
     log: LogPolicy
     registry: RegistryConfig       # the configuration store's mount and base layer
     network: NetworkPolicy
+    time: TimePolicy
     source: str                    # the file it came from (for messages)
     raw: dict                      # the validated document with defaults filled in

@@ -10,6 +10,9 @@ from ..core.stop import Stop
 from ..errors import GuestErrno
 from ..fs.resolver import HOST, Caller, Resolved, View, follow_magic, resolve
 from ..policy.model import Policy
+from ..store import Store
+from ..virt.clock import VirtualClock
+from ..virt.clockstore import save_clock
 from .hostcalls import host_syscall
 from .memory import TraceeMemory
 from .tasks import Tasks
@@ -27,6 +30,8 @@ class TracerContext:
         self.placement = None      # set by the launcher when CPU placement is on
         self.view: View = HOST     # the filesystem as the program sees it
         self.peers: dict[tuple[int, int], tuple[int, bytes]] = {}   # redirected sockets
+        self.clock: VirtualClock | None = None
+        self.store: Store | None = None
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -172,6 +177,12 @@ class TracerContext:
         hit = self.peers.get((task.pid if task else tid, fd))
         # The fd may have been closed and reused since: the socket must be the same one.
         return hit[1] if hit is not None and hit[0] == self._fd_inode(tid, fd) else None
+
+    def set_clock(self, realtime_ns: int) -> None:
+        assert self.clock is not None
+        saved = self.clock.set_realtime(realtime_ns)
+        if self.store is not None:
+            save_clock(self.store, saved)
 
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:

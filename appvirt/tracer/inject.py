@@ -26,6 +26,31 @@ AT_FDCWD = 0xFFFFFFFFFFFFFF9C
 O_RDONLY_CLOEXEC = 0o2000000
 
 
+AT_NULL, AT_IGNORE, AT_SYSINFO_EHDR = 0, 1, 33
+
+
+def hide_vdso_from(tid: int, sp: int, memory: TraceeMemory) -> bool:
+    """Turn the auxiliary vector's AT_SYSINFO_EHDR entry into AT_IGNORE, so the C library
+    finds no vDSO and makes real clock syscalls (measurements.md; PRoot's kompat does it too).
+
+    The initial stack: argc, argv[argc] + NULL, envp... + NULL, then (type, value) pairs up to
+    AT_NULL. Returns whether an entry was changed."""
+    argc = int.from_bytes(memory.read(tid, sp, 8), "little")
+    p = sp + 8 * (argc + 2)                      # past argc, argv and its NULL
+    while int.from_bytes(memory.read(tid, p, 8), "little"):
+        p += 8                                   # envp
+    p += 8
+    for _ in range(64):                          # auxv is short; bound the walk
+        a_type = int.from_bytes(memory.read(tid, p, 8), "little")
+        if a_type == AT_NULL:
+            return False
+        if a_type == AT_SYSINFO_EHDR:
+            memory.write(tid, p, AT_IGNORE.to_bytes(8, "little"))
+            return True
+        p += 16
+    return False
+
+
 class Step(enum.Enum):
     EXECVE_EXIT = "execve-exit"
     OPEN = "open"
@@ -40,10 +65,13 @@ class InjectionFailed(Exception):
 class Injection:
     """The injection state of one process; driven by its stops."""
 
-    def __init__(self, tid: int, arena: SlotArena, memory: TraceeMemory) -> None:
+    def __init__(self, tid: int, arena: SlotArena, memory: TraceeMemory,
+                 hide_vdso: bool = False) -> None:
         self.tid, self.arena, self.memory = tid, arena, memory
         self.regs0 = pt.get_regs(tid)
         self.entry = self.regs0.rip
+        if hide_vdso:
+            hide_vdso_from(tid, self.regs0.rsp, memory)
         self.saved = pt.peek_text(tid, self.entry)
         pt.poke_text(tid, self.entry, (self.saved & ~0xFFFF) | SYSCALL_INSN)
         self.step = Step.EXECVE_EXIT

@@ -24,6 +24,9 @@ from ..log.writer import LogWriter
 from ..policy.model import Policy
 from . import _ptrace as pt
 from . import seccomp
+from ..store import Store
+from ..virt.clock import StoredClock, VirtualClock
+from ..virt.clockstore import load_clock
 from .loop import Stats, Tracer
 from .placement import Placement
 from .slots import SlotArena
@@ -134,7 +137,7 @@ def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: S
 
 
 def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path: str | None,
-                  env: dict[str, str] | None = None) -> RunResult:
+                  env: dict[str, str] | None = None, store: Store | None = None) -> RunResult:
     """Run argv in the sandbox; return its exit code (128+N if killed by signal N)."""
     env = dict(os.environ if env is None else env)
     path = find_program(argv[0], env)
@@ -149,6 +152,11 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
+    tracer.ctx.store = store
+    if policy.time.virtual:
+        assert policy.time.spec is not None
+        tracer.ctx.clock = VirtualClock(policy.time.spec,
+                                        load_clock(store) if store else StoredClock())
     placement = Placement(lambda: tracer.tasks.by_tid.keys())
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU

@@ -205,7 +205,8 @@ class Tracer:
                         "argv": argv})
         self.stats.injections += 1
         try:
-            task.injection = Injection(task.tid, self.arena, self.memory)
+            task.injection = Injection(task.tid, self.arena, self.memory,
+                                       hide_vdso=self.policy.time.virtual)
         except (OSError, GuestErrno) as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
 

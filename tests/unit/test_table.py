@@ -23,10 +23,26 @@ def test_untraced_names_are_real_syscalls():
     assert UNTRACED <= set(sysnums.NR_BY_NAME)
 
 
-def test_never_proceed_calls_are_in_the_table():
+def test_never_proceed_calls_are_refused_or_emulated_by_their_handlers():
+    """Fail closed twice: the tracer converts any Allow of these into EPERM, and their
+    handlers never ask for one in the first place, whatever the policy."""
+    from appvirt.core.action import Allow, Rewrite
+    from appvirt.errors import GuestErrno
+    from appvirt.policy import load_policy_text
+    from appvirt.testing import FakeContext, make_stop
+    from appvirt.virt.clock import StoredClock, VirtualClock, parse_clock_spec
     assert NEVER_PROCEED <= set(TABLE.by_name)
-    for name in NEVER_PROCEED:
-        assert TABLE.by_name[name].support is Support.DENIED, name
+    for text in ("{}", "time: '+1d'\nnetwork: {preset: none}\n"):
+        ctx = FakeContext(load_policy_text(text, "p.yaml"))
+        ctx.clock = VirtualClock(parse_clock_spec("+1d"), StoredClock())
+        ctx.memory[0x1000] = bytes(256)
+        for name in NEVER_PROCEED:
+            stop = make_stop(name, 0, 0x1000, 0x1000, 0, 0, 0)
+            try:
+                action = stop.entry.handler(stop, ctx)
+            except GuestErrno:
+                continue
+            assert not isinstance(action, (Allow, Rewrite)), (name, action)
 
 
 def test_path_entries_declare_exit_stops():

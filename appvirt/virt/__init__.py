@@ -1,0 +1,1 @@
+"""Virtual machine state the sandbox keeps for the program: clock, names, identity."""

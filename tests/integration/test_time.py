@@ -1,0 +1,63 @@
+"""The virtual clock under real ptrace: every way a program reads time, set time, rates."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from ..conftest import write_policy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def static_clock(tmp_path):
+    exe = tmp_path / "clock-static"
+    r = subprocess.run(["cc", "-O2", "-static", "-o", str(exe), "demo_apps/clock.c"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.skip(f"no static libc to link with: {r.stderr.strip()[:200]}")
+    return str(exe)
+
+
+def test_every_reader_sees_2030_and_a_set_time_persists(appvirt, tmp_path, static_clock):
+    policy = write_policy(tmp_path / "t.yaml", "app: clock-test\ntime: '@2030-01-01 00:00:00'\n")
+    host_before = time.time()
+    r = appvirt("run", "--policy", policy, "--", "sh", "-c",
+                f"date -u +%Y; python3 -c 'import time; print(time.gmtime(time.time()).tm_year)';"
+                f" {static_clock}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2030", "2030", "2030", "2030", "2030"]
+    r = appvirt("run", "--policy", policy, "--", "date", "-s", "2040-01-01 00:00:00")
+    assert r.returncode == 0, r.stderr
+    r = appvirt("run", "--policy", policy, "--", "date", "-u", "+%Y")
+    assert r.stdout.strip() == "2040"                    # a second run still sees it
+    assert abs(time.time() - host_before) < 120           # the host clock did not move
+    reg = appvirt("reg", "clock-test", "get", "machine/clock", "offset_ns")
+    assert reg.returncode == 0 and int(reg.stdout.split()[-1]) > 10 * 365 * 86400 * 10**9
+
+
+def test_the_host_clock_cannot_be_set_without_a_time_section(appvirt):
+    r = appvirt("run", "--", "date", "-s", "2040-01-01")
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr
+
+
+def test_a_rate_speeds_up_sleeps_and_the_clock(appvirt, tmp_path):
+    policy = write_policy(tmp_path / "t.yaml", "time: 'x10'\n")
+    t0 = time.monotonic()
+    r = appvirt("run", "--policy", policy, "--", "python3", "-c",
+                "import time; a = time.time(); m = time.monotonic(); time.sleep(3); "
+                "print(round(time.time() - a), round(time.monotonic() - m))")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "3"]                 # the program saw 3 seconds pass
+    assert elapsed < 2.5                                  # in about 0.3 real seconds
+
+
+def test_without_a_time_section_time_calls_are_not_traced(appvirt):
+    r = appvirt("run", "--stats", "--", "python3", "-c",
+                "import time\nfor _ in range(10000): time.time()")
+    line = next(x for x in r.stderr.splitlines() if "ptrace stops" in x)
+    assert "clock_gettime" not in line and "gettimeofday" not in line
