@@ -21,6 +21,7 @@ COMMANDS = {
     "log": ("appvirt.cli_log", "log_cmd", "Show an app's intercept log."),
     "syscalls": ("appvirt.cli_info", "syscalls_cmd", "List the intercepted system calls."),
     "policy": ("appvirt.cli_info", "policy_group", "Check a policy or show it with defaults."),
+    "overlay": ("appvirt.overlay.cli", "overlay", "Inspect and manage an app's file overlay."),
     "reg": ("appvirt.store.cli", "reg", "Read and change an app's configuration store."),
     "vmexit": ("appvirt.vmx.cli", "vmexit", "Simulate the same operations as Intel VMX exits."),
 }

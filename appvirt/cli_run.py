@@ -39,7 +39,7 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
     # The policy's registry section is the store's base layer, remembered for `appvirt reg`;
     # the store also keeps the virtual machine state (the clock a program set, ...).
     with Store.open(app, base=policy.registry.base) as store:
-        result = run_sandboxed(list(command), policy, TABLE, log_path, store=store)
+        result = run_sandboxed(list(command), policy, TABLE, log_path, app, store=store)
     if result.log_problem:
         click.echo(f"appvirt: warning: {result.log_problem}; the log is incomplete", err=True)
     if result.internal_error:

@@ -84,9 +84,14 @@ class AppvirtInternalError(AppvirtError):
 
 
 class GuestErrno(Exception):
-    """An errno for the sandboxed program, raised by services and turned into a denial."""
+    """An errno for the sandboxed program, raised by services and turned into a denial.
 
-    def __init__(self, err: int, detail: str = "") -> None:
+    `rule` names the policy rule that caused it (a hidden path); without one it is the answer
+    the kernel would have given anyway.
+    """
+
+    def __init__(self, err: int, detail: str = "", rule: str = "") -> None:
         super().__init__(f"{_errno.errorcode.get(err, err)}: {detail or os.strerror(err)}")
         self.errno = err
         self.detail = detail
+        self.rule = rule

@@ -13,11 +13,20 @@ from dataclasses import dataclass, field
 
 from .core.stop import Stop
 from .errors import GuestErrno
-from .fs.resolver import Caller, Resolved, resolve
+from .fs.resolver import HOST, Caller, Resolved, resolve
 from .handlers import TABLE
 from .policy.model import Policy
 
 AT_FDCWD = -100
+
+
+def handle(stop: Stop, ctx: "FakeContext"):
+    """Run a stop's handler as the tracer does: an errno raised on the way is the answer."""
+    from .core.action import Deny, Note
+    try:
+        return stop.entry.handler(stop, ctx)
+    except GuestErrno as e:
+        return Deny(e.errno, Note(rule=e.rule, detail=e.detail), native=not e.rule)
 
 
 def make_stop(name: str, *args: int, paths: dict[int, bytes | None] | None = None,
@@ -55,7 +64,8 @@ class FakeContext:
             raise GuestErrno(errno.EBADF)
         return resolve(Caller(stop.tid, stop.pid, self.is_member), base, path, follow=follow,
                        no_symlinks=no_symlinks, no_magiclinks=no_magiclinks,
-                       root=base if in_root else None, beneath=beneath)
+                       root=base if in_root else None, beneath=beneath,
+                       view=self.view or HOST)
 
     def fd_object(self, tid: int, fd: int) -> Resolved:
         path = self.cwd if fd == AT_FDCWD else self.fds.get(fd)
@@ -141,6 +151,26 @@ class FakeContext:
         self.clock_sets.append(realtime_ns)
         if self.clock is not None:
             self.clock.set_realtime(realtime_ns)
+
+    view: object = field(default=None)
+    fs: object = field(default=None)
+
+    def use_overlay(self, upper: bytes = b"/.appvirt-upper") -> "FakeContext":
+        """Give the fake sandbox a real Overlay (on whatever filesystem the test set up, e.g.
+        pyfakefs) as its view and filesystem; its upper layer is hidden from the view."""
+        from .fs.overlayfs import OverlayFS
+        from .overlay import Overlay
+        ov = Overlay(upper, mode_of=lambda g: self.policy.files.mode_for(g)[0],
+                     hidden_host=(upper,))
+        self.fs = self.view = OverlayFS(ov, self.policy.files.rules, hidden=(upper,))
+        return self
+
+    def now_ns(self) -> int:
+        import time
+        return self.clock.now(0) if self.clock is not None else time.time_ns()
+
+    def umask(self, tid: int) -> int:
+        return 0o022
 
     def same_credentials(self, tid: int) -> bool:
         return not self.foreign_creds

@@ -5,10 +5,13 @@ The tracer provides the real implementation; unit tests provide a small fake.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..fs.dirents import Dirent
-from ..fs.resolver import Resolved
+from ..fs.resolver import Resolved, View
+
+if TYPE_CHECKING:
+    from ..fs.overlayfs import OverlayFS
 from ..policy.model import Policy
 from ..virt.clock import VirtualClock
 from .stop import Stop
@@ -16,6 +19,8 @@ from .stop import Stop
 
 class Context(Protocol):
     policy: Policy
+    view: "View"                      # the filesystem as the program sees it (for lookups)
+    fs: "OverlayFS"                   # where the kernel acts, and the overlay's changes
     clock: "VirtualClock | None"      # the app's virtual clock when the policy has `time:`
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
@@ -83,3 +88,9 @@ class Context(Protocol):
 
     def set_clock(self, realtime_ns: int) -> None:
         """The program set the time: move the virtual clock and keep it in the app's store."""
+
+    def now_ns(self) -> int:
+        """CLOCK_REALTIME as the program sees it (the virtual clock's, if any)."""
+
+    def umask(self, tid: int) -> int:
+        """tid's file mode creation mask."""

@@ -54,14 +54,14 @@ def check(policy: Policy, r: Resolved, intent: Intent, is_member) -> tuple[Deny 
             hint="processes outside the sandbox cannot be inspected or changed")
     mode, rule = policy.files.mode_for(path)
     note = Note(rule=rule, path=path)
-    if mode is FileMode.PASSTHROUGH:
+    if mode in (FileMode.PASSTHROUGH, FileMode.OVERLAY, FileMode.PRIVATE):
         return None, note
     if mode is FileMode.HIDDEN:
         err = errno.EACCES if intent is Intent.CREATE else errno.ENOENT
         return Deny(err), Note(rule=rule, path=path, hint=_hint(path, "readonly"))
     if intent is Intent.READ:
         return None, note
-    return Deny(errno.EROFS), Note(rule=rule, path=path, hint=_hint(path, "passthrough"))
+    return Deny(errno.EROFS), Note(rule=rule, path=path, hint=_hint(path, "overlay"))
 
 
 def _hint(path: bytes, mode: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import time
 
 from ..core.stop import Stop
 from ..errors import GuestErrno
@@ -29,6 +30,7 @@ class TracerContext:
         self.memory = memory
         self.placement = None      # set by the launcher when CPU placement is on
         self.view: View = HOST     # the filesystem as the program sees it
+        self.fs = None             # the OverlayFS (set by the launcher)
         self.peers: dict[tuple[int, int], tuple[int, bytes]] = {}   # redirected sockets
         self.clock: VirtualClock | None = None
         self.store: Store | None = None
@@ -177,6 +179,19 @@ class TracerContext:
         hit = self.peers.get((task.pid if task else tid, fd))
         # The fd may have been closed and reused since: the socket must be the same one.
         return hit[1] if hit is not None and hit[0] == self._fd_inode(tid, fd) else None
+
+    def now_ns(self) -> int:
+        return self.clock.now(0) if self.clock is not None else time.time_ns()
+
+    def umask(self, tid: int) -> int:
+        try:
+            with open(f"/proc/{tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Umask:"):
+                        return int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+        return 0o022
 
     def set_clock(self, realtime_ns: int) -> None:
         assert self.clock is not None

@@ -24,6 +24,10 @@ from ..log.writer import LogWriter
 from ..policy.model import Policy
 from . import _ptrace as pt
 from . import seccomp
+from ..fs.overlayfs import OverlayFS
+from ..overlay import Overlay
+from ..policy.model import FileMode
+from ..state import AppDir, appvirt_home
 from ..store import Store
 from ..virt.clock import StoredClock, VirtualClock
 from ..virt.clockstore import load_clock
@@ -136,8 +140,25 @@ def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: S
     os._exit(ExitStatus.INTERNAL)
 
 
+def open_filesystem(policy: Policy, app: AppDir) -> tuple[Overlay, OverlayFS]:
+    """The app's overlay as the program's filesystem. Locked for the run when the policy can
+    write its upper layer (one run at a time may); a read-only look otherwise."""
+    def mode_of(guest: bytes) -> FileMode:
+        return policy.files.mode_for(guest)[0]
+    home = os.fsencode(appvirt_home())
+    writing = {policy.files.default, *(r.mode for r in policy.files.rules)} & {
+        FileMode.OVERLAY, FileMode.PRIVATE}
+    if writing:
+        ov = Overlay.open(app, mode_of=mode_of, hidden_host=(home,))
+    else:
+        ov = Overlay(app.upper, mode_of=mode_of, hidden_host=(home, os.fsencode(app.root)),
+                     recover=False)
+    return ov, OverlayFS(ov, policy.files.rules, hidden=(home,))
+
+
 def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path: str | None,
-                  env: dict[str, str] | None = None, store: Store | None = None) -> RunResult:
+                  app: AppDir, env: dict[str, str] | None = None,
+                  store: Store | None = None) -> RunResult:
     """Run argv in the sandbox; return its exit code (128+N if killed by signal N)."""
     env = dict(os.environ if env is None else env)
     path = find_program(argv[0], env)
@@ -152,6 +173,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
+    overlay, fs = open_filesystem(policy, app)
+    tracer.ctx.view = tracer.ctx.fs = fs
     tracer.ctx.store = store
     if policy.time.virtual:
         assert policy.time.spec is not None
@@ -214,6 +237,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         for s, h in old_handlers.items():
             signal.signal(s, h)
         arena.close()
+        overlay.close()
         if log is not None:
             log.close()
     report = os.read(rep_r, 64)

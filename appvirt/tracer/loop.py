@@ -283,7 +283,7 @@ class Tracer:
         try:
             return stop, entry.handler(stop, self.ctx)
         except GuestErrno as e:
-            return stop, Deny(e.errno, Note(detail=e.detail), native=True)
+            return stop, Deny(e.errno, Note(rule=e.rule, detail=e.detail), native=not e.rule)
         except TraceeGone:
             raise
         except Exception as e:  # noqa: BLE001 - fail closed on our own bugs (#37)

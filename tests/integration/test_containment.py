@@ -102,23 +102,34 @@ def _tree_hash(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_path_flipping_race_never_reaches_the_refused_path(appvirt, demo, tmp_path):
-    """Threat #11: one thread flips the path while another opens it, 100,000 times."""
-    allowed, refused = tmp_path / "a", tmp_path / "b"
+@pytest.mark.parametrize("second", ["readonly", "overlay"])
+def test_path_flipping_race_never_reaches_the_second_path(appvirt, demo, tmp_path, home, second):
+    """Threat #11: one thread flips the path between one the policy lets through to the host
+    and one it refuses (readonly) or redirects (overlay), while another opens it for writing,
+    100,000 times on two CPUs. The second path must never appear on the host."""
+    allowed, other = tmp_path / "a", tmp_path / "b"
     allowed.mkdir()
-    refused.mkdir()
-    policy = write_policy(tmp_path / "p.yaml",
-                          f"files:\n  rules:\n    - {{path: '{allowed}', mode: passthrough}}\n")
-    before = _tree_hash(refused)
+    other.mkdir()
+    policy = write_policy(tmp_path / "p.yaml", f"""app: race
+files:
+  rules:
+    - {{path: '{allowed}', mode: passthrough}}
+    - {{path: '{other}', mode: {second}}}
+""")
+    before = _tree_hash(other)
     assert psutil.cpu_count() >= 2 or pytest.skip("needs two CPUs to race")
     r = appvirt("run", "--policy", policy, "--", demo("toctou"), str(allowed / "f"),
-                str(refused / "f"), "100000", timeout=300)
+                str(other / "f"), "100000", timeout=300)
     assert r.returncode == 0, r.stderr
     opened, failed = (int(x) for x in r.stdout.split()[1::2])
     assert opened + failed == 100000
-    assert opened > 0 and failed > 0          # the flipper really raced the opens
-    assert not (refused / "f").exists()
-    assert _tree_hash(refused) == before
+    assert not (other / "f").exists()
+    assert _tree_hash(other) == before
+    upper_copy = home / "apps" / "race" / "upper" / str(other / "f").lstrip("/")
+    if second == "readonly":
+        assert opened > 0 and failed > 0          # the flipper really raced the opens
+    else:
+        assert failed == 0 and upper_copy.exists()    # the redirected opens landed there
 
 
 def test_the_race_probe_wins_without_the_sandbox(demo, tmp_path):
@@ -131,8 +142,9 @@ def test_the_race_probe_wins_without_the_sandbox(demo, tmp_path):
 
 
 def test_readonly_host_is_untouched(appvirt, tmp_path):
+    policy = write_policy(tmp_path / "ro.yaml", "files: {default: readonly}\n")
     etc_before = _tree_hash(Path("/etc")) if os.access("/etc", os.R_OK) else {}
-    r = appvirt("run", "--", "sh", "-c",
+    r = appvirt("run", "--policy", policy, "--", "sh", "-c",
                 "echo x > /etc/appvirt-probe; rm -f /etc/hostname; chmod 777 /etc/passwd; "
                 "mkdir /etc/appvirt-dir; ln -s /x /etc/appvirt-link; touch /etc/passwd; true")
     assert r.returncode == 0

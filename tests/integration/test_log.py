@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -21,7 +23,8 @@ def _stats(stderr: str) -> dict[str, int]:
 
 
 def test_level_all_has_one_complete_record_per_intercepted_call(appvirt, tmp_path):
-    policy = write_policy(tmp_path / "all.yaml", "log: {level: all}\n")
+    policy = write_policy(tmp_path / "all.yaml",
+                          "log: {level: all}\nfiles: {default: readonly}\n")
     log = tmp_path / "run.jsonl"
     r = appvirt("run", "--stats", "--policy", policy, "--log", str(log), "--",
                 "sh", "-c", "cat /etc/hostname >/dev/null; ls / >/dev/null; "
@@ -37,7 +40,7 @@ def test_level_all_has_one_complete_record_per_intercepted_call(appvirt, tmp_pat
                 "decision", "tracer_us"} <= c.keys()
     denied = [c for c in calls if c["decision"] == "denied"]
     assert denied and denied[0]["errno"] == "EROFS" and denied[0]["path"] == "/etc/nope"
-    assert denied[0]["rule"] == "files.default" and "passthrough" in denied[0]["hint"]
+    assert denied[0]["rule"] == "files.default" and "mode: overlay" in denied[0]["hint"]
     results = [x for x in records if x["kind"] == "result"]
     assert results, "calls that ran in the kernel report their result"
     assert {x["kind"] for x in records} >= {"exec", "spawn", "exit"}
@@ -60,7 +63,8 @@ def test_level_all_has_one_complete_record_per_intercepted_call(appvirt, tmp_pat
 
 
 def test_filters(appvirt, tmp_path):
-    policy = write_policy(tmp_path / "all.yaml", "log: {level: all}\n")
+    policy = write_policy(tmp_path / "all.yaml",
+                          "log: {level: all}\nfiles: {default: readonly}\n")
     log = tmp_path / "run.jsonl"
     appvirt("run", "--policy", policy, "--log", str(log), "--",
             "sh", "-c", "cat /etc/hostname; echo > /etc/x; true")
@@ -81,7 +85,10 @@ def test_default_level_records_changes_and_process_events_only(appvirt, tmp_path
     log = tmp_path / "run.jsonl"
     appvirt("run", "--log", str(log), "--", "sh", "-c", "cat /etc/hostname; echo > /etc/x")
     records = [json.loads(x) for x in log.read_text().splitlines()]
-    assert {x["decision"] for x in records if x["kind"] == "syscall"} == {"denied"}
+    calls = [x for x in records if x["kind"] == "syscall"]
+    assert [(x["syscall"], x["decision"], x.get("path")) for x in calls] == [
+        ("openat", "redirected", "/etc/x")]
+    assert calls[0]["host_path"].endswith("/apps/default/upper/etc/x")
     assert any(x["kind"] == "exec" for x in records)
 
 
@@ -116,11 +123,16 @@ def test_follow_prints_new_records(home, ptrace_ok, tmp_path):
     try:
         subprocess.run(appvirt_cmd("run", "--log", str(log), "--", "sh", "-c", "echo > /etc/zz"),
                        timeout=60, capture_output=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in f.stdout], daemon=True).start()
         deadline = time.time() + 20
         seen = ""
-        while "EROFS" not in seen and time.time() < deadline:
-            seen += f.stdout.readline()
-        assert '"/etc/zz"' in seen and "EROFS" in seen
+        while "redirected" not in seen and time.time() < deadline:
+            try:
+                seen += lines.get(timeout=0.5)
+            except queue.Empty:
+                pass
+        assert '"/etc/zz"' in seen and "<redirected files.default ->" in seen
     finally:
         f.kill()
         f.wait()

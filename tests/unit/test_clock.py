@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from appvirt.core.action import Allow, Deny, Emulate, Rewrite
 from appvirt.policy import load_policy_text
-from appvirt.testing import FakeContext, make_stop
+from appvirt.testing import FakeContext, handle, make_stop
 from appvirt.virt.clock import (CLOCK_BOOTTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID,
                                 CLOCK_REALTIME, NS, ClockSpecError, SpecKind, StoredClock,
                                 VirtualClock, parse_clock_spec)
@@ -108,20 +108,20 @@ def _ctx(policy=POLICY, spec="@2030-01-01 00:00:00"):
 def test_queries_are_answered_from_the_clock():
     ctx = _ctx()
     s = make_stop("clock_gettime", CLOCK_REALTIME, 0x1000)
-    assert s.entry.handler(s, ctx).writes == ((0x1000, struct.pack("<qq", 1893456000, 0)),)
+    assert handle(s, ctx).writes == ((0x1000, struct.pack("<qq", 1893456000, 0)),)
     s = make_stop("clock_gettime", CLOCK_PROCESS_CPUTIME_ID, 0x1000)
-    assert isinstance(s.entry.handler(s, ctx), Allow)        # CPU time is the kernel's
+    assert isinstance(handle(s, ctx), Allow)        # CPU time is the kernel's
     s = make_stop("gettimeofday", 0x2000, 0)
-    assert s.entry.handler(s, ctx).writes == ((0x2000, struct.pack("<qq", 1893456000, 0)),)
+    assert handle(s, ctx).writes == ((0x2000, struct.pack("<qq", 1893456000, 0)),)
     s = make_stop("time", 0)
-    assert s.entry.handler(s, ctx).result == 1893456000
+    assert handle(s, ctx).result == 1893456000
 
 
 def test_setting_needs_the_policy():
     ctx = _ctx()
     ctx.memory[0x3000] = struct.pack("<qq", 2208988800, 0)          # 2040-01-01
     s = make_stop("clock_settime", CLOCK_REALTIME, 0x3000)
-    assert isinstance(s.entry.handler(s, ctx), Emulate) and ctx.clock_sets == [2208988800 * NS]
+    assert isinstance(handle(s, ctx), Emulate) and ctx.clock_sets == [2208988800 * NS]
     for policy in (NO_SET, HOST):
         other = _ctx(policy)
         other.memory[0x3000] = ctx.memory[0x3000]
@@ -129,15 +129,15 @@ def test_setting_needs_the_policy():
         assert isinstance(action, Deny) and action.errno == errno.EPERM
         assert other.clock_sets == []
     bad = make_stop("clock_settime", CLOCK_MONOTONIC, 0x3000)
-    assert bad.entry.handler(bad, ctx).errno == errno.EINVAL
+    assert handle(bad, ctx).errno == errno.EINVAL
 
 
 def test_sleeps_scale_with_a_rate():
     ctx = _ctx(load_policy_text("time: 'x10'\n", "p.yaml"), "x10")
     ctx.memory[0x4000] = struct.pack("<qq", 2, 0)
     s = make_stop("nanosleep", 0x4000, 0)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert isinstance(action, Rewrite)
     assert action.args[0][1].data == struct.pack("<qq", 0, 200_000_000)
     s = make_stop("poll", 0x5000, 1, 1000)
-    assert dict(s.entry.handler(s, ctx).args) == {2: 100}
+    assert dict(handle(s, ctx).args) == {2: 100}

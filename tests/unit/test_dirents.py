@@ -12,7 +12,7 @@ from appvirt.core.action import Deny, Emulate, Rewrite
 from appvirt.fs.dirents import Dirent, pack_dirents, pack_dirents64
 from appvirt.handlers import TABLE
 from appvirt.policy import load_policy_text
-from appvirt.testing import FakeContext, make_stop
+from appvirt.testing import FakeContext, handle, make_stop
 from appvirt.tracer import seccomp as sc
 
 
@@ -63,7 +63,7 @@ def test_getdents_serves_the_listing_and_keeps_the_position_in_the_fd():
     ctx.listings[3] = [Dirent(b".", 4, 1), Dirent(b"..", 4, 2), Dirent(b"f", 8, 3)]
     ctx.positions[3] = 1
     stop = make_stop("getdents64", 3, 0x1000, 4096)
-    action = stop.entry.handler(stop, ctx)
+    action = handle(stop, ctx)
     assert isinstance(action, Rewrite) and action.nr == sysnums.nr("lseek")
     assert dict(action.args) == {1: 3, 2: 0}            # lseek(fd, 3, SEEK_SET)
     (addr, data), = action.writes
@@ -71,23 +71,23 @@ def test_getdents_serves_the_listing_and_keeps_the_position_in_the_fd():
     assert action.on_exit(stop, 3).result == len(data)
     assert action.on_exit(stop, -errno.EBADF).result == -errno.EBADF
     ctx.positions[3] = 3                                  # at the end: 0 bytes
-    action = stop.entry.handler(stop, ctx)
+    action = handle(stop, ctx)
     assert action.writes == () and action.on_exit(stop, 3).result == 0
     small = make_stop("getdents64", 3, 0x1000, 8)
     ctx.positions[3] = 0
-    assert small.entry.handler(small, ctx).errno == errno.EINVAL
+    assert handle(small, ctx).errno == errno.EINVAL
 
 
 def test_host_directories_are_listed_by_the_kernel():
     ctx = FakeContext(POLICY)
     stop = make_stop("getdents64", 5, 0x1000, 4096)
-    assert not isinstance(stop.entry.handler(stop, ctx), (Rewrite, Deny))
+    assert not isinstance(handle(stop, ctx), (Rewrite, Deny))
 
 
 def test_getcwd_answers_the_programs_path():
     ctx = FakeContext(POLICY, cwd=b"/work/dir")
     stop = make_stop("getcwd", 0x2000, 100)
-    action = stop.entry.handler(stop, ctx)
+    action = handle(stop, ctx)
     assert isinstance(action, Emulate) and action.result == 10
     assert action.writes == ((0x2000, b"/work/dir\0"),)
     assert make_stop("getcwd", 0x2000, 5).entry.handler(make_stop("getcwd", 0x2000, 5),

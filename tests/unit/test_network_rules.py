@@ -15,7 +15,7 @@ from appvirt.errors import PolicyError
 from appvirt.net.addresses import AddrKind, decode, encode_like
 from appvirt.net.rules import Direction, NetAction
 from appvirt.policy import load_policy_text
-from appvirt.testing import FakeContext, make_stop
+from appvirt.testing import FakeContext, handle, make_stop
 
 
 def v4(ip: str, port: int) -> bytes:
@@ -108,17 +108,17 @@ def test_connect_handler_denies_redirects_and_copies(fs):
     ctx = FakeContext(POLICY)
     ctx.memory[0x1000] = v4("10.9.1.1", 80)
     s = make_stop("connect", 3, 0x1000, 16)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert isinstance(action, Deny) and action.errno == errno.EACCES
     assert action.note.address == "10.9.1.1:80" and "action: allow" in action.note.hint
     ctx.memory[0x1000] = v4("127.0.0.4", 80)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert isinstance(action, Rewrite) and decision_of(action) is Decision.REDIRECTED
     (arg, blob), (larg, length) = action.args
     assert (arg, larg, length) == (1, 2, 16) and decode(blob.data).port == 8080
     assert ctx.peers[3] == v4("127.0.0.4", 80) and action.note.target == "127.0.0.5:8080"
     ctx.memory[0x1000] = v4("127.0.0.3", 9)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert isinstance(action, Rewrite) and action.args[0][1].data == v4("127.0.0.3", 9)
 
 
@@ -128,20 +128,20 @@ def test_sendmsg_copies_the_header_with_its_name_into_the_slot(fs):
     ctx.memory[0x1000] = hdr
     ctx.memory[0x2000] = v4("127.0.0.7", 53)
     s = make_stop("sendmsg", 3, 0x1000, 0)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     (arg, blob), = action.args
     assert arg == 1 and blob.refs == ((0, 1),) and action.extra == (SlotData(v4("127.0.0.7", 53)),)
     name, namelen, iov = struct.unpack_from("<QI4xQ", blob.data)
     assert (name, namelen, iov) == (0, 16, 0x3000)      # name patched in by the tracer
     ctx.memory[0x2000] = v4("8.8.8.8", 53)
-    assert s.entry.handler(s, ctx).errno == errno.ECONNREFUSED
+    assert handle(s, ctx).errno == errno.ECONNREFUSED
 
 
 def test_sendmmsg_becomes_one_sendmsg(fs):
     ctx = FakeContext(POLICY)
     ctx.memory[0x1000] = struct.pack("<QI4xQQQQI4x", 0, 0, 0x3000, 1, 0, 0, 0)
     s = make_stop("sendmmsg", 3, 0x1000, 2, 0x40)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert action.nr is not None and dict(action.args)[2] == 0x40
     done = action.on_exit(s, 12)
     assert done.result == 1 and done.writes == ((0x1000 + 56, struct.pack("<I", 12)),)
@@ -152,7 +152,7 @@ def test_getpeername_of_a_redirected_socket(fs):
     ctx.peers[4] = v4("127.0.0.4", 80)
     ctx.memory[0x5000] = struct.pack("<I", 128)
     s = make_stop("getpeername", 4, 0x4000, 0x5000)
-    action = s.entry.handler(s, ctx)
+    action = handle(s, ctx)
     assert isinstance(action, Emulate)
     assert action.writes == ((0x4000, v4("127.0.0.4", 80)), (0x5000, struct.pack("<I", 16)))
     assert isinstance(make_stop("getpeername", 5, 1, 2).entry.handler(
@@ -163,7 +163,7 @@ def test_listen_checks_the_local_address(fs):
     ctx = FakeContext(POLICY)
     ctx.socket_names[3] = v4("0.0.0.0", 80)
     s = make_stop("listen", 3, 5)
-    assert s.entry.handler(s, ctx).errno == errno.EACCES
+    assert handle(s, ctx).errno == errno.EACCES
     ctx.socket_names[3] = v4("127.0.0.1", 45000)
-    assert isinstance(s.entry.handler(s, ctx), Allow)
+    assert isinstance(handle(s, ctx), Allow)
     assert ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network("127.0.0.0/8")

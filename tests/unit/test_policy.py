@@ -58,10 +58,10 @@ def test_defaults_are_filled_in():
     p = load_policy_text("{}", "p.yaml", default_app="demo")
     assert p.app == "demo"
     assert p.raw == {"version": 1, "log": {"level": "changes", "file": None},
-                     "files": {"default": "readonly", "base_rules": True, "rules": []},
+                     "files": {"default": "overlay", "base_rules": True, "rules": []},
                      "network": {"preset": "open", "rules": []}, "app": "demo"}
     assert p.files.mode_for(b"/dev/null") == (FileMode.PASSTHROUGH, "files.base[1]")
-    assert p.files.mode_for(b"/etc/passwd") == (FileMode.READONLY, "files.default")
+    assert p.files.mode_for(b"/etc/passwd") == (FileMode.OVERLAY, "files.default")
 
 
 def test_later_rules_win():

@@ -1,0 +1,125 @@
+"""The program's filesystem: the app's Overlay, seen through the resolver's View protocol.
+
+Every mode goes through the Overlay (passthrough paths too: then the tracer makes the change
+on the host itself, on the path it checked). A directory fd is listed by the kernel when its
+own listing is right (a host directory with no upper changes and no hidden or private child);
+otherwise the tracer serves the merged listing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+
+from ..errors import GuestErrno
+from ..overlay import Layer, Overlay
+from ..policy.model import FileMode, PathRule
+from .dirents import DT_DIR, Dirent
+
+_GLOB_CHARS = b"*?["
+
+
+def _literal_prefix(pattern: str) -> tuple[bytes, bool]:
+    """(the part of a glob before its first wildcard component, whether it has one)."""
+    parts = pattern.encode().split(b"/")[1:]
+    lit = []
+    for p in parts:
+        if any(c in p for c in _GLOB_CHARS):
+            return b"/" + b"/".join(lit), True
+        if p:
+            lit.append(p)
+    return b"/" + b"/".join(lit), False
+
+
+def _parent(g: bytes) -> bytes:
+    return g.rsplit(b"/", 1)[0] or b"/"
+
+
+class OverlayFS:
+    """The resolver's View and the handlers' filesystem, over one Overlay."""
+
+    def __init__(self, overlay: Overlay, rules: Iterable[PathRule],
+                 hidden: Iterable[bytes] = ()) -> None:
+        self.ov = overlay
+        self._rules = tuple(rules)
+        # Directories whose listings a hidden or private rule can change.
+        self._parents: set[bytes] = set()
+        self._trees: list[bytes] = []
+        for rule in self._rules:
+            if rule.mode not in (FileMode.HIDDEN, FileMode.PRIVATE):
+                continue
+            prefix, globby = _literal_prefix(rule.glob.pattern)
+            if globby:
+                self._trees.append(prefix)
+            else:
+                self._parents.add(_parent(prefix))
+        for h in hidden:
+            self._parents.add(_parent(h))
+
+    # --- View ------------------------------------------------------------------------------
+    def lstat(self, path: bytes) -> os.stat_result | None:
+        if self.ov.mode(path) is FileMode.HIDDEN:
+            # Not there, because of a rule: say which, for the log (the errno is the same).
+            raise GuestErrno(errno.ENOENT, os.fsdecode(path), rule=self._hidden_rule(path))
+        return self.ov.lstat(path)
+
+    def _hidden_rule(self, path: bytes) -> str:
+        for rule in reversed(self._rules):
+            if rule.glob.matches(path):
+                return rule.rule_id
+        return "builtin:appvirt-state"
+
+    def readlink(self, path: bytes) -> bytes:
+        return self.ov.readlink(path)
+
+    def to_guest(self, host: bytes) -> bytes | None:
+        return self.ov.to_guest(host)
+
+    def listing(self, host_dir: bytes) -> list[Dirent] | None:
+        guest = self.ov.to_guest(host_dir)
+        if guest is None:
+            return None
+        in_upper = host_dir == self.ov.upper_root or host_dir.startswith(
+            self.ov.upper_root + b"/")
+        if not in_upper and not self._changed(guest):
+            return None
+        try:
+            entries = self.ov.listdir(guest)
+            me = self.ov.entry(guest)
+            up = self.ov.entry(_parent(guest))
+        except GuestErrno:
+            return None               # gone meanwhile: the kernel answers for its fd
+        dots = [Dirent(b".", DT_DIR, me.st.st_ino if me else 0),
+                Dirent(b"..", DT_DIR, up.st.st_ino if up else 0)]
+        return dots + [Dirent(e.name, e.d_type, e.ino) for e in entries]
+
+    def _changed(self, guest: bytes) -> bool:
+        """Whether the merged listing of a host directory differs from the host's own."""
+        ix = self.ov._ix
+        if ix.is_dir(guest) or (guest == b"/" and ix.kinds) or guest in self._parents:
+            return True
+        g = guest + b"/"
+        return any(guest == t or g.startswith(t + b"/") or t == b"/" for t in self._trees)
+
+    # --- where the kernel acts ---------------------------------------------------------------
+    def host_for_read(self, guest: bytes) -> bytes:
+        return self.ov.host_for_read(guest)
+
+    def host_for_write(self, guest: bytes, *, truncate: bool = False) -> bytes:
+        return self.ov.copy_up(guest, truncate=truncate)
+
+    def host_for_create(self, guest: bytes) -> bytes:
+        return self.ov.prepare_create(guest)
+
+    def created(self, guest: bytes) -> None:
+        self.ov.created(guest)
+
+    def layer(self, guest: bytes) -> Layer | None:
+        e = self.ov.entry(guest)
+        return e.layer if e is not None else None
+
+    def redirected(self, guest: bytes) -> bool:
+        """Whether changes to guest land somewhere else than the host path of that name."""
+        return self.ov.mode(guest) not in (FileMode.PASSTHROUGH,)
+

@@ -1,0 +1,106 @@
+"""Path arguments: how each call names files, and the decision every path call starts with.
+
+An `Operand` says where a call's path and dirfd are, whether a final symlink is followed, what
+the call does to the file (its intent), and whether an empty or NULL path names the dirfd's
+own object. `decide` resolves it in the program's view and applies the file modes.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.action import Deny, Note, SlotData
+from ..core.context import Context
+from ..core.stop import Stop
+from ..fs.resolver import Resolved
+from .filemodes import Intent, check
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000
+
+Flagged = Callable[[Stop], bool]
+R, W, C, D = Intent.READ, Intent.WRITE, Intent.CREATE, Intent.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """One path argument of a call, and what the call does to it."""
+
+    path: int                                   # argument index of the path
+    dirfd: int | None                           # argument index of its dirfd, if any
+    intent: Intent | Callable[[Stop], Intent]
+    follow: bool | Flagged                      # follow a symlink in the last component
+    empty_means_fd: Flagged | None = None       # AT_EMPTY_PATH: "" names the dirfd itself
+    null_means_fd: bool = False                 # NULL names the dirfd itself (utimensat)
+    flags_arg: int | None = None                # where AT_* flags live
+
+
+def flag(arg: int, bit: int) -> Flagged:
+    return lambda s: bool(s.arg(arg) & bit)
+
+
+def not_flag(arg: int, bit: int) -> Flagged:
+    return lambda s: not s.arg(arg) & bit
+
+
+def plain(path: int, intent, follow) -> Operand:
+    """A path argument relative to the working directory."""
+    return Operand(path, None, intent, follow)
+
+
+def at(dirfd: int, path: int, intent, flags: int | None, *, follow_default: bool = True,
+       follow_flag: int = AT_SYMLINK_NOFOLLOW, empty: bool = True, null: bool = False
+       ) -> Operand:
+    """A `*at` operand whose flags argument may hold AT_SYMLINK_(NO)FOLLOW and AT_EMPTY_PATH."""
+    if flags is None:
+        return Operand(path, dirfd, intent, follow_default, None, null, None)
+    follow = flag(flags, follow_flag) if follow_flag == AT_SYMLINK_FOLLOW \
+        else not_flag(flags, follow_flag)
+    return Operand(path, dirfd, intent, follow, flag(flags, AT_EMPTY_PATH) if empty else None,
+                   null, flags)
+
+
+def slot_path(path: bytes) -> SlotData:
+    return SlotData(path + b"\0")
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A path operand the policy allows: what it resolved to, and why."""
+
+    r: Resolved
+    intent: Intent
+    note: Note
+    fd_form: bool = False      # the call names its dirfd's object (AT_EMPTY_PATH / NULL)
+
+
+def intent_of(op: Operand, stop: Stop) -> Intent:
+    return op.intent(stop) if callable(op.intent) else op.intent
+
+
+def decide(stop: Stop, ctx: Context, op: Operand) -> Decided | Deny:
+    """Resolve an operand in the program's view and apply the file modes."""
+    intent = intent_of(op, stop)
+    path = stop.path(op.path)
+    if path is None or (path == b"" and op.empty_means_fd and op.empty_means_fd(stop)):
+        if path is None and not op.null_means_fd:
+            return Deny(errno.EFAULT, native=True)
+        fd = stop.sarg(op.dirfd) if op.dirfd is not None else AT_FDCWD
+        r = ctx.fd_object(stop.tid, fd)
+        fd_form = True
+    else:
+        follow = op.follow(stop) if callable(op.follow) else op.follow
+        dirfd = stop.sarg(op.dirfd) if op.dirfd is not None else None
+        r = ctx.resolve(stop, dirfd, path, follow=follow)
+        fd_form = False
+        if r.magic is not None and intent is not Intent.READ:
+            return Deny(errno.EACCES, Note(path=r.path, rule="builtin:fd-object"))
+    deny, note = check(ctx.policy, r, intent, ctx.is_member)
+    if deny is not None:
+        return Deny(deny.errno, note)
+    return Decided(r, intent, note, fd_form)

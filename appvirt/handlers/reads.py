@@ -1,0 +1,183 @@
+"""Path calls that only read: answered by the tracer, or done by the kernel on the host path.
+
+Mirrored calls (stat, statx, access, readlink, statfs, getxattr, listxattr): the tracer makes
+the same call on the host path it decided and copies the kernel's output into the program's
+buffer, so the call never reaches the kernel from the program (no exit stop, nothing left to
+race). The others (chdir, exec, inotify ...) give the kernel the host path from the slot.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
+from ..core.context import Context
+from ..core.stop import Stop
+from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
+
+STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
+AT_NO_AUTOMOUNT, AT_EACCESS, AT_STATX_SYNC_TYPE = 0x800, 0x200, 0x6000
+XATTR_NAME_MAX = 255
+OUT_MAX = 1 << 16
+
+
+def host_path(ctx: Context, d: Decided) -> bytes:
+    """Where the kernel finds what the program names (magic /proc links: as they are)."""
+    if d.r.magic is not None:
+        return d.r.kernel_path
+    host = ctx.fs.host_for_read(d.r.path)
+    return host + b"/" if d.r.trailing_slash and host != b"/" else host
+
+
+def _note(d: Decided, host: bytes) -> Note:
+    moved = host.rstrip(b"/") != d.r.path and d.r.magic is None
+    return Note(rule=d.note.rule, path=d.r.path, host_path=host if moved else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """How to answer a read-only path call in the tracer (see tracer.hostcalls)."""
+
+    run: str                                        # the syscall the tracer makes
+    build: Callable[[Stop, Context, bytes, bool], tuple]   # (stop, ctx, path, follow) -> args
+    out_arg: int | None = None                      # its output buffer argument
+    guest_buf: int | None = None                    # where that buffer is in the program's call
+    out_size: Callable[[Stop], int] | None = None   # how big it is
+    copy_all: bool = True                           # False: copy only `result` bytes
+    proc_text: bool = False                         # output is a path /proc may show (readlink)
+
+
+def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
+    """Resolve, decide, then answer from the tracer. Processes that changed their ids get the
+    kernel's answer instead (the tracer must not act with ids the program no longer has)."""
+    fallback = kernel_read(op)
+
+    def handler(stop: Stop, ctx: Context) -> Action:
+        path = stop.path(op.path)
+        if path == b"" and op.empty_means_fd and op.empty_means_fd(stop):
+            return Allow()                    # reads the fd's own object: no path involved
+        if not ctx.same_credentials(stop.tid):
+            return fallback(stop, ctx)
+        d = decide(stop, ctx, op)
+        if isinstance(d, Deny):
+            return d
+        follow = op.follow(stop) if callable(op.follow) else op.follow
+        host = host_path(ctx, d)
+        size = m.out_size(stop) if m.out_size else 0
+        out = {m.out_arg: size} if m.out_arg is not None and size > 0 else {}
+        rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, host, follow), out)
+        note = _note(d, host)
+        if rv < 0:
+            return Deny(-rv, note, native=True)
+        writes: tuple[tuple[int, bytes], ...] = ()
+        if out and m.guest_buf is not None:
+            data = bufs[m.out_arg] if m.copy_all else bufs[m.out_arg][:rv]  # type: ignore[index]
+            if m.proc_text and d.r.path.startswith(b"/proc/") and data.startswith(b"/"):
+                # A magic link shows a host path: show the program its own name for it.
+                data = ctx.view.to_guest(data) or data
+                rv = min(len(data), size)
+                data = data[:rv]
+            writes = ((stop.arg(m.guest_buf), data),) if data else ()
+        return Emulate(rv, writes, note, Decision.ALLOWED)
+    handler.__doc__ = (f"Resolve and decide path argument {op.path}; answer with {m.run}(2) "
+                       "made by the tracer on the host path.")
+    return handler
+
+
+def kernel_read(op: Operand, path_arg_out: int | None = None
+                ) -> Callable[[Stop, Context], Action]:
+    """A reading call the kernel must make itself (it changes the caller's state: chdir,
+    inotify): the host path goes to it from the slot."""
+    def handler(stop: Stop, ctx: Context) -> Action:
+        d = decide(stop, ctx, op)
+        if isinstance(d, Deny):
+            return d
+        if d.fd_form:
+            return Allow(d.note)
+        host = host_path(ctx, d)
+        args: list[tuple[int, object]] = [(op.path, slot_path(host))]
+        if op.dirfd is not None:
+            args.append((op.dirfd, AT_FDCWD))
+        note = _note(d, host)
+        return Rewrite(tuple(args), note=note,  # type: ignore[arg-type]
+                       decision=Decision.REDIRECTED if note.host_path else Decision.ALLOWED)
+    handler.__doc__ = (f"Resolve and decide path argument {op.path}; the kernel gets the host "
+                       "path from the slot.")
+    return handler
+
+
+def sys_execve(stop: Stop, ctx: Context) -> Action:
+    """Implement execve(2)/execveat(2): decide on the resolved path; the kernel gets the
+    program's own path bytes when they name the host file (so `$0` and AT_EXECFN stay what it
+    passed), else the host path of the upper copy."""
+    at = stop.name == "execveat"
+    path_arg = 1 if at else 0
+    path = stop.path(path_arg)
+    if path is None:
+        return Deny(errno.EFAULT, native=True)
+    if at and path == b"" and stop.arg(4) & 0x1000:
+        return Allow()       # fexecve: the fd was opened, and checked, before
+    r = ctx.resolve(stop, stop.sarg(0) if at else None, path, follow=True)
+    from .filemodes import Intent, check
+    deny, note = check(ctx.policy, r, Intent.READ, ctx.is_member)
+    if deny is not None:
+        return Deny(deny.errno, note)
+    if not r.exists:
+        return Deny(errno.ENOENT, note, native=True)
+    host = ctx.fs.host_for_read(r.path) if r.magic is None else r.kernel_path
+    if host == r.path or r.magic is not None:
+        return Rewrite(((path_arg, slot_path(path)),), note=note, decision=Decision.ALLOWED)
+    args: list[tuple[int, object]] = [(path_arg, slot_path(host))]
+    if at:
+        args.append((0, AT_FDCWD))
+    return Rewrite(tuple(args), note=Note(rule=note.rule, path=r.path, host_path=host),  # type: ignore[arg-type]
+                   decision=Decision.REDIRECTED)
+
+
+def _nofollow(follow: bool) -> int:
+    return 0 if follow else AT_SYMLINK_NOFOLLOW
+
+
+def _fixed(n: int) -> Callable[[Stop], int]:
+    return lambda s: n
+
+
+def _sized(arg: int) -> Callable[[Stop], int]:
+    return lambda s: min(s.arg(arg), OUT_MAX) if s.sarg(arg) > 0 else 0
+
+
+STAT = Mirror("newfstatat", lambda s, c, p, f: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
+              _fixed(STAT_SIZE))
+NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f: (
+    AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE))
+STATX = Mirror("statx", lambda s, c, p, f: (
+    AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
+    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE))
+STATFS = Mirror("statfs", lambda s, c, p, f: (p, None), 1, 1, _fixed(STATFS_SIZE))
+
+
+def access(mode_arg: int, flags_arg: int | None) -> Mirror:
+    return Mirror("faccessat2", lambda s, c, p, f: (
+        AT_FDCWD, p, s.arg(mode_arg) & 7,
+        _nofollow(f) | ((s.arg(flags_arg) & AT_EACCESS) if flags_arg is not None else 0)))
+
+
+def readlink(buf: int, size: int) -> Mirror:
+    return Mirror("readlinkat",
+                  lambda s, c, p, f: (AT_FDCWD, p, None, min(s.arg(size), OUT_MAX)),
+                  2, buf, _sized(size), copy_all=False, proc_text=True)
+
+
+def getxattr(name: int, buf: int, size: int) -> Mirror:
+    """getxattr/lgetxattr: lgetxattr on the decided path (a final symlink is only left in it
+    when the call does not follow)."""
+    return Mirror("lgetxattr", lambda s, c, p, f: (
+        p, c.read_string(s.tid, s.arg(name), XATTR_NAME_MAX + 1), None,
+        min(s.arg(size), OUT_MAX)), 2, buf, _sized(size), copy_all=False)
+
+
+def listxattr(buf: int, size: int) -> Mirror:
+    return Mirror("llistxattr", lambda s, c, p, f: (p, None, min(s.arg(size), OUT_MAX)),
+                  1, buf, _sized(size), copy_all=False)

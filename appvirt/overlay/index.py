@@ -1,0 +1,90 @@
+"""The in-memory index of the upper layer, so that lookups are dict operations.
+
+It holds, by guest path: the objects present in the upper layer (with their S_IFMT), the
+whiteouts and the opaque directories. It is built by walking the upper layer once and kept in
+step with every change the overlay makes. Loading also recovers from an interrupted run:
+temporary names are removed, and a whiteout next to a present object of the same name (a
+crash between the two steps of a create or delete) gives way to the object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+from dataclasses import dataclass, field
+
+from . import hostio
+from .names import META_PREFIX, OPAQUE_MARKER, WH_PREFIX, join, parent, under, whiteout_name
+
+DIR = stat.S_IFDIR
+
+
+@dataclass(slots=True)
+class UpperIndex:
+    kinds: dict[bytes, int] = field(default_factory=dict)   # guest -> S_IFMT, "/" excluded
+    whiteouts: set[bytes] = field(default_factory=set)
+    opaque: set[bytes] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, upper_root: bytes, *, recover: bool) -> "UpperIndex":
+        ix = cls()
+        stack = [(upper_root, b"/")]
+        while stack:
+            host_dir, guest_dir = stack.pop()
+            for name, (dt, _ino) in hostio.scan(host_dir).items():
+                host = host_dir + b"/" + name
+                if name == OPAQUE_MARKER:
+                    if guest_dir != b"/":
+                        ix.opaque.add(guest_dir)
+                elif name.startswith(META_PREFIX):
+                    if recover:           # a temporary left by an interrupted operation
+                        with contextlib.suppress(OSError):
+                            hostio.remove_tree(host)
+                elif name.startswith(WH_PREFIX):
+                    if len(name) > len(WH_PREFIX):
+                        ix.whiteouts.add(join(guest_dir, name[len(WH_PREFIX):]))
+                else:
+                    g = join(guest_dir, name)
+                    ix.kinds[g] = dt << 12
+                    if dt << 12 == DIR:
+                        stack.append((host, g))
+        for g in [w for w in ix.whiteouts if w in ix.kinds]:
+            ix.whiteouts.discard(g)
+            if recover:
+                with contextlib.suppress(OSError):
+                    hostio.unlink(_host(upper_root, parent(g)) + b"/" + whiteout_name(
+                        g[g.rfind(b"/") + 1:]))
+        return ix
+
+    def is_dir(self, g: bytes) -> bool:
+        return self.kinds.get(g) == DIR
+
+    def subtree(self, top: bytes) -> list[bytes]:
+        """The present paths at and below top."""
+        return [g for g in self.kinds if under(g, top)]
+
+    def drop_subtree(self, top: bytes) -> None:
+        """Forget the upper object at top and everything below it (a whiteout of top itself,
+        which lives in the parent directory, stays)."""
+        self.kinds.pop(top, None)
+        self.opaque.discard(top)
+        below = top + b"/"
+        for coll in (self.kinds, self.whiteouts, self.opaque):
+            for g in [g for g in coll if g.startswith(below)]:
+                coll.remove(g) if isinstance(coll, set) else coll.pop(g)
+
+    def move_subtree(self, src: bytes, dst: bytes) -> None:
+        """Re-key the upper object at src and everything below it to dst (a plain rename)."""
+        n = len(src)
+        below = src + b"/"
+        moved_kinds = {g: k for g, k in self.kinds.items() if g == src or g.startswith(below)}
+        moved_wh = {g for g in self.whiteouts if g.startswith(below)}
+        moved_opq = {g for g in self.opaque if g == src or g.startswith(below)}
+        self.drop_subtree(src)
+        self.kinds.update({dst + g[n:]: k for g, k in moved_kinds.items()})
+        self.whiteouts.update(dst + g[n:] for g in moved_wh)
+        self.opaque.update(dst + g[n:] for g in moved_opq)
+
+
+def _host(upper_root: bytes, g: bytes) -> bytes:
+    return upper_root if g == b"/" else upper_root + g
