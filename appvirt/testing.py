@@ -51,10 +51,10 @@ class FakeContext:
     groups: dict[int, tuple[list[int], bool]] = field(default_factory=dict)
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
-        data = self.memory.get(addr)
-        if data is None or len(data) < size:
-            raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
-        return data[:size]
+        for base, data in self.memory.items():
+            if base <= addr and addr + size <= base + len(data):
+                return data[addr - base:addr - base + size]
+        raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
 
     def resolve(self, stop: Stop, dirfd: int | None, path: bytes, *, follow: bool,
                 no_symlinks: bool = False, no_magiclinks: bool = False,
@@ -171,6 +171,14 @@ class FakeContext:
 
     def umask(self, tid: int) -> int:
         return 0o022
+
+    def host_resolves_alike(self, stop: Stop, path: bytes, guest: bytes) -> bool:
+        base = self.cwd if not path.startswith(b"/") else b"/"
+        try:
+            return resolve(Caller(stop.tid, stop.pid, self.is_member), base, path,
+                           follow=True).path == guest
+        except GuestErrno:
+            return False
 
     def same_credentials(self, tid: int) -> bool:
         return not self.foreign_creds

@@ -94,3 +94,6 @@ class Context(Protocol):
 
     def umask(self, tid: int) -> int:
         """tid's file mode creation mask."""
+
+    def host_resolves_alike(self, stop: Stop, path: bytes, guest: bytes) -> bool:
+        """Whether the kernel, walking `path` on the host for the caller, reaches `guest`."""

@@ -119,6 +119,19 @@ class OverlayFS:
         e = self.ov.entry(guest)
         return e.layer if e is not None else None
 
+    def merged_nlink(self, guest: bytes) -> int | None:
+        """The link count a directory shown from both layers must report (2 + its merged
+        subdirectories, as for a real directory); None when the host object's own is right."""
+        e = self.ov.entry(guest)
+        if e is None or e.layer is not Layer.UPPER or not e.is_dir:
+            return None
+        if guest in self.ov._ix.opaque or self.ov.mode(guest) is FileMode.PRIVATE:
+            return None
+        try:
+            return 2 + sum(1 for d in self.ov.listdir(guest) if d.d_type == DT_DIR)
+        except GuestErrno:
+            return None
+
     def redirected(self, guest: bytes) -> bool:
         """Whether changes to guest land somewhere else than the host path of that name."""
         return self.ov.mode(guest) not in (FileMode.PASSTHROUGH,)

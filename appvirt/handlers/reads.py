@@ -9,12 +9,17 @@ race). The others (chdir, exec, inotify ...) give the kernel the host path from 
 from __future__ import annotations
 
 import errno
+import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
+from ..core import sysnums
+from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite, SlotData
 from ..core.context import Context
 from ..core.stop import Stop
+from ..errors import GuestErrno
+from .filemodes import Intent, check
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
 
 STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
@@ -47,6 +52,7 @@ class Mirror:
     out_size: Callable[[Stop], int] | None = None   # how big it is
     copy_all: bool = True                           # False: copy only `result` bytes
     proc_text: bool = False                         # output is a path /proc may show (readlink)
+    nlink: tuple[int, str] | None = None            # (offset, struct format) of st_nlink
 
 
 def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
@@ -74,6 +80,14 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
         writes: tuple[tuple[int, bytes], ...] = ()
         if out and m.guest_buf is not None:
             data = bufs[m.out_arg] if m.copy_all else bufs[m.out_arg][:rv]  # type: ignore[index]
+            if m.nlink is not None and d.r.magic is None:
+                # A directory merged from both layers counts its merged subdirectories.
+                n = ctx.fs.merged_nlink(d.r.path)
+                if n is not None:
+                    off, fmt = m.nlink
+                    data = bytearray(data)
+                    struct.pack_into(fmt, data, off, n)
+                    data = bytes(data)
             if m.proc_text and d.r.path.startswith(b"/proc/") and data.startswith(b"/"):
                 # A magic link shows a host path: show the program its own name for it.
                 data = ctx.view.to_guest(data) or data
@@ -108,31 +122,103 @@ def kernel_read(op: Operand, path_arg_out: int | None = None
     return handler
 
 
+BINPRM_BUF_SIZE = 256          # the kernel reads this much of a file to find "#!"
+MAX_SCRIPT_DEPTH = 4           # and follows at most this many interpreters (BINPRM_MAX_RECURSION)
+NR_EXECVE = sysnums.nr("execve")
+
+
+def _shebang(host: bytes) -> tuple[bytes, bytes | None] | None:
+    """(interpreter, optional argument) of a "#!" script, as the kernel parses them."""
+    try:
+        fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, BINPRM_BUF_SIZE)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].strip(b" \t")
+    if not line:
+        return None
+    interp, _, rest = line.partition(b" ")
+    interp, _, tabbed = interp.partition(b"\t")
+    rest = (tabbed + b" " + rest if tabbed else rest).strip(b" \t")
+    return interp, rest or None
+
+
+def _argv(ctx: Context, stop: Stop, addr: int, limit: int) -> list[int]:
+    """The program's argv pointers (up to the NULL), at most `limit` of them."""
+    out: list[int] = []
+    while addr and len(out) < limit:
+        p = int.from_bytes(ctx.read(stop.tid, addr + 8 * len(out), 8), "little")
+        if p == 0:
+            return out
+        out.append(p)
+    if addr == 0:
+        return out
+    raise GuestErrno(errno.E2BIG, "too many arguments for a script run from the overlay")
+
+
 def sys_execve(stop: Stop, ctx: Context) -> Action:
-    """Implement execve(2)/execveat(2): decide on the resolved path; the kernel gets the
-    program's own path bytes when they name the host file (so `$0` and AT_EXECFN stay what it
-    passed), else the host path of the upper copy."""
+    """Implement execve(2)/execveat(2): decide on the resolved path. The kernel gets the
+    program's own path bytes when the host alone resolves them (and any "#!" interpreter) to
+    the same files, so `$0` and AT_EXECFN stay what it passed. Otherwise (a program or an
+    interpreter in the upper layer) the tracer does what the kernel's script loader does: it
+    runs the interpreter's host path with argv [interpreter, optional arg, script, args...]."""
     at = stop.name == "execveat"
-    path_arg = 1 if at else 0
+    path_arg, argv_arg = (1, 2) if at else (0, 1)
     path = stop.path(path_arg)
     if path is None:
         return Deny(errno.EFAULT, native=True)
     if at and path == b"" and stop.arg(4) & 0x1000:
         return Allow()       # fexecve: the fd was opened, and checked, before
     r = ctx.resolve(stop, stop.sarg(0) if at else None, path, follow=True)
-    from .filemodes import Intent, check
     deny, note = check(ctx.policy, r, Intent.READ, ctx.is_member)
     if deny is not None:
         return Deny(deny.errno, note)
     if not r.exists:
         return Deny(errno.ENOENT, note, native=True)
-    host = ctx.fs.host_for_read(r.path) if r.magic is None else r.kernel_path
-    if host == r.path or r.magic is not None:
+    if r.magic is not None:
         return Rewrite(((path_arg, slot_path(path)),), note=note, decision=Decision.ALLOWED)
-    args: list[tuple[int, object]] = [(path_arg, slot_path(host))]
-    if at:
-        args.append((0, AT_FDCWD))
-    return Rewrite(tuple(args), note=Note(rule=note.rule, path=r.path, host_path=host),  # type: ignore[arg-type]
+    host = ctx.fs.host_for_read(r.path)
+    chain: list[tuple[bytes, bytes | None]] = []      # interpreters to put in front, in order
+    native = host == r.path and ctx.host_resolves_alike(stop, path, r.path)
+    while (sb := _shebang(host)) is not None and len(chain) < MAX_SCRIPT_DEPTH:
+        interp, arg = sb
+        ri = ctx.resolve(stop, None, interp, follow=True)
+        deny, inote = check(ctx.policy, ri, Intent.READ, ctx.is_member)
+        if deny is not None:
+            return Deny(deny.errno, inote)
+        if not ri.exists:
+            return Deny(errno.ENOENT, inote, native=True)
+        chain.append(sb)
+        host = ctx.fs.host_for_read(ri.path)
+        native = native and host == ri.path and ctx.host_resolves_alike(stop, interp, ri.path)
+    if native:
+        return Rewrite(((path_arg, slot_path(path)),), note=note, decision=Decision.ALLOWED)
+    if not chain:
+        args: list[tuple[int, object]] = [(path_arg, slot_path(host))]
+        if at:
+            args.append((0, AT_FDCWD))
+        return Rewrite(tuple(args), note=Note(rule=note.rule, path=r.path, host_path=host),  # type: ignore[arg-type]
+                       decision=Decision.REDIRECTED)
+    # argv as the kernel's script loader builds it, innermost interpreter first.
+    words = [path]
+    for interp, arg in chain:
+        words = [interp] + ([arg] if arg else []) + words
+    rest = _argv(ctx, stop, stop.arg(argv_arg), 1000)[1:]
+    strings = [SlotData(w + b"\0") for w in words]
+    # blob 0: the interpreter's host path; blob 1: the argv table, whose first entries point
+    # at the strings (blobs 2...), the rest at the program's own arguments.
+    table = SlotData(b"".join([bytes(8 * len(words))] + [p.to_bytes(8, "little") for p in rest]
+                              + [bytes(8)]),
+                     refs=tuple((8 * i, 2 + i) for i in range(len(words))))
+    return Rewrite(((0, slot_path(host)), (1, table), (2, stop.arg(argv_arg + 1))),
+                   nr=NR_EXECVE, extra=tuple(strings),
+                   note=Note(rule=note.rule, path=r.path, host_path=host,
+                             detail="#! interpreter run by the tracer"),
                    decision=Decision.REDIRECTED)
 
 
@@ -148,13 +234,15 @@ def _sized(arg: int) -> Callable[[Stop], int]:
     return lambda s: min(s.arg(arg), OUT_MAX) if s.sarg(arg) > 0 else 0
 
 
+STAT_NLINK, STATX_NLINK = (16, "<Q"), (16, "<I")     # st_nlink / stx_nlink
 STAT = Mirror("newfstatat", lambda s, c, p, f: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
-              _fixed(STAT_SIZE))
+              _fixed(STAT_SIZE), nlink=STAT_NLINK)
 NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f: (
-    AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE))
+    AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE),
+    nlink=STAT_NLINK)
 STATX = Mirror("statx", lambda s, c, p, f: (
     AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
-    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE))
+    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK)
 STATFS = Mirror("statfs", lambda s, c, p, f: (p, None), 1, 1, _fixed(STATFS_SIZE))
 
 

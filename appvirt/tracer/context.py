@@ -183,6 +183,18 @@ class TracerContext:
     def now_ns(self) -> int:
         return self.clock.now(0) if self.clock is not None else time.time_ns()
 
+    def host_resolves_alike(self, stop: Stop, path: bytes, guest: bytes) -> bool:
+        if self.view is HOST:
+            return True
+        try:
+            base = b"/" if path.startswith(b"/") else self._dir_of(stop.tid, None)
+            if self.view.to_guest(base) != base:
+                return False
+            r = resolve(self._caller(stop), base, path, follow=True, view=HOST)
+        except GuestErrno:
+            return False
+        return r.path == guest
+
     def umask(self, tid: int) -> int:
         try:
             with open(f"/proc/{tid}/status", "rb") as f:

@@ -180,7 +180,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         assert policy.time.spec is not None
         tracer.ctx.clock = VirtualClock(policy.time.spec,
                                         load_clock(store) if store else StoredClock())
-    placement = Placement(lambda: tracer.tasks.by_tid.keys())
+    placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
     pid = os.fork()

@@ -60,6 +60,10 @@ class Stats:
         return self.seccomp_stops + self.exit_stops + self.other_stops
 
 
+class StaleTasks(Exception):
+    """Raised out of a blocked wait when every task left has vanished without a report."""
+
+
 class Tracer:
     """Follows one sandboxed tree from its first process to its last."""
 
@@ -75,6 +79,11 @@ class Tracer:
         self.seq = 0
         self.main_pid = 0
         self.main_status: int | None = None
+        # Exits seen for tasks not known yet: a new task can die (killed in its first stop)
+        # before its parent's clone event arrives; that late event must not bring it back.
+        self._gone_unknown: set[int] = set()
+        self._missing: set[int] = set()
+        self._waiting = False
         self.first_error: str | None = None
         # Called when the program's group stopped for the terminal (Ctrl-Z): appvirt then
         # stops too, so the user's shell gets the terminal back, as for a native program.
@@ -90,9 +99,14 @@ class Tracer:
         self.tasks.program[main_pid] = sys.executable
         while self.tasks:
             try:
+                self._waiting = True
                 pid, status = os.waitpid(-1, WALL)
             except ChildProcessError:
                 break
+            except StaleTasks:
+                continue
+            finally:
+                self._waiting = False
             t0 = time.perf_counter()
             try:
                 if os.WIFSTOPPED(status):
@@ -103,8 +117,28 @@ class Tracer:
                 pass    # it died mid-stop; its exit notification follows
         return self.main_status if self.main_status is not None else 0
 
+    def check_stale(self) -> None:
+        """Drop tasks gone from /proc (fully reaped: no report will ever come for them), so
+        that a missed report can never leave the tracer waiting for ever. Called from a
+        timer; raises StaleTasks to wake a blocked wait when nothing live is left."""
+        if not self._waiting:       # only between stops: never in the middle of handling one
+            return
+        gone = [t for t in self.tasks.by_tid if not os.path.exists(f"/proc/{t}")]
+        if not gone:
+            return
+        for tid in gone:
+            if tid in self._missing:
+                self.tasks.remove(tid)
+                self.arena.release(tid)
+                self.memory.forget(tid)
+        self._missing = set(gone)
+        if not self.tasks:
+            raise StaleTasks()
+
     def _on_gone(self, pid: int, status: int) -> None:
         task = self.tasks.remove(pid)
+        if task is None and pid != self.main_pid:
+            self._gone_unknown.add(pid)
         self.arena.release(pid)
         self.memory.forget(pid)
         if pid == self.main_pid:
@@ -168,6 +202,10 @@ class Tracer:
             kind = "thread" if flags & CLONE_THREAD else "clone"
         else:
             tgid, kind = child, ("fork" if event == pt.PTRACE_EVENT_FORK else "vfork")
+        if child in self._gone_unknown:
+            self._gone_unknown.discard(child)      # it already died: nothing to follow
+            pt.cont(task.tid)
+            return
         known = self.tasks.by_tid.get(child)
         if known is not None and known.pid != tgid:
             self.tasks.remove(child)

@@ -34,13 +34,16 @@ def _runnable(tid: int) -> tuple[bool, int] | None:
 class Placement:
     """Gathers tracer and tracees on one CPU, or spreads them, as the workload asks."""
 
-    def __init__(self, tasks: Callable[[], Iterable[int]]) -> None:
+    def __init__(self, tasks: Callable[[], Iterable[int]],
+                 watchdog: Callable[[], None] | None = None) -> None:
         self.original = frozenset(os.sched_getaffinity(0))
         self.enabled = len(self.original) > 1
         self.cpu = min(self.original)
         self.gathered = False
         self.unmanaged: set[int] = set()     # tids that chose their own affinity
         self._tasks = tasks
+        self._watchdog = watchdog
+        self._ticks = 0
         self._busy = self._idle = 0
 
     def gather_self(self) -> None:
@@ -50,15 +53,21 @@ class Placement:
             self.gathered = True
 
     def start_sampling(self) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGALRM, self._sample)
-            signal.setitimer(signal.ITIMER_REAL, SAMPLE_SECONDS, SAMPLE_SECONDS)
+        signal.signal(signal.SIGALRM, self._tick)
+        signal.setitimer(signal.ITIMER_REAL, SAMPLE_SECONDS, SAMPLE_SECONDS)
 
     def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
         if self.enabled:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
             os.sched_setaffinity(0, self.original)
+
+    def _tick(self, signum: int, frame: object) -> None:
+        self._ticks += 1
+        if self._watchdog is not None and self._ticks % 20 == 0:    # every second
+            self._watchdog()
+        if self.enabled:
+            self._sample(signum, frame)
 
     def _set(self, tids: Iterable[int], cpus: Iterable[int]) -> None:
         for tid in tids:
