@@ -24,6 +24,7 @@ from .filemodes import Intent, check
 
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 SOCKET_FAMILIES = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
+SUN_PATH_OFFSET, SOCKADDR_UN_SIZE = 2, 110
 MSGHDR = struct.Struct("<QI4xQQQQI4x")       # name, namelen, iov, iovlen, control, controllen, flags
 MMSGHDR_SIZE = 64                             # msghdr + msg_len + padding
 NR_SENDMSG = sysnums.nr("sendmsg")
@@ -50,6 +51,15 @@ def decide_address(stop: Stop, ctx: Context, raw: bytes, direction: Direction
         if deny is not None:
             return None, Deny(deny.errno, Note(rule=fnote.rule, path=fnote.path,
                                                hint=fnote.hint, address=str(addr))), note
+        # The socket file lives where the overlay says (bind creates it in the upper layer).
+        host = (ctx.fs.host_for_create(r.path) if intent is Intent.CREATE
+                else ctx.fs.host_for_read(r.path))
+        if len(host) >= SOCKADDR_UN_SIZE - SUN_PATH_OFFSET:
+            return None, Deny(errno.ENAMETOOLONG, Note(
+                rule=fnote.rule, path=r.path, host_path=host,
+                detail="the socket's place in the overlay is longer than sun_path"),
+                native=True), note
+        raw = struct.pack("<H", AF_UNIX) + host + b"\0"
     verdict = ctx.policy.network.decide(direction, addr)
     note = Note(rule=verdict.rule_id, address=str(addr), audit=note.audit)
     if verdict.action is NetAction.DENY:
@@ -67,6 +77,15 @@ def decide_address(stop: Stop, ctx: Context, raw: bytes, direction: Direction
     return raw, None, note
 
 
+def _record_socket(ctx: Context, guest: bytes):
+    """After a successful bind, the overlay records the socket file the kernel made."""
+    def hook(stop: Stop, result: int) -> ExitResult:
+        if result == 0:
+            ctx.fs.created(guest)
+        return ExitResult()
+    return hook
+
+
 def _address_call(addr_arg: int, len_arg: int, direction: Direction):
     def handler(stop: Stop, ctx: Context) -> Action:
         addrlen = stop.arg(len_arg) & 0xFFFFFFFF
@@ -77,9 +96,15 @@ def _address_call(addr_arg: int, len_arg: int, direction: Direction):
         if action is not None:
             return action
         redirected = give != raw
-        if redirected and direction is Direction.CONNECT and stop.name == "connect":
+        addr = decode(raw)
+        if redirected and addr.kind is AddrKind.IP and stop.name == "connect":
             ctx.remember_peer(stop.tid, stop.sarg(0), raw)
+        on_exit = None
+        if addr.kind is AddrKind.UNIX_PATH and direction is Direction.BIND:
+            guest = ctx.resolve(stop, None, addr.path, follow=False).path
+            on_exit = _record_socket(ctx, guest)
         return Rewrite(((addr_arg, SlotData(give)), (len_arg, len(give))), note=note,
+                       on_exit=on_exit,
                        decision=Decision.REDIRECTED if redirected else Decision.ALLOWED)
     handler.__doc__ = (f"Decide the address of a {direction.value}; give the kernel the "
                        "checked (or redirected) copy from the slot.")

@@ -46,7 +46,7 @@ class Mirror:
     """How to answer a read-only path call in the tracer (see tracer.hostcalls)."""
 
     run: str                                        # the syscall the tracer makes
-    build: Callable[[Stop, Context, bytes, bool], tuple]   # (stop, ctx, path, follow) -> args
+    build: Callable[[Stop, Context, bytes, bool, int], tuple]  # (stop, ctx, path, follow, room)
     out_arg: int | None = None                      # its output buffer argument
     guest_buf: int | None = None                    # where that buffer is in the program's call
     out_size: Callable[[Stop], int] | None = None   # how big it is
@@ -72,8 +72,10 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
         follow = op.follow(stop) if callable(op.follow) else op.follow
         host = host_path(ctx, d)
         size = m.out_size(stop) if m.out_size else 0
-        out = {m.out_arg: size} if m.out_arg is not None and size > 0 else {}
-        rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, host, follow), out)
+        # A link's text is translated before it is cut to the program's buffer: ask for all.
+        room = max(size, 4096) if m.proc_text and size > 0 else size
+        out = {m.out_arg: room} if m.out_arg is not None and size > 0 else {}
+        rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, host, follow, room), out)
         note = _note(d, host)
         if rv < 0:
             return Deny(-rv, note, native=True)
@@ -88,9 +90,10 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
                     data = bytearray(data)
                     struct.pack_into(fmt, data, off, n)
                     data = bytes(data)
-            if m.proc_text and d.r.path.startswith(b"/proc/") and data.startswith(b"/"):
-                # A magic link shows a host path: show the program its own name for it.
-                data = ctx.view.to_guest(data) or data
+            if m.proc_text:
+                if d.r.path.startswith(b"/proc/") and data.startswith(b"/"):
+                    # A magic link shows a host path: show the program its own name for it.
+                    data = ctx.view.to_guest(data) or data
                 rv = min(len(data), size)
                 data = data[:rv]
             writes = ((stop.arg(m.guest_buf), data),) if data else ()
@@ -235,37 +238,37 @@ def _sized(arg: int) -> Callable[[Stop], int]:
 
 
 STAT_NLINK, STATX_NLINK = (16, "<Q"), (16, "<I")     # st_nlink / stx_nlink
-STAT = Mirror("newfstatat", lambda s, c, p, f: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
+STAT = Mirror("newfstatat", lambda s, c, p, f, n: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
               _fixed(STAT_SIZE), nlink=STAT_NLINK)
-NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f: (
+NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f, n: (
     AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE),
     nlink=STAT_NLINK)
-STATX = Mirror("statx", lambda s, c, p, f: (
+STATX = Mirror("statx", lambda s, c, p, f, n: (
     AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
     s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK)
-STATFS = Mirror("statfs", lambda s, c, p, f: (p, None), 1, 1, _fixed(STATFS_SIZE))
+STATFS = Mirror("statfs", lambda s, c, p, f, n: (p, None), 1, 1, _fixed(STATFS_SIZE))
 
 
 def access(mode_arg: int, flags_arg: int | None) -> Mirror:
-    return Mirror("faccessat2", lambda s, c, p, f: (
+    return Mirror("faccessat2", lambda s, c, p, f, n: (
         AT_FDCWD, p, s.arg(mode_arg) & 7,
         _nofollow(f) | ((s.arg(flags_arg) & AT_EACCESS) if flags_arg is not None else 0)))
 
 
 def readlink(buf: int, size: int) -> Mirror:
     return Mirror("readlinkat",
-                  lambda s, c, p, f: (AT_FDCWD, p, None, min(s.arg(size), OUT_MAX)),
+                  lambda s, c, p, f, n: (AT_FDCWD, p, None, n),
                   2, buf, _sized(size), copy_all=False, proc_text=True)
 
 
 def getxattr(name: int, buf: int, size: int) -> Mirror:
     """getxattr/lgetxattr: lgetxattr on the decided path (a final symlink is only left in it
     when the call does not follow)."""
-    return Mirror("lgetxattr", lambda s, c, p, f: (
+    return Mirror("lgetxattr", lambda s, c, p, f, n: (
         p, c.read_string(s.tid, s.arg(name), XATTR_NAME_MAX + 1), None,
         min(s.arg(size), OUT_MAX)), 2, buf, _sized(size), copy_all=False)
 
 
 def listxattr(buf: int, size: int) -> Mirror:
-    return Mirror("llistxattr", lambda s, c, p, f: (p, None, min(s.arg(size), OUT_MAX)),
+    return Mirror("llistxattr", lambda s, c, p, f, n: (p, None, min(s.arg(size), OUT_MAX)),
                   1, buf, _sized(size), copy_all=False)
