@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from .handlers import TABLE
 from .policy import load_policy
 from .state import app_dir, ensure_app_dir
 from .store import Store
+from .virt.machinepolicy import PowerEvent
+
+if TYPE_CHECKING:
+    from .tracer.launcher import RunResult
 
 
 def default_policy_path() -> Path:
@@ -38,8 +43,27 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
     log_path = log_file or policy.log.file or str(app.default_log)
     # The policy's registry section is the store's base layer, remembered for `appvirt reg`;
     # the store also keeps the virtual machine state (the clock a program set, ...).
+    restarts = 0
     with Store.open(app, base=policy.registry.base) as store:
-        result = run_sandboxed(list(command), policy, TABLE, log_path, app, store=store)
+        while True:
+            result = run_sandboxed(list(command), policy, TABLE, log_path, app, store=store)
+            _report(result, stats)
+            if result.power is not PowerEvent.RESTART or result.internal_error:
+                break
+            if restarts == policy.reboot.max_restarts:
+                click.echo(f"appvirt: the program restarted its machine again; the policy's "
+                           f"limit of {restarts} restarts is reached: powered off", err=True)
+                break
+            restarts += 1
+            click.echo(f"appvirt: the program restarted its machine; starting it again "
+                       f"({restarts}/{policy.reboot.max_restarts})", err=True)
+    sys.stdout.flush()
+    if result.power is not None:
+        return ExitStatus.POWERED_OFF
+    return result.exit_code if result.exit_code is not None else ExitStatus.INTERNAL
+
+
+def _report(result: RunResult, stats: bool) -> None:
     if result.log_problem:
         click.echo(f"appvirt: warning: {result.log_problem}; the log is incomplete", err=True)
     if result.internal_error:
@@ -51,5 +75,3 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
         click.echo(f"appvirt: {s.total} ptrace stops: {s.seccomp_stops} seccomp, "
                    f"{s.exit_stops} syscall-exit, {s.other_stops} other "
                    f"({s.injections} slot mappings); intercepted: {top or 'none'}", err=True)
-    sys.stdout.flush()
-    return result.exit_code if result.exit_code is not None else ExitStatus.INTERNAL

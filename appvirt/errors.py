@@ -18,6 +18,7 @@ class ExitStatus(enum.IntEnum):
     OK = 0
     FAILURE = 1          # a command ran and reports a negative answer (e.g. diff found changes)
     USAGE = 2            # bad command line, malformed policy or input, unusable environment
+    POWERED_OFF = 124    # the program switched its sandboxed machine off (reboot(2), `reboot:`)
     INTERNAL = 125       # a bug in appvirt: the sandboxed tree was killed, nothing left running
     NOT_EXECUTABLE = 126  # the program exists but cannot be executed
     NOT_FOUND = 127      # the program does not exist

@@ -154,6 +154,31 @@ class FakeContext:
 
     view: object = field(default=None)
     fs: object = field(default=None)
+    uts: object = None            # a VirtualUts for host-name handlers
+    caps: frozenset[int] = frozenset(range(41))       # the caller's effective capabilities
+    machine_files: dict[bytes, bytes] = field(default_factory=dict)   # guest -> spool path
+
+    power_events: list = field(default_factory=list)
+    modules: object = None        # a VirtualModules under `modules: virtual`
+    loaded_on_host: set = field(default_factory=set)
+
+    def open_fd(self, tid: int, fd: int):
+        path = self.fds.get(fd)
+        if path is None:
+            raise GuestErrno(errno.EBADF)
+        return open(path, "rb")
+
+    def host_modules(self) -> set[str]:
+        return set(self.loaded_on_host)
+
+    def power(self, event, detail: str) -> None:
+        self.power_events.append(event)
+
+    def capable(self, tid: int, cap: int) -> bool:
+        return cap in self.caps
+
+    def machine_file(self, tid: int, path: bytes) -> bytes | None:
+        return self.machine_files.get(path)
 
     def use_overlay(self, upper: bytes = b"/.appvirt-upper") -> "FakeContext":
         """Give the fake sandbox a real Overlay (on whatever filesystem the test set up, e.g.

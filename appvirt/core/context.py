@@ -5,16 +5,20 @@ The tracer provides the real implementation; unit tests provide a small fake.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..fs.dirents import Dirent
 from ..fs.resolver import Resolved, View
 
+from ..policy.model import Policy
+from .stop import Stop
+
 if TYPE_CHECKING:
     from ..fs.overlayfs import OverlayFS
-from ..policy.model import Policy
-from ..virt.clock import VirtualClock
-from .stop import Stop
+    from ..virt.clock import VirtualClock
+    from ..virt.machinepolicy import PowerEvent
+    from ..virt.modules import VirtualModules
+    from ..virt.uts import VirtualUts
 
 
 class Context(Protocol):
@@ -22,6 +26,8 @@ class Context(Protocol):
     view: "View"                      # the filesystem as the program sees it (for lookups)
     fs: "OverlayFS"                   # where the kernel acts, and the overlay's changes
     clock: "VirtualClock | None"      # the app's virtual clock when the policy has `time:`
+    uts: "VirtualUts | None"          # the app's host name when the policy has `hostname:`
+    modules: "VirtualModules | None"  # the app's kernel modules under `modules: virtual`
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         """Read tracee memory; GuestErrno(EFAULT) on a bad pointer."""
@@ -91,6 +97,26 @@ class Context(Protocol):
 
     def now_ns(self) -> int:
         """CLOCK_REALTIME as the program sees it (the virtual clock's, if any)."""
+
+    def capable(self, tid: int, cap: int) -> bool:
+        """Whether tid holds capability `cap` in its virtual identity. Without an identity
+        section appvirt does not second-guess the policy: a virtualized operation the policy
+        allows succeeds (True)."""
+
+    def open_fd(self, tid: int, fd: int) -> "BinaryIO":
+        """The file behind tid's fd, opened for reading by the tracer (GuestErrno(EBADF) if
+        the fd is not open, or not open for reading)."""
+
+    def host_modules(self) -> set[str]:
+        """Names of the modules the host kernel has loaded."""
+
+    def power(self, event: "PowerEvent", detail: str) -> None:
+        """The program switched its machine off or restarted it: end the whole sandboxed tree
+        (the launcher then starts the program again, or exits, as the policy says)."""
+
+    def machine_file(self, tid: int, path: bytes) -> bytes | None:
+        """A host path holding what reading the machine file `path` (/proc/modules,
+        /proc/sys/kernel/hostname ...) must show, when appvirt virtualizes it; else None."""
 
     def umask(self, tid: int) -> int:
         """tid's file mode creation mask."""

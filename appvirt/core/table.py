@@ -126,7 +126,7 @@ getpid getppid gettid getpgrp getpgid getsid setpgid setsid set_tid_address
 getuid getgid geteuid getegid getresuid getresgid getgroups capget
 setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups capset
 fork vfork exit exit_group wait4 waitid restart_syscall
-uname sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_robust_list
+sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_robust_list
 set_robust_list rseq futex_waitv futex_wake futex_wait futex_requeue
 rt_sigpending rt_sigtimedwait rt_sigsuspend sigaltstack
 sched_getparam sched_getscheduler sched_get_priority_max sched_get_priority_min

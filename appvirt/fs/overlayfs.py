@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as statmod
 from collections.abc import Iterable
 
 from ..errors import GuestErrno
 from ..overlay import Layer, Overlay
 from ..policy.model import FileMode, PathRule
 from .dirents import DT_DIR, Dirent
+from .machinetree import MachineTree
 
 _GLOB_CHARS = b"*?["
 
@@ -56,12 +58,28 @@ class OverlayFS:
                 self._parents.add(_parent(prefix))
         for h in hidden:
             self._parents.add(_parent(h))
+        self.machine: MachineTree | None = None     # entries appvirt adds under /sys
+
+    def _tree_dirents(self, guest: bytes) -> list[Dirent]:
+        assert self.machine is not None
+        out = []
+        for name in self.machine.added(guest):
+            try:
+                st = os.lstat(self.machine.root + guest + b"/" + name)
+            except FileNotFoundError:
+                continue
+            out.append(Dirent(name, statmod.S_IFMT(st.st_mode) >> 12, st.st_ino))
+        return out
 
     # --- View ------------------------------------------------------------------------------
     def lstat(self, path: bytes) -> os.stat_result | None:
         if self.ov.mode(path) is FileMode.HIDDEN:
             # Not there, because of a rule: say which, for the log (the errno is the same).
             raise GuestErrno(errno.ENOENT, os.fsdecode(path), rule=self._hidden_rule(path))
+        if self.machine is not None:
+            tree = self.machine.host(path)
+            if tree is not None:
+                return os.lstat(tree)
         return self.ov.lstat(path)
 
     def _hidden_rule(self, path: bytes) -> str:
@@ -74,10 +92,35 @@ class OverlayFS:
         return self.ov.readlink(path)
 
     def to_guest(self, host: bytes) -> bytes | None:
+        if self.machine is not None:
+            guest = self.machine.to_guest(host)
+            if guest is not None:
+                return guest
         return self.ov.to_guest(host)
 
     def listing(self, host_dir: bytes) -> list[Dirent] | None:
-        guest = self.ov.to_guest(host_dir)
+        if self.machine is not None:
+            guest = self.to_guest(host_dir)
+            added = self._tree_dirents(guest) if guest is not None else []
+            if added:
+                if self.machine.to_guest(host_dir) is not None:
+                    base: list[Dirent] = [Dirent(b".", DT_DIR, 0), Dirent(b"..", DT_DIR, 0)]
+                else:
+                    base = self._layered_listing(host_dir, guest) or self._host_listing(host_dir)
+                names = {d.name for d in base}
+                return base + [d for d in added if d.name not in names]
+        return self._layered_listing(host_dir, self.ov.to_guest(host_dir))
+
+    @staticmethod
+    def _host_listing(host_dir: bytes) -> list[Dirent]:
+        out = [Dirent(b".", DT_DIR, 0), Dirent(b"..", DT_DIR, 0)]
+        with os.scandir(host_dir) as it:
+            for e in it:
+                out.append(Dirent(e.name, statmod.S_IFMT(e.stat(follow_symlinks=False).st_mode)
+                                  >> 12, e.inode()))
+        return out
+
+    def _layered_listing(self, host_dir: bytes, guest: bytes | None) -> list[Dirent] | None:
         if guest is None:
             return None
         in_upper = host_dir == self.ov.upper_root or host_dir.startswith(
@@ -104,6 +147,10 @@ class OverlayFS:
 
     # --- where the kernel acts ---------------------------------------------------------------
     def host_for_read(self, guest: bytes) -> bytes:
+        if self.machine is not None:
+            tree = self.machine.host(guest)
+            if tree is not None:
+                return tree
         return self.ov.host_for_read(guest)
 
     def host_for_write(self, guest: bytes, *, truncate: bool = False) -> bytes:

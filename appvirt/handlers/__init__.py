@@ -1,9 +1,9 @@
 """Syscall handlers, one module per operation class; ALL_ENTRIES is the single merge point."""
 
 from ..core.table import SyscallTable
-from . import files, network, process, system, time
+from . import files, machine, network, process, system, time
 
 ALL_ENTRIES = (files.ENTRIES + process.ENTRIES + system.ENTRIES + network.ENTRIES
-               + time.ENTRIES)
+               + time.ENTRIES + machine.ENTRIES)
 
 TABLE = SyscallTable(ALL_ENTRIES)

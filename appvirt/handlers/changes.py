@@ -9,7 +9,9 @@ land on the upper copy too.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import stat as statmod
 import struct
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from .paths import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, 
                     W, decide, slot_path)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+AT_SYMLINK_FOLLOW = 0x400
+_libc = ctypes.CDLL(None, use_errno=True)
 XATTR_NAME_MAX, XATTR_SIZE_MAX = 255, 65536
 Do = Callable[[Stop, Context, list[bytes]], int]
 
@@ -213,9 +217,58 @@ def removexattr_do(name_arg: int) -> Do:
     return lambda s, c, g: c.fs.ov.removexattr(g[0], _xattr_name(c, s, name_arg)) or 0
 
 
-def link_do(s: Stop, c: Context, g: list[bytes]) -> int:
-    c.fs.ov.link(g[0], g[1])
-    return 0
+def link_call(src: Operand, dst: Operand) -> Callable[[Stop, Context], Action]:
+    """Handler of link/linkat. A source that is a file with no name (O_TMPFILE, via
+    AT_EMPTY_PATH or /proc/self/fd/N) is linked by the tracer itself, through the tracee's fd,
+    into the place the overlay gives the new name; any other source must be writable by the
+    policy (a link is a second writable name for it, #21) and is linked inside the overlay."""
+    def handler(stop: Stop, ctx: Context) -> Action:
+        d = decide(stop, ctx, dst)
+        if isinstance(d, Deny):
+            return d
+        path = stop.path(src.path)
+        fd_form = path == b"" and src.empty_means_fd is not None and src.empty_means_fd(stop)
+        if fd_form:
+            s_obj = ctx.fd_object(stop.tid, stop.sarg(src.dirfd) if src.dirfd is not None
+                                  else AT_FDCWD)
+        elif path is None:
+            return Deny(errno.EFAULT, native=True)
+        else:
+            follow = src.follow(stop) if callable(src.follow) else src.follow
+            s_obj = ctx.resolve(stop, stop.sarg(src.dirfd) if src.dirfd is not None else None,
+                                path, follow=follow)
+        if s_obj.magic is None:
+            s_dec = decide(stop, ctx, src)
+            if isinstance(s_dec, Deny):
+                return s_dec
+            try:
+                ctx.fs.ov.link(s_dec.r.path, d.r.path)
+            except GuestErrno as e:
+                return Deny(e.errno, Note(rule=d.note.rule, path=d.r.path, detail=e.detail),
+                            native=True)
+            moved = ctx.fs.redirected(d.r.path)
+            return Emulate(0, note=d.note,
+                           decision=Decision.REDIRECTED if moved else Decision.ALLOWED)
+        try:
+            host = ctx.fs.host_for_create(d.r.path)
+            # linkat(AT_SYMLINK_FOLLOW) through the magic link (os.link would use link(2),
+            # which does not follow it).
+            if _libc.linkat(AT_FDCWD, s_obj.magic.proc_path, AT_FDCWD, host,
+                            AT_SYMLINK_FOLLOW) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            ctx.fs.created(d.r.path)
+        except GuestErrno as e:
+            return Deny(e.errno, Note(rule=d.note.rule, path=d.r.path, detail=e.detail),
+                        native=True)
+        except OSError as e:
+            return Deny(e.errno or errno.EIO, Note(rule=d.note.rule, path=d.r.path),
+                        native=True)
+        return Emulate(0, note=Note(rule=d.note.rule, path=d.r.path, host_path=host,
+                                    detail="a nameless file linked in"),
+                       decision=Decision.REDIRECTED if host != d.r.path else Decision.ALLOWED)
+    handler.__doc__ = "Link in the overlay; nameless files (O_TMPFILE) through the tracee's fd."
+    return handler
 
 
 def rmdir_do(s: Stop, c: Context, g: list[bytes]) -> int:

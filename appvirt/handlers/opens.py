@@ -20,6 +20,7 @@ from ..core.action import (Action, Decision, Deny, ExitResult, ExitVerdict, Note
                            SlotData)
 from ..core.context import Context
 from ..core.stop import Stop
+from ..fs.resolver import Resolved
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, slot_path
 
@@ -92,6 +93,10 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
                     Note(path=r.path), native=True)
     if flags & O_CREAT and flags & O_EXCL and r.exists:
         return Deny(errno.EEXIST, Note(path=r.path), native=True)
+    if not tmpfile and r.magic is None and open_intent(flags, True) is Intent.READ:
+        spooled = _machine_file(stop, ctx, r, flags, resolve_flags)
+        if spooled is not None:
+            return spooled
     if not r.exists and not (flags & O_CREAT) and not tmpfile:
         return Deny(errno.ENOENT, Note(path=r.path), native=True)
     intent = open_intent(flags, r.exists)
@@ -120,8 +125,9 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
     else:
         host = ctx.fs.host_for_read(r.path)
         # Existing and only read here: if it vanished meanwhile, fail rather than create it
-        # in a place whose mode only allowed reading.
+        # in a place whose mode only allowed reading (and openat2 wants no mode without it).
         flags &= ~O_CREAT
+        mode = 0
     if r.trailing_slash:
         host += b"/"
     how = OPEN_HOW.pack(flags & 0xFFFFFFFFFFFFFFFF, mode,
@@ -132,6 +138,38 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
                     (3, OPEN_HOW_SIZE_VER0)), nr=NR_OPENAT2, note=note,
                    on_exit=_checked_open(ctx, created),
                    decision=Decision.REDIRECTED if moved else Decision.ALLOWED)
+
+
+def _machine_file(stop: Stop, ctx: Context, r: Resolved, flags: int, resolve_flags: int
+                  ) -> Action | None:
+    """An open for reading of a machine file appvirt virtualizes (/proc/modules, the host
+    name under /proc/sys ...): the kernel opens a spool copy written for this very open,
+    which is unlinked as soon as the call returns (the new fd keeps it)."""
+    if r.trailing_slash:
+        return None
+    try:
+        spooled = ctx.machine_file(stop.tid, r.path)
+    except OSError as e:
+        return Deny(e.errno or errno.EIO, Note(path=r.path, rule="builtin:machine-file",
+                                               detail="cannot write the spool file"))
+    if spooled is None:
+        return None
+
+    def release(stop: Stop, result: int) -> ExitResult:
+        try:
+            os.unlink(spooled)
+        except OSError:
+            pass
+        return ExitResult()
+    if check(ctx.policy, r, Intent.READ, ctx.is_member)[0] is not None:
+        release(stop, 0)
+        return None                     # decided as any other path (hidden: ENOENT ...)
+    how = OPEN_HOW.pack(flags & ~O_CREAT & 0xFFFFFFFFFFFFFFFF, 0, RESOLVE_NO_SYMLINKS
+                        | RESOLVE_NO_MAGICLINKS | resolve_flags & RESOLVE_NO_XDEV)
+    return Rewrite(((0, AT_FDCWD), (1, slot_path(spooled)), (2, SlotData(how)),
+                    (3, OPEN_HOW_SIZE_VER0)), nr=NR_OPENAT2,
+                   note=Note(rule="builtin:machine-file", path=r.path), on_exit=release,
+                   decision=Decision.EMULATED)
 
 
 def legacy_how(flags: int, mode: int) -> tuple[int, int]:

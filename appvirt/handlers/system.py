@@ -114,12 +114,8 @@ def _deny_always(name: str, err: int, note: str, op: OpClass = OpClass.SYSTEM) -
 
 
 _REFUSED = [
-    ("reboot", errno.EPERM, "never reaches the kernel"),
     ("kexec_load", errno.EPERM, "never reaches the kernel"),
     ("kexec_file_load", errno.EPERM, "never reaches the kernel"),
-    ("init_module", errno.EPERM, "module loading never reaches the kernel"),
-    ("finit_module", errno.EPERM, "module loading never reaches the kernel"),
-    ("delete_module", errno.EPERM, "module unloading never reaches the kernel"),
     ("mount", errno.EPERM, "mounts change what paths mean (#26)"),
     ("umount2", errno.EPERM, "mounts change what paths mean (#26)"),
     ("pivot_root", errno.EPERM, "changes what paths mean (#26)"),
@@ -144,8 +140,6 @@ _REFUSED = [
     ("bpf", errno.EPERM, "kernel programs"),
     ("perf_event_open", errno.EPERM, "kernel tracing"),
     ("vhangup", errno.EPERM, "hangs up the user's terminal"),
-    ("sethostname", errno.EPERM, "machine configuration"),
-    ("setdomainname", errno.EPERM, "machine configuration"),
     ("ptrace", errno.EPERM, "a sandboxed tracer defeats the sandbox's own (#5, #30)"),
     ("process_vm_readv", errno.EPERM, "cross-process memory access (#12, #30)"),
     ("process_vm_writev", errno.EPERM, "cross-process memory access (#12, #30)"),

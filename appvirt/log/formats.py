@@ -27,6 +27,8 @@ def strace_line(rec: dict[str, Any]) -> str:
         how = (f"exited with {rec['status']}" if "status" in rec
                else f"killed by {rec.get('signal')}")
         return f"{pid:<7} +++ {how} +++"
+    if kind == "power":
+        return f"{'-':<7} +++ machine {rec.get('event')}: {rec.get('detail', '')} +++"
     if kind != "syscall":
         return f"{pid:<7} --- {kind} ---"
     args = ", ".join(_arg(v) for v in (rec.get("args") or {}).values())

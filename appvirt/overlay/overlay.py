@@ -362,6 +362,12 @@ class Overlay(OverlayView):
             raise guest_error(e, g) from None
 
     # ---- inspection
+    @property
+    def empty(self) -> bool:
+        """Whether the upper layer holds nothing: the view is the host's own."""
+        ix = self._ix
+        return not ix.kinds and not ix.whiteouts and not ix.opaque
+
     def changes(self) -> list[Change]:
         """Added, modified and deleted paths compared with the host, sorted by path."""
         from .changes import upper_entries

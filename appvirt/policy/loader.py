@@ -19,6 +19,8 @@ from ..errors import PolicyError
 from ..state import APP_NAME_RE
 from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
+from ..virt.machinepolicy import (HOSTNAME_SCHEMA, MODULES_SCHEMA, REBOOT_SCHEMA, ModulesAction,
+                                  reboot_policy, uts_policy)
 from ..virt.timepolicy import TIME_SCHEMA, ClockSpecError, time_policy
 from ..store.schema import REGISTRY_SCHEMA
 from ..globs import Glob, GlobError
@@ -29,6 +31,9 @@ _SCHEMA: dict[str, Any] = json.loads(
 _SCHEMA["properties"]["registry"] = REGISTRY_SCHEMA
 _SCHEMA["properties"]["network"] = NETWORK_SCHEMA
 _SCHEMA["properties"]["time"] = TIME_SCHEMA
+_SCHEMA["properties"]["hostname"] = HOSTNAME_SCHEMA
+_SCHEMA["properties"]["reboot"] = REBOOT_SCHEMA
+_SCHEMA["properties"]["modules"] = MODULES_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
@@ -183,6 +188,9 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         registry=registry_config(data.get("registry"), file=file),
         network=network_policy(data["network"], file, lambda k: _line_of(lines, k)),
         time=time,
+        uts=uts_policy(data.get("hostname")),
+        reboot=reboot_policy(data.get("reboot")),
+        modules=ModulesAction(data.get("modules", "deny")),
         source=file,
         raw=data,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..net.rules import NetworkPolicy
 from ..store.config import RegistryConfig
+from ..virt.machinepolicy import ModulesAction, RebootPolicy, UtsPolicy
 from ..virt.timepolicy import TimePolicy
 from ..globs import Glob
 
@@ -92,5 +93,8 @@ class Policy:
     registry: RegistryConfig       # the configuration store's mount and base layer
     network: NetworkPolicy
     time: TimePolicy
+    uts: UtsPolicy                 # `hostname:`
+    reboot: RebootPolicy
+    modules: ModulesAction
     source: str                    # the file it came from (for messages)
     raw: dict                      # the validated document with defaults filled in

@@ -8,7 +8,7 @@ a wrong type is a `WrongType` error (EINVAL inside the sandbox).
     machine/clock            offset_ns, rate_ppm, frozen_at_ns
     machine/uts              hostname, domainname
     machine/identity         uid, gid, euid, egid, groups, user
-    machine/modules/NAME     params                  (the key exists while NAME is "loaded")
+    machine/modules/NAME     params, size            (the key exists while NAME is "loaded")
     machine/sysctl/DIR...    NAME                    (/proc/sys/DIR.../NAME, see procsys.py)
     app/...                  the application's own settings, free-form
 """
@@ -42,6 +42,7 @@ IDENTITY_USER = "user"               # the login name reported for uid
 
 MODULES_KEY = "machine/modules"
 MODULE_PARAMS = "params"             # "name=value" items as given to init_module(2)
+MODULE_SIZE = "size"                 # bytes of the module's (decompressed) image
 
 SYSCTL_KEY = "machine/sysctl"
 
@@ -83,7 +84,7 @@ _TYPES = {(w.key, w.name): w.type for w in WELL_KNOWN}
 def expected_type(key: str, name: str) -> ValueType | None:
     """The fixed type of a well-known value, or None when any type is allowed."""
     t = _TYPES.get((key, name))
-    if t is None and name == MODULE_PARAMS and key.startswith(MODULES_KEY + "/") \
+    if t is None and key.startswith(MODULES_KEY + "/") \
             and key.count("/") == MODULES_KEY.count("/") + 1:
-        return ValueType.MULTI
+        return {MODULE_PARAMS: ValueType.MULTI, MODULE_SIZE: ValueType.INTEGER}.get(name)
     return t

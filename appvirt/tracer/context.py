@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import time
+from typing import BinaryIO
 
 from ..core.stop import Stop
 from ..errors import GuestErrno
@@ -14,6 +15,8 @@ from ..policy.model import Policy
 from ..store import Store
 from ..virt.clock import VirtualClock
 from ..virt.clockstore import save_clock
+from ..virt.modules import VirtualModules, host_module_names
+from ..virt.uts import VirtualUts
 from .hostcalls import host_syscall
 from .memory import TraceeMemory
 from .tasks import Tasks
@@ -34,6 +37,10 @@ class TracerContext:
         self.peers: dict[tuple[int, int], tuple[int, bytes]] = {}   # redirected sockets
         self.clock: VirtualClock | None = None
         self.store: Store | None = None
+        self.uts: VirtualUts | None = None
+        self.modules: VirtualModules | None = None
+        self.machine = None        # MachineFiles (set by the launcher)
+        self.on_power = None       # Tracer.end_machine (set by the tracer)
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -211,6 +218,30 @@ class TracerContext:
         if self.store is not None:
             save_clock(self.store, saved)
 
+    def capable(self, tid: int, cap: int) -> bool:
+        return True      # no virtual identity (yet): the policy's allowance decides
+
+    def open_fd(self, tid: int, fd: int) -> BinaryIO:
+        try:
+            with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as info:
+                for line in info:
+                    if line.startswith(b"flags:") and int(line.split()[1], 8) & 3 == 1:
+                        raise GuestErrno(errno.EBADF, "fd not open for reading")
+            return open(f"/proc/{tid}/fd/{fd}", "rb")
+        except (FileNotFoundError, ValueError):
+            raise GuestErrno(errno.EBADF, f"fd {fd}") from None
+        except OSError as e:
+            raise GuestErrno(e.errno or errno.EBADF, f"fd {fd}") from None
+
+    def host_modules(self) -> set[str]:
+        return host_module_names(read_host_proc_modules())
+
+    def power(self, event, detail: str) -> None:
+        self.on_power(event, detail)
+
+    def machine_file(self, tid: int, path: bytes) -> bytes | None:
+        return None if self.machine is None else self.machine.serve(path)
+
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:
             with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
@@ -251,6 +282,15 @@ def socket_name_of(pid: int, fd: int) -> bytes | None:
             os.close(ours)
     finally:
         os.close(pidfd)
+
+
+def read_host_proc_modules() -> bytes:
+    """The host's /proc/modules (empty on a kernel without module support)."""
+    try:
+        with open("/proc/modules", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _same(a: bytes, b: bytes) -> bool:

@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass
 
 from ..core.table import SyscallTable
+from ..handlers.listing import LISTING_CALLS
 from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
 from ..log.writer import LogWriter
 from ..policy.model import Policy
@@ -31,6 +32,12 @@ from ..state import AppDir, appvirt_home
 from ..store import Store
 from ..virt.clock import StoredClock, VirtualClock
 from ..virt.clockstore import load_clock
+from ..virt.machinepolicy import ModulesAction, PowerEvent
+from ..virt.modules import SYS_MODULE, VirtualModules
+from ..virt.uts import VirtualUts
+from ..store.wellknown import UTS_DOMAINNAME, UTS_HOSTNAME
+from .context import TracerContext, read_host_proc_modules
+from .machinefiles import MachineFiles
 from .loop import Stats, Tracer
 from .placement import Placement
 from .slots import SlotArena
@@ -47,6 +54,7 @@ class RunResult:
     stats: Stats
     log_problem: str | None
     internal_error: str | None
+    power: PowerEvent | None = None    # the program powered its machine off or restarted it
 
 
 def find_program(name: str, env: dict[str, str]) -> str:
@@ -156,6 +164,26 @@ def open_filesystem(policy: Policy, app: AppDir) -> tuple[Overlay, OverlayFS]:
     return ov, OverlayFS(ov, policy.files.rules, hidden=(home,))
 
 
+def _virtual_machine(ctx: TracerContext, policy: Policy, store: Store | None, app: AppDir
+                     ) -> MachineFiles:
+    """Give the context the app's virtual machine state the policy asks for."""
+    ctx.store = store
+    machine = ctx.machine = MachineFiles(app.root)
+    if policy.time.virtual:
+        assert policy.time.spec is not None
+        ctx.clock = VirtualClock(policy.time.spec, load_clock(store) if store else StoredClock())
+    if policy.uts.virtual:
+        uts = ctx.uts = VirtualUts(policy.uts, store)
+        machine.provide(b"/proc/sys/kernel/hostname", lambda: uts.proc_file(UTS_HOSTNAME))
+        machine.provide(b"/proc/sys/kernel/domainname", lambda: uts.proc_file(UTS_DOMAINNAME))
+    if policy.modules is ModulesAction.VIRTUAL:
+        tree = ctx.fs.machine = machine.tree((SYS_MODULE,))
+        modules = ctx.modules = VirtualModules(store, tree)
+        machine.provide(b"/proc/modules",
+                        lambda: modules.proc_modules(read_host_proc_modules()))
+    return machine
+
+
 def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path: str | None,
                   app: AppDir, env: dict[str, str] | None = None,
                   store: Store | None = None) -> RunResult:
@@ -163,8 +191,6 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     env = dict(os.environ if env is None else env)
     path = find_program(argv[0], env)
     seccomp.check_available()
-    prog = seccomp.build_filter(table, frozenset(
-        e.name for e in table.entries if e.enabled is None or e.enabled(policy)))
     log = LogWriter(log_path) if log_path else None
     arena = SlotArena()
     arena.start_keeper()
@@ -174,12 +200,12 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
     overlay, fs = open_filesystem(policy, app)
+    traced = {e.name for e in table.entries if e.enabled is None or e.enabled(policy)}
+    if not overlay.empty:
+        traced |= LISTING_CALLS     # earlier changes show even where this policy makes none
+    prog = seccomp.build_filter(table, frozenset(traced))
     tracer.ctx.view = tracer.ctx.fs = fs
-    tracer.ctx.store = store
-    if policy.time.virtual:
-        assert policy.time.spec is not None
-        tracer.ctx.clock = VirtualClock(policy.time.spec,
-                                        load_clock(store) if store else StoredClock())
+    machine = _virtual_machine(tracer.ctx, policy, store, app)
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
@@ -237,6 +263,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         for s, h in old_handlers.items():
             signal.signal(s, h)
         arena.close()
+        machine.close()
         overlay.close()
         if log is not None:
             log.close()
@@ -249,6 +276,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
                               errno.EACCES, errno.ENOEXEC) else ExitStatus.NOT_FOUND)
     code = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
             else ExitStatus.SIGNAL_BASE + os.WTERMSIG(status))
-    return RunResult(code, tracer.stats, log.failed if log else None, tracer.first_error)
+    return RunResult(code, tracer.stats, log.failed if log else None, tracer.first_error,
+                     tracer.power_event)
 
 

@@ -24,6 +24,7 @@ from ..errors import GuestErrno, TraceeGone
 from ..log.records import decode_args, errno_name
 from ..log.writer import LogWriter
 from ..policy.model import LogLevel, Policy
+from ..virt.machinepolicy import PowerEvent
 from . import _ptrace as pt
 from .context import TracerContext
 from .inject import Injection, InjectionFailed
@@ -88,6 +89,9 @@ class Tracer:
         # Called when the program's group stopped for the terminal (Ctrl-Z): appvirt then
         # stops too, so the user's shell gets the terminal back, as for a native program.
         self.on_terminal_stop: Callable[[], None] | None = None
+        # Set when the program powered its machine off or restarted it (reboot(2)).
+        self.power_event: PowerEvent | None = None
+        self.ctx.on_power = self.end_machine
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, main_pid: int) -> int:
@@ -116,6 +120,19 @@ class Tracer:
             except TraceeGone:
                 pass    # it died mid-stop; its exit notification follows
         return self.main_status if self.main_status is not None else 0
+
+    def end_machine(self, event: PowerEvent, detail: str) -> None:
+        """The program switched its machine off or restarted it: every process of the tree
+        ends at once, as on a machine that stops (the first event counts)."""
+        if self.power_event is None:
+            self.power_event = event
+            if self.log_events:
+                self._emit({"kind": "power", "event": event.value, "detail": detail})
+        for pid in {t.pid for t in self.tasks.by_tid.values()}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def check_stale(self) -> None:
         """Drop tasks gone from /proc (fully reaped: no report will ever come for them), so

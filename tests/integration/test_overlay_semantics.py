@@ -90,3 +90,38 @@ def test_large_merged_listing_and_rewind(appvirt, tmp_path):
     total = 5000 + 5000 - 1
     assert r.stdout.split() == [str(total), "0", *[str(total + 2)] * 3]
     assert len(os.listdir(big)) == 5000                      # the host directory as it was
+
+
+def test_nameless_files_are_linked_into_the_overlay(appvirt, tmp_path, host_file):
+    """O_TMPFILE + linkat (by AT_EMPTY_PATH or by /proc/self/fd/N) and linkat of an fd of a
+    host file: the new names exist for the program, never on the host."""
+    before = digest(host_file)
+    code = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open('{tmp_path}', os.O_TMPFILE | os.O_WRONLY, 0o600)
+os.write(fd, b'tmp')
+a = libc.linkat(-100, f'/proc/self/fd/{{fd}}'.encode(), -100, b'{tmp_path}/by-proc', 0x400)
+fd2 = os.open('{tmp_path}', os.O_TMPFILE | os.O_WRONLY, 0o600)
+b = libc.linkat(fd2, b'', -100, b'{tmp_path}/by-fd', 0x1000)
+hf = os.open('{host_file}', os.O_RDONLY)
+c = libc.linkat(hf, b'', -100, b'{tmp_path}/host-alias', 0x1000)
+with open('{tmp_path}/host-alias', 'a') as f:
+    f.write('more')
+print(a, b, c, open('{tmp_path}/by-proc').read(), sorted(os.listdir('{tmp_path}')))
+"""
+    r = appvirt("run", "--", "python3", "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("0 0 0 tmp ['by-fd', 'by-proc', 'host-alias', 'host.txt']\n")
+    assert sorted(os.listdir(tmp_path)) == ["appvirt-home", "host.txt"]
+    assert digest(host_file) == before
+
+
+def test_o_creat_on_an_existing_host_file_just_opens_it(appvirt, host_file):
+    """open(O_RDONLY|O_CREAT, 0644) of an existing file reads it (openat2 wants no mode
+    without O_CREAT, so appvirt must drop both)."""
+    r = appvirt("run", "--", "python3", "-c",
+                f"import os; fd = os.open('{host_file}', os.O_RDONLY | os.O_CREAT, 0o644); "
+                "print(os.read(fd, 100).decode())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == open(host_file).read() + "\n"

@@ -91,8 +91,8 @@ def test_creating_in_passthrough_is_allowed_with_the_mode(ctx):
 def test_o_creat_on_an_existing_readonly_file_only_opens_it(ctx):
     s = make_stop("openat", AT_FDCWD, 1, O_RDONLY | O_CREAT, 0o644, paths={1: b"/etc/passwd"})
     action = handle(s, ctx)
-    flags, _, _ = struct.unpack("<QQQ", slot_args(action)[2])
-    assert not flags & O_CREAT
+    flags, mode, _ = struct.unpack("<QQQ", slot_args(action)[2])
+    assert not flags & O_CREAT and mode == 0      # openat2: a mode without O_CREAT is EINVAL
     s = make_stop("openat", AT_FDCWD, 1, O_RDONLY | O_CREAT | O_EXCL, 0, paths={1: b"/etc/passwd"})
     action = handle(s, ctx)
     assert isinstance(action, Deny) and action.errno == errno.EEXIST and action.native
