@@ -187,7 +187,8 @@ class FakeContext:
         from .overlay import Overlay
         ov = Overlay(upper, mode_of=lambda g: self.policy.files.mode_for(g)[0],
                      hidden_host=(upper,))
-        self.fs = self.view = OverlayFS(ov, self.policy.files.rules, hidden=(upper,))
+        self.fs = self.view = OverlayFS(ov, self.policy.files.rules, hidden=(upper,),
+                                        kernel_lookups=False)
         return self
 
     def now_ns(self) -> int:

@@ -21,6 +21,10 @@ class MachineTree:
         self.prefixes = tuple(p.rstrip(b"/") for p in prefixes)
         os.makedirs(self.root, mode=0o755, exist_ok=True)
 
+    def covers(self, guest: bytes) -> bool:
+        """Whether the tree may add something at guest or below it."""
+        return any(guest == p or guest.startswith(p + b"/") for p in self.prefixes)
+
     def _under(self, guest: bytes) -> bool:
         return any(guest.startswith(p + b"/") for p in self.prefixes)
 

@@ -15,11 +15,16 @@ from collections.abc import Iterable
 
 from ..errors import GuestErrno
 from ..overlay import Layer, Overlay
+from ..overlay.index import DIR
+from ..overlay.names import has_reserved
 from ..policy.model import FileMode, PathRule
 from .dirents import DT_DIR, Dirent
+from .hostlookup import Missing, lstat_no_symlinks
 from .machinetree import MachineTree
+from .resolver import Resolved
 
 _GLOB_CHARS = b"*?["
+_NOT_HOST = (FileMode.HIDDEN, FileMode.PRIVATE)
 
 
 def _literal_prefix(pattern: str) -> tuple[bytes, bool]:
@@ -42,8 +47,11 @@ class OverlayFS:
     """The resolver's View and the handlers' filesystem, over one Overlay."""
 
     def __init__(self, overlay: Overlay, rules: Iterable[PathRule],
-                 hidden: Iterable[bytes] = ()) -> None:
+                 hidden: Iterable[bytes] = (), *, kernel_lookups: bool = True) -> None:
+        """kernel_lookups=False: never ask the kernel to resolve a whole path (for a
+        filesystem only Python sees, such as pyfakefs in unit tests)."""
         self.ov = overlay
+        self._kernel_lookups = kernel_lookups
         self._rules = tuple(rules)
         # Directories whose listings a hidden or private rule can change.
         self._parents: set[bytes] = set()
@@ -59,6 +67,7 @@ class OverlayFS:
         for h in hidden:
             self._parents.add(_parent(h))
         self.machine: MachineTree | None = None     # entries appvirt adds under /sys
+        self._mode_of = overlay._mode_of
 
     def _tree_dirents(self, guest: bytes) -> list[Dirent]:
         assert self.machine is not None
@@ -81,6 +90,65 @@ class OverlayFS:
             if tree is not None:
                 return os.lstat(tree)
         return self.ov.lstat(path)
+
+    def fast_lookup(self, guest: bytes, follow: bool) -> "Resolved | None":
+        """Resolve an absolute, normalised guest path in one kernel lookup when the view of
+        it and of all its ancestors is the host's own; None: walk it component by component
+        (a symlink is on the way, or the overlay or a rule changes what is there)."""
+        shown = self._host_shown(guest) if self._kernel_lookups else None
+        if shown is None:
+            return None
+        try:
+            got = lstat_no_symlinks(self.ov.lower(guest))
+        except Missing:
+            # Below upper directories the host may lack a parent the view has: walk then.
+            return Resolved(guest, None) if shown else None
+        if isinstance(got, int):
+            if shown and got in (-errno.ENOENT, -errno.ENOTDIR):
+                raise GuestErrno(-got, os.fsdecode(guest))
+            return None
+        if follow and statmod.S_ISLNK(got.st_mode):
+            return None
+        return Resolved(guest, got)
+
+    def _host_shown(self, g: bytes) -> bool | None:
+        """Whether the view shows the host's own objects at g and at all its ancestors: True;
+        False when some ancestors are upper-layer directories (over the host's directories
+        or nothing, the view's object at g is still the host's, if the host has one); None
+        when the overlay or a rule changes what g is."""
+        if g.startswith(b"/proc/") or g == b"/proc" or has_reserved(g):
+            return None           # /proc/self and magic links name the caller, not us
+        ov = self.ov
+        for h, hs in ov._hidden:
+            if g == h or g.startswith(hs):
+                return None
+        if self.machine is not None and self.machine.covers(g):
+            return None
+        ix = ov._ix
+        mode_of = self._mode_of
+        untouched = not ix.kinds and not ix.whiteouts
+        shown = True
+        i = 1
+        while True:
+            j = g.find(b"/", i)
+            prefix = g if j < 0 else g[:j]
+            if not untouched:
+                # Upper entries imply upper copies of their ancestors: below a prefix the
+                # upper layer never touched, nothing is touched.
+                if prefix in ix.whiteouts or prefix in ix.opaque:
+                    return None
+                kind = ix.kinds.get(prefix)
+                if kind is None:
+                    untouched = True
+                elif kind != DIR or j < 0:
+                    return None
+                else:
+                    shown = False
+            if mode_of(prefix) in _NOT_HOST:
+                return None
+            if j < 0:
+                return shown
+            i = j + 1
 
     def _hidden_rule(self, path: bytes) -> str:
         for rule in reversed(self._rules):

@@ -197,6 +197,16 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
     if not path:
         raise GuestErrno(errno.ENOENT, "empty path")
     trailing = path.endswith(b"/")
+    fast = getattr(view, "fast_lookup", None)
+    if fast is not None and root is None and not beneath and not trailing:
+        parts = [c for c in (path if path.startswith(b"/") else base + b"/" + path).split(b"/")
+                 if c]
+        if b"." not in parts and b".." not in parts and all(len(c) <= NAME_MAX for c in parts):
+            full = b"/" + b"/".join(parts)
+            if len(full) < PATH_MAX:
+                got = fast(full, follow)
+                if got is not None:
+                    return got
     root_parts = [c for c in root.split(b"/") if c] if root is not None else []
     if path.startswith(b"/"):
         if beneath:
