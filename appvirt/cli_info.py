@@ -18,12 +18,23 @@ from .policy import load_policy
 @click.command("syscalls")
 @click.option("--all", "show_all", is_flag=True,
               help="Also list the calls that run natively, untraced.")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+              help="Say when each call stops under this policy.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def syscalls_cmd(show_all: bool, as_json: bool) -> None:
+def syscalls_cmd(show_all: bool, policy_file: str | None, as_json: bool) -> None:
     """List the system calls appvirt intercepts: name, class, support, note."""
+    traced = TABLE.traced_for(load_policy(policy_file)) if policy_file else None
+
+    def when(e) -> str:
+        if traced is not None:
+            if e.name not in traced:
+                return "never (this policy)"
+            return "when arguments match" if traced[e.name] else "always"
+        cond = "when arguments match" if e.trace_if or e.trace_if_for else "always"
+        return cond if e.enabled is None else f"{cond}, if the policy needs it"
+
     rows = [{"nr": e.nr, "name": e.name, "class": e.op.value, "support": e.support.value,
-             "traced": "when arguments match" if e.trace_if else "always",
-             "note": e.note} for e in TABLE.entries]
+             "traced": when(e), "note": e.note} for e in TABLE.entries]
     if show_all:
         rows += [{"nr": sysnums.nr(n), "name": n, "class": "-", "support": "native",
                   "traced": "never", "note": "runs at native speed"} for n in UNTRACED]

@@ -13,8 +13,11 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 from .log.formats import strace_line
+from .log.proctree import ProcessNode, label, process_forest
 from .log.reader import follow_log, read_log
 from .state import APP_NAME_RE, app_dir
 
@@ -97,6 +100,29 @@ def _summary(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
     return t, data
 
 
+def _print_tree(out: Console, records: list[dict[str, Any]], fmt: str) -> None:
+    forest = process_forest(records)
+    if fmt == "json":
+        click.echo(json.dumps([n.as_dict() for n in forest], indent=2, ensure_ascii=False))
+        return
+    if fmt == "strace":
+        def walk(node: ProcessNode, depth: int) -> None:
+            sys.stdout.write("  " * depth + label(node) + "\n")
+            for c in node.children:
+                walk(c, depth + 1)
+        for root in forest:
+            walk(root, 0)
+        return
+    for root in forest:
+        top = Tree(Text(label(root)))
+        stack = [(root, top)]
+        while stack:
+            node, branch = stack.pop()
+            for c in node.children:
+                stack.append((c, branch.add(Text(label(c)))))
+        out.print(top)
+
+
 @click.command("log")
 @click.argument("target", required=False)
 @click.option("--class", "cls", multiple=True, type=click.Choice(CLASSES),
@@ -107,12 +133,14 @@ def _summary(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
 @click.option("--syscall", multiple=True, help="Only this system call (repeatable).")
 @click.option("--path", "path_glob", help="Only calls whose path matches this glob.")
 @click.option("--summary", is_flag=True, help="Counts per class and decision.")
+@click.option("--tree", is_flag=True,
+              help="The process tree: every process, what it ran and how it ended.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as they arrive.")
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "strace")),
               default="table", show_default=True)
 def log_cmd(target: str | None, cls: tuple[str, ...], pid: tuple[int, ...],
             decision: tuple[str, ...], syscall: tuple[str, ...], path_glob: str | None,
-            summary: bool, follow: bool, fmt: str) -> None:
+            summary: bool, tree: bool, follow: bool, fmt: str) -> None:
     """Show the intercept log of an app (TARGET: app name or log file; default app: default)."""
     path = log_path_of(target)
     filters = {"cls": set(cls), "pid": set(pid), "decision": set(decision),
@@ -131,6 +159,9 @@ def log_cmd(target: str | None, cls: tuple[str, ...], pid: tuple[int, ...],
     records = [r for r in got.records if _keep(r, filters)]
     if got.bad_lines:
         click.echo(f"appvirt: {got.bad_lines} unreadable line(s) skipped in {path}", err=True)
+    if tree:
+        _print_tree(out, [r for r in got.records if not pid or _keep(r, filters)], fmt)
+        return
     if summary:
         table, data = _summary(records)
         if fmt == "json":

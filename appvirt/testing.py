@@ -86,6 +86,17 @@ class FakeContext:
     def member_pids(self) -> list[int]:
         return sorted(self.members)
 
+    forking: set[int] = field(default_factory=set)
+
+    def reserve_process(self, tid: int, limit: int) -> bool:
+        if len(self.members) + len(self.forking) >= limit:
+            return False
+        self.forking.add(tid)
+        return True
+
+    def release_process(self, tid: int) -> None:
+        self.forking.discard(tid)
+
     def shares_fd_table(self, tid: int) -> bool:
         return self.shared_fds
 

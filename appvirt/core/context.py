@@ -121,5 +121,13 @@ class Context(Protocol):
     def umask(self, tid: int) -> int:
         """tid's file mode creation mask."""
 
+    def reserve_process(self, tid: int, limit: int) -> bool:
+        """Whether tid may create one more process with `limit` processes at most (the
+        sandbox's live thread groups plus the creations in flight); if so, count it as in
+        flight until its child is followed or the call fails (release_process)."""
+
+    def release_process(self, tid: int) -> None:
+        """tid's process creation finished (failed, or its child is now a member)."""
+
     def host_resolves_alike(self, stop: Stop, path: bytes, guest: bytes) -> bool:
         """Whether the kernel, walking `path` on the host for the caller, reaches `guest`."""

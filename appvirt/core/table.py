@@ -83,7 +83,15 @@ class ArgHighNotIn:
     values: frozenset[int]
 
 
-TraceCondition = Union[ArgBitsAny, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]
+@dataclass(frozen=True, slots=True)
+class ArgBitsClear:
+    """Trace when (low 32 bits of arg) & mask == 0 (e.g. a clone without CLONE_THREAD)."""
+
+    arg: int
+    mask: int
+
+
+TraceCondition = Union[ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +108,19 @@ class SyscallEntry:
     trace_if: tuple[TraceCondition, ...] = ()   # any matching condition traces; () = always
     needs_exit: bool = False               # the handler may continue the call and see its exit
     enabled: Callable[["Policy"], bool] | None = None   # traced only when the policy needs it
+    # Prefilters that depend on the policy; replaces trace_if when given.
+    trace_if_for: Callable[["Policy"], tuple[TraceCondition, ...]] | None = None
 
     @property
     def nr(self) -> int:
         return sysnums.nr(self.name)
+
+    def conditions(self, policy: "Policy") -> tuple[TraceCondition, ...] | None:
+        """When this call stops under `policy`: None never, () always, else when any of the
+        conditions holds."""
+        if self.enabled is not None and not self.enabled(policy):
+            return None
+        return self.trace_if_for(policy) if self.trace_if_for is not None else self.trace_if
 
 
 # Syscalls that run natively: they cannot name a path, another process, the clock, the network
@@ -125,7 +142,7 @@ clock_getres times
 getpid getppid gettid getpgrp getpgid getsid setpgid setsid set_tid_address
 getuid getgid geteuid getegid getresuid getresgid getgroups capget
 setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups capset
-fork vfork exit exit_group wait4 waitid restart_syscall
+exit exit_group wait4 waitid restart_syscall
 sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_robust_list
 set_robust_list rseq futex_waitv futex_wake futex_wait futex_requeue
 rt_sigpending rt_sigtimedwait rt_sigsuspend sigaltstack
@@ -171,6 +188,10 @@ class SyscallTable:
                 raise ValueError(f"{e.name!r} is both traced and untraced")
             self.by_name[e.name] = e
             self.by_nr[e.nr] = e
+
+    def traced_for(self, policy: "Policy") -> dict[str, tuple[TraceCondition, ...]]:
+        """The entries that stop under `policy`, with their conditions (for the filter)."""
+        return {e.name: c for e in self.entries if (c := e.conditions(policy)) is not None}
 
     def lookup(self, nr: int) -> SyscallEntry | None:
         return self.by_nr[nr] if 0 <= nr < len(self.by_nr) else None

@@ -8,6 +8,8 @@ behave as on any directory.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -21,6 +23,19 @@ class Dirent:
     name: bytes
     d_type: int
     ino: int
+
+
+def host_listing(host_dir: bytes) -> list[Dirent]:
+    """The kernel's listing of a host directory, "." and ".." first."""
+    out = [Dirent(b".", DT_DIR, 0), Dirent(b"..", DT_DIR, 0)]
+    with os.scandir(host_dir) as it:
+        for e in it:
+            try:
+                kind = stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
+            except FileNotFoundError:
+                continue                  # gone meanwhile (a /proc entry of an ended process)
+            out.append(Dirent(e.name, kind, e.inode()))
+    return out
 
 
 def _align8(n: int) -> int:

@@ -18,7 +18,7 @@ from ..overlay import Layer, Overlay
 from ..overlay.index import DIR
 from ..overlay.names import has_reserved
 from ..policy.model import FileMode, PathRule
-from .dirents import DT_DIR, Dirent
+from .dirents import DT_DIR, Dirent, host_listing
 from .hostlookup import Missing, lstat_no_symlinks
 from .machinetree import MachineTree
 from .resolver import Resolved
@@ -174,19 +174,10 @@ class OverlayFS:
                 if self.machine.to_guest(host_dir) is not None:
                     base: list[Dirent] = [Dirent(b".", DT_DIR, 0), Dirent(b"..", DT_DIR, 0)]
                 else:
-                    base = self._layered_listing(host_dir, guest) or self._host_listing(host_dir)
+                    base = self._layered_listing(host_dir, guest) or host_listing(host_dir)
                 names = {d.name for d in base}
                 return base + [d for d in added if d.name not in names]
         return self._layered_listing(host_dir, self.ov.to_guest(host_dir))
-
-    @staticmethod
-    def _host_listing(host_dir: bytes) -> list[Dirent]:
-        out = [Dirent(b".", DT_DIR, 0), Dirent(b"..", DT_DIR, 0)]
-        with os.scandir(host_dir) as it:
-            for e in it:
-                out.append(Dirent(e.name, statmod.S_IFMT(e.stat(follow_symlinks=False).st_mode)
-                                  >> 12, e.inode()))
-        return out
 
     def _layered_listing(self, host_dir: bytes, guest: bytes | None) -> list[Dirent] | None:
         if guest is None:

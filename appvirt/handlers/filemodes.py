@@ -9,6 +9,7 @@ import os
 from ..core.action import Deny, Note
 from ..fs.resolver import Resolved
 from ..policy.model import FileMode, Policy
+from ..virt.procpolicy import ProcView
 
 
 class Intent(enum.Enum):
@@ -24,6 +25,14 @@ class Intent(enum.Enum):
 # need); everything else there (mem, environ, fd, maps, ...) is refused (threats #20, #30).
 _PROC_PUBLIC = frozenset(b"""stat status cmdline comm statm cgroup cpuset limits wchan
 oom_score sessionid loginuid schedstat task""".split())
+
+
+def proc_pid(path: bytes) -> int | None:
+    """The process a /proc/PID[/...] path names, else None."""
+    parts = path.split(b"/", 3)
+    if len(parts) < 3 or parts[1] != b"proc" or not parts[2].isdigit():
+        return None
+    return int(parts[2])
 
 
 def proc_outsider(path: bytes, intent: Intent, is_member) -> bool:
@@ -48,6 +57,12 @@ def check(policy: Policy, r: Resolved, intent: Intent, is_member) -> tuple[Deny 
         # An object with no path (pipe, socket, ...): the file modes do not apply to it.
         return None, Note(rule="builtin:fd-object", path=r.path)
     path = r.path
+    if policy.processes.proc is ProcView.OWN:
+        pid = proc_pid(path)
+        if pid is not None and not is_member(pid):
+            return Deny(errno.ENOENT), Note(
+                rule="processes.proc", path=path,
+                hint="the policy shows the sandbox's own processes only (processes.proc: own)")
     if proc_outsider(path, intent, is_member):
         return Deny(errno.EACCES), Note(
             rule="builtin:proc-isolation", path=path,

@@ -48,14 +48,15 @@ def sys_getcwd(stop: Stop, ctx: Context) -> Action:
 
 
 def _layered(policy) -> bool:
-    """Whether the view can differ from the host's own: modes that make or hide changes, or
-    virtual modules (listed in /sys/module). A policy of readonly and passthrough paths sees
+    """Whether the view can differ from the host's own: modes that make or hide changes,
+    virtual modules (listed in /sys/module), or a /proc that lists own processes only. A policy of readonly and passthrough paths sees
     the app's earlier changes too: the launcher traces these calls then if there are any."""
     from ..policy.model import FileMode
     from ..virt.machinepolicy import ModulesAction
+    from ..virt.procpolicy import ProcView
     modes = {policy.files.default} | {r.mode for r in policy.files.rules}
     return bool(modes & {FileMode.OVERLAY, FileMode.PRIVATE, FileMode.HIDDEN}) \
-        or policy.modules is ModulesAction.VIRTUAL
+        or policy.modules is ModulesAction.VIRTUAL or policy.processes.proc is ProcView.OWN
 
 
 LISTING_CALLS = frozenset({"getdents64", "getdents", "getcwd"})

@@ -10,11 +10,14 @@ from __future__ import annotations
 import errno
 import os
 
-from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite, SlotData
+from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, Note, Rewrite,
+                           SlotData)
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import ArgBitsAny, ArgIn, ArgNotIn, OpClass, Support, SyscallEntry
+from ..core.table import (ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, OpClass, Support,
+                          SyscallEntry)
 
+CLONE_THREAD = 0x00010000
 CLONE_UNTRACED = 0x00800000
 CLONE_NEW_ANY = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
                  | 0x20000000 | 0x40000000)   # NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
@@ -26,11 +29,48 @@ OUTSIDE = Note(rule="builtin:process-isolation",
                hint="processes outside the sandbox cannot be reached from inside")
 
 
+def _new_process(stop: Stop, ctx: Context) -> Action:
+    """A call that creates a process: EAGAIN once the policy's processes.max are alive, as
+    the kernel answers at RLIMIT_NPROC."""
+    limit = ctx.policy.processes.max_processes
+    if limit is None:
+        return Allow()
+    if not ctx.reserve_process(stop.tid, limit):
+        return Deny(errno.EAGAIN, Note(
+            rule="processes.max", detail=f"{limit} processes are alive",
+            hint="to allow more, raise processes.max in the policy"))
+
+    def done(_stop: Stop, _rv: int) -> ExitResult:
+        ctx.release_process(stop.tid)
+        return ExitResult()
+    return Allow(on_exit=done)
+
+
+def sys_fork(stop: Stop, ctx: Context) -> Action:
+    """Implement fork(2)/vfork(2): count the new process against processes.max."""
+    return _new_process(stop, ctx)
+
+
 def sys_clone(stop: Stop, ctx: Context) -> Action:
-    """Implement clone(2) for the flags the filter traps: untraced children and namespaces."""
-    return Deny(errno.EPERM, Note(
-        rule="builtin:clone-flags",
-        detail="CLONE_UNTRACED or a new namespace would escape the tracer"))
+    """Implement clone(2) for the flags the filter traps: untraced children and namespaces
+    are refused; a new process (not a thread) counts against processes.max."""
+    if stop.arg(0) & (CLONE_UNTRACED | CLONE_NEW_ANY):
+        return Deny(errno.EPERM, Note(
+            rule="builtin:clone-flags",
+            detail="CLONE_UNTRACED or a new namespace would escape the tracer"))
+    return _new_process(stop, ctx)
+
+
+def _counts_processes(policy) -> bool:
+    return policy.processes.max_processes is not None
+
+
+def _clone_conditions(policy) -> tuple:
+    """Threads never stop; new processes stop only when processes.max counts them."""
+    escape = ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY)
+    if _counts_processes(policy):
+        return (escape, ArgBitsClear(0, CLONE_THREAD))
+    return (escape,)
 
 
 def _signal_group(ctx: Context, caller_pid: int, members: list[int], sig: int) -> Action:
@@ -152,9 +192,14 @@ def _e(name: str, handler, **kw) -> SyscallEntry:
 
 
 ENTRIES: tuple[SyscallEntry, ...] = (
-    _e("clone", sys_clone, support=Support.PARTIAL,
-       trace_if=(ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY),),
-       note="CLONE_UNTRACED and CLONE_NEW* refused (EPERM); other clones run natively"),
+    _e("clone", sys_clone, support=Support.PARTIAL, needs_exit=True,
+       trace_if=(ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY),), trace_if_for=_clone_conditions,
+       note="CLONE_UNTRACED and CLONE_NEW* refused (EPERM); new processes count against "
+            "processes.max; threads run natively"),
+    _e("fork", sys_fork, needs_exit=True, enabled=_counts_processes,
+       note="traced only to count processes against processes.max (EAGAIN beyond)"),
+    _e("vfork", sys_fork, needs_exit=True, enabled=_counts_processes,
+       note="traced only to count processes against processes.max (EAGAIN beyond)"),
     _e("kill", sys_kill, note="members only; kill(-1) and group kills reach members only"),
     _e("tkill", _target_arg(0, zero_is_self=False)),
     _e("tgkill", _target_arg(0, zero_is_self=False)),

@@ -164,6 +164,18 @@ def _argv(ctx: Context, stop: Stop, addr: int, limit: int) -> list[int]:
     raise GuestErrno(errno.E2BIG, "too many arguments for a script run from the overlay")
 
 
+def _exec_refused(ctx: Context, path: bytes) -> Deny | None:
+    """EACCES when the policy's exec rules refuse the program (or a #! interpreter) at path."""
+    if not ctx.policy.processes.exec_rules:
+        return None
+    allowed, rule = ctx.policy.processes.exec_decision(path)
+    if allowed:
+        return None
+    return Deny(errno.EACCES, Note(rule=rule, path=path, hint=(
+        f"to allow it, add a later processes.exec rule {{path: '{os.fsdecode(path)}', "
+        "action: allow}")))
+
+
 def sys_execve(stop: Stop, ctx: Context) -> Action:
     """Implement execve(2)/execveat(2): decide on the resolved path. The kernel gets the
     program's own path bytes when the host alone resolves them (and any "#!" interpreter) to
@@ -176,13 +188,22 @@ def sys_execve(stop: Stop, ctx: Context) -> Action:
     if path is None:
         return Deny(errno.EFAULT, native=True)
     if at and path == b"" and stop.arg(4) & 0x1000:
-        return Allow()       # fexecve: the fd was opened, and checked, before
+        # fexecve: the fd was opened, and its file checked, before; only the exec rules
+        # remain to be asked (about the file's path, when it has one).
+        obj = ctx.fd_object(stop.tid, stop.sarg(0)) if ctx.policy.processes.exec_rules \
+            else None
+        refused = _exec_refused(ctx, obj.path) if obj is not None and obj.magic is None \
+            else None
+        return refused or Allow()
     r = ctx.resolve(stop, stop.sarg(0) if at else None, path, follow=True)
     deny, note = check(ctx.policy, r, Intent.READ, ctx.is_member)
     if deny is not None:
         return Deny(deny.errno, note)
     if not r.exists:
         return Deny(errno.ENOENT, note, native=True)
+    refused = _exec_refused(ctx, r.path)
+    if refused is not None:
+        return refused
     if r.magic is not None:
         return Rewrite(((path_arg, slot_path(path)),), note=note, decision=Decision.ALLOWED)
     host = ctx.fs.host_for_read(r.path)
@@ -196,6 +217,9 @@ def sys_execve(stop: Stop, ctx: Context) -> Action:
             return Deny(deny.errno, inote)
         if not ri.exists:
             return Deny(errno.ENOENT, inote, native=True)
+        refused = _exec_refused(ctx, ri.path)
+        if refused is not None:
+            return refused
         chain.append(sb)
         host = ctx.fs.host_for_read(ri.path)
         native = native and host == ri.path and ctx.host_resolves_alike(stop, interp, ri.path)

@@ -21,6 +21,7 @@ from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
 from ..virt.machinepolicy import (HOSTNAME_SCHEMA, MODULES_SCHEMA, REBOOT_SCHEMA, ModulesAction,
                                   reboot_policy, uts_policy)
+from ..virt.procpolicy import PROCESSES_SCHEMA, process_policy
 from ..virt.timepolicy import TIME_SCHEMA, ClockSpecError, time_policy
 from ..store.schema import REGISTRY_SCHEMA
 from ..globs import Glob, GlobError
@@ -34,6 +35,7 @@ _SCHEMA["properties"]["time"] = TIME_SCHEMA
 _SCHEMA["properties"]["hostname"] = HOSTNAME_SCHEMA
 _SCHEMA["properties"]["reboot"] = REBOOT_SCHEMA
 _SCHEMA["properties"]["modules"] = MODULES_SCHEMA
+_SCHEMA["properties"]["processes"] = PROCESSES_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
@@ -171,15 +173,18 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         key = ("time", "clock") if isinstance(data.get("time"), dict) else ("time",)
         raise PolicyError(str(e), file=file, line=_line_of(lines, key),
                           key=format_key(key)) from None
+    def glob_at(section: str, i: int, text: str) -> Glob:
+        try:
+            return Glob.of(text)
+        except GlobError as e:
+            key = (section, "rules" if section == "files" else "exec", i, "path")
+            raise PolicyError(f"bad glob {text!r}: {e}", file=file,
+                              line=_line_of(lines, key), key=format_key(key)) from None
+
     rules = list(BASE_RULES) if data["files"]["base_rules"] else []
     for i, r in enumerate(data["files"]["rules"]):
-        try:
-            glob = Glob.of(r["path"])
-        except GlobError as e:
-            key = ("files", "rules", i, "path")
-            raise PolicyError(f"bad glob {r['path']!r}: {e}", file=file,
-                              line=_line_of(lines, key), key=format_key(key)) from None
-        rules.append(PathRule(glob, FileMode(r["mode"]), f"files.rules[{i}]"))
+        rules.append(PathRule(glob_at("files", i, r["path"]), FileMode(r["mode"]),
+                              f"files.rules[{i}]"))
     return Policy(
         version=data["version"],
         app=data["app"],
@@ -191,6 +196,8 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         uts=uts_policy(data.get("hostname")),
         reboot=reboot_policy(data.get("reboot")),
         modules=ModulesAction(data.get("modules", "deny")),
+        processes=process_policy(data["processes"],
+                                 lambda i, text: glob_at("processes", i, text)),
         source=file,
         raw=data,
     )

@@ -10,12 +10,14 @@ from typing import BinaryIO
 
 from ..core.stop import Stop
 from ..errors import GuestErrno
+from ..fs.dirents import host_listing
 from ..fs.resolver import HOST, Caller, Resolved, View, follow_magic, resolve
 from ..policy.model import Policy
 from ..store import Store
 from ..virt.clock import VirtualClock
 from ..virt.clockstore import save_clock
 from ..virt.modules import VirtualModules, host_module_names
+from ..virt.procpolicy import ProcView
 from ..virt.uts import VirtualUts
 from .hostcalls import host_syscall
 from .memory import TraceeMemory
@@ -117,6 +119,15 @@ class TracerContext:
     def member_pids(self) -> list[int]:
         return self.tasks.member_pids()
 
+    def reserve_process(self, tid: int, limit: int) -> bool:
+        if self.tasks.live_processes() >= limit:
+            return False
+        self.tasks.forking.add(tid)
+        return True
+
+    def release_process(self, tid: int) -> None:
+        self.tasks.forking.discard(tid)
+
     def shares_fd_table(self, tid: int) -> bool:
         return self.tasks.shares_fd_table(tid)
 
@@ -144,13 +155,20 @@ class TracerContext:
             self.placement.unmanaged.add(tid)
 
     def dir_listing(self, tid: int, fd: int):
-        if self.view is HOST:
+        own_proc = self.policy.processes.proc is ProcView.OWN
+        if self.view is HOST and not own_proc:
             return None
         try:
             host = os.readlink(f"/proc/{tid}/fd/{fd}".encode())
         except OSError:
             return None            # not open: the kernel answers EBADF
-        return self.view.listing(host) if host.startswith(b"/") else None
+        if not host.startswith(b"/"):
+            return None
+        listing = self.view.listing(host)
+        if own_proc and host == b"/proc":
+            listing = [d for d in listing or host_listing(host)
+                       if not d.name.isdigit() or self.is_member(int(d.name))]
+        return listing
 
     def fd_position(self, tid: int, fd: int) -> int:
         try:

@@ -200,10 +200,10 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
     overlay, fs = open_filesystem(policy, app)
-    traced = {e.name for e in table.entries if e.enabled is None or e.enabled(policy)}
-    if not overlay.empty:
-        traced |= LISTING_CALLS     # earlier changes show even where this policy makes none
-    prog = seccomp.build_filter(table, frozenset(traced))
+    traced = table.traced_for(policy)
+    if not overlay.empty:           # earlier changes show even where this policy makes none
+        traced.update((n, table.by_name[n].trace_if) for n in LISTING_CALLS)
+    prog = seccomp.build_filter(table, traced)
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)

@@ -219,6 +219,8 @@ class Tracer:
             kind = "thread" if flags & CLONE_THREAD else "clone"
         else:
             tgid, kind = child, ("fork" if event == pt.PTRACE_EVENT_FORK else "vfork")
+        if tgid != task.pid:
+            self.tasks.forking.discard(task.tid)    # its child is counted as a member now
         if child in self._gone_unknown:
             self._gone_unknown.discard(child)      # it already died: nothing to follow
             pt.cont(task.tid)

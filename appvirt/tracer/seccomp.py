@@ -16,11 +16,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import sysnums
-from ..core.table import (UNTRACED, ArgBitsAny, ArgHighIn, ArgHighNotIn, ArgIn, ArgNotIn,
-                          SyscallEntry, SyscallTable, TraceCondition)
+from ..core.table import (UNTRACED, ArgBitsAny, ArgBitsClear, ArgHighIn, ArgHighNotIn, ArgIn,
+                          ArgNotIn, SyscallEntry, SyscallTable, TraceCondition)
 from ..errors import EnvironmentUnsupported
 
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -98,6 +99,12 @@ def _condition(asm: _Asm, cond: TraceCondition, trace: str) -> None:
     if isinstance(cond, ArgBitsAny):
         asm.ld(_arg_lo(cond.arg))
         asm.goto_if(JMP_JSET, cond.mask, trace)
+    elif isinstance(cond, ArgBitsClear):
+        skip = asm.fresh()
+        asm.ld(_arg_lo(cond.arg))
+        asm.goto_if(JMP_JSET, cond.mask, skip)
+        asm.goto(trace)
+        asm.label(skip)
     elif isinstance(cond, (ArgIn, ArgHighIn)):
         asm.ld(_arg_lo(cond.arg) if isinstance(cond, ArgIn) else _arg_hi(cond.arg))
         for v in sorted(cond.values):
@@ -118,8 +125,12 @@ def trace_data(table: SyscallTable, entry: SyscallEntry) -> int:
     return index | (DATA_NEEDS_EXIT if entry.needs_exit else 0)
 
 
-def build_filter(table: SyscallTable, traced: frozenset[str] | None = None) -> list[Insn]:
-    """Build the filter program. `traced`: the entry names the policy needs (default: all)."""
+def build_filter(table: SyscallTable,
+                 traced: Mapping[str, tuple[TraceCondition, ...]] | None = None) -> list[Insn]:
+    """Build the filter program. `traced`: the entries the policy needs, with the conditions
+    under which each stops (SyscallEntry.conditions); default: every entry, as declared."""
+    if traced is None:
+        traced = {e.name: e.trace_if for e in table.entries}
     # action per number: ("allow",) | ("trace", data) | ("cond", entry, data)
     def action(nr: int) -> tuple:
         name = sysnums.NAME_BY_NR.get(nr)
@@ -130,10 +141,10 @@ def build_filter(table: SyscallTable, traced: frozenset[str] | None = None) -> l
         entry = table.by_name.get(name)
         if entry is None:
             return ("trace", 0)
-        if traced is not None and name not in traced:
+        if name not in traced:
             return ("allow",)
         data = trace_data(table, entry)
-        return ("cond", nr, data) if entry.trace_if else ("trace", data)
+        return ("cond", nr, data) if traced[name] else ("trace", data)
 
     ranges: list[list] = []        # [lo, hi, action]
     for nr in range(sysnums.MAX_NR + 1):
@@ -184,7 +195,7 @@ def build_filter(table: SyscallTable, traced: frozenset[str] | None = None) -> l
         else:
             _, nr, data = act
             trace = asm.fresh()
-            for cond in table.by_nr[nr].trace_if:
+            for cond in traced[sysnums.NAME_BY_NR[nr]]:
                 _condition(asm, cond, trace)
             asm.ret(RET_ALLOW)
             asm.label(trace)

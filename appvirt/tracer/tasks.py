@@ -50,6 +50,7 @@ class Tasks:
         self.slot_ready: dict[int, bool] = {}       # tgid -> its address space has the slots
         self.program: dict[int, str] = {}           # tgid -> executable (for the log)
         self.foreign_creds: set[int] = set()        # tgids whose ids may differ from ours
+        self.forking: set[int] = set()              # tids in fork/clone, child not yet seen
         self._kcmp_ok = True
 
     def add(self, tid: int, pid: int) -> Task:
@@ -61,6 +62,7 @@ class Tasks:
 
     def remove(self, tid: int) -> Task | None:
         task = self.by_tid.pop(tid, None)
+        self.forking.discard(tid)
         if task is not None:
             tids = self.threads.get(task.pid)
             if tids is not None:
@@ -77,6 +79,10 @@ class Tasks:
 
     def member_pids(self) -> list[int]:
         return list(self.threads)
+
+    def live_processes(self) -> int:
+        """Thread groups of the sandbox, counting each process creation in flight as one."""
+        return len(self.threads) + len(self.forking)
 
     def __len__(self) -> int:
         return len(self.by_tid)

@@ -97,8 +97,6 @@ def test_getcwd_answers_the_programs_path():
 def test_listing_calls_are_traced_only_for_layered_policies():
     host_only = load_policy_text("files: {default: readonly}\n", "p.yaml")
     for policy, traced in ((host_only, False), (POLICY, True)):
-        names = frozenset(e.name for e in TABLE.entries if e.enabled is None
-                          or e.enabled(policy))
-        prog = sc.build_filter(TABLE, names)
+        prog = sc.build_filter(TABLE, TABLE.traced_for(policy))
         verdict = sc.run_filter(prog, sysnums.nr("getdents64")) & 0xFFFF0000
         assert (verdict == sc.RET_TRACE) is traced

@@ -59,7 +59,8 @@ def test_defaults_are_filled_in():
     assert p.app == "demo"
     assert p.raw == {"version": 1, "log": {"level": "changes", "file": None},
                      "files": {"default": "overlay", "base_rules": True, "rules": []},
-                     "network": {"preset": "open", "rules": []}, "app": "demo"}
+                     "network": {"preset": "open", "rules": []},
+                     "processes": {"exec": [], "max": None, "proc": "all"}, "app": "demo"}
     assert p.files.mode_for(b"/dev/null") == (FileMode.PASSTHROUGH, "files.base[1]")
     assert p.files.mode_for(b"/etc/passwd") == (FileMode.OVERLAY, "files.default")
 
