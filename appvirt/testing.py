@@ -186,7 +186,19 @@ class FakeContext:
         self.power_events.append(event)
 
     def capable(self, tid: int, cap: int) -> bool:
+        if self.policy.identity is not None:
+            return self.credentials(tid).capable(cap)
         return cap in self.caps
+
+    creds: dict = field(default_factory=dict)          # tid -> virtual Credentials
+    real_root: bool = True
+
+    def credentials(self, tid: int):
+        assert self.policy.identity is not None
+        return self.creds.get(tid) or self.policy.identity.start()
+
+    def set_credentials(self, tid: int, creds) -> None:
+        self.creds[tid] = creds
 
     def machine_file(self, tid: int, path: bytes) -> bytes | None:
         return self.machine_files.get(path)

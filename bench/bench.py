@@ -97,12 +97,23 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL)
 
 
+def physical_limit(home: Path, policy: Path) -> list[str]:
+    """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c)."""
+    exe, filt = home / "limit_tracer", home / "limit_filter.bin"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(REPO / "bench" / "limit_tracer.c")],
+                   check=True)
+    subprocess.run([sys.executable, str(REPO / "bench" / "limit_filter.py"), str(policy),
+                    str(filt)], check=True)
+    return [str(exe), str(filt)]
+
+
 def runners(home: Path) -> dict[str, list[str]]:
-    appvirt = [sys.executable, "-m", "appvirt", "run", "--policy",
-               str(REPO / "policies" / "default.yaml"), "--"]
+    policy = REPO / "policies" / "default.yaml"
+    appvirt = [sys.executable, "-m", "appvirt", "run", "--policy", str(policy), "--"]
     return {
         "native": [],
         "seccomp floor": [sys.executable, str(REPO / "bench" / "seccomp_floor.py")],
+        "physical limit": physical_limit(home, policy),
         "appvirt": appvirt,
         "strace -f": ["strace", "-f", "-o", "/dev/null"],
         "proot": ["proot"],
@@ -143,7 +154,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-w", "--workloads", default="find,syscalls,python,tar,git")
     ap.add_argument("-r", "--reps", type=int, default=5)
-    ap.add_argument("--runners", default="native,seccomp floor,appvirt,strace -f,proot")
+    ap.add_argument("--runners",
+                    default="native,seccomp floor,physical limit,appvirt,strace -f,proot")
     args = ap.parse_args()
     ensure_tools()
     # appvirt starts as an installed copy would: from compiled bytecode, even where the
@@ -181,16 +193,15 @@ def main() -> int:
              f"Machine: {machine()}", "",
              f"Median wall seconds of {args.reps} alternating runs (min-max); every runner's "
              "output identical to native.", "",
-             "| workload | runner | seconds | × native | × proot |",
-             "|---|---|---|---|---|"]
+             "| workload | runner | seconds | × native | × physical limit | × proot |",
+             "|---|---|---|---|---|---|"]
     for w, times, loops in rows:
-        nat = statistics.median(times[native_key]) if native_key in times else None
-        pr = statistics.median(times[proot_key]) if proot_key in times else None
+        nat, lim, pr = (statistics.median(times[k]) if k in times else None
+                        for k in (native_key, "physical limit", proot_key))
         for name, xs in times.items():
             m = statistics.median(xs)
-            vs_native = f"{m / nat:.2f}" if nat else ""
-            vs_proot = f"{m / pr:.2f}" if pr else ""
-            lines.append(f"| {w.note} | {name} | {fmt(xs)} | {vs_native} | {vs_proot} |")
+            ratios = " | ".join(f"{m / ref:.2f}" if ref else "" for ref in (nat, lim, pr))
+            lines.append(f"| {w.note} | {name} | {fmt(xs)} | {ratios} |")
     for w, times, loops in rows:        # loop timings after the main table, not inside it
         if any(loops.values()):
             lines += ["", f"Time of the loop itself in `{w.name}` (the program's own clock, "

@@ -16,6 +16,7 @@ from .stop import Stop
 if TYPE_CHECKING:
     from ..fs.overlayfs import OverlayFS
     from ..virt.clock import VirtualClock
+    from ..virt.credentials import Credentials
     from ..virt.machinepolicy import PowerEvent
     from ..virt.modules import VirtualModules
     from ..virt.uts import VirtualUts
@@ -97,6 +98,14 @@ class Context(Protocol):
 
     def now_ns(self) -> int:
         """CLOCK_REALTIME as the program sees it (the virtual clock's, if any)."""
+
+    real_root: bool          # appvirt runs as root: it can give upper files any owner
+
+    def credentials(self, tid: int) -> "Credentials":
+        """tid's virtual credentials (the policy has an identity section)."""
+
+    def set_credentials(self, tid: int, creds: "Credentials") -> None:
+        """A virtualized set*id/setgroups/capset changed tid's credentials."""
 
     def capable(self, tid: int, cap: int) -> bool:
         """Whether tid holds capability `cap` in its virtual identity. Without an identity

@@ -127,7 +127,7 @@ class SyscallEntry:
 # or machine state, or their effect is confined to the caller (memory, its own fds, signals to
 # itself). Anything not listed here and not in the table is traced and refused.
 UNTRACED: frozenset[str] = frozenset("""
-read write close fstat lseek brk rt_sigaction rt_sigprocmask rt_sigreturn
+read write close lseek brk rt_sigaction rt_sigprocmask rt_sigreturn
 pread64 pwrite64 readv writev pipe sched_yield msync mincore mprotect
 pkey_mprotect pkey_alloc pkey_free mlock munlock mlockall munlockall mlock2 mbind set_mempolicy
 get_mempolicy set_mempolicy_home_node membarrier mseal map_shadow_stack
@@ -140,8 +140,6 @@ pause getitimer setitimer alarm timer_create timer_settime
 timer_gettime timer_getoverrun timer_delete timerfd_create timerfd_settime timerfd_gettime
 clock_getres times
 getpid getppid gettid getpgrp getpgid getsid setpgid setsid set_tid_address
-getuid getgid geteuid getegid getresuid getresgid getgroups capget
-setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups capset
 exit exit_group wait4 waitid restart_syscall
 sysinfo getrusage getrlimit getcpu getrandom getpriority ioprio_get get_robust_list
 set_robust_list rseq futex_waitv futex_wake futex_wait futex_requeue

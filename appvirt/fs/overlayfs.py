@@ -166,6 +166,11 @@ class OverlayFS:
                 return guest
         return self.ov.to_guest(host)
 
+    @property
+    def meta(self):
+        """The app's recorded owners and device stand-ins (overlay/meta.py)."""
+        return self.ov.meta
+
     def listing(self, host_dir: bytes) -> list[Dirent] | None:
         if self.machine is not None:
             guest = self.to_guest(host_dir)

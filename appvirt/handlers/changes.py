@@ -26,6 +26,7 @@ from .paths import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, 
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 AT_SYMLINK_FOLLOW = 0x400
+CAP_MKNOD = 27
 _libc = ctypes.CDLL(None, use_errno=True)
 XATTR_NAME_MAX, XATTR_SIZE_MAX = 255, 65536
 Do = Callable[[Stop, Context, list[bytes]], int]
@@ -36,11 +37,12 @@ def fd_operand(fd_arg: int, intent: Intent = W) -> Operand:
     return Operand(path=-1, dirfd=fd_arg, intent=intent, follow=True, null_means_fd=True)
 
 
-def emulated(*ops: Operand, do: Do, refuse: Callable[[Stop], int | None] | None = None
+def emulated(*ops: Operand, do: Do,
+             refuse: Callable[[Stop, Context], int | None] | None = None
              ) -> Callable[[Stop, Context], Action]:
     """Handler of a changing call: decide each operand, then let the overlay do it."""
     def handler(stop: Stop, ctx: Context) -> Action:
-        if refuse is not None and (err := refuse(stop)) is not None:
+        if refuse is not None and (err := refuse(stop, ctx)) is not None:
             return Deny(err, Note(rule="builtin:no-devices",
                                   detail="device nodes are not created"))
         decided: list[Decided] = []
@@ -97,15 +99,25 @@ def mknod_do(mode_arg: int, dev_arg: int) -> Do:
     def do(s: Stop, c: Context, g: list[bytes]) -> int:
         mode = s.arg(mode_arg) & 0xFFFFFFFF
         fmt = statmod.S_IFMT(mode) or statmod.S_IFREG
-        c.fs.ov.mknod(g[0], fmt | _umasked(s, c, mode), s.arg(dev_arg))
+        c.fs.ov.mknod(g[0], fmt | _umasked(s, c, mode), s.arg(dev_arg) & 0xFFFFFFFF,
+                      virtual_devices=virtual_devices(c))
         return 0
     return do
 
 
-def no_devices(mode_arg: int) -> Callable[[Stop], int | None]:
-    def refuse(stop: Stop) -> int | None:
+def virtual_devices(ctx: Context) -> bool:
+    """Device nodes are stand-ins under a virtual identity (never real ones)."""
+    return ctx.policy.identity is not None
+
+
+def no_devices(mode_arg: int) -> Callable[[Stop, Context], int | None]:
+    """EPERM for a device node, unless a virtual identity holding CAP_MKNOD makes one."""
+    def refuse(stop: Stop, ctx: Context) -> int | None:
         fmt = statmod.S_IFMT(stop.arg(mode_arg))
-        return errno.EPERM if fmt in (statmod.S_IFCHR, statmod.S_IFBLK) else None
+        if fmt not in (statmod.S_IFCHR, statmod.S_IFBLK):
+            return None
+        return None if virtual_devices(ctx) and ctx.capable(stop.tid, CAP_MKNOD) \
+            else errno.EPERM
     return refuse
 
 
@@ -146,7 +158,19 @@ def chmod_do(mode_arg: int, flags_arg: int | None = None) -> Do:
 
 
 def chown_do(uid_arg: int, gid_arg: int) -> Do:
-    return lambda s, c, g: c.fs.ov.chown(g[0], s.sarg(uid_arg), s.sarg(gid_arg)) or 0
+    def do(s: Stop, c: Context, g: list[bytes]) -> int:
+        uid, gid = _id_arg(s.arg(uid_arg)), _id_arg(s.arg(gid_arg))
+        # A virtual identity's chown that appvirt cannot make (not root) is remembered.
+        c.fs.ov.chown(g[0], uid, gid,
+                      remember=c.policy.identity is not None and not c.real_root)
+        return 0
+    return do
+
+
+def _id_arg(v: int) -> int:
+    """A uid_t/gid_t argument: the low 32 bits, (uid_t)-1 meaning "unchanged" (-1)."""
+    v &= 0xFFFFFFFF
+    return -1 if v == 0xFFFFFFFF else v
 
 
 def truncate_do(s: Stop, c: Context, g: list[bytes]) -> int:

@@ -19,6 +19,8 @@ from .opens import sys_creat, sys_open, sys_openat, sys_openat2
 from .paths import AT_SYMLINK_FOLLOW, C, D, Operand, R, W, at, not_flag, plain
 from .reads import kernel_read, mirror_call, sys_execve
 
+DEVICES = "device nodes: recorded stand-ins under identity: (CAP_MKNOD), else EPERM"
+
 IN_DONT_FOLLOW = 0x02000000
 FAN_MARK_DONT_FOLLOW = 0x04
 W_OK = 2
@@ -73,10 +75,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     _m("mkdir", emulated(plain(0, C, False), do=ch.mkdir_do(1)), (0,)),
     _m("mkdirat", emulated(at(0, 1, C, None, **_NF), do=ch.mkdir_do(2)), (1,)),
     _m("mknod", emulated(plain(0, C, False), do=ch.mknod_do(1, 2), refuse=no_devices(1)),
-       (0,), note="device nodes are refused (EPERM)", support=Support.PARTIAL),
+       (0,), note=DEVICES, support=Support.PARTIAL),
     _m("mknodat", emulated(at(0, 1, C, None, **_NF), do=ch.mknod_do(2, 3),
                            refuse=no_devices(2)),
-       (1,), note="device nodes are refused (EPERM)", support=Support.PARTIAL),
+       (1,), note=DEVICES, support=Support.PARTIAL),
     _m("rmdir", emulated(plain(0, D, False), do=ch.rmdir_do), (0,)),
     _m("unlink", emulated(plain(0, D, False), do=ch.unlink_do), (0,)),
     _m("unlinkat", emulated(at(0, 1, D, None, **_NF), do=ch.unlinkat_do), (1,)),

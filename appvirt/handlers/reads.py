@@ -21,6 +21,7 @@ from ..core.stop import Stop
 from ..errors import GuestErrno
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
+from .statmeta import meta_table, patch_at_exit, patch_stat, patch_statx
 
 STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
 AT_NO_AUTOMOUNT, AT_EACCESS, AT_STATX_SYNC_TYPE = 0x800, 0x200, 0x6000
@@ -53,6 +54,7 @@ class Mirror:
     copy_all: bool = True                           # False: copy only `result` bytes
     proc_text: bool = False                         # output is a path /proc may show (readlink)
     nlink: tuple[int, str] | None = None            # (offset, struct format) of st_nlink
+    meta: Callable[[bytes, object], bytes] | None = None   # patches in recorded owners
 
 
 def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
@@ -63,7 +65,10 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
     def handler(stop: Stop, ctx: Context) -> Action:
         path = stop.path(op.path)
         if path == b"" and op.empty_means_fd and op.empty_means_fd(stop):
-            return Allow()                    # reads the fd's own object: no path involved
+            # The fd's own object: no path involved, but maybe a recorded owner.
+            if m.meta is None or m.guest_buf is None:
+                return Allow()
+            return patch_at_exit(ctx, m.guest_buf, statx=m.meta is patch_statx)
         if not ctx.same_credentials(stop.tid):
             return fallback(stop, ctx)
         d = decide(stop, ctx, op)
@@ -90,6 +95,8 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
                     data = bytearray(data)
                     struct.pack_into(fmt, data, off, n)
                     data = bytes(data)
+            if m.meta is not None and (table := meta_table(ctx)) is not None:
+                data = m.meta(data, table)
             if m.proc_text:
                 if d.r.path.startswith(b"/proc/") and data.startswith(b"/"):
                     # A magic link shows a host path: show the program its own name for it.
@@ -263,13 +270,14 @@ def _sized(arg: int) -> Callable[[Stop], int]:
 
 STAT_NLINK, STATX_NLINK = (16, "<Q"), (16, "<I")     # st_nlink / stx_nlink
 STAT = Mirror("newfstatat", lambda s, c, p, f, n: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
-              _fixed(STAT_SIZE), nlink=STAT_NLINK)
+              _fixed(STAT_SIZE), nlink=STAT_NLINK, meta=patch_stat)
 NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f, n: (
     AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE),
-    nlink=STAT_NLINK)
+    nlink=STAT_NLINK, meta=patch_stat)
 STATX = Mirror("statx", lambda s, c, p, f, n: (
     AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
-    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK)
+    s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK,
+    meta=patch_statx)
 STATFS = Mirror("statfs", lambda s, c, p, f, n: (p, None), 1, 1, _fixed(STATFS_SIZE))
 
 

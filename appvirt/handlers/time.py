@@ -25,6 +25,9 @@ ADJ_SETOFFSET, ADJ_NANO = 0x0100, 0x2000
 TIMER_ABSTIME = 1
 HOST_CLOCK = Note(rule="builtin:host-clock", hint="add `time: {clock: '+0s', set: allow}` to "
                                                   "give the program a clock it may set")
+CAP_SYS_TIME = 25
+NEEDS_SYS_TIME = Note(rule="identity", detail="the program lacks CAP_SYS_TIME, as on a real "
+                                              "machine")
 
 
 def _virtual(policy) -> bool:
@@ -65,9 +68,11 @@ def sys_time(stop: Stop, ctx: Context) -> Action:
     return Emulate(sec, ((stop.arg(0), struct.pack("<q", sec)),) if stop.arg(0) else ())
 
 
-def _set_clock(ctx: Context, ns: int) -> Action:
+def _set_clock(stop: Stop, ctx: Context, ns: int) -> Action:
     if ns < 0:
         return Deny(errno.EINVAL, native=True)
+    if not ctx.capable(stop.tid, CAP_SYS_TIME):
+        return Deny(errno.EPERM, NEEDS_SYS_TIME)
     ctx.set_clock(ns)
     return Emulate(0, note=Note(rule="time.set", detail=f"virtual clock set to {ns / NS:.0f}"))
 
@@ -81,7 +86,7 @@ def sys_settimeofday(stop: Stop, ctx: Context) -> Action:
     sec, usec = TIMEVAL.unpack(ctx.read(stop.tid, stop.arg(0), 16))
     if not 0 <= usec < 1_000_000:
         return Deny(errno.EINVAL, native=True)
-    return _set_clock(ctx, sec * NS + usec * 1000)
+    return _set_clock(stop, ctx, sec * NS + usec * 1000)
 
 
 def sys_clock_settime(stop: Stop, ctx: Context) -> Action:
@@ -93,7 +98,7 @@ def sys_clock_settime(stop: Stop, ctx: Context) -> Action:
     sec, nsec = TIMESPEC.unpack(ctx.read(stop.tid, stop.arg(1), 16))
     if not 0 <= nsec < NS:
         return Deny(errno.EINVAL, native=True)
-    return _set_clock(ctx, sec * NS + nsec)
+    return _set_clock(stop, ctx, sec * NS + nsec)
 
 
 def _adjtimex(stop: Stop, ctx: Context, buf_arg: int) -> Action:
@@ -102,6 +107,8 @@ def _adjtimex(stop: Stop, ctx: Context, buf_arg: int) -> Action:
     if modes:
         if not ctx.policy.time.allow_set:
             return Deny(errno.EPERM, HOST_CLOCK)
+        if not ctx.capable(stop.tid, CAP_SYS_TIME):
+            return Deny(errno.EPERM, NEEDS_SYS_TIME)
         if modes & ADJ_SETOFFSET:
             sec, frac = struct.unpack_from("<qq", raw, TIMEX_TIME)
             shift = sec * NS + (frac if modes & ADJ_NANO else frac * 1000)

@@ -18,6 +18,7 @@ from ..state import AppDir
 from . import hostio
 from .appstate import AppLock, load_lower_root
 from .index import DIR
+from .meta import FileMeta, MetaTable
 from .model import Change, Entry, Layer
 from .names import WH_PREFIX, basename, has_reserved, parent, tmp_name
 from .view import OverlayView, guest_error
@@ -47,6 +48,7 @@ class Overlay(OverlayView):
             root = load_lower_root(app, lower_root)
             ov = cls(app.upper, mode_of=mode_of, lower_root=root,
                      hidden_host=(*hidden_host, os.fsencode(app.root)))
+            ov.meta = MetaTable(app.root / "meta.sqlite", upper_root=ov.upper_root)
         except BaseException:
             lock.release()
             raise
@@ -54,6 +56,7 @@ class Overlay(OverlayView):
         return ov
 
     def close(self) -> None:
+        self.meta.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -153,11 +156,13 @@ class Overlay(OverlayView):
             if g in self._ix.kinds:
                 up = self.upper(g)
                 if self._ix.kinds[g] == DIR:
+                    self.meta.forget_tree(up)
                     aside = hostio.parent_of(up) + b"/" + tmp_name()
                     hostio.rename(up, aside)
                     self._ix.drop_subtree(g)
                     hostio.remove_tree(aside)
                 else:
+                    self.meta.removing(up)
                     hostio.unlink(up)
                     self._ix.kinds.pop(g)
         except OSError as err:
@@ -284,18 +289,24 @@ class Overlay(OverlayView):
             return self._host_op(guest, lambda p: hostio.symlink(target, p))
         self._place(guest, lambda p: hostio.symlink(target, p), None)
 
-    def mknod(self, guest: bytes, mode: int, dev: int = 0) -> None:
+    def mknod(self, guest: bytes, mode: int, dev: int = 0, *,
+              virtual_devices: bool = False) -> None:
+        """virtual_devices: a device node is an empty regular stand-in whose device is
+        recorded in self.meta (stat shows it); otherwise devices are refused (EPERM)."""
         fmt = stat.S_IFMT(mode) or stat.S_IFREG
         if fmt not in (*_FMT_CREATABLE, stat.S_IFCHR, stat.S_IFBLK):
             raise _err(errno.EINVAL, guest, "unknown file type")
         m = self._new_name(guest)
-        if fmt in (stat.S_IFCHR, stat.S_IFBLK):
+        device = fmt in (stat.S_IFCHR, stat.S_IFBLK)
+        if device and (not virtual_devices or m is FileMode.PASSTHROUGH):
             raise _err(errno.EPERM, guest, "device nodes cannot be created in the sandbox")
         perm = mode & 0o7777
 
         def make(p: bytes) -> None:
-            if fmt == stat.S_IFREG:
+            if fmt == stat.S_IFREG or device:
                 hostio.create_empty(p, 0o600)
+                if device:
+                    self.meta.set(os.lstat(p), FileMeta(kind=fmt, rdev=dev))
             else:
                 hostio.mknod(p, fmt | 0o600)
 
@@ -309,8 +320,14 @@ class Overlay(OverlayView):
             raise _err(errno.EOPNOTSUPP, guest, "the mode of a symbolic link")
         self._change(guest, e, lambda p: hostio.chmod(p, mode & 0o7777))
 
-    def chown(self, guest: bytes, uid: int, gid: int) -> None:
+    def chown(self, guest: bytes, uid: int, gid: int, *, remember: bool = False) -> None:
+        """Change the owner (-1: keep). remember=True: record it in self.meta instead of
+        changing the upper copy's (what a non-root appvirt cannot do)."""
         m, e = self._writable(guest)
+        if remember and m is not FileMode.PASSTHROUGH:
+            self._change(guest, e, lambda p: self.meta.set(os.lstat(p), FileMeta(
+                None if uid == -1 else uid, None if gid == -1 else gid)))
+            return
         self._change(guest, e, lambda p: hostio.chown(p, uid, gid))
 
     def utimens(self, guest: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:

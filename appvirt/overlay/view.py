@@ -17,6 +17,7 @@ from ..policy.model import FileMode
 from . import hostio
 from .copy import copy_atomic
 from .index import DIR, UpperIndex
+from .meta import MetaTable
 from .model import DirEntry, Entry, Layer, d_type_of
 from .names import (OPAQUE_MARKER, WH_PREFIX, ancestors, basename, has_reserved, join, parent,
                     tmp_name, whiteout_name)
@@ -59,6 +60,7 @@ class OverlayView:
         self._hidden = tuple(sorted((g, g + b"/" if g != b"/" else b"/")
                                     for g in guests if g is not None))
         self._ix = UpperIndex.load(self.upper_root, recover=recover)
+        self.meta = MetaTable(None)        # Overlay.open gives it the app's own
 
     def _hidden_guest(self, h: bytes) -> bytes | None:
         """The guest path under which the host path h would show (None: it cannot)."""

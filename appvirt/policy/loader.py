@@ -21,6 +21,7 @@ from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
 from ..virt.machinepolicy import (HOSTNAME_SCHEMA, MODULES_SCHEMA, REBOOT_SCHEMA, ModulesAction,
                                   reboot_policy, uts_policy)
+from ..virt.identity import IDENTITY_SCHEMA, identity_policy
 from ..virt.procpolicy import PROCESSES_SCHEMA, process_policy
 from ..virt.timepolicy import TIME_SCHEMA, ClockSpecError, time_policy
 from ..store.schema import REGISTRY_SCHEMA
@@ -36,6 +37,7 @@ _SCHEMA["properties"]["hostname"] = HOSTNAME_SCHEMA
 _SCHEMA["properties"]["reboot"] = REBOOT_SCHEMA
 _SCHEMA["properties"]["modules"] = MODULES_SCHEMA
 _SCHEMA["properties"]["processes"] = PROCESSES_SCHEMA
+_SCHEMA["properties"]["identity"] = IDENTITY_SCHEMA
 _VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 
 KeyPath = tuple[str | int, ...]
@@ -198,6 +200,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         modules=ModulesAction(data.get("modules", "deny")),
         processes=process_policy(data["processes"],
                                  lambda i, text: glob_at("processes", i, text)),
+        identity=identity_policy(data.get("identity")),
         source=file,
         raw=data,
     )

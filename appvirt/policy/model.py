@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..net.rules import NetworkPolicy
 from ..store.config import RegistryConfig
 from ..virt.machinepolicy import ModulesAction, RebootPolicy, UtsPolicy
+from ..virt.identity import IdentityPolicy
 from ..virt.procpolicy import ProcessPolicy
 from ..virt.timepolicy import TimePolicy
 from ..globs import Glob
@@ -98,5 +99,6 @@ class Policy:
     reboot: RebootPolicy
     modules: ModulesAction
     processes: ProcessPolicy
+    identity: IdentityPolicy | None   # None: the real ids, unchanged
     source: str                    # the file it came from (for messages)
     raw: dict                      # the validated document with defaults filled in

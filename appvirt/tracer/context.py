@@ -16,6 +16,8 @@ from ..policy.model import Policy
 from ..store import Store
 from ..virt.clock import VirtualClock
 from ..virt.clockstore import save_clock
+from ..virt.credentials import Credentials
+from ..virt.identity import VirtualIdentity
 from ..virt.modules import VirtualModules, host_module_names
 from ..virt.procpolicy import ProcView
 from ..virt.uts import VirtualUts
@@ -41,6 +43,8 @@ class TracerContext:
         self.store: Store | None = None
         self.uts: VirtualUts | None = None
         self.modules: VirtualModules | None = None
+        self.identity = VirtualIdentity(policy.identity.start()) if policy.identity else None
+        self.real_root = os.geteuid() == 0
         self.machine = None        # MachineFiles (set by the launcher)
         self.on_power = None       # Tracer.end_machine (set by the tracer)
 
@@ -236,8 +240,18 @@ class TracerContext:
         if self.store is not None:
             save_clock(self.store, saved)
 
+    def credentials(self, tid: int) -> Credentials:
+        assert self.identity is not None
+        task = self.tasks.by_tid.get(tid)
+        return self.identity.of(tid, task.pid if task else None)
+
+    def set_credentials(self, tid: int, creds: Credentials) -> None:
+        assert self.identity is not None
+        self.identity.set(tid, creds)
+
     def capable(self, tid: int, cap: int) -> bool:
-        return True      # no virtual identity (yet): the policy's allowance decides
+        # Without an identity section the policy's allowance alone decides.
+        return self.identity is None or self.credentials(tid).capable(cap)
 
     def open_fd(self, tid: int, fd: int) -> BinaryIO:
         try:

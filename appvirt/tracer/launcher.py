@@ -176,6 +176,12 @@ def _virtual_machine(ctx: TracerContext, policy: Policy, store: Store | None, ap
         uts = ctx.uts = VirtualUts(policy.uts, store)
         machine.provide(b"/proc/sys/kernel/hostname", lambda: uts.proc_file(UTS_HOSTNAME))
         machine.provide(b"/proc/sys/kernel/domainname", lambda: uts.proc_file(UTS_DOMAINNAME))
+    if ctx.identity is not None:
+        assert policy.identity is not None
+        identity = ctx.identity
+        if store is not None:
+            identity.record(store, policy.identity)
+        machine.provide_paths(lambda path: identity.status_file(path, ctx.is_member))
     if policy.modules is ModulesAction.VIRTUAL:
         tree = ctx.fs.machine = machine.tree((SYS_MODULE,))
         modules = ctx.modules = VirtualModules(store, tree)
@@ -203,6 +209,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     traced = table.traced_for(policy)
     if not overlay.empty:           # earlier changes show even where this policy makes none
         traced.update((n, table.by_name[n].trace_if) for n in LISTING_CALLS)
+    if overlay.meta:                # recorded owners and devices show through fstat too
+        traced["fstat"] = ()
     prog = seccomp.build_filter(table, traced)
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)

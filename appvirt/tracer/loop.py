@@ -154,6 +154,8 @@ class Tracer:
 
     def _on_gone(self, pid: int, status: int) -> None:
         task = self.tasks.remove(pid)
+        if self.ctx.identity is not None:
+            self.ctx.identity.gone(pid)
         if task is None and pid != self.main_pid:
             self._gone_unknown.add(pid)
         self.arena.release(pid)
@@ -230,6 +232,8 @@ class Tracer:
             self.tasks.remove(child)
             known = None
         self.tasks.add(child, tgid)
+        if self.ctx.identity is not None:
+            self.ctx.identity.cloned(task.tid, child)
         if tgid != task.pid:
             # fork copies the shared slot mapping; a CLONE_VM child shares it.
             self.tasks.slot_ready[tgid] = self.tasks.slot_ready.get(task.pid, False)
@@ -257,6 +261,8 @@ class Tracer:
         except OSError:
             exe, argv = "", []
         self.tasks.program[task.pid] = exe
+        if self.ctx.identity is not None:
+            self.ctx.identity.execed(task.tid, former, self._exe_stat(task.pid))
         if self.log_events:
             self._emit({"kind": "exec", "pid": task.pid, "tid": task.tid, "program": exe,
                         "argv": argv})
@@ -266,6 +272,13 @@ class Tracer:
                                        hide_vdso=self.policy.time.virtual)
         except (OSError, GuestErrno) as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
+
+    @staticmethod
+    def _exe_stat(pid: int) -> os.stat_result | None:
+        try:
+            return os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            return None
 
     def _inject_stop(self, task: Task, sig: int, event: int) -> None:
         if sig != SYSCALL_TRAP and event != pt.PTRACE_EVENT_SECCOMP:

@@ -1,4 +1,5 @@
-"""Machine files the program reads through appvirt: /proc/sys/kernel/hostname, /proc/modules.
+"""Machine files the program reads through appvirt: /proc/sys/kernel/hostname, /proc/modules,
+/proc/PID/status under a virtual identity.
 
 An open of one of them for reading is redirected to a fresh file in a private spool directory
 of the run, written with what the program must see at that moment (the virtual host name,
@@ -16,11 +17,13 @@ from pathlib import Path
 from ..fs.machinetree import MachineTree
 
 Provider = Callable[[], bytes]
+PathProvider = Callable[[bytes], "bytes | None"]     # for a family of paths (/proc/PID/...)
 
 
 class MachineFiles:
     def __init__(self, app_root: Path) -> None:
         self.providers: dict[bytes, Provider] = {}
+        self.path_providers: list[PathProvider] = []
         self._root = app_root
         self._dir: Path | None = None
         self._n = 0
@@ -28,9 +31,19 @@ class MachineFiles:
     def provide(self, path: bytes, provider: Provider) -> None:
         self.providers[path] = provider
 
+    def provide_paths(self, provider: PathProvider) -> None:
+        """provider(path) answers the content of the paths it knows, None for others."""
+        self.path_providers.append(provider)
+
     def content(self, path: bytes) -> bytes | None:
         provider = self.providers.get(path)
-        return provider() if provider is not None else None
+        if provider is not None:
+            return provider()
+        for paths in self.path_providers:
+            got = paths(path)
+            if got is not None:
+                return got
+        return None
 
     def tree(self, prefixes: tuple[bytes, ...]) -> MachineTree:
         """A MachineTree in the spool directory, for entries added under `prefixes`."""
