@@ -15,12 +15,11 @@ from ..core.action import Action, Allow, Decision, Deny, Emulate, ExitResult, No
 from ..core.context import Context
 from ..core.stop import Stop
 from ..core.table import OpClass, SyscallEntry
-from ..virt.credentials import CAP_SETGID, Credentials
+from ..virt.credentials import CAP_SETGID, NGROUPS_MAX, Credentials
 
 CAP_V1, CAP_V2, CAP_V3 = 0x19980330, 0x20071026, 0x20080522
 CAP_HEADER = struct.Struct("<Ii")
 CAP_DATA = struct.Struct("<III")          # effective, permitted, inheritable (32 bits each)
-NGROUPS_MAX = 65536
 U32 = 0xFFFFFFFF
 CHANGED = Note(rule="identity", detail="the virtual credentials changed")
 
