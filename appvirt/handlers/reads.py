@@ -19,6 +19,7 @@ from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite,
 from ..core.context import Context
 from ..core.stop import Stop
 from ..errors import GuestErrno
+from ..fs.resolver import Resolved
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
 from .statmeta import meta_table, patch_at_exit, patch_stat, patch_statx
@@ -183,6 +184,17 @@ def _exec_refused(ctx: Context, path: bytes) -> Deny | None:
         "action: allow}")))
 
 
+def _may_run(ctx: Context, r: Resolved) -> tuple[Deny | None, Note]:
+    """Whether the program or #! interpreter at r may run: the file modes, its existence,
+    the exec rules. (refusal or None, the file-mode note)."""
+    deny, note = check(ctx.policy, r, Intent.READ, ctx.is_member)
+    if deny is not None:
+        return Deny(deny.errno, note), note
+    if not r.exists:
+        return Deny(errno.ENOENT, note, native=True), note
+    return _exec_refused(ctx, r.path), note
+
+
 def sys_execve(stop: Stop, ctx: Context) -> Action:
     """Implement execve(2)/execveat(2): decide on the resolved path. The kernel gets the
     program's own path bytes when the host alone resolves them (and any "#!" interpreter) to
@@ -197,18 +209,12 @@ def sys_execve(stop: Stop, ctx: Context) -> Action:
     if at and path == b"" and stop.arg(4) & 0x1000:
         # fexecve: the fd was opened, and its file checked, before; only the exec rules
         # remain to be asked (about the file's path, when it has one).
-        obj = ctx.fd_object(stop.tid, stop.sarg(0)) if ctx.policy.processes.exec_rules \
-            else None
-        refused = _exec_refused(ctx, obj.path) if obj is not None and obj.magic is None \
-            else None
-        return refused or Allow()
+        if not ctx.policy.processes.exec_rules:
+            return Allow()
+        obj = ctx.fd_object(stop.tid, stop.sarg(0))
+        return (_exec_refused(ctx, obj.path) if obj.magic is None else None) or Allow()
     r = ctx.resolve(stop, stop.sarg(0) if at else None, path, follow=True)
-    deny, note = check(ctx.policy, r, Intent.READ, ctx.is_member)
-    if deny is not None:
-        return Deny(deny.errno, note)
-    if not r.exists:
-        return Deny(errno.ENOENT, note, native=True)
-    refused = _exec_refused(ctx, r.path)
+    refused, note = _may_run(ctx, r)
     if refused is not None:
         return refused
     if r.magic is not None:
@@ -219,12 +225,7 @@ def sys_execve(stop: Stop, ctx: Context) -> Action:
     while (sb := _shebang(host)) is not None and len(chain) < MAX_SCRIPT_DEPTH:
         interp, arg = sb
         ri = ctx.resolve(stop, None, interp, follow=True)
-        deny, inote = check(ctx.policy, ri, Intent.READ, ctx.is_member)
-        if deny is not None:
-            return Deny(deny.errno, inote)
-        if not ri.exists:
-            return Deny(errno.ENOENT, inote, native=True)
-        refused = _exec_refused(ctx, ri.path)
+        refused, _ = _may_run(ctx, ri)
         if refused is not None:
             return refused
         chain.append(sb)

@@ -85,11 +85,11 @@ def test_host_directories_are_listed_by_the_kernel():
 
 
 def test_getcwd_answers_the_programs_path():
-    ctx = FakeContext(POLICY, cwd=b"/work/dir")
+    ctx = FakeContext(POLICY, cwd=b"/proj/dir")
     stop = make_stop("getcwd", 0x2000, 100)
     action = handle(stop, ctx)
     assert isinstance(action, Emulate) and action.result == 10
-    assert action.writes == ((0x2000, b"/work/dir\0"),)
+    assert action.writes == ((0x2000, b"/proj/dir\0"),)
     assert make_stop("getcwd", 0x2000, 5).entry.handler(make_stop("getcwd", 0x2000, 5),
                                                        ctx).errno == errno.ERANGE
 

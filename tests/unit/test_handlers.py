@@ -21,20 +21,20 @@ POLICY = load_policy_text("""
 files:
   default: readonly
   rules:
-    - {path: /work, mode: passthrough}
-    - {path: /work/secret, mode: hidden}
+    - {path: /proj, mode: passthrough}
+    - {path: /proj/secret, mode: hidden}
 """, "test.yaml")
 
 
 @pytest.fixture
 def ctx(fs):
     fs.create_file("/etc/passwd", contents="root:x:0:0")
-    fs.create_dir("/work/sub")
-    fs.create_file("/work/file", contents="data")
-    fs.create_file("/work/secret/key", contents="k")
-    fs.create_symlink("/work/link", "/etc/passwd")
-    fs.create_symlink("/work/tosecret", "secret/key")
-    return FakeContext(POLICY, cwd=b"/work").use_overlay()
+    fs.create_dir("/proj/sub")
+    fs.create_file("/proj/file", contents="data")
+    fs.create_file("/proj/secret/key", contents="k")
+    fs.create_symlink("/proj/link", "/etc/passwd")
+    fs.create_symlink("/proj/tosecret", "secret/key")
+    return FakeContext(POLICY, cwd=b"/proj").use_overlay()
 
 
 def slot_args(action: Rewrite) -> dict[int, object]:
@@ -68,11 +68,11 @@ def test_open_for_reading_goes_to_the_kernel_as_openat2_from_the_slot(ctx):
 
 
 def test_hidden_paths_do_not_exist(ctx):
-    for path in (b"/work/secret/key", b"tosecret", b"secret"):
+    for path in (b"/proj/secret/key", b"tosecret", b"secret"):
         s = make_stop("openat", AT_FDCWD, 1, O_RDONLY, paths={1: path})
         action = handle(s, ctx)
         assert isinstance(action, Deny) and action.errno == errno.ENOENT, path
-    s = make_stop("mkdir", 1, 0o755, paths={0: b"/work/secret/new"})
+    s = make_stop("mkdir", 1, 0o755, paths={0: b"/proj/secret/new"})
     action = handle(s, ctx)
     # not there because of a rule: the same errno, logged as the rule's denial
     assert isinstance(action, Deny) and action.errno == errno.ENOENT
@@ -83,7 +83,7 @@ def test_creating_in_passthrough_is_allowed_with_the_mode(ctx):
     s = make_stop("open", 1, O_WRONLY | O_CREAT, 0o640, paths={0: b"new.txt"})
     action = handle(s, ctx)
     args = slot_args(action)
-    assert args[1] == b"/work/new.txt\0"
+    assert args[1] == b"/proj/new.txt\0"
     flags, mode, _ = struct.unpack("<QQQ", args[2])
     assert flags & O_CREAT and mode == 0o640
 
@@ -103,38 +103,38 @@ def test_o_nofollow_on_a_symlink_is_eloop_and_o_path_opens_the_link(ctx):
     action = handle(s, ctx)
     assert isinstance(action, Deny) and action.errno == errno.ELOOP and action.native
     s = make_stop("openat", AT_FDCWD, 1, O_PATH | O_NOFOLLOW, paths={1: b"link"})
-    assert slot_args(handle(s, ctx))[1] == b"/work/link\0"
+    assert slot_args(handle(s, ctx))[1] == b"/proj/link\0"
 
 
 def test_missing_path_is_a_native_enoent(ctx):
-    s = make_stop("openat", AT_FDCWD, 1, O_RDONLY, paths={1: b"/work/nope"})
+    s = make_stop("openat", AT_FDCWD, 1, O_RDONLY, paths={1: b"/proj/nope"})
     action = handle(s, ctx)
     assert isinstance(action, Deny) and action.native and decision_of(action) is Decision.ALLOWED
 
 
 def test_rename_needs_both_sides_writable(ctx, fs):
-    s = make_stop("rename", 1, 2, paths={0: b"/work/file", 1: b"/etc/file"})
+    s = make_stop("rename", 1, 2, paths={0: b"/proj/file", 1: b"/etc/file"})
     assert handle(s, ctx).errno == errno.EROFS
     s = make_stop("renameat2", AT_FDCWD, 1, AT_FDCWD, 2, 0,
                   paths={1: b"file", 3: b"sub/moved"})
     action = handle(s, ctx)
     # passthrough paths: the tracer renames on the host itself (nothing for the kernel)
     assert isinstance(action, Emulate) and decision_of(action) is Decision.ALLOWED
-    assert fs.exists("/work/sub/moved") and not fs.exists("/work/file")
+    assert fs.exists("/proj/sub/moved") and not fs.exists("/proj/file")
 
 
 def test_hard_link_to_a_readonly_file_is_refused(ctx):
     """Threat #21: a link would give a writable name to a read-only file."""
-    s = make_stop("link", 1, 2, paths={0: b"/etc/passwd", 1: b"/work/alias"})
+    s = make_stop("link", 1, 2, paths={0: b"/etc/passwd", 1: b"/proj/alias"})
     assert handle(s, ctx).errno == errno.EROFS
 
 
 def test_device_nodes_are_refused(ctx, fs):
-    s = make_stop("mknod", 1, 0o020644, 0x0103, paths={0: b"/work/null"})
+    s = make_stop("mknod", 1, 0o020644, 0x0103, paths={0: b"/proj/null"})
     assert handle(s, ctx).errno == errno.EPERM
-    s = make_stop("mknod", 1, 0o010644, 0, paths={0: b"/work/fifo"})
+    s = make_stop("mknod", 1, 0o010644, 0, paths={0: b"/proj/fifo"})
     assert isinstance(handle(s, ctx), Emulate)
-    assert fs.exists("/work/fifo")
+    assert fs.exists("/proj/fifo")
 
 
 def test_access_w_ok_on_readonly_is_erofs(ctx):
@@ -153,12 +153,12 @@ def test_read_only_calls_are_answered_by_the_tracer_on_the_checked_path(ctx):
     assert action.writes == ((0x5000, bytes(144)),)
     s = make_stop("lstat", 1, 0x6000, paths={0: b"link"})
     handle(s, ctx)
-    assert ctx.host_calls[-1][1] == (AT_FDCWD, b"/work/link", None, 0x100)   # not followed
+    assert ctx.host_calls[-1][1] == (AT_FDCWD, b"/proj/link", None, 0x100)   # not followed
     s = make_stop("readlink", 1, 0x7000, 64, paths={0: b"link"})
     ctx.host_result = 11
     action = handle(s, ctx)
     assert action.result == 11 and action.writes == ((0x7000, bytes(11)),)
-    s = make_stop("stat", 1, 0x5000, paths={0: b"/work/secret/key"})
+    s = make_stop("stat", 1, 0x5000, paths={0: b"/proj/secret/key"})
     assert handle(s, ctx).errno == errno.ENOENT           # decided before any call
 
 
@@ -186,12 +186,12 @@ def test_the_program_sees_its_original_cpu_mask(ctx):
 
 def test_fd_metadata_writes_follow_the_file_mode(ctx):
     ctx.fds[5] = b"/etc/passwd"
-    ctx.fds[6] = b"/work/file"
+    ctx.fds[6] = b"/proj/file"
     s = make_stop("fchmod", 5, 0o777)
     assert handle(s, ctx).errno == errno.EROFS
     s = make_stop("fchmod", 6, 0o600)
     assert isinstance(handle(s, ctx), Emulate)          # made by the tracer, by path
-    assert os.stat("/work/file").st_mode & 0o777 == 0o600
+    assert os.stat("/proj/file").st_mode & 0o777 == 0o600
 
 
 def test_empty_path_with_at_empty_path_means_the_fd(ctx):
@@ -206,7 +206,7 @@ def test_exec_keeps_the_programs_own_path_bytes(ctx):
     s = make_stop("execve", 1, 2, 3, paths={0: b"link"})
     action = handle(s, ctx)
     assert slot_args(action) == {0: b"link\0"}
-    s = make_stop("execve", 1, 2, 3, paths={0: b"/work/secret/key"})
+    s = make_stop("execve", 1, 2, 3, paths={0: b"/proj/secret/key"})
     assert handle(s, ctx).errno == errno.ENOENT
 
 
@@ -260,7 +260,7 @@ def test_mapping_over_the_slot_area_is_refused(ctx):
 
 
 def test_unix_socket_paths_follow_the_file_modes(ctx):
-    addr = struct.pack("<H", 1) + b"/work/secret/sock\0"
+    addr = struct.pack("<H", 1) + b"/proj/secret/sock\0"
     ctx.memory[0x7000] = addr
     s = make_stop("connect", 3, 0x7000, len(addr))
     assert handle(s, ctx).errno == errno.ENOENT
