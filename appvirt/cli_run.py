@@ -38,7 +38,7 @@ def run(policy_file: str | None, app_name: str | None, log_file: str | None, sta
     """Run COMMAND in the sandbox and exit with its status (128+N if killed by signal N)."""
     from .tracer.launcher import run_sandboxed
 
-    policy = load_policy(policy_file or default_policy_path())
+    policy = load_policy(policy_file or default_policy_path(), remember_valid=True)
     app = ensure_app_dir(app_dir(app_name or policy.app))
     log_path = log_file or policy.log.file or str(app.default_log)
     # The policy's registry section is the store's base layer, remembered for `appvirt reg`;

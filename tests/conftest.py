@@ -79,6 +79,14 @@ def write_policy(path: Path, text: str) -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _schema_validator_loaded():
+    """appvirt loads jsonschema on first need; load it before any test fakes the filesystem
+    (pyfakefs), where it could not read its own package data."""
+    from appvirt.policy.loader import _validator
+    _validator()
+
+
 @pytest.fixture(autouse=True)
 def _no_strays():
     """Kill whatever a test left running, so one failure cannot hang or skew the next."""

@@ -68,6 +68,7 @@ class OverlayFS:
             self._parents.add(_parent(h))
         self.machine: MachineTree | None = None     # entries appvirt adds under /sys
         self._mode_of = overlay._mode_of
+        self._to_guest_memo: dict[bytes, bytes | None] = {}
 
     def _tree_dirents(self, guest: bytes) -> list[Dirent]:
         assert self.machine is not None
@@ -164,7 +165,20 @@ class OverlayFS:
             guest = self.machine.to_guest(host)
             if guest is not None:
                 return guest
-        return self.ov.to_guest(host)
+        return self._overlay_guest(host)
+
+    def _overlay_guest(self, host: bytes) -> bytes | None:
+        """The overlay's guest path of a host path. Asked for the directory of nearly every
+        relative path call and listing; a function of the layers' places and the rules
+        only, so remembered (bounded)."""
+        memo = self._to_guest_memo
+        if host in memo:
+            return memo[host]
+        guest = self.ov.to_guest(host)
+        if len(memo) >= 8192:
+            memo.clear()
+        memo[host] = guest
+        return guest
 
     @property
     def meta(self):
@@ -182,7 +196,7 @@ class OverlayFS:
                     base = self._layered_listing(host_dir, guest) or host_listing(host_dir)
                 names = {d.name for d in base}
                 return base + [d for d in added if d.name not in names]
-        return self._layered_listing(host_dir, self.ov.to_guest(host_dir))
+        return self._layered_listing(host_dir, self._overlay_guest(host_dir))
 
     def _layered_listing(self, host_dir: bytes, guest: bytes | None) -> list[Dirent] | None:
         if guest is None:
@@ -215,7 +229,7 @@ class OverlayFS:
             tree = self.machine.host(guest)
             if tree is not None:
                 return tree
-        return self.ov.host_for_read(guest)
+        return self.ov.where_read(guest)
 
     def host_for_write(self, guest: bytes, *, truncate: bool = False) -> bytes:
         return self.ov.copy_up(guest, truncate=truncate)
@@ -233,6 +247,8 @@ class OverlayFS:
     def merged_nlink(self, guest: bytes) -> int | None:
         """The link count a directory shown from both layers must report (2 + its merged
         subdirectories, as for a real directory); None when the host object's own is right."""
+        if guest not in self.ov._ix.kinds:
+            return None           # not in the upper layer: the host's count is the view's
         e = self.ov.entry(guest)
         if e is None or e.layer is not Layer.UPPER or not e.is_dir:
             return None

@@ -180,6 +180,20 @@ def follow_magic(parts: list[bytes], caller: Caller, view: View = HOST) -> bytes
     return MagicObject(link, obj.st_dev, obj.st_ino, pid)
 
 
+def _plain(path: bytes, base: bytes) -> bytes | None:
+    """The absolute path `path` names from `base` when it holds no "." or ".." component
+    and no over-long name (then the kernel may look it up whole); else None."""
+    if b"/" not in path:          # a name in the directory: the commonest case, made cheap
+        if path == b"." or path == b".." or len(path) > NAME_MAX:
+            return None
+        return base + b"/" + path if base != b"/" else b"/" + path
+    parts = [c for c in (path if path.startswith(b"/") else base + b"/" + path).split(b"/")
+             if c]
+    if b"." in parts or b".." in parts or any(len(c) > NAME_MAX for c in parts):
+        return None
+    return b"/" + b"/".join(parts)
+
+
 def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
             no_symlinks: bool = False, no_magiclinks: bool = False,
             root: bytes | None = None, beneath: bool = False, view: View = HOST) -> Resolved:
@@ -199,14 +213,11 @@ def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,
     trailing = path.endswith(b"/")
     fast = getattr(view, "fast_lookup", None)
     if fast is not None and root is None and not beneath and not trailing:
-        parts = [c for c in (path if path.startswith(b"/") else base + b"/" + path).split(b"/")
-                 if c]
-        if b"." not in parts and b".." not in parts and all(len(c) <= NAME_MAX for c in parts):
-            full = b"/" + b"/".join(parts)
-            if len(full) < PATH_MAX:
-                got = fast(full, follow)
-                if got is not None:
-                    return got
+        full = _plain(path, base)
+        if full is not None and len(full) < PATH_MAX:
+            got = fast(full, follow)
+            if got is not None:
+                return got
     root_parts = [c for c in root.split(b"/") if c] if root is not None else []
     if path.startswith(b"/"):
         if beneath:

@@ -21,6 +21,7 @@ from ..core.context import Context
 from ..core.stop import Stop
 from ..errors import GuestErrno
 from .filemodes import Intent
+from .statmeta import own_created
 from .paths import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, Decided, Operand,
                     W, decide, slot_path)
 
@@ -92,7 +93,11 @@ def _umasked(stop: Stop, ctx: Context, mode: int) -> int:
 
 
 def mkdir_do(mode_arg: int) -> Do:
-    return lambda s, c, g: c.fs.ov.mkdir(g[0], _umasked(s, c, s.arg(mode_arg))) or 0
+    def do(s: Stop, c: Context, g: list[bytes]) -> int:
+        c.fs.ov.mkdir(g[0], _umasked(s, c, s.arg(mode_arg)))
+        own_created(s, c, g[0])
+        return 0
+    return do
 
 
 def mknod_do(mode_arg: int, dev_arg: int) -> Do:
@@ -101,6 +106,7 @@ def mknod_do(mode_arg: int, dev_arg: int) -> Do:
         fmt = statmod.S_IFMT(mode) or statmod.S_IFREG
         c.fs.ov.mknod(g[0], fmt | _umasked(s, c, mode), s.arg(dev_arg) & 0xFFFFFFFF,
                       virtual_devices=virtual_devices(c))
+        own_created(s, c, g[0])
         return 0
     return do
 
@@ -142,6 +148,7 @@ def symlink_do(target_arg: int) -> Do:
         if not target:
             raise GuestErrno(errno.ENOENT, "empty symlink target")
         c.fs.ov.symlink(target, g[0])
+        own_created(s, c, g[0])
         return 0
     return do
 
@@ -282,6 +289,7 @@ def link_call(src: Operand, dst: Operand) -> Callable[[Stop, Context], Action]:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err))
             ctx.fs.created(d.r.path)
+            own_created(stop, ctx, d.r.path)
         except GuestErrno as e:
             return Deny(e.errno, Note(rule=d.note.rule, path=d.r.path, detail=e.detail),
                         native=True)

@@ -21,6 +21,7 @@ from ..net.addresses import AddrKind, SockAddr, decode, encode_like
 from ..net.rules import Direction, NetAction
 from .common import refuse
 from .filemodes import Intent, check
+from .statmeta import own_created
 
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 SOCKET_FAMILIES = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
@@ -82,6 +83,7 @@ def _record_socket(ctx: Context, guest: bytes):
     def hook(stop: Stop, result: int) -> ExitResult:
         if result == 0:
             ctx.fs.created(guest)
+            own_created(stop, ctx, guest)
         return ExitResult()
     return hook
 

@@ -23,6 +23,7 @@ from ..core.stop import Stop
 from ..fs.resolver import Resolved
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, slot_path
+from .statmeta import own_created
 
 O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
@@ -71,6 +72,7 @@ def _checked_open(ctx: Context, created: bytes | None) -> ExitHook:
             return ExitResult(ExitVerdict.RESTART)
         if result >= 0 and created is not None:
             ctx.fs.created(created)
+            own_created(stop, ctx, created)
         return ExitResult()
     return hook
 

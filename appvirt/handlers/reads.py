@@ -22,7 +22,7 @@ from ..errors import GuestErrno
 from ..fs.resolver import Resolved
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
-from .statmeta import meta_table, patch_at_exit, patch_stat, patch_statx
+from .statmeta import meta_table, pack_stat, patch_at_exit, patch_stat, patch_statx
 
 STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
 AT_NO_AUTOMOUNT, AT_EACCESS, AT_STATX_SYNC_TYPE = 0x800, 0x200, 0x6000
@@ -56,6 +56,9 @@ class Mirror:
     proc_text: bool = False                         # output is a path /proc may show (readlink)
     nlink: tuple[int, str] | None = None            # (offset, struct format) of st_nlink
     meta: Callable[[bytes, object], bytes] | None = None   # patches in recorded owners
+    # The answer from the lookup's own stat of the object, when the call is a plain stat of
+    # it: the resolution just made that very call on the same host object.
+    from_lookup: Callable[[os.stat_result], bytes] | None = None
 
 
 def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
@@ -81,7 +84,12 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
         # A link's text is translated before it is cut to the program's buffer: ask for all.
         room = max(size, 4096) if m.proc_text and size > 0 else size
         out = {m.out_arg: room} if m.out_arg is not None and size > 0 else {}
-        rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, host, follow, room), out)
+        st = d.r.st
+        if m.from_lookup is not None and type(st) is os.stat_result and d.r.magic is None \
+                and not d.r.trailing_slash and out:
+            rv, bufs = 0, {m.out_arg: m.from_lookup(st)}
+        else:
+            rv, bufs = ctx.host_call(m.run, m.build(stop, ctx, host, follow, room), out)
         note = _note(d, host)
         if rv < 0:
             return Deny(-rv, note, native=True)
@@ -271,10 +279,10 @@ def _sized(arg: int) -> Callable[[Stop], int]:
 
 STAT_NLINK, STATX_NLINK = (16, "<Q"), (16, "<I")     # st_nlink / stx_nlink
 STAT = Mirror("newfstatat", lambda s, c, p, f, n: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
-              _fixed(STAT_SIZE), nlink=STAT_NLINK, meta=patch_stat)
+              _fixed(STAT_SIZE), nlink=STAT_NLINK, meta=patch_stat, from_lookup=pack_stat)
 NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f, n: (
     AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE),
-    nlink=STAT_NLINK, meta=patch_stat)
+    nlink=STAT_NLINK, meta=patch_stat, from_lookup=pack_stat)
 STATX = Mirror("statx", lambda s, c, p, f, n: (
     AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
     s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK,

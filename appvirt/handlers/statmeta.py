@@ -18,10 +18,33 @@ STAT_SIZE, STATX_SIZE = 144, 256
 STATX_TYPE, STATX_MODE, STATX_UID, STATX_GID, STATX_INO = 0x1, 0x2, 0x8, 0x10, 0x100
 
 
+def own_created(stop: Stop, ctx: Context, guest: bytes) -> None:
+    """The program made guest: under a virtual identity it belongs to the identity's fsuid
+    and fsgid, not to appvirt's user that the kernel or the tracer made it as."""
+    if ctx.policy.identity is None:
+        return
+    creds = ctx.credentials(stop.tid)
+    ctx.fs.ov.own_created(guest, creds.fsuid, creds.fsgid, remember=not ctx.real_root)
+
+
 def meta_table(ctx: Context):
     """The app's metadata table when it holds any record, else None (nothing to patch)."""
     table = getattr(ctx.fs, "meta", None)
     return table if table else None
+
+
+# struct stat of x86_64: dev, ino, nlink, mode, uid, gid, pad, rdev, size, blksize, blocks,
+# atime, mtime, ctime (seconds, nanoseconds), 3 reserved words: 144 bytes.
+_STAT = struct.Struct("<QQQIIIxxxxQqqqqqqqqq24x")
+
+
+def pack_stat(st: os.stat_result) -> bytes:
+    """The struct stat the kernel would write for st (an lstat/stat result of the tracer)."""
+    a, an = divmod(st.st_atime_ns, 1_000_000_000)
+    m, mn = divmod(st.st_mtime_ns, 1_000_000_000)
+    c, cn = divmod(st.st_ctime_ns, 1_000_000_000)
+    return _STAT.pack(st.st_dev, st.st_ino, st.st_nlink, st.st_mode, st.st_uid, st.st_gid,
+                      st.st_rdev, st.st_size, st.st_blksize, st.st_blocks, a, an, m, mn, c, cn)
 
 
 def patch_stat(data: bytes, table) -> bytes:

@@ -320,6 +320,31 @@ class Overlay(OverlayView):
             raise _err(errno.EOPNOTSUPP, guest, "the mode of a symbolic link")
         self._change(guest, e, lambda p: hostio.chmod(p, mode & 0o7777))
 
+    def own_created(self, guest: bytes, uid: int, gid: int, *, remember: bool) -> None:
+        """Give an object the program just made the owner its ids give it (a virtual
+        identity's fsuid and fsgid; the group stays the directory's below a set-group-ID
+        directory, as the kernel gave it). remember=True: record it instead (a non-root
+        appvirt cannot chown). The host's own objects (passthrough) keep their owner."""
+        if self.mode(guest) in (FileMode.PASSTHROUGH, FileMode.HIDDEN):
+            return
+        up = self.upper(guest)
+        st = hostio.lstat(up)
+        if st is None:
+            return
+        above = hostio.lstat(parent(up))
+        if (above is not None and above.st_mode & stat.S_ISGID) or gid == st.st_gid:
+            gid = -1
+        if uid == st.st_uid:
+            uid = -1
+        if uid == -1 and gid == -1:
+            return
+        if remember:
+            self.meta.set(st, FileMeta(None if uid == -1 else uid, None if gid == -1 else gid))
+        else:
+            hostio.chown(up, uid, gid)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
+                hostio.chmod(up, stat.S_IMODE(st.st_mode))   # chown cleared them; made so
+
     def chown(self, guest: bytes, uid: int, gid: int, *, remember: bool = False) -> None:
         """Change the owner (-1: keep). remember=True: record it in self.meta instead of
         changing the upper copy's (what a non-root appvirt cannot do)."""

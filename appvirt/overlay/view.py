@@ -194,6 +194,27 @@ class OverlayView:
             raise GuestErrno(errno.ENOENT, os.fsdecode(guest))
         return e.host
 
+    def where_read(self, guest: bytes) -> bytes:
+        """The host path where a read of guest finds the view's object if it exists, from
+        the index alone (no lookup, except for private paths): for callers whose own call on
+        that path then finds whether it exists, with the errno a lookup here would give.
+        ENOENT for what the view cannot show."""
+        m = self.mode(guest)
+        if m is FileMode.HIDDEN or has_reserved(guest):
+            raise GuestErrno(errno.ENOENT, os.fsdecode(guest))
+        if m is FileMode.PASSTHROUGH:
+            return self.lower(guest)
+        if guest in self._ix.kinds:
+            return self.upper(guest)
+        if m is FileMode.PRIVATE:
+            e = self._private_root(guest)
+            if e is None:
+                raise GuestErrno(errno.ENOENT, os.fsdecode(guest))
+            return e.host
+        if guest != b"/" and not self._lower_visible(guest):
+            raise GuestErrno(errno.ENOENT, os.fsdecode(guest))
+        return self.lower(guest)
+
     def to_guest(self, host: bytes) -> bytes | None:
         h = host_bytes(host)
         up = self.upper_root

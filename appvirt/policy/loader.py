@@ -7,16 +7,17 @@ expected; nothing here lets a traceback reach the user.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from ..errors import PolicyError
-from ..state import APP_NAME_RE
+from ..state import APP_NAME_RE, appvirt_home
 from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
 from ..virt.machinepolicy import (HOSTNAME_SCHEMA, MODULES_SCHEMA, REBOOT_SCHEMA, ModulesAction,
@@ -38,7 +39,48 @@ _SCHEMA["properties"]["reboot"] = REBOOT_SCHEMA
 _SCHEMA["properties"]["modules"] = MODULES_SCHEMA
 _SCHEMA["properties"]["processes"] = PROCESSES_SCHEMA
 _SCHEMA["properties"]["identity"] = IDENTITY_SCHEMA
-_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
+
+if TYPE_CHECKING:
+    import jsonschema
+
+
+@functools.cache
+def _validator() -> "jsonschema.Draft202012Validator":
+    # Imported on first need: jsonschema is a fifth of appvirt's start-up time, and a policy
+    # already validated (see _schema_errors) does not need it again.
+    import jsonschema
+    return jsonschema.Draft202012Validator(_SCHEMA)
+
+
+@functools.cache
+def _schema_digest() -> str:
+    return hashlib.sha256(json.dumps(_SCHEMA, sort_keys=True).encode()).hexdigest()
+
+
+def _validated_mark(data: dict[str, Any]) -> Path | None:
+    """Where a successful validation of `data` against this very schema is remembered."""
+    try:
+        text = json.dumps([_schema_digest(), data], sort_keys=True, default=repr)
+        return appvirt_home() / "cache" / "valid-policies" / \
+            hashlib.sha256(text.encode()).hexdigest()
+    except (TypeError, ValueError, OSError):
+        return None
+
+
+def _schema_errors(data: dict[str, Any], remember: bool) -> list["jsonschema.ValidationError"]:
+    """The schema's complaints about data, first the shallowest. remember=True: data (with
+    this schema) once found valid is known valid from then on, without loading jsonschema."""
+    mark = _validated_mark(data) if remember else None
+    if mark is not None and mark.is_file():
+        return []
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), str(e)))
+    if not errors and mark is not None:
+        try:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+        except OSError:
+            pass                # a read-only home only costs the next start-up the validation
+    return errors
 
 KeyPath = tuple[str | int, ...]
 
@@ -85,7 +127,7 @@ def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
     return lines.get(path)
 
 
-def _describe(err: jsonschema.ValidationError) -> str:
+def _describe(err: "jsonschema.ValidationError") -> str:
     """Say what was expected, in words a policy author understands."""
     v = err.validator
     if v == "additionalProperties":
@@ -128,8 +170,11 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
     return instance
 
 
-def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app") -> Policy:
-    """Parse and validate policy text; raise PolicyError on any problem."""
+def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app",
+                     remember_valid: bool = False) -> Policy:
+    """Parse and validate policy text; raise PolicyError on any problem. remember_valid:
+    keep a mark of a successful validation under APPVIRT_HOME (see _schema_errors), for the
+    start-up of `appvirt run`."""
     try:
         docs = list(yaml.compose_all(text, Loader=_PolicyLoader))
     except yaml.MarkedYAMLError as e:
@@ -157,7 +202,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     if not isinstance(data, dict):
         raise PolicyError(f"a policy is a mapping of keys, got {type(data).__name__}",
                           file=file, line=1)
-    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e)))
+    errors = _schema_errors(data, remember_valid)
     if errors:
         err = errors[0]
         path = tuple(err.absolute_path)
@@ -206,7 +251,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     )
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path, *, remember_valid: bool = False) -> Policy:
     """Load a policy file; the app name defaults to the file's stem when it is a valid name."""
     p = Path(path)
     try:
@@ -220,4 +265,4 @@ def load_policy(path: str | Path) -> Policy:
     except OSError as e:
         raise PolicyError(f"cannot read: {e.strerror}", file=str(p)) from None
     stem = p.stem if APP_NAME_RE.match(p.stem) else "app"
-    return load_policy_text(text, str(p), default_app=stem)
+    return load_policy_text(text, str(p), default_app=stem, remember_valid=remember_valid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ptrace import PtraceError
 from ptrace.binding.func import ptrace as _ptrace_call
@@ -73,6 +73,7 @@ _raw.restype = ctypes.c_long
 
 _INFO_SIZE = 88
 _info_buf = ctypes.create_string_buffer(_INFO_SIZE)
+_info_op = (ctypes.c_uint8 * 1).from_buffer(_info_buf)
 _info_addr = ctypes.addressof(_info_buf)
 _SECCOMP_INFO = struct.Struct("<BxxxIQQQ6QI")   # op, arch, ip, sp, nr, args[6], ret_data
 _EXIT_INFO = struct.Struct("<BxxxIQQqB")         # op, arch, ip, sp, rval, is_error
@@ -150,9 +151,10 @@ def set_regs(tid: int, regs: user_regs_struct) -> None:
     request(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
 
 
-@dataclass(frozen=True, slots=True)
-class SyscallInfo:
-    """The kernel's own view of a syscall stop (PTRACE_GET_SYSCALL_INFO, Linux >= 5.3)."""
+class SyscallInfo(NamedTuple):
+    """The kernel's own view of a syscall stop (PTRACE_GET_SYSCALL_INFO, Linux >= 5.3).
+    A named tuple: built at every stop, and a tuple is four times cheaper to make than a
+    frozen dataclass."""
 
     op: int
     arch: int
@@ -170,11 +172,14 @@ def syscall_info(tid: int) -> SyscallInfo:
     n = _raw(PTRACE_GET_SYSCALL_INFO, tid, _INFO_SIZE, _info_addr)
     if n == -1:
         _fail(tid, PTRACE_GET_SYSCALL_INFO)
-    op = _info_buf.raw[0]
+    op = _info_op[0]
+    if op == OP_SECCOMP:
+        t = _SECCOMP_INFO.unpack_from(_info_buf)
+        return SyscallInfo(op, t[1], t[2], t[3], t[4], t[5:11], t[11])
     if op == OP_EXIT:
         op, arch, ip, sp, rval, is_error = _EXIT_INFO.unpack_from(_info_buf)
         return SyscallInfo(op, arch, ip, sp, rval=rval, is_error=bool(is_error))
-    if op in (OP_SECCOMP, OP_ENTRY):
-        op, arch, ip, sp, nr, *rest = _SECCOMP_INFO.unpack_from(_info_buf)
-        return SyscallInfo(op, arch, ip, sp, nr, tuple(rest[:6]), rest[6] if op == OP_SECCOMP else 0)
+    if op == OP_ENTRY:
+        t = _SECCOMP_INFO.unpack_from(_info_buf)
+        return SyscallInfo(op, t[1], t[2], t[3], t[4], t[5:11])
     return SyscallInfo(op, 0, 0, 0)

@@ -30,8 +30,10 @@ for _f in (_vm_readv, _vm_writev):
     _f.restype = ctypes.c_ssize_t
 
 _buf = ctypes.create_string_buffer(PATH_MAX + PAGE)
-_local = _Iovec(ctypes.addressof(_buf), 0)
+_buf_addr = ctypes.addressof(_buf)
+_local = _Iovec(_buf_addr, 0)
 _remote = _Iovec(0, 0)
+_local_ref, _remote_ref = ctypes.byref(_local), ctypes.byref(_remote)
 
 
 class TraceeMemory:
@@ -45,21 +47,31 @@ class TraceeMemory:
     def _read_some(self, tid: int, addr: int, size: int) -> bytes:
         """Read up to `size` bytes (size <= len(_buf)); return what was readable before a fault."""
         if self._use_vm:
-            _local.len = size
-            _remote.base = addr
-            _remote.len = size
-            n = _vm_readv(tid, ctypes.byref(_local), 1, ctypes.byref(_remote), 1, 0)
+            n = self._vm_read(tid, addr, size)
             if n >= 0:
-                return _buf.raw[:n]
-            err = ctypes.get_errno()
-            if err == errno.EFAULT:
-                return b""
-            if err in (errno.ENOSYS, errno.EPERM):
-                self._use_vm = False
-            elif err == errno.ESRCH:
-                raise TraceeGone(tid)
-            else:
-                raise OSError(err, os.strerror(err))
+                return ctypes.string_at(_buf_addr, n)
+        return self._mem_read(tid, addr, size)
+
+    def _vm_read(self, tid: int, addr: int, size: int) -> int:
+        """process_vm_readv into _buf: the count read (0 at a fault), -1 when it cannot be
+        used here (then /proc/PID/mem is)."""
+        _local.len = size
+        _remote.base = addr
+        _remote.len = size
+        n = _vm_readv(tid, _local_ref, 1, _remote_ref, 1, 0)
+        if n >= 0:
+            return n
+        err = ctypes.get_errno()
+        if err == errno.EFAULT:
+            return 0
+        if err in (errno.ENOSYS, errno.EPERM):
+            self._use_vm = False
+            return -1
+        if err == errno.ESRCH:
+            raise TraceeGone(tid)
+        raise OSError(err, os.strerror(err))
+
+    def _mem_read(self, tid: int, addr: int, size: int) -> bytes:
         try:
             return os.pread(self._mem_fd(tid), size, addr)
         except OSError as e:
@@ -101,6 +113,14 @@ class TraceeMemory:
             raise GuestErrno(errno.EFAULT, "NULL path")
         # First read up to the end of addr's page: the common case is one short read.
         first = min(PAGE - (addr % PAGE), limit)
+        if self._use_vm:
+            n = self._vm_read(tid, addr, first)
+            if n >= 0:
+                # The hot path: let strlen find the end in place, copy only the string.
+                _buf[n] = 0
+                text = ctypes.string_at(_buf_addr)
+                if len(text) < n:
+                    return text
         data = self._read_some(tid, addr, first)
         end = data.find(b"\0")
         if end >= 0:

@@ -17,9 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from ..errors import GuestErrno
 from ..fs.machinetree import MachineTree
 from ..store import Store, Value
@@ -69,6 +66,9 @@ def read_module(f: BinaryIO, compressed: bool = False) -> ModuleImage:
         raw = _decompressed(raw)
     if len(raw) > MAX_IMAGE:
         raise GuestErrno(errno.EFBIG, "module image larger than appvirt reads")
+    # Imported here: pyelftools adds ~20 ms to every start-up, and only module loading uses it.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
     try:
         elf = ELFFile(io.BytesIO(raw))
         if elf["e_type"] != "ET_REL" or elf["e_machine"] != "EM_X86_64" or elf.elfclass != 64:

@@ -127,3 +127,34 @@ def test_device_nodes_made_by_a_virtual_root_are_stand_ins_that_stat_and_tar_see
     # Without an identity no device node can be made at all.
     r = appvirt("run", "--", "mknod", str(tmp_path / "x"), "c", "1", "3")
     assert r.returncode != 0 and "Operation not permitted" in r.stderr
+
+
+def test_what_a_chosen_user_creates_is_its_own_and_the_host_is_untouched(appvirt, tmp_path, home):
+    work = tmp_path / "work"
+    work.mkdir()
+    policy = write_policy(tmp_path / "p.yaml", "app: maker\nidentity: {uid: 1000, gid: 100}\n")
+    r = appvirt("run", "--policy", policy, "--", "sh", "-c",
+                f"cd {work} && mkdir sub && : > f && ln -s f l && mkfifo p && "
+                "stat -c '%n %u %g' sub f l p")
+    assert _lines(r) == [f"{n} 1000 100" for n in ("sub", "f", "l", "p")]
+    assert list(work.iterdir()) == []                       # the host directory stays empty
+    upper = home / "apps" / "maker" / "upper" / str(work).lstrip("/")
+    for name in ("sub", "f", "l", "p"):                     # appvirt is root: really theirs
+        st = os.lstat(upper / name)
+        assert (st.st_uid, st.st_gid) == (1000, 100), name
+    # Below a set-group-ID directory a new file takes the directory's group, as natively.
+    policy = write_policy(tmp_path / "p2.yaml", "app: maker\n"
+                          "identity: {uid: 1000, gid: 100, groups: [27]}\n")
+    r = appvirt("run", "--policy", policy, "--", "sh", "-c",
+                f"cd {work} && mkdir g && chgrp 27 g && chmod 2775 g && : > g/f && "
+                "stat -c '%n %u %g' g g/f")
+    assert _lines(r) == ["g 1000 27", "g/f 1000 27"]
+
+
+def test_under_virtual_root_new_files_stay_roots(appvirt, tmp_path, home):
+    work = tmp_path / "work"
+    work.mkdir()
+    policy = write_policy(tmp_path / "p.yaml", "app: vmaker\nidentity: virtual-root\n")
+    r = appvirt("run", "--policy", policy, "--", "sh", "-c",
+                f"cd {work} && : > f && mkdir d && stat -c '%n %u %g' f d")
+    assert _lines(r) == ["f 0 0", "d 0 0"]

@@ -97,3 +97,24 @@ def test_chown_is_remembered_when_appvirt_cannot_make_it(fs):
     assert os.lstat("/w/f").st_uid == up.st_uid
     handle(make_stop("unlink", 0, paths={0: b"f"}), ctx)
     assert not ctx.fs.meta                               # the record went with the file
+
+
+def test_what_a_chosen_user_makes_is_recorded_as_its_own_when_appvirt_cannot_chown(fs):
+    ctx = _ctx(fs, "identity: {uid: 1000, gid: 100}\n", real_root=False)
+    for stop in (make_stop("mkdir", 0, 0o755, paths={0: b"d"}),
+                 make_stop("symlink", 0, 1, paths={0: b"f", 1: b"l"}),
+                 make_stop("mknod", 0, stat.S_IFIFO | 0o644, 0, paths={0: b"p"})):
+        assert isinstance(handle(stop, ctx), Emulate), stop
+    for name in (b"d", b"l", b"p"):
+        up = os.lstat(ctx.fs.ov.upper(b"/w/" + name))
+        assert ctx.fs.meta.of(up) == FileMeta(uid=1000, gid=100), name
+    # Below a set-group-ID directory the group is the directory's, as the kernel gives it.
+    os.chmod(ctx.fs.ov.upper(b"/w/d"), 0o2755)
+    handle(make_stop("mkdir", 0, 0o755, paths={0: b"d/sub"}), ctx)
+    assert ctx.fs.meta.of(os.lstat(ctx.fs.ov.upper(b"/w/d/sub"))) == FileMeta(uid=1000)
+
+
+def test_without_an_identity_nothing_is_recorded_for_new_files(fs):
+    ctx = _ctx(fs, "{}", real_root=False)
+    handle(make_stop("mkdir", 0, 0o755, paths={0: b"d"}), ctx)
+    assert not ctx.fs.meta

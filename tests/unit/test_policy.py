@@ -119,3 +119,24 @@ def test_a_literal_rule_covers_its_path_and_everything_below(parts, below):
     assert g.matches(path.encode())
     assert g.matches(("/".join([path, *below])).encode())
     assert not g.matches((path + "x").encode())
+
+
+def test_a_policy_found_valid_once_is_known_valid_without_the_validator(tmp_path, monkeypatch):
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    good = "app: cached\nfiles: {default: overlay}\n"
+    first = loader.load_policy_text(good, "p.yaml", remember_valid=True)
+    marks = list((tmp_path / "cache" / "valid-policies").iterdir())
+    assert len(marks) == 1
+
+    def no_validator():
+        raise AssertionError("validated again")
+    monkeypatch.setattr(loader, "_validator", no_validator)
+    assert loader.load_policy_text(good, "p.yaml", remember_valid=True) == first
+    # Anything else is validated (and a bad policy is never marked).
+    monkeypatch.undo()
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    with pytest.raises(PolicyError):
+        loader.load_policy_text("app: cached\nfiles: {default: sideways}\n", "p.yaml",
+                                remember_valid=True)
+    assert len(list((tmp_path / "cache" / "valid-policies").iterdir())) == 1

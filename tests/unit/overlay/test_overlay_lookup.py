@@ -38,6 +38,18 @@ def test_absent_names(ov: Overlay) -> None:
     assert ei.value.errno == errno.ENOTDIR
 
 
+def test_where_read_answers_from_the_index(ov: Overlay) -> None:
+    create_file(ov, b"/etc/new", b"n")
+    ov.unlink(b"/etc/passwd")
+    assert ov.where_read(b"/etc/new") == ov.host_for_read(b"/etc/new") == ov.upper(b"/etc/new")
+    assert ov.where_read(b"/etc/hosts") == ov.host_for_read(b"/etc/hosts")
+    assert ov.where_read(b"/nope") == ov.lower(b"/nope")    # the caller's call finds ENOENT
+    for gone in (b"/etc/passwd", b"/etc/passwd/x"):             # whited out, or below it
+        with pytest.raises(GuestErrno) as ei:
+            ov.where_read(gone)
+        assert ei.value.errno == errno.ENOENT
+
+
 def test_readlink_does_not_follow(ov: Overlay) -> None:
     st = ov.lstat(b"/etc/link")
     assert st is not None and stat.S_ISLNK(st.st_mode)
