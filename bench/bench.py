@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Benchmark appvirt against native runs, strace and PRoot on the same workloads.
+"""Benchmark appvirt against native runs, strace, PRoot and python-ptrace on the same workloads.
 
 Each runner runs each workload the same number of times, alternating runners within each
-repetition; every runner's output must be identical to the native one. Prints a markdown table
-(median wall seconds with min-max, ratio to native, ratio to proot) and saves it with the date
-and a description of the machine in bench/results/.
+repetition; every runner's output must be identical to the first runner's (native). A runner
+that fails a workload, times out or prints something else gets "n/a (reason)" in that cell
+instead of ending the benchmark. Writes markdown tables (median wall seconds with min-max and
+ratios; ptrace stops, cost per stop and CPU use; the tracers' memory with 200 live tracees)
+with the date and a description of the machine to bench/results/.
 
-    python bench/bench.py                      # all workloads, 5 repetitions
-    python bench/bench.py -w find -r 3         # one workload
+    python bench/bench.py                      # all workloads and the memory measurement
+    python bench/bench.py -w find -r 3         # one workload, and the memory measurement
+    python bench/bench.py --memory             # the memory measurement only
+    python bench/bench.py --no-memory -w make  # one workload only
 
 Not part of the test suite: timings belong here, never in assertions.
 """
@@ -18,17 +22,25 @@ import argparse
 import datetime
 import os
 import platform
+import re
+import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+LIVE_TRACEES = 200            # processes kept alive at once for the memory measurement
+MEMORY_TARGET_MB = 60         # the issue's bound for appvirt's tracer with that many tracees
+MIN_STOPS_FOR_COST = 1000     # below this, a cost per stop is timing noise, not stops
 
 
 @dataclass(frozen=True)
@@ -38,10 +50,51 @@ class Workload:
     note: str
 
 
-def _build(src: str, out: Path) -> str:
-    exe = out / Path(src).stem
-    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(REPO / "demo_apps" / src)],
-                   check=True)
+@dataclass(frozen=True)
+class Runner:
+    name: str
+    prefix: tuple[str, ...]
+    skip: dict[str, str] = field(default_factory=dict)    # workload name -> why it is not run
+    is_tracer: bool = True     # its first process is the tracer (for the memory measurement)
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    cpu_seconds: float         # user + system of the whole process tree (wait4's rusage)
+    stdout: bytes
+    stderr: str
+
+
+@dataclass
+class Cell:
+    """One runner on one workload over all repetitions."""
+    seconds: list[float] = field(default_factory=list)
+    cores: list[float] = field(default_factory=list)        # CPU seconds / wall seconds
+    stops: list[int] = field(default_factory=list)
+    loop_seconds: list[float] = field(default_factory=list)
+    not_run: str | None = None                               # why there are no timings
+
+    def add(self, run: Run) -> None:
+        self.seconds.append(run.seconds)
+        self.cores.append(run.cpu_seconds / run.seconds)
+        stops = ptrace_stops(run.stderr)
+        if stops is not None:
+            self.stops.append(stops)
+        for line in run.stderr.splitlines():
+            if line.startswith("loop_ns "):
+                self.loop_seconds.append(int(line.split()[1]) / 1e9)
+
+
+class NotRun(Exception):
+    """A runner could not run a workload; the message says why, for the table."""
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+def _cc(source: Path, out: Path) -> str:
+    exe = out / source.stem
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(source)], check=True)
     return str(exe)
 
 
@@ -52,6 +105,7 @@ PY_MODULES = ("os sys re json csv sqlite3 decimal fractions statistics datetime 
 GIT_ENV = ("GIT_AUTHOR_DATE=2020-01-01T00:00:00Z GIT_COMMITTER_DATE=2020-01-01T00:00:00Z "
            "GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@b GIT_COMMITTER_NAME=b GIT_COMMITTER_EMAIL=b@b "
            "GIT_CONFIG_NOSYSTEM=1 HOME=/nonexistent")
+C_UNITS, C_FUNCTIONS = 20, 20       # about 1.5 s of `make -j2` on the reference machine
 
 
 def _tree(root: Path, files: int, size: int) -> None:
@@ -61,14 +115,60 @@ def _tree(root: Path, files: int, size: int) -> None:
         (d / f"f{i:05d}.txt").write_bytes((f"{i} " * (size // 6 + 1)).encode()[:size])
 
 
+def _c_function(unit: int, n: int) -> str:
+    """A function with a loop and a switch: enough for the optimiser to work on."""
+    return f"""
+static unsigned long u{unit}_f{n}(unsigned long x)
+{{
+    unsigned long acc = {unit * 1000 + n}u;
+    for (int i = 0; i < {16 + n % 7}; i++) {{
+        switch ((x + i) % 5) {{
+        case 0: acc = acc * 31 + (x >> (i % 13)); break;
+        case 1: acc ^= x * {2 * n + 3}u + i; break;
+        case 2: acc += (acc << 7) ^ (x + {unit}u); break;
+        case 3: acc = (acc >> 3) | (x << 11); break;
+        default: acc -= x / (i + 1); break;
+        }}
+        x = x * 6364136223846793005u + 1442695040888963407u;
+    }}
+    return acc;
+}}
+"""
+
+
+def _c_project(root: Path) -> None:
+    """C_UNITS source files, a main.c calling them all and a Makefile linking `prog`."""
+    root.mkdir()
+    units = [f"unit{u:02d}" for u in range(C_UNITS)]
+    for u, unit in enumerate(units):
+        body = "".join(_c_function(u, n) for n in range(C_FUNCTIONS))
+        calls = "".join(f"    s = s * 3 + u{u}_f{n}(s + {n}u);\n" for n in range(C_FUNCTIONS))
+        (root / f"{unit}.c").write_text(f'#include "units.h"\n{body}\nunsigned long {unit}'
+                                        f"(unsigned long s)\n{{\n{calls}    return s;\n}}\n")
+    (root / "units.h").write_text("".join(f"unsigned long {u}(unsigned long s);\n"
+                                          for u in units))
+    calls = "".join(f"    s = {u}(s);\n" for u in units)
+    (root / "main.c").write_text(f'#include <stdio.h>\n#include "units.h"\n\nint main(void)\n'
+                                 f'{{\n    unsigned long s = 1;\n{calls}'
+                                 f'    printf("%016lx\\n", s);\n    return 0;\n}}\n')
+    objs = " ".join(f"{u}.o" for u in units + ["main"])
+    (root / "Makefile").write_text(f"CFLAGS = -O2\nOBJS = {objs}\n\nprog: $(OBJS)\n"
+                                   "\t$(CC) -o $@ $(OBJS)\n\n%.o: %.c units.h\n"
+                                   "\t$(CC) $(CFLAGS) -c $<\n")
+
+
 def workloads(build: Path) -> dict[str, Workload]:
-    loop = _build("syscall_loop.c", build)
+    loop = _cc(REPO / "demo_apps" / "syscall_loop.c", build)
+    compute = _cc(BENCH / "compute.c", build)
+    threads_io = _cc(BENCH / "threads_io.c", build)
     tar_src = build / "tar-src"
     _tree(tar_src, 2000, 10_000)                         # 20 MB
     tarball = build / "tree.tar"
     subprocess.run(["tar", "-cf", str(tarball), "-C", str(tar_src), "."], check=True)
     git_src = build / "git-src"
     _tree(git_src, 1000, 200)
+    c_src = build / "c-project"
+    _c_project(c_src)
     return {
         "find": Workload("find", ("find", "/usr/share", "-type", "f"),
                          "`find /usr/share -type f`"),
@@ -85,8 +185,22 @@ def workloads(build: Path) -> dict[str, Workload]:
                                 "commit -qm x && git --git-dir=$d rev-list --count HEAD && "
                                 "rm -rf $d"),
                         "`git add` + `commit` of 1,000 files"),
+        # A fresh copy each run: every run compiles everything.
+        "make": Workload("make", ("sh", "-c", f"d=$(mktemp -d) && cp -R {c_src}/. $d && "
+                                  "make -s -j2 --no-print-directory -C $d && $d/prog && "
+                                  "ls $d | grep -c '[.]o$' && rm -rf $d"),
+                         f"`make -j2` of a {C_UNITS}-file C project"),
+        "compute": Workload("compute", (compute, "600"),
+                            "CPU-bound C loop (under 100 system calls)"),
+        "threads": Workload("threads", (threads_io, "1000"),
+                            "4 threads writing, reading back and removing 1,000 files each"),
+        "procs": Workload("procs", ("sh", "-c", "i=0; while [ $i -lt 200 ]; do "
+                                    "i=$(expr $i + 1); done; echo $i"),
+                          "shell loop starting 200 `expr` processes"),
     }
 
+
+# -- runners --------------------------------------------------------------------------------
 
 def ensure_tools() -> None:
     missing = [pkg for tool, pkg in (("strace", "strace"), ("proot", "proot"))
@@ -97,41 +211,237 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL)
 
 
-def physical_limit(home: Path, policy: Path) -> list[str]:
+def physical_limit(home: Path, policy: Path) -> tuple[str, ...]:
     """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c)."""
     exe, filt = home / "limit_tracer", home / "limit_filter.bin"
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(REPO / "bench" / "limit_tracer.c")],
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(BENCH / "limit_tracer.c")], check=True)
+    subprocess.run([sys.executable, str(BENCH / "limit_filter.py"), str(policy), str(filt)],
                    check=True)
-    subprocess.run([sys.executable, str(REPO / "bench" / "limit_filter.py"), str(policy),
-                    str(filt)], check=True)
-    return [str(exe), str(filt)]
+    return (str(exe), str(filt))
 
 
-def runners(home: Path) -> dict[str, list[str]]:
-    policy = REPO / "policies" / "default.yaml"
-    appvirt = [sys.executable, "-m", "appvirt", "run", "--policy", str(policy), "--"]
-    return {
-        "native": [],
-        "seccomp floor": [sys.executable, str(REPO / "bench" / "seccomp_floor.py")],
-        "physical limit": physical_limit(home, policy),
-        "appvirt": appvirt,
-        "strace -f": ["strace", "-f", "-o", "/dev/null"],
-        "proot": ["proot"],
-    }
+def python_ptrace_strace() -> tuple[str, ...]:
+    """python-ptrace's strace.py (installed with it next to the interpreter), output dropped."""
+    script = Path(sys.executable).parent / "strace.py"
+    if not script.exists():
+        script = Path(shutil.which("strace.py") or "strace.py")
+    return (sys.executable, str(script), "-f", "-o", "/dev/null", "--")
 
 
-def run_once(prefix: list[str], w: Workload, env: dict[str, str]) -> tuple[float, bytes, str]:
-    if "appvirt" in prefix:
-        # Every run starts from a pristine overlay, as a first run of the app would.
-        shutil.rmtree(Path(env["APPVIRT_HOME"]) / "apps", ignore_errors=True)
-    t0 = time.perf_counter()
-    p = subprocess.run(prefix + list(w.argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=env, cwd="/")
-    dt = time.perf_counter() - t0
+# python-ptrace's strace.py decodes every call in Python: the 2,000,000 stops of `syscalls`
+# would take minutes per run, as strace's and PRoot's do, and a full run must stay short.
+PYTHON_PTRACE_SKIPS = {
+    "syscalls": "skipped: 2,000,000 stops take minutes per run",
+}
+
+
+def appvirt(policy: Path) -> tuple[str, ...]:
+    return (sys.executable, "-m", "appvirt", "run", "--stats", "--policy", str(policy), "--")
+
+
+def runners(home: Path) -> dict[str, Runner]:
+    default = REPO / "policies" / "default.yaml"
+    return {r.name: r for r in (
+        Runner("native", (), is_tracer=False),
+        Runner("seccomp floor", (sys.executable, str(BENCH / "seccomp_floor.py")),
+               is_tracer=False),
+        Runner("physical limit", physical_limit(home, default)),
+        Runner("appvirt", appvirt(default)),
+        Runner("appvirt (all virtual)", appvirt(BENCH / "all_virtual.yaml")),
+        Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
+        Runner("proot", ("proot",)),
+        Runner("python-ptrace strace.py", python_ptrace_strace(), PYTHON_PTRACE_SKIPS),
+    )}
+
+
+# -- running --------------------------------------------------------------------------------
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of a session."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and int(fields[3]) == sid and fields[0] != b"Z":
+                members.append(int(entry))
+    return members
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL whatever is left of a run: every run starts its own session."""
+    for _ in range(100):
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+def reset_appvirt_home(env: dict[str, str]) -> None:
+    """Every appvirt run starts from a pristine overlay, as a first run of the app would."""
+    shutil.rmtree(Path(env["APPVIRT_HOME"]) / "apps", ignore_errors=True)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:100].replace("|", "/") if lines else "no message"
+
+
+def run_once(argv: list[str], env: dict[str, str], timeout: float) -> Run:
+    reset_appvirt_home(env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                             cwd="/", start_new_session=True)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, lambda: (expired.set(), kill_session(p.pid)))
+        timer.start()
+        _, status, usage = os.wait4(p.pid, 0)       # rusage: the whole tree, tracer included
+        dt = time.perf_counter() - t0
+        timer.cancel()
+        timer.join()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        kill_session(p.pid)                          # nothing may outlive a run
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read().decode(errors="replace")
+    if expired.is_set():
+        raise NotRun(f"timed out after {timeout:.0f} s")
     if p.returncode != 0:
-        raise RuntimeError(f"{prefix[:1] or ['native']} {w.name} failed: {p.stderr[-500:]!r}")
-    return dt, p.stdout, p.stderr.decode(errors="replace")
+        raise NotRun(f"exit status {p.returncode}: {_last_line(stderr)}")
+    return Run(dt, usage.ru_utime + usage.ru_stime, stdout, stderr)
 
+
+APPVIRT_STOPS = re.compile(r"^appvirt: (\d+) ptrace stops", re.M)
+LIMIT_STOPS = re.compile(r"^stops (\d+)$", re.M)
+
+
+def ptrace_stops(stderr: str) -> int | None:
+    """The stop count appvirt --stats or limit_tracer printed at the end, if any."""
+    m = APPVIRT_STOPS.search(stderr) or LIMIT_STOPS.search(stderr)
+    return int(m.group(1)) if m else None
+
+
+def measure(w: Workload, chosen: dict[str, Runner], reps: int, env: dict[str, str],
+            timeout: float) -> dict[str, Cell]:
+    cells = {name: Cell(not_run=r.skip.get(w.name)) for name, r in chosen.items()}
+    reference: tuple[str, bytes] | None = None       # (runner, stdout) all must match
+    for rep in range(reps):
+        for name, r in chosen.items():
+            cell = cells[name]
+            if cell.not_run:
+                continue
+            try:
+                run = run_once([*r.prefix, *w.argv], env, timeout)
+                if reference is None:
+                    reference = (name, run.stdout)
+                elif run.stdout != reference[1]:
+                    raise NotRun(f"output differs from {reference[0]}")
+                cell.add(run)
+            except NotRun as e:
+                cell.not_run = f"{e}; run {rep + 1} of {reps}" if reps > 1 else str(e)
+                print(f"{name} on {w.name}: {e}", file=sys.stderr)
+        print(f"{w.name}: repetition {rep + 1}/{reps} done", file=sys.stderr)
+    return cells
+
+
+# -- tracer memory with many live tracees ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Memory:
+    peak_kib: int              # the tracer's VmHWM, last sampled just before it exited
+    live_kib: int              # the tracer's VmRSS while every tracee was alive
+    helpers_kib: int           # proportional RSS (Pss) of the tracer's other processes then
+    one_tracee_kib: int        # the tracer's VmRSS with a single tracee, for comparison
+
+
+def _status_kib(pid: int, key: str, file: str = "status") -> int | None:
+    try:
+        with open(f"/proc/{pid}/{file}") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _read_line(p: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    return p.stdout.readline().decode().strip() if ready else ""
+
+
+def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
+                  timeout: float, tracees: int) -> Memory:
+    """Run hold_procs under a tracer and sample the tracer's memory (not the tracees')."""
+    reset_appvirt_home(env)
+    p = subprocess.Popen([*prefix, hold_procs, str(tracees)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/",
+                         start_new_session=True)
+    try:
+        if _read_line(p, timeout) != f"ready {tracees}":
+            raise NotRun(f"{tracees} processes did not start")
+        live = _status_kib(p.pid, "VmRSS") or 0
+        # Anything in the session that is neither the tracer nor the program (appvirt's slot
+        # keeper) is the tracer's too; Pss, as a forked helper shares most pages with it.
+        helpers = sum(_status_kib(pid, "Pss", "smaps_rollup") or 0
+                      for pid in session_members(p.pid)
+                      if pid != p.pid and _comm(pid) != "hold_procs")
+        peak = _status_kib(p.pid, "VmHWM") or 0
+        p.stdin.close()                      # the children go; the tracer follows them out
+        deadline = time.monotonic() + timeout
+        while (hwm := _status_kib(p.pid, "VmHWM")) is not None and time.monotonic() < deadline:
+            peak = max(peak, hwm)            # gone once it exits: read it until then
+            time.sleep(0.005)
+        if p.wait(timeout) != 0 or _read_line(p, 1) != f"done {tracees}":
+            raise NotRun("hold_procs did not finish cleanly")
+        return Memory(peak, live, helpers, 0)
+    except subprocess.TimeoutExpired:
+        raise NotRun(f"timed out after {timeout:.0f} s") from None
+    finally:
+        kill_session(p.pid)
+        if p.poll() is None:
+            p.wait()
+
+
+def measure_memory(chosen: dict[str, Runner], build: Path, env: dict[str, str],
+                   timeout: float) -> dict[str, Memory | str]:
+    hold_procs = _cc(BENCH / "hold_procs.c", build)
+    results: dict[str, Memory | str] = {}
+    for name, r in chosen.items():
+        if r.is_tracer:
+            try:
+                one = tracer_memory(r.prefix, hold_procs, env, timeout, 1)
+                many = tracer_memory(r.prefix, hold_procs, env, timeout, LIVE_TRACEES)
+                results[name] = replace(many, one_tracee_kib=one.live_kib)
+            except NotRun as e:
+                results[name] = f"n/a ({e})"
+            print(f"memory: {name} done", file=sys.stderr)
+    return results
+
+
+# -- report ---------------------------------------------------------------------------------
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -146,17 +456,136 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def load_average() -> str:
+    """The 1-minute load average: how busy the machine was apart from the benchmark."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
+
+
 def fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
 
 
+def _median(cells: dict[str, Cell], name: str) -> float | None:
+    cell = cells.get(name)
+    return statistics.median(cell.seconds) if cell and cell.seconds else None
+
+
+def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
+    lines = ["| workload | runner | seconds | × native | × physical limit | × proot |",
+             "|---|---|---|---|---|---|"]
+    for w, cells in rows:
+        refs = [_median(cells, n) for n in ("native", "physical limit", "proot")]
+        for name, cell in cells.items():
+            if cell.not_run:
+                lines.append(f"| {w.note} | {name} | n/a ({cell.not_run}) | | | |")
+                continue
+            m = statistics.median(cell.seconds)
+            ratios = " | ".join(f"{m / ref:.2f}" if ref else "" for ref in refs)
+            lines.append(f"| {w.note} | {name} | {fmt(cell.seconds)} | {ratios} |")
+    return lines
+
+
+def cost_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
+    """Stops, the cost of each stop over native, and how many cores the run kept busy."""
+    lines = ["| workload | runner | ptrace stops | µs per stop over native | CPU use (cores) |",
+             "|---|---|---|---|---|"]
+    for w, cells in rows:
+        native = _median(cells, "native")
+        for name, cell in cells.items():
+            if cell.not_run:
+                continue
+            stops = per_stop = ""
+            if cell.stops:
+                n = statistics.median(cell.stops)
+                stops = f"{n:,.0f}"
+                if native is not None and n >= MIN_STOPS_FOR_COST:
+                    per_stop = f"{(statistics.median(cell.seconds) - native) / n * 1e6:.1f}"
+            cores = f"{statistics.median(cell.cores):.2f}"
+            lines.append(f"| {w.note} | {name} | {stops} | {per_stop} | {cores} |")
+    return lines
+
+
+def loop_tables(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
+    lines: list[str] = []
+    for w, cells in rows:
+        timed = {n: c.loop_seconds for n, c in cells.items() if c.loop_seconds}
+        if not timed or "native" not in timed:
+            continue
+        lines += ["", f"Time of the loop itself in `{w.name}` (the program's own clock, "
+                  "without start-up):", "", "| runner | seconds | × native |", "|---|---|---|"]
+        nat_loop = statistics.median(timed["native"])
+        for name, xs in timed.items():
+            lines.append(f"| {name} | {fmt(xs)} | {statistics.median(xs) / nat_loop:.2f} |")
+    return lines
+
+
+def memory_table(memory: dict[str, Memory | str]) -> list[str]:
+    lines = ["", f"Tracer memory with {LIVE_TRACEES} live tracees (`hold_procs "
+             f"{LIVE_TRACEES}`: {LIVE_TRACEES} children blocked on a pipe), in MB; the "
+             f"issue's target for appvirt is under {MEMORY_TARGET_MB} MB:", "",
+             "| runner | tracer peak RSS (VmHWM) | tracer RSS, all alive | "
+             "tracer RSS, 1 tracee | tracer's helper processes (Pss) |", "|---|---|---|---|---|"]
+    for name, m in memory.items():
+        if isinstance(m, str):
+            lines.append(f"| {name} | {m} | | | |")
+        else:
+            mb = (f"{kib / 1024:.1f}" for kib in (m.peak_kib, m.live_kib, m.one_tracee_kib,
+                                                   m.helpers_kib))
+            lines.append(f"| {name} | {' | '.join(mb)} |")
+    return lines
+
+
+NOTES = [
+    "Notes:",
+    "- \"physical limit\" is a C tracer stopping at exactly the calls appvirt's default policy "
+    "traces and doing nothing at each stop (bench/limit_tracer.c). Its ratio is also given for "
+    "\"appvirt (all virtual)\" (bench/all_virtual.yaml), which traces more calls. It keeps the "
+    "program on one CPU throughout, so on parallel workloads its excess over native is lost "
+    "parallelism as much as stops.",
+    "- µs per stop = (the runner's median − native's median) / the runner's median stops; "
+    f"given from {MIN_STOPS_FOR_COST:,} stops up.",
+    "- CPU use = user + system seconds of the whole process tree, tracer included, / wall "
+    "seconds: above 1 only where a second core was used.",
+    "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
+    "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
+    "sleeps (see its CPU use).",
+]
+
+
+def report(args: argparse.Namespace, rows: list[tuple[Workload, dict[str, Cell]]],
+           memory: dict[str, Memory | str] | None, load_before: str) -> str:
+    lines = [f"# appvirt benchmark, {datetime.date.today().isoformat()}", "",
+             f"Machine: {machine()}; 1-minute load average {load_before} before the run, "
+             f"{load_average()} after it.", ""]
+    if rows:
+        lines += [f"Median wall seconds of {args.reps} alternating runs (min-max); every "
+                  "runner's output identical to native.", "", *time_table(rows), "",
+                  "ptrace stops (median), the cost of a stop, and CPU use:", "",
+                  *cost_table(rows), *loop_tables(rows)]
+    if memory is not None:
+        lines += memory_table(memory)
+    lines += ["", *NOTES]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-w", "--workloads", default="find,syscalls,python,tar,git")
+    ap.add_argument("-w", "--workloads",
+                    default="find,syscalls,python,tar,git,make,compute,threads,procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
-    ap.add_argument("--runners",
-                    default="native,seccomp floor,physical limit,appvirt,strace -f,proot")
+    ap.add_argument("--runners", default="native,seccomp floor,physical limit,appvirt,"
+                    "appvirt (all virtual),strace -f,proot,python-ptrace strace.py")
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="seconds one run may take before it is killed and reported n/a")
+    mem = ap.add_mutually_exclusive_group()
+    mem.add_argument("--memory", action="store_true",
+                     help="only measure the tracers' memory with many live tracees")
+    mem.add_argument("--no-memory", action="store_true", help="skip that measurement")
     args = ap.parse_args()
+    load_before = load_average()
     ensure_tools()
     # appvirt starts as an installed copy would: from compiled bytecode, even where the
     # environment says not to write any (PYTHONDONTWRITEBYTECODE).
@@ -166,51 +595,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="appvirt-bench-") as tmp:
         tmpd = Path(tmp)
         env = {**os.environ, "APPVIRT_HOME": str(tmpd / "home")}
-        all_w = workloads(tmpd)
         all_r = runners(tmpd)
-        chosen_w = [all_w[n] for n in args.workloads.split(",")]
         chosen_r = {n: all_r[n] for n in args.runners.split(",")}
         rows = []
-        for w in chosen_w:
-            times: dict[str, list[float]] = {n: [] for n in chosen_r}
-            loops: dict[str, list[float]] = {n: [] for n in chosen_r}
-            ref: bytes | None = None
-            for rep in range(args.reps):
-                for name, prefix in chosen_r.items():
-                    dt, out, err = run_once(prefix, w, env)
-                    if ref is None:
-                        ref = out
-                    elif out != ref:
-                        raise SystemExit(f"{name} output differs from native on {w.name}")
-                    times[name].append(dt)
-                    for line in err.splitlines():
-                        if line.startswith("loop_ns "):
-                            loops[name].append(int(line.split()[1]) / 1e9)
-                print(f"{w.name}: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
-            rows.append((w, times, loops))
-    native_key, proot_key = "native", "proot"
-    lines = [f"# appvirt benchmark, {datetime.date.today().isoformat()}", "",
-             f"Machine: {machine()}", "",
-             f"Median wall seconds of {args.reps} alternating runs (min-max); every runner's "
-             "output identical to native.", "",
-             "| workload | runner | seconds | × native | × physical limit | × proot |",
-             "|---|---|---|---|---|---|"]
-    for w, times, loops in rows:
-        nat, lim, pr = (statistics.median(times[k]) if k in times else None
-                        for k in (native_key, "physical limit", proot_key))
-        for name, xs in times.items():
-            m = statistics.median(xs)
-            ratios = " | ".join(f"{m / ref:.2f}" if ref else "" for ref in (nat, lim, pr))
-            lines.append(f"| {w.note} | {name} | {fmt(xs)} | {ratios} |")
-    for w, times, loops in rows:        # loop timings after the main table, not inside it
-        if any(loops.values()):
-            lines += ["", f"Time of the loop itself in `{w.name}` (the program's own clock, "
-                      "without start-up):", "", "| runner | seconds | × native |", "|---|---|---|"]
-            nat_loop = statistics.median(loops[native_key])
-            for name, xs in loops.items():
-                if xs:
-                    lines.append(f"| {name} | {fmt(xs)} | {statistics.median(xs) / nat_loop:.2f} |")
-    text = "\n".join(lines) + "\n"
+        if not args.memory:
+            all_w = workloads(tmpd)
+            for name in args.workloads.split(","):
+                rows.append((all_w[name], measure(all_w[name], chosen_r, args.reps, env,
+                                                  args.timeout)))
+        memory = None if args.no_memory else measure_memory(chosen_r, tmpd, env, args.timeout)
+    text = report(args, rows, memory, load_before)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{datetime.datetime.now().strftime('%Y-%m-%d-%H%M')}.md"
