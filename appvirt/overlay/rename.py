@@ -186,6 +186,7 @@ def _move(ov: Overlay, src: bytes, es: Entry, dst: bytes, ed: Entry | None) -> N
         old = _aside(ov, src)                      # the upper part of the old directory
         for p in (aside, old):
             if p is not None:
+                ov.meta.forget_tree(p)
                 hostio.remove_tree(p)
         return
     up_src = ov._upper_copy(src, es)
@@ -195,12 +196,15 @@ def _move(ov: Overlay, src: bytes, es: Entry, dst: bytes, ed: Entry | None) -> N
     if hide_src and src not in ix.whiteouts:
         ov._add_whiteout(src)                      # the object is still there: old state
     aside = _aside(ov, dst) if es.is_dir else None
+    if ed is not None and not es.is_dir:
+        ov.meta.removing(up_dst)                   # the replaced file's last link goes
     hostio.rename(up_src, up_dst)                  # one step from old name to new
     if ed is not None and not es.is_dir:
         ix.drop_subtree(dst)
     ix.move_subtree(src, dst)
     ov._remove_whiteout(dst)
     if aside is not None:
+        ov.meta.forget_tree(aside)
         hostio.remove_tree(aside)
 
 

@@ -118,3 +118,13 @@ def test_without_an_identity_nothing_is_recorded_for_new_files(fs):
     ctx = _ctx(fs, "{}", real_root=False)
     handle(make_stop("mkdir", 0, 0o755, paths={0: b"d"}), ctx)
     assert not ctx.fs.meta
+
+
+def test_a_file_renamed_over_takes_its_record_with_it(fs):
+    ctx = _ctx(fs, "identity: virtual-root\n", real_root=False)
+    fs.create_file("/w/g", contents="y")
+    handle(make_stop("chown", 0, 1000, 0xFFFFFFFF, paths={0: b"f"}), ctx)
+    assert ctx.fs.meta
+    act = handle(make_stop("rename", 0, 1, paths={0: b"g", 1: b"f"}), ctx)
+    assert isinstance(act, Emulate), act
+    assert not ctx.fs.meta             # no record left for an inode number to be reused
