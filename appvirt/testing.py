@@ -203,6 +203,17 @@ class FakeContext:
     def machine_file(self, tid: int, path: bytes) -> bytes | None:
         return self.machine_files.get(path)
 
+    sysctl_spool: object = None    # a SysctlFiles for /proc/sys writes; None: EROFS
+
+    def sysctl_file(self, tid: int, r: Resolved) -> bytes:
+        if self.sysctl_spool is None:
+            raise GuestErrno(errno.EROFS, "no store", rule="builtin:sysctl")
+        return self.sysctl_spool.open_for_write(r.path, r.st, True)
+
+    def sysctl_abandoned(self, host: bytes) -> None:
+        if self.sysctl_spool is not None:
+            self.sysctl_spool.abandon(host)
+
     def use_overlay(self, upper: bytes = b"/.appvirt-upper") -> "FakeContext":
         """Give the fake sandbox a real Overlay (on whatever filesystem the test set up, e.g.
         pyfakefs) as its view and filesystem; its upper layer is hidden from the view."""

@@ -127,6 +127,14 @@ class Context(Protocol):
         """A host path holding what reading the machine file `path` (/proc/modules,
         /proc/sys/kernel/hostname ...) must show, when appvirt virtualizes it; else None."""
 
+    def sysctl_file(self, tid: int, r: Resolved) -> bytes:
+        """The host path of a new spool file for an open of sysctl `r` (under /proc/sys) for
+        writing, whose content becomes the app's value; GuestErrno where the host would
+        refuse the open (or EROFS when sysctls cannot be virtualized)."""
+
+    def sysctl_abandoned(self, host: bytes) -> None:
+        """The open of that spool file failed: forget it."""
+
     def umask(self, tid: int) -> int:
         """tid's file mode creation mask."""
 

@@ -10,6 +10,7 @@ in the program's view (listing.py).
 from __future__ import annotations
 
 from ..core.table import OpClass, Support, SyscallEntry
+from ..store.procsys import under_proc_sys
 from . import changes as ch
 from . import reads as rd
 from .changes import emulated, fd_operand, kernel_write, no_devices
@@ -26,8 +27,15 @@ FAN_MARK_DONT_FOLLOW = 0x04
 W_OK = 2
 
 
-def _access_intent(mode_arg: int):
-    return lambda s: Intent.WRITE if s.arg(mode_arg) & W_OK else Intent.READ
+def _access_intent(mode_arg: int, path_arg: int):
+    """access(W_OK) asks about writing, except of a sysctl: writing one is virtualized, so
+    the host's answer (the tracer's faccessat2 on it, which changes nothing) is the truth."""
+    def intent(s):  # type: ignore[no-untyped-def]
+        if not s.arg(mode_arg) & W_OK:
+            return Intent.READ
+        path = s.path(path_arg) or b""
+        return Intent.READ if under_proc_sys(path) and b".." not in path else Intent.WRITE
+    return intent
 
 
 def _e(name: str, handler, paths: tuple[int, ...], nullable: tuple[int, ...] = (),
@@ -53,9 +61,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     _m("lstat", mirror_call(plain(0, R, False), rd.STAT), (0,)),
     _m("newfstatat", mirror_call(at(0, 1, R, 3), rd.NEWFSTATAT), (1,)),
     _m("statx", mirror_call(at(0, 1, R, 2), rd.STATX), (1,)),
-    _m("access", mirror_call(plain(0, _access_intent(1), True), rd.access(1, None)), (0,)),
-    _m("faccessat", mirror_call(at(0, 1, _access_intent(2), None), rd.access(2, None)), (1,)),
-    _m("faccessat2", mirror_call(at(0, 1, _access_intent(2), 3), rd.access(2, 3)), (1,)),
+    _m("access", mirror_call(plain(0, _access_intent(1, 0), True), rd.access(1, None)), (0,)),
+    _m("faccessat", mirror_call(at(0, 1, _access_intent(2, 1), None), rd.access(2, None)), (1,)),
+    _m("faccessat2", mirror_call(at(0, 1, _access_intent(2, 1), 3), rd.access(2, 3)), (1,)),
     _m("readlink", mirror_call(plain(0, R, False), rd.readlink(1, 2)), (0,)),
     _m("readlinkat", mirror_call(at(0, 1, R, None, **_NF), rd.readlink(2, 3)), (1,)),
     _m("statfs", mirror_call(plain(0, R, True), rd.STATFS), (0,)),

@@ -20,7 +20,9 @@ from ..core.action import (Action, Decision, Deny, ExitResult, ExitVerdict, Note
                            SlotData)
 from ..core.context import Context
 from ..core.stop import Stop
+from ..errors import GuestErrno
 from ..fs.resolver import Resolved
+from ..store.procsys import under_proc_sys
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, slot_path
 from .statmeta import own_created
@@ -95,6 +97,8 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
                     Note(path=r.path), native=True)
     if flags & O_CREAT and flags & O_EXCL and r.exists:
         return Deny(errno.EEXIST, Note(path=r.path), native=True)
+    if open_intent(flags, r.exists) is not Intent.READ and under_proc_sys(r.path):
+        return _sysctl_write(stop, ctx, r, flags)
     if not tmpfile and r.magic is None and open_intent(flags, True) is Intent.READ:
         spooled = _machine_file(stop, ctx, r, flags, resolve_flags)
         if spooled is not None:
@@ -112,6 +116,9 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
             return Deny(errno.EACCES, Note(
                 path=r.path, rule="builtin:fd-object",
                 hint="reopen for writing through /proc/self/fd only from single-threaded code"))
+        if intent is not Intent.READ and _names_a_sysctl(r.magic.proc_path):
+            return Deny(errno.EACCES, Note(path=r.path, rule="builtin:sysctl",
+                                           detail="a sysctl reopened for writing"))
         return Rewrite(((0, AT_FDCWD), (1, slot_path(r.kernel_path)), (2, SlotData(
             OPEN_HOW.pack(flags, mode, how_resolve))), (3, OPEN_HOW_SIZE_VER0)),
             nr=NR_OPENAT2, note=note, on_exit=_same_object(stop.tid, (r.magic.dev, r.magic.ino)),
@@ -172,6 +179,43 @@ def _machine_file(stop: Stop, ctx: Context, r: Resolved, flags: int, resolve_fla
                     (3, OPEN_HOW_SIZE_VER0)), nr=NR_OPENAT2,
                    note=Note(rule="builtin:machine-file", path=r.path), on_exit=release,
                    decision=Decision.EMULATED)
+
+
+def _sysctl_write(stop: Stop, ctx: Context, r: Resolved, flags: int) -> Action:
+    """An open under /proc/sys for writing: the kernel opens a new spool file instead, whose
+    content becomes the app's value of the sysctl (tracer/sysctlfiles.py). Nothing written
+    reaches the host's sysctls: whatever goes wrong here, the open is refused."""
+    try:
+        if flags & O_TMPFILE_BIT:
+            raise GuestErrno(errno.EACCES, "/proc/sys directories are read-only")
+        host = ctx.sysctl_file(stop.tid, r)
+    except GuestErrno as e:
+        return Deny(e.errno, Note(rule=e.rule or "builtin:sysctl", path=r.path,
+                                  detail=e.detail), native=not e.rule)
+    except Exception as e:  # noqa: BLE001 - fail closed (#37)
+        return Deny(errno.EACCES, Note(rule="builtin:sysctl", path=r.path,
+                                       detail=f"internal error: {type(e).__name__}: {e}"))
+
+    def abandoned(stop: Stop, result: int) -> ExitResult:
+        if result < 0:
+            ctx.sysctl_abandoned(host)
+        return ExitResult()
+    how = OPEN_HOW.pack(flags & ~(O_CREAT | O_EXCL) & 0xFFFFFFFFFFFFFFFF, 0,
+                        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    return Rewrite(((0, AT_FDCWD), (1, slot_path(host)), (2, SlotData(how)),
+                    (3, OPEN_HOW_SIZE_VER0)), nr=NR_OPENAT2,
+                   note=Note(rule="builtin:sysctl", path=r.path, host_path=host,
+                             detail="the value goes to the app's store"),
+                   on_exit=abandoned, decision=Decision.EMULATED)
+
+
+def _names_a_sysctl(proc_path: bytes) -> bool:
+    """Whether a /proc/PID/fd/N link shows a file under /proc/sys (fail closed: True when it
+    cannot be read)."""
+    try:
+        return under_proc_sys(os.readlink(proc_path))
+    except OSError:
+        return True
 
 
 def legacy_how(flags: int, mode: int) -> tuple[int, int]:

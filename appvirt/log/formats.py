@@ -29,6 +29,8 @@ def strace_line(rec: dict[str, Any]) -> str:
         return f"{pid:<7} +++ {how} +++"
     if kind == "power":
         return f"{'-':<7} +++ machine {rec.get('event')}: {rec.get('detail', '')} +++"
+    if kind == "store":
+        return f"{'-':<7} --- store: {rec.get('path')}: {rec.get('detail', '')} ---"
     if kind != "syscall":
         return f"{pid:<7} --- {kind} ---"
     args = ", ".join(_arg(v) for v in (rec.get("args") or {}).values())

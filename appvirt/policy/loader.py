@@ -27,7 +27,8 @@ from ..virt.procpolicy import PROCESSES_SCHEMA, process_policy
 from ..virt.timepolicy import TIME_SCHEMA, ClockSpecError, time_policy
 from ..store.schema import REGISTRY_SCHEMA
 from ..globs import Glob, GlobError
-from .model import BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy
+from .model import (BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy,
+                    registry_rule)
 
 _SCHEMA: dict[str, Any] = json.loads(
     resources.files(__package__).joinpath("schema.json").read_text())
@@ -228,7 +229,9 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
             raise PolicyError(f"bad glob {text!r}: {e}", file=file,
                               line=_line_of(lines, key), key=format_key(key)) from None
 
+    registry = registry_config(data.get("registry"), file=file)
     rules = list(BASE_RULES) if data["files"]["base_rules"] else []
+    rules.append(registry_rule(registry.mount))
     for i, r in enumerate(data["files"]["rules"]):
         rules.append(PathRule(glob_at("files", i, r["path"]), FileMode(r["mode"]),
                               f"files.rules[{i}]"))
@@ -237,7 +240,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
         app=data["app"],
         files=FilesPolicy(FileMode(data["files"]["default"]), tuple(rules)),
         log=LogPolicy(LogLevel(data["log"]["level"]), data["log"]["file"]),
-        registry=registry_config(data.get("registry"), file=file),
+        registry=registry,
         network=network_policy(data["network"], file, lambda k: _line_of(lines, k)),
         time=time,
         uts=uts_policy(data.get("hostname")),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import os
+import re
 from dataclasses import dataclass, field
 
 from ..net.rules import NetworkPolicy
@@ -51,6 +53,17 @@ BASE_RULES: tuple[PathRule, ...] = _base((
     ("/dev/pts", _P), ("/proc", _P), ("/proc/sys", _R), ("/proc/sysrq-trigger", _R),
     ("/sys", _R),
 ))
+
+
+def registry_rule(mount: str) -> PathRule:
+    """The rule every policy has after the base rules: the registry tree at `mount` is the
+    app's own store, writable whatever `files.default` says (a later rule of the policy can
+    still make it readonly or hidden). Its changes go straight to the store, never to the
+    overlay or the host (tracer/storefiles.py), hence "passthrough": it asks the overlay for
+    nothing (no lock, no merged listings). The mount is a literal path, not a glob."""
+    literal = re.escape(os.fsencode(mount))
+    return PathRule(Glob(mount, re.compile(b"^" + literal + b"(?:/.*)?$", re.DOTALL)),
+                    FileMode.PASSTHROUGH, "builtin:registry")
 
 
 @dataclass(frozen=True, slots=True)

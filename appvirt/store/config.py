@@ -29,6 +29,22 @@ class RegistryConfig:
 
 
 DEFAULT_CONFIG = RegistryConfig(DEFAULT_MOUNT, EMPTY_BASE)
+# Kernel interfaces the tracer serves itself: the tree cannot be mounted in them.
+_NOT_UNDER = ("/proc", "/sys", "/dev")
+
+
+def check_mount(path: str) -> str | None:
+    """Why `path` cannot be the registry tree's mount, or None if it can: it must be a plain
+    absolute path (no empty, '.' or '..' component), outside /proc, /sys and /dev."""
+    parts = path.split("/")
+    if parts[0] != "" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts[1:]):
+        return "must be an absolute path without '.', '..' or empty components"
+    if "\0" in path:
+        return "cannot contain NUL"
+    for top in _NOT_UNDER:
+        if path == top or path.startswith(top + "/"):
+            return f"cannot be in {top}, which appvirt serves from the kernel"
+    return None
 
 
 def value_from_policy(obj: Any) -> Value:
@@ -66,6 +82,8 @@ def registry_config(section: Mapping[str, Any] | None, *, limits: Limits = DEFAU
     if not section:
         return DEFAULT_CONFIG
     mount = section.get("path") or DEFAULT_MOUNT
+    if (why := check_mount(str(mount))) is not None:
+        raise PolicyError(f"{mount!r}: the registry path {why}", file=file, key="registry.path")
     keys: dict[str, dict[str, Value]] = {}
     for path, values in (section.get("keys") or {}).items():
         keys[path] = {}

@@ -213,6 +213,15 @@ class Database:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
 
+    def generation(self) -> tuple[int, int]:
+        """Differs whenever the file may have changed since the last call: a commit by another
+        connection moves `data_version`, one by this connection `total_changes`."""
+        try:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise translate(e, self.path) from e
+        return version, self.conn.total_changes
+
     def integrity_problems(self) -> list[str]:
         """`PRAGMA integrity_check` messages; empty when the file is sound."""
         try:

@@ -31,6 +31,11 @@ from .wellknown import SYSCTL_KEY
 PROC_SYS = "/proc/sys"
 
 
+def under_proc_sys(path: bytes) -> bool:
+    """Whether a resolved absolute path is /proc/sys or below it."""
+    return path.startswith(b"/proc/sys") and (len(path) == 9 or path[9:10] == b"/")
+
+
 def sysctl_location(path_or_name: bytes | str) -> tuple[str, str]:
     """(key, value name) of a sysctl, given as '/proc/sys/net/ipv4/ip_forward', as a path
     relative to /proc/sys, or in sysctl(8) form 'net.ipv4.ip_forward' ('/' standing for a
@@ -110,6 +115,13 @@ class SysctlOverlay:
                 return False
             self.store.delete_value(key, name)
         return True
+
+    def written_paths(self) -> frozenset[bytes]:
+        """The /proc/sys paths of every virtual sysctl."""
+        view = self.store.view()
+        return frozenset(f"{PROC_SYS}{k[len(SYSCTL_KEY):]}/{n}".encode()
+                         for (k, n) in view.values
+                         if k == SYSCTL_KEY or k.startswith(SYSCTL_KEY + SEP))
 
     def written(self) -> dict[str, Value]:
         """Every virtual sysctl, by sysctl(8) name."""

@@ -171,6 +171,11 @@ class Store:
         mem = self._read(lambda L: L.load())
         return diff_views(mem.base().view(), full_view(mem))
 
+    def generation(self) -> tuple[int, int]:
+        """A token that changes whenever the store may have changed (by anyone): cheap, for
+        callers that cache what they read."""
+        return self._db.generation()
+
     def check(self) -> builtins.list[str]:
         """Problems found by `PRAGMA integrity_check`; empty when the file is sound."""
         return self._db.integrity_problems()

@@ -29,7 +29,7 @@ from . import wellknown
 from .errors import (InvalidKey, InvalidValue, IsAKey, KeyExists, KeyNotEmpty, KeyNotFound,
                      LimitExceeded, LimitKind, NotAKey, StoreError, ValueNotFound)
 from .keys import ROOT, SEP, basename, check_key, check_name, parent
-from .layers import Node, NodeKind
+from .layers import Listing, Node, NodeKind
 from .render import render, value_from_content
 from .store import Store
 
@@ -99,6 +99,10 @@ def guest_errors() -> Iterator[None]:
         yield
     except StoreError as e:
         raise GuestErrno(errno_for(e), e.message) from e
+
+
+class _DryRun(Exception):
+    """Rolls back a batch whose only purpose was to see whether it would succeed."""
 
 
 class RegistryTree:
@@ -192,11 +196,34 @@ class RegistryTree:
         assert node.entry is not None
         return render(node.entry.value)
 
+    def lookup(self, rel: bytes) -> Node | None:
+        """The key or value at `rel`, None when there is none (ENOENT would be the answer)."""
+        try:
+            path = self._path(rel)
+        except GuestErrno as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        with guest_errors():
+            try:
+                return self.store.node(path)
+            except KeyNotFound:
+                return None
+
+    def listing(self, rel: bytes) -> Listing:
+        """The subkeys and values (with their content) of the key at `rel`."""
+        path = self._path(rel)
+        with guest_errors():
+            return self.store.list(path)
+
     # -- writing -----------------------------------------------------------------------------
 
     def write_file(self, rel: bytes, content: bytes, *, create: bool = True,
-                   exclusive: bool = False) -> None:
-        """Replace a value's whole content (O_CREAT: `create`, O_EXCL: `exclusive`)."""
+                   exclusive: bool = False, retype: bool = False) -> None:
+        """Replace a value's whole content (O_CREAT: `create`, O_EXCL: `exclusive`).
+
+        `retype` types the content as for a new value: the file was created by the very open
+        that wrote it, so the empty value stored at its creation does not fix the type."""
         path = self._path(rel, creating=create)
         if path == ROOT:
             raise GuestErrno(errno.EISDIR, "the registry root is a directory")
@@ -213,10 +240,20 @@ class RegistryTree:
             else:
                 if exclusive:
                     raise GuestErrno(errno.EEXIST, f"{path!r} exists")
-                existing = node.entry.value.type  # type: ignore[union-attr]
+                existing = None if retype else node.entry.value.type  # type: ignore[union-attr]
             value = value_from_content(content, existing,
                                        fixed=wellknown.expected_type(key, name))
             self.store.set(key, name, value)
+
+    def check_create(self, rel: bytes) -> None:
+        """Raise the GuestErrno that creating an empty value at `rel` (O_CREAT|O_EXCL) would
+        give, changing nothing: the tracer asks before the kernel creates the file."""
+        try:
+            with self.store.batch():
+                self.write_file(rel, b"", exclusive=True)
+                raise _DryRun
+        except _DryRun:
+            pass
 
     def mkdir(self, rel: bytes) -> None:
         path = self._path(rel, creating=True)

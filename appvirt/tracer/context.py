@@ -21,8 +21,10 @@ from ..virt.identity import VirtualIdentity
 from ..virt.modules import VirtualModules, host_module_names
 from ..virt.procpolicy import ProcView
 from ..virt.uts import VirtualUts
+from ..fs.writeback import WriteBacks
 from .hostcalls import host_syscall
 from .memory import TraceeMemory
+from .sysctlfiles import SysctlFiles
 from .tasks import Tasks
 
 AT_FDCWD = -100
@@ -47,6 +49,10 @@ class TracerContext:
         self.real_root = os.geteuid() == 0
         self.machine = None        # MachineFiles (set by the launcher)
         self.on_power = None       # Tracer.end_machine (set by the tracer)
+        # With the app's store (tracer/storefiles.py): what programs write to registry and
+        # /proc/sys files, folded into the store at sync points; the /proc/sys files.
+        self.writebacks: WriteBacks | None = None
+        self.sysctl: SysctlFiles | None = None
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -273,6 +279,31 @@ class TracerContext:
 
     def machine_file(self, tid: int, path: bytes) -> bytes | None:
         return None if self.machine is None else self.machine.serve(path)
+
+    def sysctl_file(self, tid: int, r: Resolved) -> bytes:
+        if self.sysctl is None:
+            raise GuestErrno(errno.EROFS, "sysctls cannot be set without the app's store",
+                             rule="builtin:sysctl")
+        return self.sysctl.open_for_write(r.path, r.st, self._fs_root(tid))
+
+    def sysctl_abandoned(self, host: bytes) -> None:
+        if self.sysctl is not None:
+            self.sysctl.abandon(host)
+
+    def _fs_root(self, tid: int) -> bool:
+        """Whether tid accesses files as root (its fsuid, virtual or real, is 0)."""
+        if self.identity is not None:
+            return self.credentials(tid).fsuid == 0
+        if self.same_credentials(tid):
+            return os.geteuid() == 0
+        try:
+            with open(f"/proc/{tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        return int(line.split()[4]) == 0
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
 
     def pidfd_target(self, tid: int, fd: int) -> int | None:
         try:

@@ -41,6 +41,7 @@ from .machinefiles import MachineFiles
 from .loop import Stats, Tracer
 from .placement import Placement
 from .slots import SlotArena
+from .storefiles import serve_store
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -214,6 +215,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     prog = seccomp.build_filter(table, traced)
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)
+    if store is not None:
+        serve_store(tracer.ctx, policy, store, machine, tracer._emit)
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU

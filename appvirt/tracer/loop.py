@@ -156,6 +156,8 @@ class Tracer:
         task = self.tasks.remove(pid)
         if self.ctx.identity is not None:
             self.ctx.identity.gone(pid)
+        if self.ctx.writebacks:         # what it wrote to store files is complete now
+            self.ctx.writebacks.sync()
         if task is None and pid != self.main_pid:
             self._gone_unknown.add(pid)
         self.arena.release(pid)
@@ -261,6 +263,8 @@ class Tracer:
         except OSError:
             exe, argv = "", []
         self.tasks.program[task.pid] = exe
+        if self.ctx.writebacks:         # exec closed its close-on-exec store files
+            self.ctx.writebacks.sync()
         if self.ctx.identity is not None:
             self.ctx.identity.execed(task.tid, former, self._exe_stat(task.pid))
         if self.log_events:

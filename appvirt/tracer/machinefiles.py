@@ -27,6 +27,7 @@ class MachineFiles:
         self._root = app_root
         self._dir: Path | None = None
         self._n = 0
+        self._closing: list[Callable[[], None]] = []
 
     def provide(self, path: bytes, provider: Provider) -> None:
         self.providers[path] = provider
@@ -47,12 +48,21 @@ class MachineFiles:
 
     def tree(self, prefixes: tuple[bytes, ...]) -> MachineTree:
         """A MachineTree in the spool directory, for entries added under `prefixes`."""
-        return MachineTree(os.fsencode(self._spool() / "tree"), prefixes)
+        return MachineTree(os.fsencode(self.spool_dir() / "tree"), prefixes)
 
-    def _spool(self) -> Path:
+    def before_close(self, fn: Callable[[], None]) -> None:
+        """Run fn at the end of the run, before the spool directory goes."""
+        self._closing.append(fn)
+
+    def spool_path(self) -> Path:
+        """Where the run's private spool directory is (in the app's state directory, which
+        the program cannot see); spool_dir() creates it."""
+        return self._root / f"spool-{os.getpid()}"
+
+    def spool_dir(self) -> Path:
         if self._dir is None:
             self._sweep()
-            self._dir = self._root / f"spool-{os.getpid()}"
+            self._dir = self.spool_path()
             self._dir.mkdir(mode=0o755, exist_ok=True)
         return self._dir
 
@@ -69,7 +79,7 @@ class MachineFiles:
         if content is None:
             return None
         self._n += 1
-        host = self._spool() / str(self._n)
+        host = self.spool_dir() / str(self._n)
         fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         with open(fd, "wb") as f:
             f.write(content)
@@ -83,6 +93,9 @@ class MachineFiles:
             pass
 
     def close(self) -> None:
+        closing, self._closing = self._closing, []
+        for fn in closing:
+            fn()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

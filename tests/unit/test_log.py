@@ -52,6 +52,9 @@ def test_strace_rendering():
                                 '(Read-only file system) <denied files.rules[0]>')
     assert strace_line({"kind": "exit", "pid": 9, "signal": "SIGKILL"}) == \
         "9       +++ killed by SIGKILL +++"
+    assert strace_line({"kind": "store", "path": "/run/appvirt/registry/a/b",
+                        "detail": "refused"}) == \
+        "-       --- store: /run/appvirt/registry/a/b: refused ---"
 
 
 def test_a_full_disk_is_reported_not_raised(tmp_path):

@@ -65,6 +65,27 @@ def test_defaults_are_filled_in():
     assert p.files.mode_for(b"/etc/passwd") == (FileMode.OVERLAY, "files.default")
 
 
+def test_the_registry_tree_is_writable_unless_a_later_rule_says_otherwise():
+    p = load_policy_text("files:\n  default: readonly\n", "p.yaml")
+    assert p.files.mode_for(b"/run/appvirt/registry/app/x") == (FileMode.PASSTHROUGH,
+                                                                 "builtin:registry")
+    assert p.files.mode_for(b"/run/appvirt/registry2") == (FileMode.READONLY, "files.default")
+    p = load_policy_text("files:\n  rules:\n"
+                         "    - {path: /run/appvirt/registry/app, mode: readonly}\n", "p.yaml")
+    assert p.files.mode_for(b"/run/appvirt/registry/app/v") == (FileMode.READONLY,
+                                                                "files.rules[0]")
+    p = load_policy_text("registry: {path: '/etc/my[app]'}\nfiles: {default: hidden}\n",
+                         "p.yaml")
+    assert p.files.mode_for(b"/etc/my[app]/k") == (FileMode.PASSTHROUGH, "builtin:registry")
+    assert p.files.mode_for(b"/etc/mya") == (FileMode.HIDDEN, "files.default")   # literal
+
+
+@pytest.mark.parametrize("path", ["/proc/reg", "/sys", "/dev/x", "/a//b", "/a/./b", "/a/../b"])
+def test_the_registry_cannot_be_mounted_anywhere(path):
+    with pytest.raises(PolicyError, match="registry.path"):
+        load_policy_text(f"registry: {{path: '{path}'}}\n", "p.yaml")
+
+
 def test_later_rules_win():
     p = load_policy_text(
         "files:\n  default: hidden\n  rules:\n"

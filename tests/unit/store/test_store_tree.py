@@ -11,7 +11,7 @@ from hypothesis import given
 from store_helpers import values
 
 from appvirt.errors import GuestErrno
-from appvirt.store import (FileKind, Limits, RegistryTree, Store, StoreCorrupt, SysctlOverlay,
+from appvirt.store import (FileKind, NodeKind, Limits, RegistryTree, Store, StoreCorrupt, SysctlOverlay,
                            Value, ValueType, render, sysctl_location, sysctl_name,
                            value_from_content)
 from appvirt.store.tree import DT_DIR, DT_REG, fake_ino
@@ -192,6 +192,45 @@ def test_dotdot_is_resolved_lexically_and_may_not_escape(tree: RegistryTree) -> 
         tree.stat(b"../etc")
 
 
+def test_lookup_and_listing_for_the_spool(tree: RegistryTree, based: Store) -> None:
+    assert tree.lookup(b"app/settings").kind is NodeKind.KEY
+    node = tree.lookup(b"/app/settings/theme")
+    assert node.kind is NodeKind.VALUE and node.entry.value == Value.string("dark")
+    assert tree.lookup(b"app/nothing") is None
+    assert tree.lookup(b"app/\xff") is None                 # not UTF-8: no such name
+    assert err(tree.lookup, b"app/" + b"x" * 300) == errno.ENAMETOOLONG
+    listing = tree.listing(b"app/settings")
+    assert [k.name for k in listing.subkeys] == ["plugins"]
+    assert [v.name for v in listing.values] == ["retries", "theme"]
+    assert err(tree.listing, b"app/settings/theme") == errno.ENOTDIR
+
+
+def test_retype_types_the_content_as_new(tree: RegistryTree, based: Store) -> None:
+    tree.write_file(b"app/settings/new", b"")                # created empty: a string
+    tree.write_file(b"app/settings/new", b"3\n")
+    assert based.get("app/settings", "new") == Value.string("3")
+    tree.write_file(b"app/settings/new", b"3\n", retype=True)
+    assert based.get("app/settings", "new") == Value.integer(3)
+    # Well-known types still hold.
+    assert err(tree.write_file, b"machine/uts/hostname", b"\0", retype=True) == errno.EINVAL
+
+
+@pytest.mark.parametrize("rel,code", [
+    (b"app/settings/fresh", None), (b"app/settings/theme", errno.EEXIST),
+    (b"app/settings", errno.EISDIR), (b"toplevel", errno.EACCES),
+    (b"app/missing/x", errno.ENOENT), (b"app/settings/theme/x", errno.ENOTDIR),
+    (b"app/settings/a\tb", errno.EINVAL), (b"app/settings/\xff", errno.EINVAL),
+    (b"app/settings/" + b"n" * 256, errno.ENAMETOOLONG)])
+def test_check_create_answers_without_changing_anything(tree: RegistryTree, based: Store,
+                                                        rel: bytes, code: int | None) -> None:
+    before = based.export_text()
+    if code is None:
+        tree.check_create(rel)
+    else:
+        assert err(tree.check_create, rel) == code
+    assert based.export_text() == before
+
+
 # -- /proc/sys -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("given_as", [
@@ -225,3 +264,19 @@ def test_sysctl_overlay(based: Store) -> None:
     assert sysctl.forget(path) is True
     assert sysctl.read(path) is None
     assert sysctl.forget(path) is False
+
+
+def test_written_paths_and_the_generation_that_tells_when_to_reread(based: Store,
+                                                                     tmp_path: Path) -> None:
+    sysctl = SysctlOverlay(based)
+    g0 = based.generation()
+    assert sysctl.written_paths() == frozenset() and based.generation() == g0   # reads
+    sysctl.write("net.ipv4.ip_forward", b"1\n")
+    g1 = based.generation()
+    assert g1 != g0
+    assert sysctl.written_paths() == {b"/proc/sys/net/ipv4/ip_forward"}
+    with Store.open(tmp_path) as other:                      # another connection writes
+        other.set("machine/sysctl/vm", "swappiness", Value.integer(5))
+    assert based.generation() != g1
+    assert sysctl.written_paths() == {b"/proc/sys/net/ipv4/ip_forward",
+                                      b"/proc/sys/vm/swappiness"}
