@@ -83,6 +83,9 @@ class Tracer:
         # Exits seen for tasks not known yet: a new task can die (killed in its first stop)
         # before its parent's clone event arrives; that late event must not bring it back.
         self._gone_unknown: set[int] = set()
+        # Tasks adopted at their first stop whose parent's clone event has not come yet: if
+        # they die first, that event must not bring them back either.
+        self._adopted: set[int] = set()
         self._missing: set[int] = set()
         self._waiting = False
         self.first_error: str | None = None
@@ -158,8 +161,9 @@ class Tracer:
             self.ctx.identity.gone(pid)
         if self.ctx.writebacks:         # what it wrote to store files is complete now
             self.ctx.writebacks.sync()
-        if task is None and pid != self.main_pid:
+        if (task is None or pid in self._adopted) and pid != self.main_pid:
             self._gone_unknown.add(pid)
+        self._adopted.discard(pid)
         self.arena.release(pid)
         self.memory.forget(pid)
         if pid == self.main_pid:
@@ -213,6 +217,8 @@ class Tracer:
                         break
         except OSError:
             pass
+        if pid != self.main_pid:
+            self._adopted.add(pid)
         return self.tasks.add(pid, tgid)
 
     def _on_clone(self, task: Task, event: int) -> None:
@@ -225,6 +231,7 @@ class Tracer:
             tgid, kind = child, ("fork" if event == pt.PTRACE_EVENT_FORK else "vfork")
         if tgid != task.pid:
             self.tasks.forking.discard(task.tid)    # its child is counted as a member now
+        self._adopted.discard(child)
         if child in self._gone_unknown:
             self._gone_unknown.discard(child)      # it already died: nothing to follow
             pt.cont(task.tid)
