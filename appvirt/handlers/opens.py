@@ -97,7 +97,8 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
                     Note(path=r.path), native=True)
     if flags & O_CREAT and flags & O_EXCL and r.exists:
         return Deny(errno.EEXIST, Note(path=r.path), native=True)
-    if open_intent(flags, r.exists) is not Intent.READ and under_proc_sys(r.path):
+    intent = open_intent(flags, r.exists)
+    if intent is not Intent.READ and under_proc_sys(r.path):
         return _sysctl_write(stop, ctx, r, flags)
     if not tmpfile and r.magic is None and open_intent(flags, True) is Intent.READ:
         spooled = _machine_file(stop, ctx, r, flags, resolve_flags)
@@ -105,7 +106,6 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
             return spooled
     if not r.exists and not (flags & O_CREAT) and not tmpfile:
         return Deny(errno.ENOENT, Note(path=r.path), native=True)
-    intent = open_intent(flags, r.exists)
     deny, note = check(ctx.policy, r, intent, ctx.is_member)
     if deny is not None:
         return Deny(deny.errno, note)

@@ -191,14 +191,21 @@ class Overlay(OverlayView):
         self._ensure_upper_parents(guest)
         return self.upper(guest)
 
-    def created(self, guest: bytes) -> None:
-        """Record the object the kernel created at prepare_create()'s path."""
+    def _made_upper(self, guest: bytes) -> tuple[bytes, os.stat_result] | None:
+        """The upper path and lstat of an object just made at guest; None when there is
+        none, or the object is the host's own (passthrough) or not the view's (hidden)."""
         if self.mode(guest) in (FileMode.PASSTHROUGH, FileMode.HIDDEN):
-            return
+            return None
         up = self.upper(guest)
         st = hostio.lstat(up)
-        if st is None:
+        return None if st is None else (up, st)
+
+    def created(self, guest: bytes) -> None:
+        """Record the object the kernel created at prepare_create()'s path."""
+        made = self._made_upper(guest)
+        if made is None:
             return
+        up, st = made
         try:
             if stat.S_ISDIR(st.st_mode) and self._lower_at(guest) is not None:
                 self._mark_opaque(up)
@@ -325,12 +332,10 @@ class Overlay(OverlayView):
         identity's fsuid and fsgid; the group stays the directory's below a set-group-ID
         directory, as the kernel gave it). remember=True: record it instead (a non-root
         appvirt cannot chown). The host's own objects (passthrough) keep their owner."""
-        if self.mode(guest) in (FileMode.PASSTHROUGH, FileMode.HIDDEN):
+        made = self._made_upper(guest)
+        if made is None:
             return
-        up = self.upper(guest)
-        st = hostio.lstat(up)
-        if st is None:
-            return
+        up, st = made
         above = hostio.lstat(parent(up))
         if (above is not None and above.st_mode & stat.S_ISGID) or gid == st.st_gid:
             gid = -1

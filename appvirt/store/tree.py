@@ -205,10 +205,7 @@ class RegistryTree:
                 return None
             raise
         with guest_errors():
-            try:
-                return self.store.node(path)
-            except KeyNotFound:
-                return None
+            return self._lookup(path)
 
     def listing(self, rel: bytes) -> Listing:
         """The subkeys and values (with their content) of the key at `rel`."""
