@@ -74,4 +74,5 @@ def _report(result: RunResult, stats: bool) -> None:
         top = ", ".join(f"{n} {c}" for n, c in s.by_syscall.most_common(8))
         click.echo(f"appvirt: {s.total} ptrace stops: {s.seccomp_stops} seccomp, "
                    f"{s.exit_stops} syscall-exit, {s.other_stops} other "
-                   f"({s.injections} slot mappings); intercepted: {top or 'none'}", err=True)
+                   f"({s.injections} slot mappings, {s.compiled} answered by the compiled "
+                   f"loop); intercepted: {top or 'none'}", err=True)

@@ -25,6 +25,9 @@ from .resolver import Resolved
 
 _GLOB_CHARS = b"*?["
 _NOT_HOST = (FileMode.HIDDEN, FileMode.PRIVATE)
+# Modes under which the view shows a directory the upper layer never touched as the host's
+# (passthrough paths are asked of their owners: the registry tree, /proc, /dev/pts).
+_PLAIN_MODES = (FileMode.OVERLAY, FileMode.READONLY)
 
 
 def _literal_prefix(pattern: str) -> tuple[bytes, bool]:
@@ -150,6 +153,32 @@ class OverlayFS:
             if j < 0:
                 return shown
             i = j + 1
+
+    def plain_dir(self, d: bytes) -> bool:
+        """Whether the view of host directory d, and of every name in it, is the host's own
+        whatever the name, so that a read of a name there may be answered from the host
+        without asking the view (tracer/fastpath.py). The caller still refuses a name that
+        is reserved or a symlink to follow. False whenever unsure; valid while the upper
+        index does not change (the tracer forgets its answers when it does)."""
+        ov = self.ov
+        # (_host_shown False: upper directories above d, but d itself the host's)
+        if ov.lower_root != b"/" or self._host_shown(d) is None \
+                or self._mode_of(d) not in _PLAIN_MODES or self._overlay_guest(d) != d:
+            return False
+        below = d + b"/" if d != b"/" else d
+        if any(h.startswith(below) for h, _ in ov._hidden):
+            return False
+        if self.machine is not None and any(p.startswith(below) or d.startswith(p + b"/")
+                                            for p in self.machine.prefixes):
+            return False
+        for rule in self._rules:
+            if rule.glob.matches(d):
+                continue                 # it applies to every name in d as to d itself
+            prefix, globby = _literal_prefix(rule.glob.pattern)
+            if prefix.startswith(below) or (globby and (
+                    prefix == b"/" or d == prefix or d.startswith(prefix + b"/"))):
+                return False             # it may apply to some names in d, not to d
+        return True
 
     def _hidden_rule(self, path: bytes) -> str:
         for rule in reversed(self._rules):

@@ -19,11 +19,59 @@ from .names import META_PREFIX, OPAQUE_MARKER, WH_PREFIX, join, parent, under, w
 DIR = stat.S_IFDIR
 
 
+class _Counter:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _counting(base: type, mutators: tuple[str, ...]) -> type:
+    """A dict or set type whose changes are counted: what the tracer remembers of the view
+    (its plain directories, tracer/fastpath.py) is valid while the count stays the same."""
+    def wrap(name: str):
+        method = getattr(base, name)
+
+        def counted(self, *args, **kw):
+            self.changes.n += 1
+            return method(self, *args, **kw)
+        counted.__name__ = name
+        return counted
+    ns = {name: wrap(name) for name in mutators}
+    ns["__slots__"] = ("changes",)
+    return type(f"Counted{base.__name__.capitalize()}", (base,), ns)
+
+
+_CountedDict = _counting(dict, ("__setitem__", "__delitem__", "pop", "popitem", "clear",
+                                "update", "setdefault", "__ior__"))
+_CountedSet = _counting(set, ("add", "discard", "remove", "pop", "clear", "update",
+                              "difference_update", "intersection_update",
+                              "symmetric_difference_update", "__ior__", "__isub__",
+                              "__iand__", "__ixor__"))
+
+
+def _counted(kind: type, changes: _Counter):
+    c = kind()
+    c.changes = changes
+    return c
+
+
 @dataclass(slots=True)
 class UpperIndex:
-    kinds: dict[bytes, int] = field(default_factory=dict)   # guest -> S_IFMT, "/" excluded
-    whiteouts: set[bytes] = field(default_factory=set)
-    opaque: set[bytes] = field(default_factory=set)
+    changes: _Counter = field(default_factory=_Counter, compare=False, repr=False)
+    kinds: dict[bytes, int] = field(init=False)     # guest -> S_IFMT, "/" excluded
+    whiteouts: set[bytes] = field(init=False)
+    opaque: set[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kinds = _counted(_CountedDict, self.changes)
+        self.whiteouts = _counted(_CountedSet, self.changes)
+        self.opaque = _counted(_CountedSet, self.changes)
+
+    @property
+    def version(self) -> int:
+        """How many changes the index has had (any change to any of its collections)."""
+        return self.changes.n
 
     @classmethod
     def load(cls, upper_root: bytes, *, recover: bool) -> "UpperIndex":

@@ -24,7 +24,7 @@ from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
 from ..log.writer import LogWriter
 from ..policy.model import Policy
 from . import _ptrace as pt
-from . import seccomp
+from . import fastpath, seccomp
 from ..fs.overlayfs import OverlayFS
 from ..overlay import Overlay
 from ..policy.model import FileMode
@@ -217,6 +217,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     machine = _virtual_machine(tracer.ctx, policy, store, app)
     if store is not None:
         serve_store(tracer.ctx, policy, store, machine, tracer._emit)
+    if fastpath.wanted(policy):         # after serve_store: the filesystem is final
+        tracer.fast = fastpath.FastPath(tracer.ctx.fs, arena.view)
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU

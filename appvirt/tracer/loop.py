@@ -27,6 +27,7 @@ from ..policy.model import LogLevel, Policy
 from ..virt.machinepolicy import PowerEvent
 from . import _ptrace as pt
 from .context import TracerContext
+from .fastpath import FastPath
 from .inject import Injection, InjectionFailed
 from .memory import TraceeMemory
 from .slots import SlotArena
@@ -53,6 +54,7 @@ class Stats:
     exit_stops: int = 0
     other_stops: int = 0
     injections: int = 0
+    compiled: int = 0            # of the stops: answered by the compiled loop (fastpath.py)
     internal_errors: int = 0
     by_syscall: Counter = field(default_factory=Counter)
 
@@ -95,6 +97,8 @@ class Tracer:
         # Set when the program powered its machine off or restarted it (reboot(2)).
         self.power_event: PowerEvent | None = None
         self.ctx.on_power = self.end_machine
+        # The compiled fast path (fastpath.py), when the launcher sets one up.
+        self.fast: FastPath | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, main_pid: int) -> int:
@@ -104,10 +108,11 @@ class Tracer:
         task.started = True            # PTRACE_SEIZE: no initial stop
         self.tasks.slot_ready[main_pid] = True
         self.tasks.program[main_pid] = sys.executable
+        fast = self.fast
         while self.tasks:
             try:
                 self._waiting = True
-                pid, status = os.waitpid(-1, WALL)
+                pid, status = fast.wait() if fast is not None else os.waitpid(-1, WALL)
             except ChildProcessError:
                 break
             except StaleTasks:
@@ -122,7 +127,39 @@ class Tracer:
                     self._on_gone(pid, status)
             except TraceeGone:
                 pass    # it died mid-stop; its exit notification follows
+            if fast is not None:
+                self._serve_fast(fast, pid)
+        if fast is not None:
+            seccomp, exits, by_syscall = fast.counts()
+            self.stats.seccomp_stops += seccomp
+            self.stats.exit_stops += exits
+            self.stats.compiled = seccomp + exits
+            self.stats.by_syscall.update(by_syscall)
+            if fast.error is not None and self.first_error is None:
+                self.first_error = f"fast path: {fast.error}"
         return self.main_status if self.main_status is not None else 0
+
+    def _serve_fast(self, fast: FastPath, tid: int) -> None:
+        """After Python handled a stop of tid: whether the compiled loop may answer its next
+        reads. Only while Python has nothing in flight for it (an exec's slot mapping, a
+        call's exit) and it acts with our ids."""
+        fast.fresh()
+        task = self.tasks.by_tid.get(tid)
+        if task is None:
+            fast.forget(tid)
+            return
+        if task.pid in self.tasks.foreign_creds:
+            for t in self.tasks.threads.get(task.pid, ()):
+                fast.serve(t, None)
+            return
+        slot = None
+        if task.injection is None and task.pending is None \
+                and self.tasks.slot_ready.get(task.pid):
+            try:
+                slot = self.arena.slot_of(tid)
+            except IndexError:
+                pass
+        fast.serve(tid, slot)
 
     def end_machine(self, event: PowerEvent, detail: str) -> None:
         """The program switched its machine off or restarted it: every process of the tree
@@ -151,6 +188,8 @@ class Tracer:
                 self.tasks.remove(tid)
                 self.arena.release(tid)
                 self.memory.forget(tid)
+                if self.fast is not None:
+                    self.fast.forget(tid)
         self._missing = set(gone)
         if not self.tasks:
             raise StaleTasks()
@@ -259,6 +298,8 @@ class Tracer:
         if former != task.tid:     # a non-leader thread exec'd and took the leader's tid
             self.tasks.remove(former)
             self.arena.release(former)
+            if self.fast is not None:
+                self.fast.forget(former)
         task.pending = None
         task.restarts = 0
         self.memory.forget(task.tid)

@@ -1,0 +1,674 @@
+/* The tracer's wait loop for the stops whose answer needs no Python (see fastpath.py).
+ *
+ * Engine.wait() waits for the next stop of any tracee. A seccomp stop of an eligible thread
+ * for a read of a name in a directory the Python side has declared "plain" (the program's
+ * view of it and of its children is the host's own, see OverlayFS.plain_dir) is answered
+ * here, exactly as the Python handlers would answer it:
+ *   newfstatat  the tracer looks the object up itself (openat2 RESOLVE_NO_SYMLINKS, fstat)
+ *               and writes the struct stat into the program's buffer; the call never runs;
+ *   openat      for reading: openat2(AT_FDCWD, path, RESOLVE_NO_SYMLINKS|NO_MAGICLINKS)
+ *               from the thread's slot, its registers restored at the exit stop and the
+ *               call re-run when a symlink was swapped in meanwhile (ELOOP);
+ *   getdents64  of a plain directory: the kernel's own listing.
+ * A directory met for the first time is decided by the Python side (learn(dir), which also
+ * remembers the answer in the `plain` dict). Everything else (other stops, a symlink on the
+ * way, a directory that is not plain, any error the Python handlers would explain) returns
+ * to Python unchanged.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PATH_MAX_ 4096
+#define NAME_MAX_ 255
+#define AUDIT_ARCH_X86_64_ 0xC000003E
+#define SYSCALL_TRAP (SIGTRAP | 0x80)
+#define AT_FDCWD_ (-100)
+#define AT_SYMLINK_NOFOLLOW_ 0x100
+#define AT_NO_AUTOMOUNT_ 0x800
+#define AT_EMPTY_PATH_ 0x1000
+#define O_TMPFILE_BIT 020000000
+#define VALID_OPEN_FLAGS 037777703
+#define O_PATH_FLAGS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
+#define OPEN_HOW_SIZE 24
+#define MAX_RESTARTS 16
+#define NR_MAX 512
+
+enum { ANSWERED, FALLBACK };
+
+typedef struct {
+    pid_t tid;                       /* 0: free */
+    int restarts;
+    unsigned long long nr, args[4];  /* the program's own call, restored at its exit */
+} Pending;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *plain;                 /* dict: directory (bytes) -> bool, owned by Python */
+    PyObject *learn;                 /* learn(dir) -> bool: decides a directory not in it */
+    Py_buffer area;                  /* the tracer's writable view of the slot area */
+    unsigned long long slot_base, slot_size;
+    int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
+    int stat_ok;                     /* stat answers need no recorded owners patched in */
+    int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
+    uint8_t *eligible;               /* tid -> its reads may be answered here */
+    Py_ssize_t tids;
+    Pending *pending;                /* by slot index */
+    Py_ssize_t slots;
+    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops;
+} Engine;
+
+/* -- tracee access ------------------------------------------------------------------------ */
+
+/* Read a NUL-terminated string at addr into buf (PATH_MAX_ bytes); its length, or -1. Reads
+ * up to page ends only, so a string next to an unmapped page is still read. */
+static Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf)
+{
+    Py_ssize_t got = 0;
+    while (got < PATH_MAX_) {
+        size_t chunk = 4096 - ((addr + got) & 4095);
+        if (chunk > (size_t)(PATH_MAX_ - got))
+            chunk = PATH_MAX_ - got;
+        struct iovec local = {buf + got, chunk};
+        struct iovec remote = {(void *)(uintptr_t)(addr + got), chunk};
+        ssize_t n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (n <= 0)
+            return -1;
+        char *nul = memchr(buf + got, 0, (size_t)n);
+        if (nul != NULL)
+            return nul - buf;
+        got += n;
+    }
+    return -1;                       /* ENAMETOOLONG: Python says so */
+}
+
+static int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len)
+{
+    struct iovec local = {(void *)data, len};
+    struct iovec remote = {(void *)(uintptr_t)addr, len};
+    return process_vm_writev(tid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* The call does not run: the program sees `result`. */
+static void emulate(pid_t tid, long result)
+{
+    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, orig_rax), (void *)-1L);
+    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, rax), (void *)result);
+    ptrace(PTRACE_CONT, tid, 0, 0);
+}
+
+static long openat2_(const char *path, unsigned long long flags)
+{
+    struct open_how how = {.flags = flags, .resolve = RESOLVE_NO_SYMLINKS |
+                           RESOLVE_NO_MAGICLINKS};
+    return syscall(SYS_openat2, AT_FDCWD_, path, &how, sizeof how);
+}
+
+/* -- plain directories -------------------------------------------------------------------- */
+
+/* A /proc link to a removed directory: its text no longer names it. */
+static int deleted(const char *link, ssize_t n)
+{
+    return n >= 10 && memcmp(link + n - 10, " (deleted)", 10) == 0;
+}
+
+/* The directory a path call names its object in, and the name: (dir, name) when the path is
+ * a name in a directory reached without "." or ".." (so the directory's path is the one the
+ * kernel would walk); the base of a relative path is the thread's cwd or dirfd. */
+static int split_path(pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                      char *dir, Py_ssize_t *dir_len, const char **name)
+{
+    if (len == 0 || path[len - 1] == '/')
+        return -1;
+    const char *slash = memrchr(path, '/', (size_t)len);
+    const char *nm = slash ? slash + 1 : path;
+    Py_ssize_t nlen = len - (nm - path);
+    if (nlen > NAME_MAX_ || (nm[0] == '.' && (nlen == 1 || (nlen == 2 && nm[1] == '.'))))
+        return -1;
+    if (nlen >= 4 && memcmp(nm, ".wh.", 4) == 0)
+        return -1;                   /* the overlay's reserved names */
+    Py_ssize_t dl = 0;
+    if (path[0] != '/') {
+        char link[64];
+        if (dirfd == AT_FDCWD_)
+            snprintf(link, sizeof link, "/proc/%d/cwd", tid);
+        else if (dirfd >= 0)
+            snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, dirfd);
+        else
+            return -1;
+        ssize_t n = readlink(link, dir, PATH_MAX_ - 1);
+        if (n <= 0 || dir[0] != '/' || deleted(dir, n))
+            return -1;
+        dl = n;
+        if (dl == 1)
+            dl = 0;                  /* "/": joined below */
+    }
+    Py_ssize_t rel = slash ? slash - path : 0;   /* the path's own directory part */
+    if (dl + 1 + rel >= PATH_MAX_ || (rel > 0 && path[rel - 1] == '/'))
+        return -1;
+    if (slash) {
+        const char *p = path[0] == '/' ? path + 1 : path;
+        Py_ssize_t plen = (path + rel) - p;
+        if (plen > 0)
+            dir[dl++] = '/';
+        memcpy(dir + dl, p, (size_t)(plen > 0 ? plen : 0));
+        dl += plen > 0 ? plen : 0;
+        /* every component of the path's own part must be a plain name */
+        const char *c = p, *end = path + rel;
+        while (c < end) {
+            const char *e = memchr(c, '/', (size_t)(end - c));
+            if (e == NULL)
+                e = end;
+            Py_ssize_t cl = e - c;
+            if (cl == 0 || (c[0] == '.' && (cl == 1 || (cl == 2 && c[1] == '.'))))
+                return -1;
+            c = e + 1;
+        }
+    }
+    if (dl == 0)
+        dir[dl++] = '/';
+    if (dl + 1 + nlen >= PATH_MAX_)
+        return -1;
+    dir[dl] = 0;
+    *dir_len = dl;
+    *name = nm;
+    return 0;
+}
+
+/* 1: plain; 0: not (or the Python side failed to say: then Python handles the call). */
+static int is_plain(Engine *self, const char *dir, Py_ssize_t len)
+{
+    PyObject *key = PyBytes_FromStringAndSize(dir, len);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *v = PyDict_GetItemWithError(self->plain, key);
+    int plain = v == Py_True;
+    if (v == NULL) {
+        v = PyObject_CallOneArg(self->learn, key);    /* it records the answer */
+        plain = v != NULL && PyObject_IsTrue(v) == 1;
+        Py_XDECREF(v);
+        PyErr_Clear();
+    }
+    Py_DECREF(key);
+    return plain;
+}
+
+/* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
+ * only the name is missing; 1 for anything the Python side must explain. */
+static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st)
+{
+    long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        int rc = fstat((int)fd, st);
+        close((int)fd);
+        return rc == 0 ? 0 : 1;
+    }
+    if (errno != ENOENT)
+        return 1;
+    char parent[PATH_MAX_];
+    memcpy(parent, full, (size_t)dir_len);
+    parent[dir_len] = 0;
+    fd = openat2_(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    close((int)fd);
+    return -ENOENT;
+}
+
+/* The full path of a call's operand in a plain directory, or -1. */
+static int plain_operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
+                         char *full, Py_ssize_t *dir_len)
+{
+    char path[PATH_MAX_];
+    Py_ssize_t len = read_cstring(tid, addr, path);
+    if (len < 0)
+        return -1;
+    const char *name;
+    if (split_path(tid, dirfd, path, len, full, dir_len, &name) < 0)
+        return -1;
+    if (!is_plain(self, full, *dir_len))
+        return -1;
+    Py_ssize_t nlen = len - (name - path);
+    Py_ssize_t at = *dir_len;
+    if (at > 1)
+        full[at++] = '/';
+    else
+        at = 1;                      /* a name in "/" */
+    memcpy(full + at, name, (size_t)nlen);
+    full[at + nlen] = 0;
+    return 0;
+}
+
+/* -- the calls ---------------------------------------------------------------------------- */
+
+static int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    if (!self->stat_ok || a[3] & ~(unsigned long long)(AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_
+                                                       | AT_EMPTY_PATH_))
+        return FALLBACK;
+    if (a[3] & AT_EMPTY_PATH_) {
+        char first;
+        struct iovec local = {&first, 1}, remote = {(void *)(uintptr_t)a[1], 1};
+        if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
+            ptrace(PTRACE_CONT, tid, 0, 0);   /* fstat of the fd's own object: the kernel's */
+            return ANSWERED;
+        }
+    }
+    char full[PATH_MAX_];
+    Py_ssize_t dir_len;
+    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
+        return FALLBACK;
+    struct stat st;
+    int rc = lookup(full, dir_len, &st);
+    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode) && !(a[3] & AT_SYMLINK_NOFOLLOW_)))
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
+        result = -EFAULT;
+    emulate(tid, result);
+    return ANSWERED;
+}
+
+static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    unsigned long long flags = (a[2] & 0xFFFFFFFFULL) | O_LARGEFILE;   /* build_open_how() */
+    flags &= VALID_OPEN_FLAGS;
+    if (flags & O_PATH)
+        flags &= O_PATH_FLAGS;
+    if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC | O_TMPFILE_BIT))
+        return FALLBACK;
+    char full[PATH_MAX_];
+    Py_ssize_t dir_len;
+    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
+        return FALLBACK;
+    struct stat st;
+    int rc = lookup(full, dir_len, &st);
+    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))
+        return FALLBACK;             /* a symlink: Python follows it or says ELOOP */
+    if (rc < 0) {
+        emulate(tid, rc);
+        return ANSWERED;
+    }
+    /* The checked path and its open_how go to the kernel from the thread's slot. */
+    size_t plen = strlen(full) + 1, how_off = (plen + 7) & ~(size_t)7;
+    if (how_off + OPEN_HOW_SIZE > self->slot_size)
+        return FALLBACK;
+    char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
+    unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
+    struct open_how how = {.flags = flags, .mode = 0,
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    memcpy(mine, full, plen);
+    memcpy(mine + how_off, &how, sizeof how);
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+        return ANSWERED;             /* gone: its exit report follows */
+    Pending *p = &self->pending[slot];
+    p->tid = tid;
+    p->nr = in->seccomp.nr;
+    p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
+    regs.rdi = (unsigned long long)AT_FDCWD_;
+    regs.rsi = at;
+    regs.rdx = at + how_off;
+    regs.r10 = OPEN_HOW_SIZE;
+    regs.orig_rax = (unsigned long long)self->nr_openat2;
+    if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
+        p->tid = 0;
+        return ANSWERED;
+    }
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    return ANSWERED;
+}
+
+static int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    long fd = (long)(int)in->seccomp.args[0];
+    if (fd < 0)
+        return FALLBACK;
+    char link[64], dir[PATH_MAX_];
+    snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, fd);
+    ssize_t n = readlink(link, dir, sizeof dir - 1);
+    if (n <= 0 || dir[0] != '/' || deleted(dir, n) || !is_plain(self, dir, n))
+        return FALLBACK;
+    ptrace(PTRACE_CONT, tid, 0, 0);
+    return ANSWERED;
+}
+
+/* The exit stop of an open made from the slot: give the program its registers back. */
+static void finish_open(Pending *p, pid_t tid)
+{
+    struct __ptrace_syscall_info info;
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
+            ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        p->tid = 0;
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        return;
+    }
+    if (info.op != PTRACE_SYSCALL_INFO_EXIT) {
+        ptrace(PTRACE_CONT, tid, 0, 0);  /* not this call's exit yet */
+        return;
+    }
+    p->tid = 0;
+    regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
+    regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
+    if (info.exit.rval == -ELOOP && p->restarts < MAX_RESTARTS) {
+        /* A component became a symlink after the check: re-run the call, re-checked. */
+        p->restarts++;
+        regs.rip -= 2;
+        regs.rax = p->nr;
+    } else {
+        p->restarts = 0;
+    }
+    ptrace(PTRACE_SETREGS, tid, 0, &regs);
+    ptrace(PTRACE_CONT, tid, 0, 0);
+}
+
+static int slot_of(Engine *self, pid_t tid)
+{
+    return tid > 0 && tid < self->tids ? self->slot_of[tid] - 1 : -1;
+}
+
+/* ANSWERED when the stop was dealt with here. */
+static int try_stop(Engine *self, pid_t tid, int status)
+{
+    int slot = slot_of(self, tid);
+    if (slot < 0)
+        return FALLBACK;
+    if ((status >> 8) == SYSCALL_TRAP) {
+        Pending *p = &self->pending[slot];
+        if (p->tid != tid)
+            return FALLBACK;
+        self->exit_stops++;
+        finish_open(p, tid);
+        return ANSWERED;
+    }
+    if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || !self->eligible[tid])
+        return FALLBACK;
+    struct __ptrace_syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
+            info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64_)
+        return FALLBACK;
+    int nr = (int)info.seccomp.nr, rc = FALLBACK;
+    if (nr == self->nr_newfstatat)
+        rc = do_newfstatat(self, tid, &info);
+    else if (nr == self->nr_openat)
+        rc = do_openat(self, tid, slot, &info);
+    else if (nr == self->nr_getdents64)
+        rc = do_getdents64(self, tid, &info);
+    if (rc == ANSWERED) {
+        self->seccomp_stops++;
+        if (nr >= 0 && nr < NR_MAX)
+            self->answered[nr]++;
+    }
+    return rc;
+}
+
+/* -- the Python type ---------------------------------------------------------------------- */
+
+static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
+{
+    for (;;) {
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        int status;
+        pid_t pid;
+        Py_BEGIN_ALLOW_THREADS
+        pid = waitpid(-1, &status, __WALL);
+        Py_END_ALLOW_THREADS
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (WIFSTOPPED(status) && try_stop(self, pid, status) == ANSWERED)
+            continue;
+        return Py_BuildValue("(ii)", pid, status);
+    }
+}
+
+static PyObject *Engine_enable(Engine *self, PyObject *args)
+{
+    int tid, slot;
+    if (!PyArg_ParseTuple(args, "ii", &tid, &slot))
+        return NULL;
+    if (tid <= 0 || tid >= self->tids || slot < 0 || slot >= self->slots)
+        Py_RETURN_NONE;
+    if (self->pending[slot].tid != tid)     /* a slot freed by a thread that died mid-call */
+        memset(&self->pending[slot], 0, sizeof(Pending));
+    self->slot_of[tid] = slot + 1;
+    self->eligible[tid] = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_disable(Engine *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    if (tid > 0 && tid < self->tids)
+        self->eligible[tid] = 0;     /* an open in flight still finishes here */
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_forget(Engine *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    int slot = slot_of(self, tid);
+    if (slot >= 0 && self->pending[slot].tid == tid)
+        memset(&self->pending[slot], 0, sizeof(Pending));
+    if (tid > 0 && tid < self->tids)
+        self->slot_of[tid] = self->eligible[tid] = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_busy(Engine *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    int slot = slot_of(self, tid);
+    return PyBool_FromLong(slot >= 0 && self->pending[slot].tid == tid);
+}
+
+static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *by_nr = PyDict_New();
+    if (by_nr == NULL)
+        return NULL;
+    for (int nr = 0; nr < NR_MAX; nr++) {
+        if (!self->answered[nr])
+            continue;
+        PyObject *k = PyLong_FromLong(nr), *v = PyLong_FromUnsignedLongLong(self->answered[nr]);
+        if (k == NULL || v == NULL || PyDict_SetItem(by_nr, k, v) < 0) {
+            Py_XDECREF(k); Py_XDECREF(v); Py_DECREF(by_nr);
+            return NULL;
+        }
+        Py_DECREF(k); Py_DECREF(v);
+    }
+    return Py_BuildValue("(KKN)", self->seccomp_stops, self->exit_stops, by_nr);
+}
+
+static PyObject *Engine_get_stat_ok(Engine *self, void *c) { return PyBool_FromLong(self->stat_ok); }
+
+static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
+{
+    int t = v ? PyObject_IsTrue(v) : 0;
+    if (t < 0)
+        return -1;
+    self->stat_ok = t;
+    return 0;
+}
+
+static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"area", "plain", "learn", "slot_base", "slot_size", "slots",
+                            "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2", NULL};
+    PyObject *area, *plain, *learn;
+    unsigned long long base, size;
+    Py_ssize_t slots;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii", names, &area, &PyDict_Type,
+                                     &plain, &learn, &base, &size, &slots, &self->nr_newfstatat,
+                                     &self->nr_openat, &self->nr_getdents64, &self->nr_openat2))
+        return -1;
+    if (self->area.obj != NULL || self->slot_of != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
+        return -1;
+    }
+    if (PyObject_GetBuffer(area, &self->area, PyBUF_WRITABLE) < 0)
+        return -1;
+    if ((unsigned long long)self->area.len < size * (unsigned long long)slots) {
+        PyErr_SetString(PyExc_ValueError, "the slot area is smaller than its slots");
+        return -1;
+    }
+    long pid_max = 4194304;          /* the kernel's ceiling; /proc tells the setting */
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &pid_max) != 1 || pid_max <= 0 || pid_max > 4194304)
+            pid_max = 4194304;
+        fclose(f);
+    }
+    self->tids = pid_max + 1;
+    self->slot_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
+    self->eligible = PyMem_Calloc((size_t)self->tids, 1);
+    self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
+    if (self->slot_of == NULL || self->eligible == NULL || self->pending == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slots = slots;
+    self->slot_base = base;
+    self->slot_size = size;
+    self->stat_ok = 1;
+    Py_INCREF(plain);
+    self->plain = plain;
+    Py_INCREF(learn);
+    self->learn = learn;
+    return 0;
+}
+
+static void Engine_dealloc(Engine *self)
+{
+    if (self->area.obj != NULL)
+        PyBuffer_Release(&self->area);
+    Py_CLEAR(self->plain);
+    Py_CLEAR(self->learn);
+    PyMem_Free(self->slot_of);
+    PyMem_Free(self->eligible);
+    PyMem_Free(self->pending);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"wait", (PyCFunction)Engine_wait, METH_NOARGS,
+     "wait() -> (pid, status): the next stop (or exit) Python must handle."},
+    {"enable", (PyCFunction)Engine_enable, METH_VARARGS,
+     "enable(tid, slot): its reads in plain directories may be answered here."},
+    {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
+     "disable(tid): its stops go to Python (an open in flight still finishes here)."},
+    {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
+    {"busy", (PyCFunction)Engine_busy, METH_VARARGS,
+     "busy(tid) -> whether an open made here awaits its exit stop."},
+    {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
+     "counts() -> (seccomp stops, exit stops, {nr: stops}) answered here."},
+    {NULL}
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"stat_ok", (getter)Engine_get_stat_ok, (setter)Engine_set_stat_ok,
+     "stat answers need nothing patched in (no recorded owners)", NULL},
+    {NULL}
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appvirt.tracer._fastpath.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Answers the stops that need no Python; hands back the others.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+};
+
+static PyObject *split(PyObject *mod, PyObject *args)
+{
+    /* split(base, path) -> (dir, name) or None: split_path on a given base, for tests. */
+    const char *base, *path;
+    Py_ssize_t blen, plen;
+    if (!PyArg_ParseTuple(args, "y#y#", &base, &blen, &path, &plen))
+        return NULL;
+    (void)blen;
+    char dir[PATH_MAX_];
+    Py_ssize_t dl;
+    const char *name;
+    if (plen >= PATH_MAX_ || memchr(path, 0, (size_t)plen))
+        Py_RETURN_NONE;
+    /* A relative path is joined to base as a cwd would be: fake it as absolute. */
+    char joined[2 * PATH_MAX_];
+    const char *p = path;
+    Py_ssize_t len = plen;
+    if (plen > 0 && path[0] != '/') {
+        if (blen + 1 + plen >= PATH_MAX_)
+            Py_RETURN_NONE;
+        memcpy(joined, base, (size_t)blen);
+        joined[blen] = '/';
+        memcpy(joined + blen + 1, path, (size_t)plen);
+        p = joined;
+        len = blen + 1 + plen;
+        if (blen == 1) {             /* base "/" */
+            p = joined + 1;
+            len--;
+        }
+    }
+    if (split_path(0, AT_FDCWD_, p, len, dir, &dl, &name) < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(y#y#)", dir, dl, name, (Py_ssize_t)(len - (name - p)));
+}
+
+static PyMethodDef module_methods[] = {
+    {"split", split, METH_VARARGS, "split(base, path) -> (dir, name) or None"},
+    {NULL}
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "appvirt.tracer._fastpath",
+    "The compiled part of the tracer's wait loop (see fastpath.py).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    if (PyType_Ready(&EngineType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

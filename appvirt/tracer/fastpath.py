@@ -1,0 +1,95 @@
+"""The compiled part of the wait loop: reads in plain directories answered without Python.
+
+Most stops of a program that reads files (find, a compiler reading headers, Python importing
+its modules) are a stat, an open for reading or a listing in a directory the program's view
+shows as the host has it. `_fastpath.Engine.wait()` answers those itself, exactly as the
+handlers would (see _fastpath.c), and hands every other stop to the Python loop together with
+the directory it did not know yet. This module decides which directories are plain (the
+filesystem's `plain_dir`), forgets them all whenever the overlay's index changes, and says
+which threads the engine may serve: those whose stops Python has nothing in flight for.
+
+Off (every stop in Python, same behaviour) when the extension is not built, when
+APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: log level
+`all` (every call is logged), an `identity:` (owners shown by the tracer).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core import sysnums
+from ..core.slotlayout import SLOT_BASE, SLOT_COUNT, SLOT_SIZE
+from ..policy.model import LogLevel, Policy
+
+try:
+    from . import _fastpath
+except ImportError:             # built without a C compiler: the Python loop does it all
+    _fastpath = None
+
+MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
+
+
+def wanted(policy: Policy) -> bool:
+    """Whether this run may use the compiled fast path."""
+    return (_fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
+            and policy.log.level is not LogLevel.ALL and policy.identity is None)
+
+
+class FastPath:
+    """The engine, the directories it may answer in, and the threads it may serve."""
+
+    def __init__(self, fs, area) -> None:
+        assert _fastpath is not None
+        self.fs = fs
+        self.plain: dict[bytes, bool] = {}
+        self._index = fs.ov._ix
+        self._version = self._index.version
+        self._meta = fs.meta
+        self.error: str | None = None     # the first failure deciding a directory
+        self.engine = _fastpath.Engine(
+            area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
+            slot_size=SLOT_SIZE,
+            slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
+            nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
+            nr_openat2=sysnums.nr("openat2"))
+
+    def wait(self) -> tuple[int, int]:
+        """The next stop (or exit) the Python loop must handle."""
+        return self.engine.wait()
+
+    def _learn(self, d: bytes) -> bool:
+        """Called by the engine for a directory it has no answer for."""
+        if len(self.plain) >= MAX_DIRS:
+            self.plain.clear()
+        try:
+            plain = self.fs.plain_dir(d)
+        except Exception as e:  # noqa: BLE001 - not plain: the Python handlers decide
+            if self.error is None:
+                self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
+            plain = False
+        self.plain[d] = plain
+        return plain
+
+    def fresh(self) -> None:
+        """Forget every plain directory if the overlay changed since they were decided, and
+        whether stat answers need recorded owners patched in."""
+        v = self._index.version
+        if v != self._version:
+            self._version = v
+            self.plain.clear()
+        self.engine.stat_ok = not self._meta
+
+    def serve(self, tid: int, slot: int | None) -> None:
+        """Let the engine answer tid's reads (from this slot), or not (None)."""
+        if slot is None:
+            self.engine.disable(tid)
+        else:
+            self.engine.enable(tid, slot)
+
+    def forget(self, tid: int) -> None:
+        self.engine.forget(tid)
+
+    def counts(self) -> tuple[int, int, dict[str, int]]:
+        """(seccomp stops, exit stops, stops by syscall name) answered by the engine."""
+        seccomp, exits, by_nr = self.engine.counts()
+        return seccomp, exits, {sysnums.name(nr): n for nr, n in by_nr.items()}

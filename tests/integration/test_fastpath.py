@@ -1,0 +1,150 @@
+"""The compiled fast path under real ptrace: it answers the reads in plain directories, and
+what a program sees is the same with it and without it (APPVIRT_FASTPATH=0), before and
+after the program changes those directories in its overlay; the host stays untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_policy
+
+pytestmark = pytest.mark.integration
+
+# Looks at a directory the way programs do (stat, lstat, listings, opens, a dirfd walk), then
+# changes it in the overlay and looks again.
+PROGRAM = r"""
+import os, sys
+top = sys.argv[1]
+
+def look(tag):
+    out = []
+    for name in sorted(os.listdir(top)):
+        p = os.path.join(top, name)
+        try:
+            st = os.stat(p)
+            kind = "dir" if os.path.isdir(p) else "file"
+            data = open(p, "rb").read() if kind == "file" else b""
+            ino = st.st_ino if tag == "before" else ""     # copies differ between apps
+            out.append(f"{name} {kind} {st.st_size} {ino} {st.st_nlink} {data!r}")
+        except OSError as e:
+            out.append(f"{name} error {e.errno}")
+        out.append(f"  lstat {os.lstat(p).st_mode:o}")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for name in ("a.txt", "gone.txt", "new.txt", "sub", "link", "missing"):
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            out.append(f"at {name} {st.st_mode:o} {st.st_size}")
+        except OSError as e:
+            out.append(f"at {name} errno {e.errno}")
+        try:
+            os.close(os.open(name, os.O_RDONLY, dir_fd=fd))
+            out.append(f"open {name} ok")
+        except OSError as e:
+            out.append(f"open {name} errno {e.errno}")
+    os.close(fd)
+    print(tag, *out, sep="\n")
+
+look("before")
+for change in (lambda: open(os.path.join(top, "new.txt"), "w").write("made in the overlay\n"),
+               lambda: os.unlink(os.path.join(top, "gone.txt")),
+               lambda: open(os.path.join(top, "a.txt"), "a").write("appended\n"),
+               lambda: os.mkdir(os.path.join(top, "sub", "deeper"))):
+    try:
+        change()
+    except OSError as e:
+        print("change failed", e.errno)
+look("after")
+print(sorted(os.listdir(top)))
+"""
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath, name)
+            st = p.lstat()
+            h.update(f"{p} {st.st_mode} {st.st_size} {st.st_mtime_ns}".encode())
+            if p.is_file() and not p.is_symlink():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def host_tree(tmp_path) -> Path:
+    top = tmp_path / "tree"
+    (top / "sub").mkdir(parents=True)
+    (top / "a.txt").write_text("a\n")
+    (top / "gone.txt").write_text("to be deleted\n")
+    (top / "sub" / "inner.txt").write_text("inner\n")
+    (top / "link").symlink_to("a.txt")
+    return top
+
+
+def _compiled(stderr: str) -> int:
+    return int(re.search(r"(\d+) answered by the compiled loop", stderr).group(1))
+
+
+def _run(appvirt, top: Path, *, fast: bool, app: str, policy: str | None = None):
+    args = ["run", "--stats", "--app", app]
+    if policy:
+        args += ["--policy", policy]
+    r = appvirt(*args, "--", "python3", "-c", PROGRAM, str(top),
+                env={"APPVIRT_FASTPATH": "1" if fast else "0"})
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
+    return r
+
+
+def test_the_program_sees_the_same_with_and_without_the_compiled_loop(appvirt, host_tree):
+    before = tree_digest(host_tree)
+    fast = _run(appvirt, host_tree, fast=True, app="fast")
+    slow = _run(appvirt, host_tree, fast=False, app="slow")
+    assert fast.stdout == slow.stdout
+    assert _compiled(fast.stderr) > 100 and _compiled(slow.stderr) == 0
+    # The second look saw the overlay's changes, not what the fast path saw before them.
+    after = fast.stdout.split("after\n")[1]
+    assert "new.txt file 20" in after and "gone.txt" not in after.split("at ")[0]
+    assert "at gone.txt errno 2" in after and "open new.txt ok" in after
+    assert "b'a\\nappended\\n'" in after and "['a.txt', 'link', 'new.txt', 'sub']" in fast.stdout
+    assert tree_digest(host_tree) == before
+
+
+def test_rules_inside_a_directory_are_kept(appvirt, host_tree, tmp_path):
+    policy = write_policy(tmp_path / "p.yaml", f"""
+files:
+  default: overlay
+  rules:
+    - {{path: "{host_tree}/sub/inner.txt", mode: hidden}}
+    - {{path: "{host_tree}/*.txt", mode: readonly}}
+""")
+    fast = _run(appvirt, host_tree / "sub", fast=True, app="r1", policy=policy)
+    slow = _run(appvirt, host_tree / "sub", fast=False, app="r2", policy=policy)
+    assert fast.stdout == slow.stdout
+    assert "inner.txt" not in fast.stdout.split("at ")[0]
+
+
+def test_find_matches_native_and_the_python_loop(appvirt, host_tree):
+    for i in range(30):
+        d = host_tree / f"d{i}" / "e"
+        d.mkdir(parents=True)
+        (d / "f").write_text(str(i))
+        (d / "l").symlink_to("f")
+    native = subprocess.run(["find", str(host_tree), "-type", "f"], capture_output=True,
+                            text=True, check=True).stdout
+    outs = []
+    for fast in (True, False):
+        r = appvirt("run", "--stats", "--", "find", str(host_tree), "-type", "f",
+                    env={"APPVIRT_FASTPATH": "1" if fast else "0"})
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+        if fast:
+            assert _compiled(r.stderr) > 60
+    assert outs == [native, native]

@@ -1,0 +1,134 @@
+"""The compiled fast path's two decisions, without ptrace: which directories are plain (the
+view of every name in them is the host's own) and how a path splits into directory and name.
+
+`plain_dir` is checked differentially: wherever it says "plain", the view's component walk
+must find exactly the host's object for every name, and the kernel's listing must be right,
+whatever the overlay holds and the rules say."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from hypothesis import given, settings, strategies as st
+
+from appvirt.errors import GuestErrno
+from appvirt.fs.overlayfs import OverlayFS
+from appvirt.fs.resolver import Caller, resolve
+from appvirt.globs import Glob
+from appvirt.overlay import Overlay
+from appvirt.policy.model import FileMode, FilesPolicy, PathRule
+from appvirt.tracer import _fastpath     # built by the install (setup.py): CI has a compiler
+
+from .overlay.overlay_helpers import create_file, make_tree
+
+TREE = {
+    "etc/hosts": b"h\n", "etc/app/conf": b"c\n", "etc/app/sub/deep": b"d\n",
+    "etc/link": "-> hosts", "etc/dirlink": "-> app", "usr/bin/tool": b"t\n",
+    "usr/lib/x/y/z": b"z\n", "home/u/.ssh/id": b"k\n", "home/u/doc": b"doc\n", "tmp": None,
+}
+NAMES = [b"etc", b"hosts", b"app", b"conf", b"sub", b"deep", b"link", b"dirlink", b"usr",
+         b"bin", b"tool", b"lib", b"x", b"y", b"z", b"home", b"u", b".ssh", b"id", b"doc",
+         b"tmp", b"new", b"nope"]
+RULES = [("home/*/.ssh", FileMode.HIDDEN), ("tmp", FileMode.PRIVATE),
+         ("usr/lib/x", FileMode.PASSTHROUGH), ("etc/app/sub", FileMode.READONLY),
+         ("home/u/doc", FileMode.HIDDEN), ("**/deep", FileMode.HIDDEN)]
+
+rel_paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=4).map(b"/".join)
+changes = st.lists(st.tuples(st.sampled_from(["create", "mkdir", "unlink", "rmdir"]),
+                             rel_paths), max_size=5)
+
+
+def _host_object(p: bytes):
+    try:
+        st_ = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    return (st_.st_mode, st_.st_ino, st_.st_size)
+
+
+def _view_object(fs, p: bytes):
+    try:
+        r = resolve(Caller(1, 1, lambda pid: False), b"/", p, follow=False, view=fs)
+    except GuestErrno as e:
+        return ("errno", e.errno)
+    return None if r.st is None else (r.st.st_mode, r.st.st_ino, r.st.st_size)
+
+
+@settings(max_examples=120, deadline=None)
+@given(changes, st.sets(st.integers(0, len(RULES) - 1)))
+def test_a_plain_directory_shows_the_host_for_every_name(ops, rules):
+    # The fast path works on host paths the program's view shares (lower root "/"), so the
+    # tree lives in a temporary directory of the real root.
+    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
+        top = os.fsencode(os.path.realpath(lower))
+        make_tree(lower, TREE)
+        files = FilesPolicy(FileMode.OVERLAY, tuple(
+            PathRule(Glob.of(os.fsdecode(top) + "/" + RULES[i][0]), RULES[i][1], f"r{i}")
+            for i in sorted(rules)))
+        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
+        fs = OverlayFS(ov, files.rules)
+        for op, rel in ops:
+            g = top + b"/" + rel
+            try:
+                {"create": lambda: create_file(ov, g, b"new"),
+                 "mkdir": lambda: ov.mkdir(g, 0o755),
+                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g)}[op]()
+            except (GuestErrno, OSError):
+                pass
+        dirs = [top] + [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr",
+                                                 b"usr/lib", b"usr/lib/x", b"home",
+                                                 b"home/u", b"home/u/.ssh", b"tmp")]
+        for d in dirs:
+            if not fs.plain_dir(d):
+                continue
+            assert fs.listing(d) is None, (d, ops, rules)
+            for name in NAMES:
+                p = d + b"/" + name
+                assert _view_object(fs, p) == _host_object(p), (p, ops, rules)
+
+
+def _fs(rules: list[tuple[str, FileMode]], upper: str) -> OverlayFS:
+    files = FilesPolicy(FileMode.OVERLAY, tuple(
+        PathRule(Glob.of(p), m, f"r{i}") for i, (p, m) in enumerate(rules)))
+    ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
+    return OverlayFS(ov, files.rules, hidden=(os.fsencode(upper),))
+
+
+def test_what_is_never_plain(tmp_path):
+    fs = _fs([("/usr/share/doc/secret", FileMode.HIDDEN), ("/srv/*/cache", FileMode.PRIVATE),
+              ("/proc", FileMode.PASSTHROUGH), ("/opt/hole", FileMode.PASSTHROUGH)],
+             str(tmp_path / "upper"))
+    assert fs.plain_dir(b"/usr/lib")
+    assert not fs.plain_dir(b"/usr/share/doc")       # a rule for one of its names
+    assert not fs.plain_dir(b"/usr/share")           # ... or below one of them
+    assert not fs.plain_dir(b"/srv")                 # a wildcard rule may match below
+    assert not fs.plain_dir(b"/proc") and not fs.plain_dir(b"/proc/self")
+    assert not fs.plain_dir(b"/opt/hole")            # passthrough: asked of its owner
+    assert not fs.plain_dir(os.fsencode(tmp_path))   # holds the hidden upper layer
+    assert not fs.plain_dir(os.fsencode(tmp_path / "upper"))
+    assert not fs.plain_dir(b"/")
+
+
+def test_a_change_in_a_directory_makes_it_and_its_ancestors_not_plain(tmp_path):
+    (tmp_path / "lower" / "a" / "b").mkdir(parents=True)
+    fs = _fs([], str(tmp_path / "upper"))
+    a = os.fsencode(tmp_path / "lower" / "a")
+    version = fs.ov._ix.version
+    assert fs.plain_dir(a) and fs.plain_dir(a + b"/b")
+    create_file(fs.ov, a + b"/b/new", b"x")
+    assert fs.ov._ix.version != version              # the tracer forgets what it decided
+    assert not fs.plain_dir(a + b"/b") and not fs.plain_dir(a)
+
+
+def test_split_names_the_directory_the_kernel_would_walk():
+    split = _fastpath.split
+    assert split(b"/cwd", b"name") == (b"/cwd", b"name")
+    assert split(b"/cwd", b"a/b/name") == (b"/cwd/a/b", b"name")
+    assert split(b"/", b"name") == (b"/", b"name")
+    assert split(b"/cwd", b"/usr/lib/os.py") == (b"/usr/lib", b"os.py")
+    assert split(b"/cwd", b"/etc") == (b"/", b"etc")
+    # Anything else is left to the Python resolver.
+    for path in (b"", b".", b"..", b"../x", b"a/../b", b"a/./b", b"a//b", b"//a", b"a/",
+                 b"/", b".wh.x", b"d/.wh.x", b"x" * 256, b"/" + b"d/" * 2100 + b"x"):
+        assert split(b"/cwd", path) is None, path
