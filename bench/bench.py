@@ -404,7 +404,7 @@ def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
             raise NotRun(f"{tracees} processes did not start")
         live = _status_kib(p.pid, "VmRSS") or 0
         # Anything in the session that is neither the tracer nor the program (appvirt's slot
-        # keeper) is the tracer's too; Pss, as a forked helper shares most pages with it.
+        # keeper) is the tracer's too; Pss, as a helper may share pages with it.
         helpers = sum(_status_kib(pid, "Pss", "smaps_rollup") or 0
                       for pid in session_members(p.pid)
                       if pid != p.pid and _comm(pid) != "hold_procs")

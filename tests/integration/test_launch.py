@@ -200,3 +200,32 @@ def test_waits_for_background_children_like_strace(appvirt, tmp_path):
     assert r.returncode == 4
     assert time.time() - t0 >= 1.0
     assert out.read_text() == "late\n"
+
+
+def test_slot_keeper_outlives_sigint_to_appvirts_group(home, ptrace_ok):
+    """A SIGINT to appvirt's process group (which holds the slot keeper, not the program)
+    leaves the keeper alive: a later exec still maps the slot area through it."""
+    p = subprocess.Popen(appvirt_cmd("run", "--", "sh", "-c",
+                                     "trap '' INT; echo ready; read x; exec true"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline() == "ready\n"
+        keepers = []
+        for c in psutil.Process(p.pid).children():
+            try:
+                if os.readlink(f"/proc/{c.pid}/fd/100").startswith("/memfd:appvirt-slots"):
+                    keepers.append(c)
+            except OSError:
+                pass
+        assert len(keepers) == 1 and os.getpgid(keepers[0].pid) == p.pid
+        os.killpg(p.pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert keepers[0].status() != psutil.STATUS_ZOMBIE
+        p.stdin.write("\n")
+        p.stdin.close()
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

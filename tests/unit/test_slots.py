@@ -1,0 +1,128 @@
+"""The slot area's keeper: a small exec'd process holding the read-only memfd for tracees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from appvirt.errors import EnvironmentUnsupported
+from appvirt.tracer import slots
+from appvirt.tracer.slots import SlotArena
+
+CAT = shutil.which("cat", path=os.pathsep.join((os.defpath, os.environ.get("PATH", ""))))
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _state(pid: int) -> str:
+    """The process state letter; "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _wait_for(cond, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def arena():
+    try:
+        a = SlotArena()
+    except EnvironmentUnsupported as e:
+        pytest.skip(str(e))
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def keeper(arena: SlotArena) -> int:
+    """The started keeper's pid, once it runs cat."""
+    if CAT is None:
+        pytest.skip("no cat here")
+    arena.start_keeper()
+    assert _wait_for(lambda: _exe(arena.keeper_pid) == os.path.realpath(CAT))
+    return arena.keeper_pid
+
+
+def test_keeper_is_cat_holding_the_read_only_area_and_nothing_else(arena, keeper):
+    assert _exe(keeper) != os.path.realpath(sys.executable)
+    with open(f"/proc/{keeper}/cmdline", "rb") as f:
+        assert f.read() == b"cat\0"
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [
+        0, 1, 2, arena.keeper_fd]
+    fd = os.open(arena.keeper_path(), os.O_RDONLY)      # what a tracee opens
+    try:
+        st = os.fstat(fd)
+        assert (st.st_dev, st.st_ino) == (arena.dev, arena.ino)
+    finally:
+        os.close(fd)
+    with open(f"/proc/{keeper}/fdinfo/{arena.keeper_fd}") as f:
+        flags = int(next(x for x in f if x.startswith("flags:")).split()[1], 8)
+    assert flags & os.O_ACCMODE == os.O_RDONLY
+
+
+def test_keeper_ignores_terminal_and_termination_signals(keeper):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
+              signal.SIGTTIN, signal.SIGTTOU):
+        os.kill(keeper, s)
+    time.sleep(0.1)
+    assert _state(keeper) in ("S", "R")
+
+
+def test_keeper_exits_when_the_pipe_closes(arena, keeper):
+    os.close(arena._keeper_pipe)                 # as the kernel does when the tracer dies
+    _, status = os.waitpid(keeper, 0)
+    arena.keeper_pid = 0
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_close_kills_and_reaps_the_keeper(arena, keeper):
+    arena.close()
+    assert arena.keeper_pid == 0
+    assert _state(keeper) == ""
+
+
+def test_keeper_dies_with_a_sigkilled_owner():
+    if CAT is None:
+        pytest.skip("no cat here")
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import time; from appvirt.tracer.slots import SlotArena\n"
+         "a = SlotArena(); a.start_keeper(); print(a.keeper_pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        keeper = int(owner.stdout.readline())
+        assert _wait_for(lambda: _exe(keeper) == os.path.realpath(CAT))
+    finally:
+        owner.kill()
+        owner.wait()
+    assert _wait_for(lambda: _state(keeper) in ("", "Z"))
+
+
+def test_without_cat_the_fork_itself_keeps_the_area(arena, monkeypatch):
+    monkeypatch.setattr(slots.shutil, "which", lambda *a, **k: None)
+    arena.start_keeper()
+    pid = arena.keeper_pid
+    assert _wait_for(lambda: os.path.exists(f"/proc/{pid}/fd/{arena.keeper_fd}"))
+    assert _exe(pid) == _exe(os.getpid())
+    os.close(os.open(arena.keeper_path(), os.O_RDONLY))
+    arena.close()
+    assert _state(pid) == ""
