@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from ..errors import GuestErrno
 from ..overlay import Layer, Overlay
 from ..overlay.index import DIR
-from ..overlay.names import has_reserved
+from ..overlay.names import WH_PREFIX, has_reserved
 from ..policy.model import FileMode, PathRule
 from .dirents import DT_DIR, Dirent, host_listing
 from .hostlookup import Missing, lstat_no_symlinks
@@ -72,6 +72,9 @@ class OverlayFS:
         self.machine: MachineTree | None = None     # entries appvirt adds under /sys
         self._mode_of = overlay._mode_of
         self._to_guest_memo: dict[bytes, bytes | None] = {}
+        # (glob, literal prefix, whether a wildcard follows it) of each rule, for plain_dir.
+        self._rule_prefixes = tuple((r.glob, *_literal_prefix(r.glob.pattern))
+                                    for r in self._rules)
 
     def _tree_dirents(self, guest: bytes) -> list[Dirent]:
         assert self.machine is not None
@@ -154,12 +157,25 @@ class OverlayFS:
                 return shown
             i = j + 1
 
-    def plain_dir(self, d: bytes) -> bool:
+    def plain_dir(self, d: bytes, parent_plain: bool = False) -> bool:
         """Whether the view of host directory d, and of every name in it, is the host's own
         whatever the name, so that a read of a name there may be answered from the host
         without asking the view (tracer/fastpath.py). The caller still refuses a name that
         is reserved or a symlink to follow. False whenever unsure; valid while the upper
-        index does not change (the tracer forgets its answers when it does)."""
+        index does not change (the tracer forgets its answers when it does).
+
+        parent_plain: d's parent is plain (decided with the same index). Then so is d, unless
+        its name is reserved: no upper entry, hidden place or rule can be below the parent
+        (they would have made it not plain), and the rules that match the parent match d.
+        d must be a real directory: not a symlink, and (with no parent) not reached through
+        one."""
+        if parent_plain:
+            if d[d.rfind(b"/") + 1:].startswith(WH_PREFIX):
+                return False
+            try:
+                return statmod.S_ISDIR(os.lstat(d).st_mode)
+            except OSError:
+                return False
         ov = self.ov
         # (_host_shown False: upper directories above d, but d itself the host's)
         if ov.lower_root != b"/" or self._host_shown(d) is None \
@@ -171,14 +187,19 @@ class OverlayFS:
         if self.machine is not None and any(p.startswith(below) or d.startswith(p + b"/")
                                             for p in self.machine.prefixes):
             return False
-        for rule in self._rules:
-            if rule.glob.matches(d):
+        for glob, prefix, globby in self._rule_prefixes:
+            if glob.matches(d):
                 continue                 # it applies to every name in d as to d itself
-            prefix, globby = _literal_prefix(rule.glob.pattern)
             if prefix.startswith(below) or (globby and (
                     prefix == b"/" or d == prefix or d.startswith(prefix + b"/"))):
                 return False             # it may apply to some names in d, not to d
-        return True
+        # A real directory reached without a symlink: the path the program gave may cross
+        # one (/lib -> usr/lib), and then it names another directory, decided on its own.
+        try:
+            got = lstat_no_symlinks(d)
+        except Missing:
+            return False
+        return not isinstance(got, int) and statmod.S_ISDIR(got.st_mode)
 
     def _hidden_rule(self, path: bytes) -> str:
         for rule in reversed(self._rules):

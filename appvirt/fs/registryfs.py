@@ -101,12 +101,12 @@ class RegistryFS:
                     return os.lstat(self._shown + path)
         return self._lstat(path)
 
-    def plain_dir(self, d: bytes) -> bool:
+    def plain_dir(self, d: bytes, parent_plain: bool = False) -> bool:
         """See OverlayFS.plain_dir: never the tree, its virtual ancestors or what holds them."""
         m = self.mount
         if d == m or d.startswith(self._below) or m.startswith(d + b"/" if d != b"/" else d):
             return False
-        return self.inner.plain_dir(d)
+        return self.inner.plain_dir(d, parent_plain)
 
     def fast_lookup(self, guest: bytes, follow: bool) -> Resolved | None:
         if guest.startswith(self.top) and (self.registry_rel(guest) is not None

@@ -69,6 +69,8 @@ typedef struct {
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;
     unsigned long long answered[NR_MAX], seccomp_stops, exit_stops;
+    pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
+    int held_status;
 } Engine;
 
 /* -- tracee access ------------------------------------------------------------------------ */
@@ -188,21 +190,20 @@ static int split_path(pid_t tid, long dirfd, const char *path, Py_ssize_t len,
     return 0;
 }
 
-/* 1: plain; 0: not (or the Python side failed to say: then Python handles the call). */
+/* 1: plain; 0: not; -1: an exception is set (the stop then goes to Python after it). */
 static int is_plain(Engine *self, const char *dir, Py_ssize_t len)
 {
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
-    if (key == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
+    if (key == NULL)
+        return -1;
     PyObject *v = PyDict_GetItemWithError(self->plain, key);
     int plain = v == Py_True;
-    if (v == NULL) {
+    if (v == NULL && !PyErr_Occurred()) {
         v = PyObject_CallOneArg(self->learn, key);    /* it records the answer */
-        plain = v != NULL && PyObject_IsTrue(v) == 1;
+        plain = v == NULL ? -1 : PyObject_IsTrue(v);
         Py_XDECREF(v);
-        PyErr_Clear();
+    } else if (v == NULL) {
+        plain = -1;
     }
     Py_DECREF(key);
     return plain;
@@ -241,7 +242,7 @@ static int plain_operand(Engine *self, pid_t tid, long dirfd, unsigned long long
     const char *name;
     if (split_path(tid, dirfd, path, len, full, dir_len, &name) < 0)
         return -1;
-    if (!is_plain(self, full, *dir_len))
+    if (is_plain(self, full, *dir_len) != 1)
         return -1;
     Py_ssize_t nlen = len - (name - path);
     Py_ssize_t at = *dir_len;
@@ -344,31 +345,23 @@ static int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_
     char link[64], dir[PATH_MAX_];
     snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, fd);
     ssize_t n = readlink(link, dir, sizeof dir - 1);
-    if (n <= 0 || dir[0] != '/' || deleted(dir, n) || !is_plain(self, dir, n))
+    if (n <= 0 || dir[0] != '/' || deleted(dir, n) || is_plain(self, dir, n) != 1)
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;
 }
 
-/* The exit stop of an open made from the slot: give the program its registers back. */
+/* The exit stop of an open made from the slot (the next syscall stop after resuming the
+ * seccomp stop with PTRACE_SYSCALL): give the program its registers back. */
 static void finish_open(Pending *p, pid_t tid)
 {
-    struct __ptrace_syscall_info info;
     struct user_regs_struct regs;
-    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
-            ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
-        p->tid = 0;
-        ptrace(PTRACE_CONT, tid, 0, 0);
-        return;
-    }
-    if (info.op != PTRACE_SYSCALL_INFO_EXIT) {
-        ptrace(PTRACE_CONT, tid, 0, 0);  /* not this call's exit yet */
-        return;
-    }
     p->tid = 0;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+        return;                          /* gone: its exit report follows */
     regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
     regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
-    if (info.exit.rval == -ELOOP && p->restarts < MAX_RESTARTS) {
+    if ((long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS) {
         /* A component became a symlink after the check: re-run the call, re-checked. */
         p->restarts++;
         regs.rip -= 2;
@@ -424,6 +417,11 @@ static int try_stop(Engine *self, pid_t tid, int status)
 
 static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->held_pid > 0) {
+        pid_t pid = self->held_pid;
+        self->held_pid = 0;
+        return Py_BuildValue("(ii)", pid, self->held_status);
+    }
     for (;;) {
         if (PyErr_CheckSignals() < 0)
             return NULL;
@@ -439,6 +437,11 @@ static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         if (WIFSTOPPED(status) && try_stop(self, pid, status) == ANSWERED)
             continue;
+        if (PyErr_Occurred()) {      /* raised while deciding: the next wait() hands it over */
+            self->held_pid = pid;
+            self->held_status = status;
+            return NULL;
+        }
         return Py_BuildValue("(ii)", pid, status);
     }
 }

@@ -46,6 +46,7 @@ class FastPath:
         self._version = self._index.version
         self._meta = fs.meta
         self.error: str | None = None     # the first failure deciding a directory
+        self.learning = False
         self.engine = _fastpath.Engine(
             area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
             slot_size=SLOT_SIZE,
@@ -58,15 +59,20 @@ class FastPath:
         return self.engine.wait()
 
     def _learn(self, d: bytes) -> bool:
-        """Called by the engine for a directory it has no answer for."""
+        """Called by the engine for a directory it has no answer for (in the middle of a
+        stop: `learning` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
             self.plain.clear()
+        self.learning = True
         try:
-            plain = self.fs.plain_dir(d)
+            parent = d[:d.rfind(b"/")] or b"/"
+            plain = self.fs.plain_dir(d, self.plain.get(parent) is True)
         except Exception as e:  # noqa: BLE001 - not plain: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
             plain = False
+        finally:
+            self.learning = False
         self.plain[d] = plain
         return plain
 

@@ -178,8 +178,8 @@ class Tracer:
         """Drop tasks gone from /proc (fully reaped: no report will ever come for them), so
         that a missed report can never leave the tracer waiting for ever. Called from a
         timer; raises StaleTasks to wake a blocked wait when nothing live is left."""
-        if not self._waiting:       # only between stops: never in the middle of handling one
-            return
+        if not self._waiting or (self.fast is not None and self.fast.learning):
+            return                  # only between stops: never in the middle of handling one
         gone = [t for t in self.tasks.by_tid if not os.path.exists(f"/proc/{t}")]
         if not gone:
             return

@@ -79,8 +79,13 @@ def test_a_plain_directory_shows_the_host_for_every_name(ops, rules):
         dirs = [top] + [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr",
                                                  b"usr/lib", b"usr/lib/x", b"home",
                                                  b"home/u", b"home/u/.ssh", b"tmp")]
-        for d in dirs:
-            if not fs.plain_dir(d):
+        decided: dict[bytes, bool] = {}
+        for d in dirs:            # parents first: the shortcut through a plain parent agrees
+            parent = d[:d.rfind(b"/")]
+            decided[d] = fs.plain_dir(d)
+            if decided.get(parent):
+                assert fs.plain_dir(d, parent_plain=True) == decided[d], (d, ops, rules)
+            if not decided[d]:
                 continue
             assert fs.listing(d) is None, (d, ops, rules)
             for name in NAMES:
@@ -108,6 +113,11 @@ def test_what_is_never_plain(tmp_path):
     assert not fs.plain_dir(os.fsencode(tmp_path))   # holds the hidden upper layer
     assert not fs.plain_dir(os.fsencode(tmp_path / "upper"))
     assert not fs.plain_dir(b"/")
+    os.symlink("/usr/lib", tmp_path / "lib")
+    assert not fs.plain_dir(os.fsencode(tmp_path / "lib"))                 # a symlink
+    assert not fs.plain_dir(os.fsencode(tmp_path / "lib"), parent_plain=True)
+    assert not fs.plain_dir(os.fsencode(tmp_path / "lib" / "python3"))     # through one
+    assert not fs.plain_dir(b"/usr/lib/nonexistent")
 
 
 def test_a_change_in_a_directory_makes_it_and_its_ancestors_not_plain(tmp_path):
