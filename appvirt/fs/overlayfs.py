@@ -167,13 +167,16 @@ class OverlayFS:
         parent_plain: d's parent is plain (decided with the same index). Then so is d, unless
         its name is reserved: no upper entry, hidden place or rule can be below the parent
         (they would have made it not plain), and the rules that match the parent match d.
-        d must be a real directory: not a symlink, and (with no parent) not reached through
-        one."""
+        Then d may also be absent or not a directory: the view, as the host, has nothing in
+        it (ENOENT, ENOTDIR). Without a plain parent d must be a real directory reached
+        without a symlink; never a symlink."""
         if parent_plain:
             if d[d.rfind(b"/") + 1:].startswith(WH_PREFIX):
                 return False
             try:
-                return statmod.S_ISDIR(os.lstat(d).st_mode)
+                return not statmod.S_ISLNK(os.lstat(d).st_mode)
+            except FileNotFoundError:
+                return True          # absent in the view too: every name in it is ENOENT
             except OSError:
                 return False
         ov = self.ov

@@ -210,7 +210,8 @@ static int is_plain(Engine *self, const char *dir, Py_ssize_t len)
 }
 
 /* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
- * only the name is missing; 1 for anything the Python side must explain. */
+ * it is missing, -ENOTDIR when dir is not a directory (a plain directory may be absent: its
+ * plain parent shows that it is); 1 for anything the Python side must explain. */
 static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st)
 {
     long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -219,16 +220,17 @@ static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st)
         close((int)fd);
         return rc == 0 ? 0 : 1;
     }
-    if (errno != ENOENT)
+    if (errno != ENOENT && errno != ENOTDIR)
         return 1;
     char parent[PATH_MAX_];
     memcpy(parent, full, (size_t)dir_len);
     parent[dir_len] = 0;
     fd = openat2_(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return 1;
-    close((int)fd);
-    return -ENOENT;
+    if (fd >= 0) {
+        close((int)fd);
+        return -ENOENT;
+    }
+    return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
 }
 
 /* The full path of a call's operand in a plain directory, or -1. */

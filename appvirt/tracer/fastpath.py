@@ -65,14 +65,22 @@ class FastPath:
             self.plain.clear()
         self.learning = True
         try:
-            parent = d[:d.rfind(b"/")] or b"/"
-            plain = self.fs.plain_dir(d, self.plain.get(parent) is True)
+            return self._decide(d)
+        finally:
+            self.learning = False
+
+    def _decide(self, d: bytes) -> bool:
+        """Decide d, its parents first (a plain parent decides its names cheaply)."""
+        parent = d[:d.rfind(b"/")] or b"/"
+        parent_plain = self.plain.get(parent)
+        if parent_plain is None and parent != b"/":
+            parent_plain = self._decide(parent)
+        try:
+            plain = self.fs.plain_dir(d, parent_plain is True)
         except Exception as e:  # noqa: BLE001 - not plain: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
             plain = False
-        finally:
-            self.learning = False
         self.plain[d] = plain
         return plain
 
