@@ -121,7 +121,7 @@ def _condition(asm: _Asm, cond: TraceCondition, trace: str) -> None:
 
 
 def trace_data(table: SyscallTable, entry: SyscallEntry) -> int:
-    index = table.entries.index(entry) + 1
+    index = table.position[entry.name] + 1
     return index | (DATA_NEEDS_EXIT if entry.needs_exit else 0)
 
 
