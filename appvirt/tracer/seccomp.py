@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -255,18 +256,25 @@ def install(prog: list[Insn]) -> None:
 
 
 def check_available() -> None:
-    """Raise EnvironmentUnsupported if seccomp filters cannot be installed here."""
-    import os
-    pid = os.fork()
-    if pid == 0:
+    """Raise EnvironmentUnsupported if seccomp filters cannot be installed here.
+
+    The trial (an allow-everything filter) runs on a short-lived thread: no_new_privs and a
+    filter installed without SECCOMP_FILTER_FLAG_TSYNC belong to the calling thread alone, so
+    the tracer is left as it was, without the cost of forking a copy of it for the test.
+    """
+    failures: list[OSError] = []
+
+    def trial() -> None:
         try:
             install([Insn(RET_K, 0, 0, RET_ALLOW)])
-            os._exit(0)
         except OSError as e:
-            os._exit(e.errno or 1)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+            failures.append(e)
+
+    thread = threading.Thread(target=trial, name="appvirt-seccomp-check")
+    thread.start()
+    thread.join()
+    if failures:
+        code = failures[0].errno or 1
         raise EnvironmentUnsupported(
             f"seccomp filters are not available here ({errno.errorcode.get(code, code)}): "
             "appvirt needs Linux seccomp-bpf (a container may block it)")

@@ -1,0 +1,36 @@
+"""What keeps the start-up of `appvirt run` short stays correct (and short)."""
+
+from __future__ import annotations
+
+import threading
+
+from appvirt.tracer import seccomp
+
+
+def _own_status() -> dict[str, str]:
+    with open("/proc/thread-self/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_the_seccomp_probe_leaves_the_tracer_as_it_was(ptrace_ok):
+    """check_available installs its trial filter on a thread of its own: the calling thread
+    (the tracer) gets neither no_new_privs nor a filter."""
+    before = _own_status()
+    seccomp.check_available()
+    after = _own_status()
+    for field in ("NoNewPrivs", "Seccomp", "Seccomp_filters"):
+        assert after.get(field) == before.get(field), field
+    assert not any(t.name == "appvirt-seccomp-check" for t in threading.enumerate())
+
+
+def test_the_seccomp_probe_really_installs_a_filter(ptrace_ok):
+    seen: list[dict[str, str]] = []
+
+    def probe() -> None:
+        seccomp.install([seccomp.Insn(seccomp.RET_K, 0, 0, seccomp.RET_ALLOW)])
+        seen.append(_own_status())
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen[0]["NoNewPrivs"] == "1" and seen[0]["Seccomp"] == "2"
