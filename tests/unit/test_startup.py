@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
+from appvirt.tracer import _ptrace as pt
 from appvirt.tracer import seccomp
 
 
@@ -34,3 +36,11 @@ def test_the_seccomp_probe_really_installs_a_filter(ptrace_ok):
     t.start()
     t.join()
     assert seen[0]["NoNewPrivs"] == "1" and seen[0]["Seccomp"] == "2"
+
+
+def test_register_layout_is_the_kernels():
+    """_ptrace declares struct user_regs_struct itself; python-ptrace's is the reference."""
+    from ptrace.binding.linux_struct import user_regs_struct
+    assert [n for n, _ in pt.user_regs_struct._fields_] == \
+        [n for n, _ in user_regs_struct._fields_]
+    assert ctypes.sizeof(pt.user_regs_struct) == ctypes.sizeof(user_regs_struct) == 27 * 8
