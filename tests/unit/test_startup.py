@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
+import sys
 import threading
 
 from appvirt.tracer import _ptrace as pt
@@ -44,3 +46,16 @@ def test_register_layout_is_the_kernels():
     assert [n for n, _ in pt.user_regs_struct._fields_] == \
         [n for n, _ in user_regs_struct._fields_]
     assert ctypes.sizeof(pt.user_regs_struct) == ctypes.sizeof(user_regs_struct) == 27 * 8
+
+
+def test_run_imports_nothing_it_does_not_need():
+    """The modules `appvirt run` imports before the program starts leave out the parsers,
+    validators and viewers a remembered policy, an empty log and a quiet run never use."""
+    code = ("import sys, appvirt.cli, appvirt.cli_run, appvirt.tracer.launcher; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.split())
+    for heavy in ("yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
+                  "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
+                  "appvirt.cli_log", "importlib.resources"):
+        assert heavy not in loaded, heavy
