@@ -229,6 +229,9 @@ class _SockFilter(ctypes.Structure):
                 ("k", ctypes.c_uint)]
 
 
+_SOCK_FILTER = struct.Struct("=HBBI")       # the same layout, packed in one go
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
@@ -245,7 +248,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def install(prog: list[Insn]) -> None:
     """Set no_new_privs and install the filter on the calling thread (raises OSError)."""
-    arr = (_SockFilter * len(prog))(*[_SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
+    # Runs in the launched child, between fork and exec: packing beats 1 200 ctypes objects.
+    raw = b"".join([_SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog])
+    arr = (_SockFilter * len(prog)).from_buffer_copy(raw)
     fprog = _SockFprog(len(prog), arr)
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()

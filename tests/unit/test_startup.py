@@ -60,3 +60,12 @@ def test_run_imports_nothing_it_does_not_need():
                   "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
                   "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random"):
         assert heavy not in loaded, heavy
+
+
+def test_the_packed_filter_is_the_kernels_sock_filter_array():
+    from appvirt.handlers import TABLE
+    prog = seccomp.build_filter(TABLE)
+    one_by_one = (seccomp._SockFilter * len(prog))(
+        *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
+    packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
+    assert bytes(one_by_one) == packed
