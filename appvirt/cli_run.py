@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING
-from importlib import resources
 from pathlib import Path
 
 import click
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def default_policy_path() -> Path:
-    return Path(str(resources.files("appvirt.policy").joinpath("default.yaml")))
+    return Path(__file__).parent / "policy" / "default.yaml"
 
 
 @click.command(context_settings={"ignore_unknown_options": True,

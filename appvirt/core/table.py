@@ -176,8 +176,9 @@ class SyscallTable:
     def __init__(self, entries: Iterable[SyscallEntry]) -> None:
         self.entries: tuple[SyscallEntry, ...] = tuple(entries)
         self.by_name: dict[str, SyscallEntry] = {}
+        self.position: dict[str, int] = {}     # name -> index in `entries`
         self.by_nr: list[SyscallEntry | None] = [None] * (sysnums.MAX_NR + 1)
-        for e in self.entries:
+        for i, e in enumerate(self.entries):
             if e.name not in sysnums.NR_BY_NAME:
                 raise ValueError(f"table entry {e.name!r} is not an x86_64 syscall")
             if e.name in self.by_name:
@@ -185,6 +186,7 @@ class SyscallTable:
             if e.name in UNTRACED:
                 raise ValueError(f"{e.name!r} is both traced and untraced")
             self.by_name[e.name] = e
+            self.position[e.name] = i
             self.by_nr[e.nr] = e
 
     def traced_for(self, policy: "Policy") -> dict[str, tuple[TraceCondition, ...]]:

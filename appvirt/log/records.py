@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
-
-from ptrace.syscall.posix_arg import formatAccessMode, formatMmapProt, formatOpenFlags
-from ptrace.syscall.prototypes import SYSCALL_PROTOTYPES
 
 from ..core.stop import Stop
 
@@ -23,18 +22,26 @@ class _Arg:
         self.value = value
 
 
-_FORMATTERS = {
-    ("flags", "open"): formatOpenFlags, ("flags", "openat"): formatOpenFlags,
-    ("mode", "access"): formatAccessMode, ("mode", "faccessat"): formatAccessMode,
-    ("prot", "mmap"): formatMmapProt, ("prot", "mprotect"): formatMmapProt,
-}
+@functools.cache
+def _python_ptrace() -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[_Arg], str]]]:
+    """python-ptrace's prototypes, and its formatters by (argument, syscall). Imported with
+    the first record that needs them: a run that logs nothing does not pay for the import."""
+    from ptrace.syscall.posix_arg import formatAccessMode, formatMmapProt, formatOpenFlags
+    from ptrace.syscall.prototypes import SYSCALL_PROTOTYPES
+    return SYSCALL_PROTOTYPES, {
+        ("flags", "open"): formatOpenFlags, ("flags", "openat"): formatOpenFlags,
+        ("mode", "access"): formatAccessMode, ("mode", "faccessat"): formatAccessMode,
+        ("prot", "mmap"): formatMmapProt, ("prot", "mprotect"): formatMmapProt,
+    }
+
 _INT_TYPES = {"int", "unsigned int", "long", "unsigned long", "size_t", "pid_t", "uid_t",
               "gid_t", "umode_t", "loff_t", "off_t", "u32", "clockid_t", "key_serial_t"}
 
 
 def decode_args(stop: Stop) -> dict[str, Any]:
     """Name and format the arguments of a stop (paths as read, flags symbolically)."""
-    proto = SYSCALL_PROTOTYPES.get(stop.name)
+    prototypes, formatters = _python_ptrace()
+    proto = prototypes.get(stop.name)
     names = [(t, n) for t, n in proto[1]] if proto else [("long", f"arg{i}") for i in range(6)]
     out: dict[str, Any] = {}
     for i, (ctype, name) in enumerate(names[:6]):
@@ -42,8 +49,8 @@ def decode_args(stop: Stop) -> dict[str, Any]:
         if i in stop.entry.path_args:
             p = stop.path(i)
             out[name] = None if p is None else os.fsdecode(p)
-        elif (name, stop.name) in _FORMATTERS:
-            out[name] = _FORMATTERS[(name, stop.name)](_Arg(value))
+        elif (name, stop.name) in formatters:
+            out[name] = formatters[(name, stop.name)](_Arg(value))
         elif name in ("dfd", "dirfd", "olddfd", "newdfd", "fd") and value & 0xFFFFFFFF == AT_FDCWD:
             out[name] = "AT_FDCWD"
         elif name == "mode" and stop.name in ("open", "openat", "creat", "mkdir", "mkdirat",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import stat
 from collections.abc import Iterator
@@ -193,11 +193,10 @@ def writable_dir(d: bytes) -> Iterator[None]:
             chmod(d, stat.S_IMODE(st.st_mode))
 
 
+@functools.cache
 def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    fn = getattr(ctypes.CDLL(name, use_errno=True), "renameat2", None)
+    """libc's renameat2 (None before glibc 2.28), from the C library Python itself uses."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if fn is not None:
         fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                        ctypes.c_uint)

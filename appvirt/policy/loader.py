@@ -2,6 +2,11 @@
 
 Every problem becomes one PolicyError naming the file, the line, the key path and what was
 expected; nothing here lets a traceback reach the user.
+
+`appvirt run` loads the same policy at every start, so a policy text that loaded cleanly is
+remembered in its checked form (validated, defaults filled in) under
+`$APPVIRT_HOME/cache/policies`: the next start builds the records from that, without PyYAML
+or jsonschema. The cache is keyed on the text, the schema and this module's code.
 """
 
 from __future__ import annotations
@@ -10,11 +15,10 @@ import copy
 import functools
 import hashlib
 import json
-from importlib import resources
+import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from ..errors import PolicyError
 from ..state import APP_NAME_RE, appvirt_home
@@ -30,8 +34,7 @@ from ..globs import Glob, GlobError
 from .model import (BASE_RULES, FilesPolicy, FileMode, LogLevel, LogPolicy, PathRule, Policy,
                     registry_rule)
 
-_SCHEMA: dict[str, Any] = json.loads(
-    resources.files(__package__).joinpath("schema.json").read_text())
+_SCHEMA: dict[str, Any] = json.loads(Path(__file__).with_name("schema.json").read_text())
 _SCHEMA["properties"]["registry"] = REGISTRY_SCHEMA
 _SCHEMA["properties"]["network"] = NETWORK_SCHEMA
 _SCHEMA["properties"]["time"] = TIME_SCHEMA
@@ -43,57 +46,103 @@ _SCHEMA["properties"]["identity"] = IDENTITY_SCHEMA
 
 if TYPE_CHECKING:
     import jsonschema
+    import yaml
 
 
 @functools.cache
 def _validator() -> "jsonschema.Draft202012Validator":
     # Imported on first need: jsonschema is a fifth of appvirt's start-up time, and a policy
-    # already validated (see _schema_errors) does not need it again.
+    # already checked (see _cache_file) does not need it again.
     import jsonschema
     return jsonschema.Draft202012Validator(_SCHEMA)
 
 
+def _schema_errors(data: dict[str, Any]) -> list["jsonschema.ValidationError"]:
+    """The schema's complaints about data, first the shallowest."""
+    return sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), str(e)))
+
+
+# --- the cache of checked policies --------------------------------------------------------------
 @functools.cache
-def _schema_digest() -> str:
-    return hashlib.sha256(json.dumps(_SCHEMA, sort_keys=True).encode()).hexdigest()
-
-
-def _validated_mark(data: dict[str, Any]) -> Path | None:
-    """Where a successful validation of `data` against this very schema is remembered."""
+def _cache_salt() -> bytes | None:
+    """What a checked policy depends on besides its text: the schema and this module's code
+    (which reads the YAML). None when this module's source cannot be read: no cache then."""
     try:
-        text = json.dumps([_schema_digest(), data], sort_keys=True, default=repr)
-        return appvirt_home() / "cache" / "valid-policies" / \
-            hashlib.sha256(text.encode()).hexdigest()
-    except (TypeError, ValueError, OSError):
+        code = Path(__file__).read_bytes()
+    except OSError:
         return None
+    schema = json.dumps(_SCHEMA, sort_keys=True).encode()
+    return hashlib.sha256(schema).digest() + hashlib.sha256(code).digest()
 
 
-def _schema_errors(data: dict[str, Any], remember: bool) -> list["jsonschema.ValidationError"]:
-    """The schema's complaints about data, first the shallowest. remember=True: data (with
-    this schema) once found valid is known valid from then on, without loading jsonschema."""
-    mark = _validated_mark(data) if remember else None
-    if mark is not None and mark.is_file():
-        return []
-    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), str(e)))
-    if not errors and mark is not None:
+def _cache_file(text: str) -> Path | None:
+    """Where the checked form of a policy text is remembered."""
+    salt = _cache_salt()
+    if salt is None:
+        return None
+    key = hashlib.sha256(salt + text.encode("utf-8", "surrogatepass")).hexdigest()
+    return appvirt_home() / "cache" / "policies" / f"{key}.json"
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether a JSON round trip gives `value` back with the very same types."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in value.items())
+    if kind is list:
+        return all(_json_exact(v) for v in value)
+    if kind is float:
+        return math.isfinite(value)
+    return kind in (str, int, bool, type(None))
+
+
+def _recall(path: Path) -> dict[str, Any] | None:
+    """The checked data remembered in `path`: None when there is none, or when the entry is
+    damaged (it is ignored, and replaced by the next clean load)."""
+    try:
+        digest, _, text = path.read_bytes().partition(b"\n")
+        if digest.decode("ascii") != hashlib.sha256(text).hexdigest():
+            return None
+        data = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _remember(path: Path, text: str) -> None:
+    """Store checked data (as JSON text) at `path`, after the digest of that text, atomically.
+    Failing (a read-only home) only costs the next start-up the parse and the validation."""
+    body = text.encode()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+        os.replace(tmp, path)
+    except OSError:
         try:
-            mark.parent.mkdir(parents=True, exist_ok=True)
-            mark.touch()
+            tmp.unlink()
         except OSError:
-            pass                # a read-only home only costs the next start-up the validation
-    return errors
+            pass
+
 
 KeyPath = tuple[str | int, ...]
 
 
-class _PolicyLoader(yaml.SafeLoader):
-    """SafeLoader without implicit timestamps: `time: 2030-01-01` stays the text it reads as
-    (the clock syntax parses it), and an impossible date is our error, not PyYAML's crash."""
+@functools.cache
+def _policy_loader() -> type["yaml.SafeLoader"]:
+    """PyYAML's SafeLoader without implicit timestamps: `time: 2030-01-01` stays the text it
+    reads as (the clock syntax parses it), and an impossible date is our error, not PyYAML's
+    crash. Imported on first need: a remembered policy needs no YAML (see _cache_file)."""
+    import yaml
 
+    class PolicyLoader(yaml.SafeLoader):
+        pass
 
-_PolicyLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    PolicyLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers
+                if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    return PolicyLoader
 
 
 def format_key(path: KeyPath) -> str:
@@ -104,8 +153,9 @@ def format_key(path: KeyPath) -> str:
     return out or "(top level)"
 
 
-def _marks(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
+def _marks(node: "yaml.Node", path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
     """Record the line of every key and item; reject duplicate keys (YAML would keep the last)."""
+    import yaml
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -174,10 +224,30 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
 def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app",
                      remember_valid: bool = False) -> Policy:
     """Parse and validate policy text; raise PolicyError on any problem. remember_valid:
-    keep a mark of a successful validation under APPVIRT_HOME (see _schema_errors), for the
-    start-up of `appvirt run`."""
+    remember the checked form of a text that loads cleanly under APPVIRT_HOME, and use it when
+    the same text comes again (see _cache_file), for the start-up of `appvirt run`."""
+    cached = _cache_file(text) if remember_valid else None
+    if cached is not None and (data := _recall(cached)) is not None:
+        try:
+            return _build(data, {}, file, default_app)
+        except PolicyError:
+            pass        # not from a policy that loaded before; read it again for the line
+    data, lines = _checked(text, file)
+    # What the cache would hold, taken before _build adds the app name.
+    checked = json.dumps(data) if cached is not None and _json_exact(data) else None
+    policy = _build(data, lines, file, default_app)
+    if checked is not None:
+        _remember(cached, checked)
+    return policy
+
+
+def _checked(text: str, file: str) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    """Parse and validate policy text: its data with every default filled in, and the line of
+    every key (for the messages of later checks)."""
+    import yaml
+    loader = _policy_loader()
     try:
-        docs = list(yaml.compose_all(text, Loader=_PolicyLoader))
+        docs = list(yaml.compose_all(text, Loader=loader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise PolicyError(f"bad YAML: {e.problem or e.context}", file=file,
@@ -194,7 +264,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     else:
         _marks(node, (), lines, file)
         try:
-            data = _PolicyLoader("").construct_document(node)
+            data = loader("").construct_document(node)
         except (yaml.YAMLError, ValueError, TypeError) as e:
             mark = getattr(e, "problem_mark", None) or node.start_mark
             what = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -203,7 +273,7 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
     if not isinstance(data, dict):
         raise PolicyError(f"a policy is a mapping of keys, got {type(data).__name__}",
                           file=file, line=1)
-    errors = _schema_errors(data, remember_valid)
+    errors = _schema_errors(data)
     if errors:
         err = errors[0]
         path = tuple(err.absolute_path)
@@ -212,9 +282,13 @@ def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "a
             path = path + (extra[0],) if extra else path
         raise PolicyError(_describe(err), file=file, line=_line_of(lines, path),
                           key=format_key(path))
-    data = _fill_defaults(_SCHEMA, data, _SCHEMA)
-    data.setdefault("app", default_app)
+    return _fill_defaults(_SCHEMA, data, _SCHEMA), lines
 
+
+def _build(data: dict[str, Any], lines: dict[KeyPath, int], file: str,
+           default_app: str) -> Policy:
+    """The records of checked policy data (`lines`: where each key was, for messages)."""
+    data.setdefault("app", default_app)
     try:
         time = time_policy(data.get("time"))
     except ClockSpecError as e:

@@ -13,9 +13,11 @@ Reference: docs/registry.md.
     wellknown        keys where the virtual machine state lives
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import wellknown
 from .config import DEFAULT_MOUNT, RegistryConfig, registry_config, value_from_policy
-from .diff import Change, DiffEntry
 from .errors import (ImportFormatError, InvalidBase, InvalidKey, InvalidValue, IsAKey,
                      KeyExists, KeyNotEmpty, KeyNotFound, LimitExceeded, LimitKind, NotAKey,
                      StoreBusy, StoreCorrupt, StoreError, StoreIOError, StoreVersionError,
@@ -25,9 +27,25 @@ from .layers import EMPTY_BASE, BaseLayer, KeyInfo, Listing, Node, NodeKind, Val
 from .procsys import SysctlOverlay, sysctl_location, sysctl_name
 from .render import render, value_from_content
 from .schema import REGISTRY_SCHEMA
-from .store import ImportSummary, Store
+from .store import Store
 from .tree import DirEntry, FileKind, NodeStat, RegistryTree
 from .values import Value, ValueType
+
+if TYPE_CHECKING:
+    from .diff import Change, DiffEntry
+    from .transfer import ImportSummary
+
+# Imported on first use (PEP 562): diffs and imports serve `appvirt reg`, not `appvirt run`.
+_LAZY = {"Change": ".diff", "DiffEntry": ".diff", "ImportSummary": ".transfer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MOUNT", "EMPTY_BASE", "REGISTRY_SCHEMA", "BaseLayer", "Change",

@@ -12,7 +12,6 @@ never modified, deleted or recreated.
 from __future__ import annotations
 
 import contextlib
-import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -156,6 +155,7 @@ class Database:
                 if not is_busy(e):
                     raise translate(e, self.path) from e
                 last = e
+                import random       # here: only a busy store needs it, not every start
                 time.sleep(random.uniform(0.01, 0.05))
         raise StoreBusy(
             f"configuration store {self.path} stayed locked by another process for "

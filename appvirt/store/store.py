@@ -15,22 +15,25 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..state import AppDir
-from . import textformat
 from .db import Database
-from .diff import DiffEntry, diff_views
 from .errors import (IsAKey, KeyExists, KeyNotEmpty, KeyNotFound, NotAKey, ValueNotFound,
                      WrongType)
 from .keys import DEFAULT_LIMITS, ROOT, Limits, check_key, check_name, join, parent
 from .layers import BaseLayer, KeyInfo, KeyKind, Listing, Node, ValueEntry, View, check_value
 from .ops import check_value_count, materialize, node_at, subkey_visible
 from .rows import SqlLayers
-from .textformat import Section
-from .transfer import ImportSummary, apply_sections, merged_sections, writable_sections
 from .values import Value, ValueType
 from .view import children, full_view, get_value, key_info, resolve_key, walk
+
+if TYPE_CHECKING:
+    # Diffs, exports and imports (`appvirt reg`) import their modules when used: the tracer,
+    # which opens a store at every start, never needs them.
+    from .diff import DiffEntry
+    from .textformat import Section
+    from .transfer import ImportSummary
 
 T = TypeVar("T")
 
@@ -168,6 +171,7 @@ class Store:
 
     def diff(self) -> builtins.list[DiffEntry]:
         """The app's changes against the base layer."""
+        from .diff import diff_views
         mem = self._read(lambda L: L.load())
         return diff_views(mem.base().view(), full_view(mem))
 
@@ -285,14 +289,17 @@ class Store:
 
     def export_sections(self, *, merged: bool = False) -> builtins.list[Section]:
         """The writable layer (with deletion markers), or with `merged` the whole view."""
+        from .transfer import merged_sections, writable_sections
         mem = self._read(lambda L: L.load())
         return merged_sections(mem) if merged else writable_sections(mem)
 
     def export_text(self, *, merged: bool = False) -> str:
+        from . import textformat
         return textformat.format_sections(self.export_sections(merged=merged),
                                           layer="merged" if merged else "writable")
 
     def export_json(self, *, merged: bool = False) -> dict[str, object]:
+        from . import textformat
         return textformat.sections_to_json(self.export_sections(merged=merged),
                                            layer="merged" if merged else "writable")
 
@@ -303,6 +310,8 @@ class Store:
         an export into an app with the same base reproduces the store exactly. `replace`
         empties the writable layer first.
         """
+        from . import textformat
+        from .transfer import apply_sections
         sections = textformat.parse(text, source=source, limits=self.limits)
         for s in sections:
             for name, value in s.values:

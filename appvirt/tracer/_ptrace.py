@@ -1,8 +1,9 @@
 """Raw ptrace(2) requests for the tracer's hot path (the "unsafe" module).
 
-python-ptrace provides the binding (`ptrace.binding.func.ptrace`, the register struct); this
-module adds the requests it lacks (SEIZE, LISTEN, GET_SYSCALL_INFO) and keeps each stop's work
-to as few calls as possible: one GET_SYSCALL_INFO reads number, arguments and arch at once.
+libc's ptrace(2) through ctypes, with the requests the tracer needs (SEIZE, LISTEN and
+GET_SYSCALL_INFO among them), keeping each stop's work to as few calls as possible: one
+GET_SYSCALL_INFO reads number, arguments and arch at once. It does not use python-ptrace's
+binding: importing that costs every start-up a run of ldconfig (ctypes.util.find_library).
 """
 
 from __future__ import annotations
@@ -12,11 +13,25 @@ import errno
 import struct
 from typing import NamedTuple
 
-from ptrace import PtraceError
-from ptrace.binding.func import ptrace as _ptrace_call
-from ptrace.binding.linux_struct import user_regs_struct
-
 from ..errors import TraceeGone
+
+
+class PtraceError(Exception):
+    """A ptrace request failed for another reason than a vanished tracee."""
+
+    def __init__(self, message: str, errno: int | None = None, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.pid = pid
+
+
+class user_regs_struct(ctypes.Structure):  # noqa: N801 - the C name, as in <sys/user.h>
+    """struct user_regs_struct of x86_64 (PTRACE_GETREGS, PTRACE_SETREGS)."""
+
+    _fields_ = [(name, ctypes.c_ulong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+        "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+        "es", "fs", "gs")]
 
 PTRACE_PEEKTEXT = 1
 PTRACE_PEEKUSER = 3

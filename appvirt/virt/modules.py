@@ -10,9 +10,7 @@ program's /proc/modules and /sys/module/NAME, and `delete_module` removes it.
 from __future__ import annotations
 
 import errno
-import gzip
 import io
-import lzma
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -46,6 +44,8 @@ class LoadedModule:
 
 
 def _decompressed(raw: bytes) -> bytes:
+    import gzip     # imported here, like pyelftools below: only module loading needs them
+    import lzma
     try:
         if raw.startswith(_GZIP):
             with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:

@@ -142,22 +142,98 @@ def test_a_literal_rule_covers_its_path_and_everything_below(parts, below):
     assert not g.matches((path + "x").encode())
 
 
-def test_a_policy_found_valid_once_is_known_valid_without_the_validator(tmp_path, monkeypatch):
+def _cache_entries(home):
+    d = home / "cache" / "policies"
+    return sorted(d.iterdir()) if d.is_dir() else []
+
+
+def test_a_policy_loaded_once_is_remembered_and_not_read_again(tmp_path, monkeypatch):
     from appvirt.policy import loader
     monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
-    good = "app: cached\nfiles: {default: overlay}\n"
+    good = "app: cached\nfiles: {default: overlay, rules: [{path: /x/**, mode: hidden}]}\n"
     first = loader.load_policy_text(good, "p.yaml", remember_valid=True)
-    marks = list((tmp_path / "cache" / "valid-policies").iterdir())
-    assert len(marks) == 1
+    assert len(_cache_entries(tmp_path)) == 1
 
-    def no_validator():
-        raise AssertionError("validated again")
-    monkeypatch.setattr(loader, "_validator", no_validator)
-    assert loader.load_policy_text(good, "p.yaml", remember_valid=True) == first
-    # Anything else is validated (and a bad policy is never marked).
+    def neither_parsed_nor_validated():
+        raise AssertionError("read again")
+    monkeypatch.setattr(loader, "_validator", neither_parsed_nor_validated)
+    monkeypatch.setattr(loader, "_policy_loader", neither_parsed_nor_validated)
+    again = loader.load_policy_text(good, "p.yaml", remember_valid=True)
+    assert again == first and again.raw == first.raw
+    # Without remember_valid, nothing is taken from the cache.
+    with pytest.raises(AssertionError, match="read again"):
+        loader.load_policy_text(good, "p.yaml")
+    # The app name still comes from this load's file name when the policy names none.
     monkeypatch.undo()
     monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
-    with pytest.raises(PolicyError):
-        loader.load_policy_text("app: cached\nfiles: {default: sideways}\n", "p.yaml",
-                                remember_valid=True)
-    assert len(list((tmp_path / "cache" / "valid-policies").iterdir())) == 1
+    unnamed = "files: {default: overlay}\n"
+    assert loader.load_policy_text(unnamed, "a.yaml", default_app="a",
+                                   remember_valid=True).app == "a"
+    assert loader.load_policy_text(unnamed, "b.yaml", default_app="b",
+                                   remember_valid=True).app == "b"
+
+
+def test_a_bad_policy_is_never_remembered(tmp_path, monkeypatch):
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    for bad in ("app: cached\nfiles: {default: sideways}\n",
+                "files: {rules: [{path: '/a/[bc', mode: hidden}]}\n"):
+        for _ in range(2):
+            with pytest.raises(PolicyError):
+                loader.load_policy_text(bad, "p.yaml", remember_valid=True)
+    assert _cache_entries(tmp_path) == []
+
+
+def test_the_cache_key_follows_the_text_and_the_schema(tmp_path, monkeypatch):
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    a, b = "app: one\n", "app: one \n"
+    assert loader._cache_file(a).parent == tmp_path / "cache" / "policies"
+    assert loader._cache_file(a) == loader._cache_file(a)
+    assert loader._cache_file(a) != loader._cache_file(b)
+    before = loader._cache_file(a)
+    loader._SCHEMA["x-test"] = "another schema"
+    loader._cache_salt.cache_clear()
+    try:
+        assert loader._cache_file(a) != before
+    finally:
+        del loader._SCHEMA["x-test"]
+        loader._cache_salt.cache_clear()
+    assert loader._cache_file(a) == before
+
+
+@pytest.mark.parametrize("damage", [
+    lambda raw: b"",
+    lambda raw: b"not a digest\n{}",
+    lambda raw: raw[:-5],                                           # torn
+    lambda raw: raw.replace(b'"overlay"', b'"passthrough"'),         # changed after its digest
+    lambda raw: raw.split(b"\n", 1)[1],                             # no digest line
+])
+def test_a_damaged_cache_entry_is_ignored_and_replaced(tmp_path, monkeypatch, damage):
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    text = "files: {default: overlay}\n"
+    first = loader.load_policy_text(text, "p.yaml", remember_valid=True)
+    [entry] = _cache_entries(tmp_path)
+    good = entry.read_bytes()
+    entry.write_bytes(damage(good))
+    again = loader.load_policy_text(text, "p.yaml", remember_valid=True)
+    assert again == first and again.files.default is FileMode.OVERLAY
+    assert entry.read_bytes() == good
+
+
+def test_an_unwritable_cache_costs_only_time(tmp_path, monkeypatch):
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "policies").write_text("a file where the directory would be")
+    text = "files: {default: overlay}\n"
+    assert loader.load_policy_text(text, "p.yaml", remember_valid=True) == \
+        loader.load_policy_text(text, "p.yaml")
+
+
+def test_only_data_json_keeps_exactly_is_remembered():
+    from appvirt.policy.loader import _json_exact
+    assert _json_exact({"a": [1, "x", True, None, 1.5, {"b": []}]})
+    for inexact in ({1: "x"}, {"a": (1,)}, {"a": b"x"}, {"a": float("nan")}, {"a": {2, 3}}):
+        assert not _json_exact(inexact), inexact

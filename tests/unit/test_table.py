@@ -23,6 +23,22 @@ def test_untraced_names_are_real_syscalls():
     assert UNTRACED <= set(sysnums.NR_BY_NAME)
 
 
+def test_syscall_numbers_agree_with_python_ptrace():
+    """sysnums writes the table out (python-ptrace's costs start-up time); it must say what
+    python-ptrace says wherever python-ptrace knows a native number."""
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+    renamed = {283: ("timerfd", "timerfd_create")}
+    for nr, name in SYSCALL_NAMES.items():
+        if nr >= 512:                                   # the x32 ABI's own entries
+            assert nr not in sysnums.NAME_BY_NR
+            continue
+        if nr in renamed and name == renamed[nr][0]:
+            name = renamed[nr][1]
+        assert sysnums.NAME_BY_NR[nr] == name, nr
+    assert len(sysnums.NR_BY_NAME) == len(sysnums.NAME_BY_NR)   # no name twice
+    assert sysnums.nr("file_setattr") == sysnums.MAX_NR == 469
+
+
 def test_never_proceed_calls_are_refused_or_emulated_by_their_handlers():
     """Fail closed twice: the tracer converts any Allow of these into EPERM, and their
     handlers never ask for one in the first place, whatever the policy."""

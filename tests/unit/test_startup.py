@@ -1,0 +1,71 @@
+"""What keeps the start-up of `appvirt run` short stays correct (and short)."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+import threading
+
+from appvirt.tracer import _ptrace as pt
+from appvirt.tracer import seccomp
+
+
+def _own_status() -> dict[str, str]:
+    with open("/proc/thread-self/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_the_seccomp_probe_leaves_the_tracer_as_it_was(ptrace_ok):
+    """check_available installs its trial filter on a thread of its own: the calling thread
+    (the tracer) gets neither no_new_privs nor a filter."""
+    before = _own_status()
+    seccomp.check_available()
+    after = _own_status()
+    for field in ("NoNewPrivs", "Seccomp", "Seccomp_filters"):
+        assert after.get(field) == before.get(field), field
+    assert not any(t.name == "appvirt-seccomp-check" for t in threading.enumerate())
+
+
+def test_the_seccomp_probe_really_installs_a_filter(ptrace_ok):
+    seen: list[dict[str, str]] = []
+
+    def probe() -> None:
+        seccomp.install([seccomp.Insn(seccomp.RET_K, 0, 0, seccomp.RET_ALLOW)])
+        seen.append(_own_status())
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen[0]["NoNewPrivs"] == "1" and seen[0]["Seccomp"] == "2"
+
+
+def test_register_layout_is_the_kernels():
+    """_ptrace declares struct user_regs_struct itself; python-ptrace's is the reference."""
+    from ptrace.binding.linux_struct import user_regs_struct
+    assert [n for n, _ in pt.user_regs_struct._fields_] == \
+        [n for n, _ in user_regs_struct._fields_]
+    assert ctypes.sizeof(pt.user_regs_struct) == ctypes.sizeof(user_regs_struct) == 27 * 8
+
+
+def test_run_imports_nothing_it_does_not_need():
+    """The modules `appvirt run` imports before the program starts leave out the parsers,
+    validators and viewers a remembered policy, an empty log and a quiet run never use."""
+    code = ("import sys, appvirt.cli, appvirt.cli_run, appvirt.tracer.launcher; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.split())
+    for heavy in ("yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
+                  "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
+                  "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
+                  "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random"):
+        assert heavy not in loaded, heavy
+
+
+def test_the_packed_filter_is_the_kernels_sock_filter_array():
+    from appvirt.handlers import TABLE
+    prog = seccomp.build_filter(TABLE)
+    one_by_one = (seccomp._SockFilter * len(prog))(
+        *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
+    packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
+    assert bytes(one_by_one) == packed
