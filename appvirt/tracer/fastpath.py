@@ -3,10 +3,10 @@
 Most stops of a program that reads files (find, a compiler reading headers, Python importing
 its modules) are a stat, an open for reading or a listing in a directory the program's view
 shows as the host has it. `_fastpath.Engine.wait()` answers those itself, exactly as the
-handlers would (see _fastpath.c), and hands every other stop to the Python loop together with
-the directory it did not know yet. This module decides which directories are plain (the
-filesystem's `plain_dir`), forgets them all whenever the overlay's index changes, and says
-which threads the engine may serve: those whose stops Python has nothing in flight for.
+handlers would (see _fastpath.c), and hands every other stop to the Python loop. This module
+decides the directories the engine meets for the first time (plain or not: the filesystem's
+`plain_dir`), forgets them all whenever the overlay's index changes, and says which threads
+the engine may serve: those whose stops Python has nothing in flight for.
 
 Off (every stop in Python, same behaviour) when the extension is not built, when
 APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: log level
@@ -49,8 +49,7 @@ class FastPath:
         self.learning = False
         self.engine = _fastpath.Engine(
             area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
-            slot_size=SLOT_SIZE,
-            slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
+            slot_size=SLOT_SIZE, slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
             nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
             nr_openat2=sysnums.nr("openat2"))
 
