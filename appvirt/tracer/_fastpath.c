@@ -257,6 +257,19 @@ static int plain_operand(Engine *self, pid_t tid, long dirfd, unsigned long long
     return 0;
 }
 
+/* The object a call names by (dirfd a[0], path a[1]) in a plain directory, its full path in
+ * `full`: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer; 1 (FALLBACK) when Python
+ * must decide, among others for a symlink the call would follow (any, for `strict`). */
+static int plain_object(Engine *self, pid_t tid, const uint64_t *a, int strict, char *full,
+                        struct stat *st)
+{
+    Py_ssize_t dir_len;
+    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
+        return FALLBACK;
+    int rc = lookup(full, dir_len, st);
+    return rc == 0 && S_ISLNK(st->st_mode) && strict ? FALLBACK : rc;
+}
+
 /* -- the calls ---------------------------------------------------------------------------- */
 
 static int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
@@ -274,12 +287,9 @@ static int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_
         }
     }
     char full[PATH_MAX_];
-    Py_ssize_t dir_len;
-    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
-        return FALLBACK;
     struct stat st;
-    int rc = lookup(full, dir_len, &st);
-    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode) && !(a[3] & AT_SYMLINK_NOFOLLOW_)))
+    int rc = plain_object(self, tid, a, !(a[3] & AT_SYMLINK_NOFOLLOW_), full, &st);
+    if (rc > 0)
         return FALLBACK;
     long result = rc;
     if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
@@ -298,13 +308,10 @@ static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_sy
     if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC | O_TMPFILE_BIT))
         return FALLBACK;
     char full[PATH_MAX_];
-    Py_ssize_t dir_len;
-    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
-        return FALLBACK;
     struct stat st;
-    int rc = lookup(full, dir_len, &st);
-    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))
-        return FALLBACK;             /* a symlink: Python follows it or says ELOOP */
+    int rc = plain_object(self, tid, a, 1, full, &st);   /* a symlink: Python follows it or */
+    if (rc > 0)                                          /* says ELOOP */
+        return FALLBACK;
     if (rc < 0) {
         emulate(tid, rc);
         return ANSWERED;
@@ -485,15 +492,6 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *Engine_busy(Engine *self, PyObject *args)
-{
-    int tid;
-    if (!PyArg_ParseTuple(args, "i", &tid))
-        return NULL;
-    int slot = slot_of(self, tid);
-    return PyBool_FromLong(slot >= 0 && self->pending[slot].tid == tid);
-}
-
 static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *by_nr = PyDict_New();
@@ -590,8 +588,6 @@ static PyMethodDef Engine_methods[] = {
     {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
-    {"busy", (PyCFunction)Engine_busy, METH_VARARGS,
-     "busy(tid) -> whether an open made here awaits its exit stop."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
      "counts() -> (seccomp stops, exit stops, {nr: stops}) answered here."},
     {NULL}
