@@ -25,6 +25,40 @@
 
 #define SLOT_BASE 0x6FFF00000000UL
 
+/* A raw openat with a known value in every register the syscall ABI preserves: whatever the
+ * tracer rewrote to run the call (the path, the call itself), the program must get back.
+ * Prints "regs_kept: ok", the errno name, or which register changed. */
+static void regs_kept(const char *path) {
+    static const char *names[] = {"rdi", "rsi", "rdx", "r10", "r8", "r9", "rbx", "r12",
+                                  "r13", "r14", "r15"};
+    register long r10 __asm__("r10") = 0;
+    register long r8 __asm__("r8") = 0x0123456789abcdefL;
+    register long r9 __asm__("r9") = 0x7edcba9876543210L;
+    register long r12 __asm__("r12") = 0x1212121212121212L;
+    register long r13 __asm__("r13") = 0x1313131313131313L;
+    register long r14 __asm__("r14") = 0x1414141414141414L;
+    register long r15 __asm__("r15") = 0x1515151515151515L;
+    long rax = SYS_openat, rdi = AT_FDCWD, rsi = (long)path, rdx = O_RDONLY;
+    long rbx = 0x0b0b0b0b0b0b0b0bL;
+    const long want[] = {rdi, rsi, rdx, r10, r8, r9, rbx, r12, r13, r14, r15};
+    __asm__ volatile("syscall"
+                     : "+a"(rax), "+D"(rdi), "+S"(rsi), "+d"(rdx), "+r"(r10), "+r"(r8),
+                       "+r"(r9), "+b"(rbx), "+r"(r12), "+r"(r13), "+r"(r14), "+r"(r15)
+                     : : "rcx", "r11", "memory");
+    const long got[] = {rdi, rsi, rdx, r10, r8, r9, rbx, r12, r13, r14, r15};
+    if (rax < 0) {
+        printf("regs_kept: %s\n", strerrorname_np((int)-rax));
+        return;
+    }
+    close((int)rax);
+    for (unsigned i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (got[i] != want[i]) {
+            printf("regs_kept: %s changed\n", names[i]);
+            return;
+        }
+    printf("regs_kept: ok\n");
+}
+
 static void report(const char *name, long rv) {
     if (rv < 0) printf("%s: %s\n", name, strerrorname_np(errno));
     else printf("%s: ok\n", name);
@@ -121,6 +155,8 @@ static int run(const char *name, const char *arg) {
         report(name, open(arg, O_WRONLY | O_CREAT | O_TRUNC, 0644));
     else if (!strcmp(name, "read_file"))
         report(name, open(arg, O_RDONLY));
+    else if (!strcmp(name, "regs_kept"))
+        regs_kept(arg);
     else if (!strcmp(name, "proc_mem_outside")) {
         char path[64]; snprintf(path, sizeof path, "/proc/%s/mem", arg);
         report(name, open(path, O_RDONLY));

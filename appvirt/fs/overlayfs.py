@@ -8,6 +8,7 @@ otherwise the tracer serves the merged listing.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import stat as statmod
@@ -28,6 +29,15 @@ _NOT_HOST = (FileMode.HIDDEN, FileMode.PRIVATE)
 # Modes under which the view shows a directory the upper layer never touched as the host's
 # (passthrough paths are asked of their owners: the registry tree, /proc, /dev/pts).
 _PLAIN_MODES = (FileMode.OVERLAY, FileMode.READONLY)
+
+
+class Shown(enum.Enum):
+    """Where the view's object at a path comes from, when one kernel lookup finds it."""
+
+    HOST = "host"                  # the host's, as are all its ancestors
+    UNDER_UPPER = "under upper"    # the host's (if any), below some upper-layer directories
+    IN_UPPER_DIR = "in upper dir"  # ... directly in an upper-layer directory
+    UPPER = "upper"                # an upper-layer object under upper-layer directories
 
 
 def _literal_prefix(pattern: str) -> tuple[bytes, bool]:
@@ -100,29 +110,44 @@ class OverlayFS:
 
     def fast_lookup(self, guest: bytes, follow: bool) -> "Resolved | None":
         """Resolve an absolute, normalised guest path in one kernel lookup when the view of
-        it and of all its ancestors is the host's own; None: walk it component by component
-        (a symlink is on the way, or the overlay or a rule changes what is there)."""
-        shown = self._host_shown(guest) if self._kernel_lookups else None
+        it and of its ancestors is the host's own, or when it is an upper-layer object under
+        upper-layer directories; None: walk it component by component (a symlink is on the
+        way, or the overlay or a rule changes what is there)."""
+        shown = self._shown(guest) if self._kernel_lookups else None
         if shown is None:
             return None
+        if shown is Shown.UPPER:
+            got = self._lstat_walked(self.ov.upper(guest))
+            if got is None or (follow and statmod.S_ISLNK(got.st_mode)):
+                return None
+            return Resolved(guest, got)
         try:
             got = lstat_no_symlinks(self.ov.lower(guest))
         except Missing:
-            # Below upper directories the host may lack a parent the view has: walk then.
-            return Resolved(guest, None) if shown else None
+            return Resolved(guest, None)     # the view's parent is there, the name is not
         if isinstance(got, int):
-            if shown and got in (-errno.ENOENT, -errno.ENOTDIR):
-                raise GuestErrno(-got, os.fsdecode(guest))
-            return None
+            if got in (-errno.ENOENT, -errno.ENOTDIR):
+                if shown is Shown.HOST:
+                    raise GuestErrno(-got, os.fsdecode(guest))
+                if shown is Shown.IN_UPPER_DIR:
+                    return Resolved(guest, None)
+            return None     # (below upper directories the host may lack a parent the view has)
         if follow and statmod.S_ISLNK(got.st_mode):
             return None
         return Resolved(guest, got)
 
-    def _host_shown(self, g: bytes) -> bool | None:
-        """Whether the view shows the host's own objects at g and at all its ancestors: True;
-        False when some ancestors are upper-layer directories (over the host's directories
-        or nothing, the view's object at g is still the host's, if the host has one); None
-        when the overlay or a rule changes what g is."""
+    @staticmethod
+    def _lstat_walked(host: bytes) -> os.stat_result | None:
+        """lstat of a host path reached without a symlink; None when it is not."""
+        try:
+            got = lstat_no_symlinks(host)
+        except Missing:
+            return None
+        return None if isinstance(got, int) else got
+
+    def _shown(self, g: bytes) -> "Shown | None":
+        """Where the view's object at g comes from, when one kernel lookup can find it (see
+        Shown); None when the overlay or a rule changes what g is, or when unsure."""
         if g.startswith(b"/proc/") or g == b"/proc" or has_reserved(g):
             return None           # /proc/self and magic links name the caller, not us
         ov = self.ov
@@ -134,25 +159,40 @@ class OverlayFS:
         ix = ov._ix
         mode_of = self._mode_of
         untouched = not ix.kinds and not ix.whiteouts
-        shown = True
+        shown = Shown.HOST
+        upper_modes, masked = True, False
         i = 1
         while True:
             j = g.find(b"/", i)
             prefix = g if j < 0 else g[:j]
+            mode = mode_of(prefix)
+            if mode in _NOT_HOST:
+                return None
+            if mode not in _PLAIN_MODES:
+                upper_modes = False
             if not untouched:
                 # Upper entries imply upper copies of their ancestors: below a prefix the
                 # upper layer never touched, nothing is touched.
-                if prefix in ix.whiteouts or prefix in ix.opaque:
+                if prefix in ix.whiteouts:
                     return None
                 kind = ix.kinds.get(prefix)
                 if kind is None:
+                    if prefix in ix.opaque:
+                        return None
                     untouched = True
-                elif kind != DIR or j < 0:
+                    if masked:
+                        return None      # below an opaque directory: not the host's
+                    shown = Shown.IN_UPPER_DIR if j < 0 and shown is not Shown.HOST \
+                        else shown
+                elif j < 0:
+                    # An upper object under upper directories: the view shows it whatever
+                    # the host has (an opaque ancestor hides only the host's names).
+                    return Shown.UPPER if upper_modes else None
+                elif kind != DIR:
                     return None
                 else:
-                    shown = False
-            if mode_of(prefix) in _NOT_HOST:
-                return None
+                    shown = Shown.UNDER_UPPER
+                    masked = masked or prefix in ix.opaque
             if j < 0:
                 return shown
             i = j + 1
@@ -180,8 +220,8 @@ class OverlayFS:
             except OSError:
                 return False
         ov = self.ov
-        # (_host_shown False: upper directories above d, but d itself the host's)
-        if ov.lower_root != b"/" or self._host_shown(d) is None \
+        # (UNDER_UPPER, IN_UPPER_DIR: upper directories above d, but d itself the host's)
+        if ov.lower_root != b"/" or self._shown(d) in (None, Shown.UPPER) \
                 or self._mode_of(d) not in _PLAIN_MODES or self._overlay_guest(d) != d:
             return False
         below = d + b"/" if d != b"/" else d

@@ -181,17 +181,19 @@ def follow_magic(parts: list[bytes], caller: Caller, view: View = HOST) -> bytes
 
 
 def _plain(path: bytes, base: bytes) -> bytes | None:
-    """The absolute path `path` names from `base` when it holds no "." or ".." component
-    and no over-long name (then the kernel may look it up whole); else None."""
+    """The absolute path `path` names from `base` when it holds no ".." component, no "."
+    as its last one and no over-long name (then the kernel may look it up whole); else None.
+    A "." before another component changes nothing ("./d/f", "d/./f" are "d/f")."""
     if b"/" not in path:          # a name in the directory: the commonest case, made cheap
         if path == b"." or path == b".." or len(path) > NAME_MAX:
             return None
         return base + b"/" + path if base != b"/" else b"/" + path
     parts = [c for c in (path if path.startswith(b"/") else base + b"/" + path).split(b"/")
              if c]
-    if b"." in parts or b".." in parts or any(len(c) > NAME_MAX for c in parts):
+    if not parts or parts[-1] == b"." or b".." in parts \
+            or any(len(c) > NAME_MAX for c in parts):
         return None
-    return b"/" + b"/".join(parts)
+    return b"/" + b"/".join(c for c in parts if c != b".")
 
 
 def resolve(caller: Caller, base: bytes, path: bytes, *, follow: bool,

@@ -38,31 +38,57 @@ _INT_TYPES = {"int", "unsigned int", "long", "unsigned long", "size_t", "pid_t",
               "gid_t", "umode_t", "loff_t", "off_t", "u32", "clockid_t", "key_serial_t"}
 
 
+_FD_NAMES = frozenset(("dfd", "dirfd", "olddfd", "newdfd", "fd"))
+_MODE_CALLS = frozenset(("open", "openat", "creat", "mkdir", "mkdirat", "chmod", "fchmodat",
+                         "mknod", "mknodat"))
+_PATH = None                # a decoder slot for an argument the stop holds as a path
+
+
+def _value_decoder(syscall: str, ctype: str, name: str) -> Callable[[int], Any]:
+    """How one argument of one syscall is shown (flags symbolically, ints signed ...)."""
+    _, formatters = _python_ptrace()
+    fmt = formatters.get((name, syscall))
+    if fmt is not None:
+        return lambda v: fmt(_Arg(v))
+    if name == "mode" and syscall in _MODE_CALLS:
+        plain: Callable[[int], Any] = lambda v: oct(v & 0o7777)
+    elif "*" in ctype:
+        plain = lambda v: hex(v) if v else "NULL"
+    elif ctype in _INT_TYPES:
+        if "int" in ctype and "long" not in ctype:
+            signed = ctype == "int"
+            plain = (lambda v: (v & 0xFFFFFFFF) - (1 << 32) if signed and v & 0x80000000
+                     else v & 0xFFFFFFFF)
+        else:
+            plain = lambda v: v
+    else:
+        plain = hex
+    if name in _FD_NAMES:
+        return lambda v: "AT_FDCWD" if v & 0xFFFFFFFF == AT_FDCWD else plain(v)
+    return plain
+
+
+@functools.cache
+def _decoders(syscall: str, path_args: tuple[int, ...]
+              ) -> tuple[tuple[str, Callable[[int], Any] | None], ...]:
+    """(name, decoder or _PATH) of each argument of a syscall, worked out once."""
+    prototypes, _ = _python_ptrace()
+    proto = prototypes.get(syscall)
+    names = list(proto[1]) if proto else [("long", f"arg{i}") for i in range(6)]
+    return tuple((name, _PATH if i in path_args else _value_decoder(syscall, ctype, name))
+                 for i, (ctype, name) in enumerate(names[:6]))
+
+
 def decode_args(stop: Stop) -> dict[str, Any]:
     """Name and format the arguments of a stop (paths as read, flags symbolically)."""
-    prototypes, formatters = _python_ptrace()
-    proto = prototypes.get(stop.name)
-    names = [(t, n) for t, n in proto[1]] if proto else [("long", f"arg{i}") for i in range(6)]
     out: dict[str, Any] = {}
-    for i, (ctype, name) in enumerate(names[:6]):
-        value = stop.args[i]
-        if i in stop.entry.path_args:
+    args = stop.args
+    for i, (name, decode) in enumerate(_decoders(stop.name, stop.entry.path_args)):
+        if decode is _PATH:
             p = stop.path(i)
             out[name] = None if p is None else os.fsdecode(p)
-        elif (name, stop.name) in formatters:
-            out[name] = formatters[(name, stop.name)](_Arg(value))
-        elif name in ("dfd", "dirfd", "olddfd", "newdfd", "fd") and value & 0xFFFFFFFF == AT_FDCWD:
-            out[name] = "AT_FDCWD"
-        elif name == "mode" and stop.name in ("open", "openat", "creat", "mkdir", "mkdirat",
-                                              "chmod", "fchmodat", "mknod", "mknodat"):
-            out[name] = oct(value & 0o7777)
-        elif "*" in ctype:
-            out[name] = hex(value) if value else "NULL"
-        elif ctype in _INT_TYPES:
-            v = value & 0xFFFFFFFF if "int" in ctype and "long" not in ctype else value
-            out[name] = v - (1 << 32) if ctype == "int" and v & 0x80000000 else v
         else:
-            out[name] = hex(value)
+            out[name] = decode(args[i])
     return out
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from ..errors import StateDirError
 
+# One encoder for every record: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
 
 def _trim_partial_tail(fd: int) -> None:
     size = os.fstat(fd).st_size
@@ -52,8 +55,7 @@ class LogWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         """Hand one record to the OS. A full disk is remembered and reported, not raised."""
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False,
-                           default=str) + "\n").encode("utf-8", "surrogateescape")
+        line = (_encode(record) + "\n").encode("utf-8", "surrogateescape")
         try:
             n = os.write(self.fd, line)
             if n != len(line):

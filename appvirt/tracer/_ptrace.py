@@ -76,7 +76,7 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 
 # Byte offsets of registers in struct user_regs_struct (x86_64), for PTRACE_POKEUSER.
 REG_OFFSET = {name: i * 8 for i, (name, _t) in enumerate(user_regs_struct._fields_)}
-ARG_REG_OFFSETS = tuple(REG_OFFSET[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
+ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 OFF_RAX = REG_OFFSET["rax"]
 OFF_ORIG_RAX = REG_OFFSET["orig_rax"]
 OFF_RIP = REG_OFFSET["rip"]
@@ -160,6 +160,10 @@ def get_regs(tid: int) -> user_regs_struct:
     regs = user_regs_struct()
     request(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
     return regs
+
+
+def copy_regs(regs: user_regs_struct) -> user_regs_struct:
+    return user_regs_struct.from_buffer_copy(regs)
 
 
 def set_regs(tid: int, regs: user_regs_struct) -> None:

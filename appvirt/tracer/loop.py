@@ -428,7 +428,7 @@ class Tracer:
             if action.on_exit is None:
                 pt.cont(tid)
                 return
-            task.pending = Pending(seq, info.nr, info.args, (), False, action.on_exit, stop,
+            task.pending = Pending(seq, info.nr, None, action.on_exit, stop,
                                    bool(seq))
             pt.syscall(tid)
         elif isinstance(action, Rewrite):
@@ -455,16 +455,18 @@ class Tracer:
                     for off, i in blob.refs:
                         data[off:off + 8] = where[i].to_bytes(8, "little")
                 self.arena.store(addr, bytes(data))
+            # One GETREGS and one SETREGS, whatever the number of arguments; the entry
+            # registers come back at the exit stop in one SETREGS too.
+            regs = pt.get_regs(tid)
+            entry_regs = pt.copy_regs(regs)
             addrs = iter(where)
-            changed = []
             for i, v in action.args:
                 value = next(addrs) if isinstance(v, SlotData) else v
-                pt.poke_user(tid, pt.ARG_REG_OFFSETS[i], value)
-                changed.append(i)
+                setattr(regs, pt.ARG_REGS[i], value & 0xFFFFFFFFFFFFFFFF)
             if action.nr is not None:
-                pt.poke_user(tid, pt.OFF_ORIG_RAX, action.nr)
-            task.pending = Pending(seq, info.nr, info.args, tuple(changed),
-                                   action.nr is not None, action.on_exit, stop, bool(seq))
+                regs.orig_rax = action.nr
+            pt.set_regs(tid, regs)
+            task.pending = Pending(seq, info.nr, entry_regs, action.on_exit, stop, bool(seq))
             pt.syscall(tid)
         elif isinstance(action, Emulate):
             try:
@@ -502,17 +504,17 @@ class Tracer:
             return
         task.pending = None
         result = info.rval
-        # The syscall ABI preserves argument registers: give the program its own back.
-        for i in p.changed:
-            pt.poke_user(tid, pt.ARG_REG_OFFSETS[i], p.orig_args[i])
-        if p.nr_changed:
-            pt.poke_user(tid, pt.OFF_ORIG_RAX, p.nr)   # a -ERESTART* re-runs the original call
         verdict = p.on_exit(p.stop, result) if p.on_exit else None
+        regs = p.regs
         if verdict is not None and verdict.verdict is ExitVerdict.RESTART \
                 and -result not in RESTART_CODES and task.restarts < MAX_RESTARTS:
             task.restarts += 1
-            pt.poke_user(tid, pt.OFF_RIP, info.ip - 2)
-            pt.poke_user(tid, pt.OFF_RAX, p.nr)
+            if regs is not None:
+                regs.rip, regs.rax = info.ip - 2, p.nr
+                pt.set_regs(tid, regs)
+            else:
+                pt.poke_user(tid, pt.OFF_RIP, info.ip - 2)
+                pt.poke_user(tid, pt.OFF_RAX, p.nr)
             pt.cont(tid)
             return
         task.restarts = 0
@@ -527,6 +529,13 @@ class Tracer:
                 verdict = ExitResult(result=-e.errno)
         if verdict is not None and verdict.result is not None:
             result = verdict.result
+        if regs is not None:
+            # The syscall ABI preserves every register but rax (rcx and r11 were set before
+            # the entry stop): the program gets its own back, with the result; orig_rax too,
+            # so that a -ERESTART* re-runs the original call.
+            regs.rax = result & 0xFFFFFFFFFFFFFFFF
+            pt.set_regs(tid, regs)
+        elif verdict is not None and verdict.result is not None:
             pt.poke_user(tid, pt.OFF_RAX, result)
         if p.log_result and self.log is not None:
             rec = {"kind": "result", "call": p.seq, "pid": task.pid, "tid": tid,
@@ -547,8 +556,12 @@ class Tracer:
 
     def _log_call(self, task: Task, name: str, entry, stop: Stop | None, action: Action,
                   info: pt.SyscallInfo, t0: float) -> int:
+        if self.log is None:
+            return 0
         note = getattr(action, "note", None) or Note()
-        rec: dict = {"kind": "syscall", "pid": task.pid, "tid": task.tid,
+        self.seq += 1
+        rec: dict = {"seq": self.seq, "time": round(time.time(), 6),
+                     "kind": "syscall", "pid": task.pid, "tid": task.tid,
                      "program": self.tasks.program.get(task.pid, ""), "syscall": name,
                      "class": entry.op.value if entry else "system"}
         if stop is not None:
@@ -576,4 +589,5 @@ class Tracer:
         if note.detail:
             rec["detail"] = note.detail
         rec["tracer_us"] = round((time.perf_counter() - t0) * 1e6, 1)
-        return self._emit(rec)
+        self.log.write(rec)
+        return self.seq

@@ -20,9 +20,7 @@ class Pending:
 
     seq: int                                  # log sequence of its record (0: not logged)
     nr: int                                   # the call's own number
-    orig_args: tuple[int, ...]                # registers to restore (None: untouched)
-    changed: tuple[int, ...]                  # argument indexes that were rewritten
-    nr_changed: bool
+    regs: object                              # its registers at entry (None: untouched)
     on_exit: ExitHook | None
     stop: object                              # the Stop (for the hook)
     log_result: bool

@@ -148,3 +148,16 @@ def test_find_matches_native_and_the_python_loop(appvirt, host_tree):
         if fast:
             assert _compiled(r.stderr) > 60
     assert outs == [native, native]
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_registers_come_back_after_a_rewritten_open(appvirt, demo, tmp_path, fast):
+    """An open runs as openat2 from the slot, rewritten by the compiled loop (a plain
+    directory) or by the Python handlers (a file the run made in the overlay): either way the
+    program gets back every register the syscall ABI preserves."""
+    made = tmp_path / "made.txt"
+    r = appvirt("run", "--", demo("probes"), "regs_kept=/etc/hostname", f"write_file={made}",
+                f"regs_kept={made}", env={"APPVIRT_FASTPATH": fast})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["regs_kept: ok", "write_file: ok", "regs_kept: ok"]
+    assert not made.exists()                    # made in the overlay, not on the host

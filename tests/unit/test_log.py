@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 from hypothesis import given, strategies as st
 
+from appvirt.core.stop import Stop
+from appvirt.handlers import TABLE
 from appvirt.log.formats import strace_line
+from appvirt.log.records import decode_args
 from appvirt.log.reader import read_log
 from appvirt.log.writer import LogWriter
 
@@ -64,3 +68,56 @@ def test_a_full_disk_is_reported_not_raised(tmp_path):
     log.fd = os.open("/dev/full", os.O_WRONLY)
     log.write({"seq": 1})
     assert log.failed and "No space left" in log.failed
+
+
+def _reference_args(stop) -> dict:
+    """How arguments are shown, spelled out once per stop (the rules decode_args compiles
+    per syscall): python-ptrace's names and flag formatters, AT_FDCWD, octal creation modes,
+    pointers in hex, C ints signed."""
+    from ptrace.syscall.posix_arg import formatAccessMode, formatMmapProt, formatOpenFlags
+    from ptrace.syscall.prototypes import SYSCALL_PROTOTYPES
+
+    class Arg:
+        def __init__(self, value):
+            self.value = value
+    fmts = {("flags", "open"): formatOpenFlags, ("flags", "openat"): formatOpenFlags,
+            ("mode", "access"): formatAccessMode, ("mode", "faccessat"): formatAccessMode,
+            ("prot", "mmap"): formatMmapProt, ("prot", "mprotect"): formatMmapProt}
+    ints = {"int", "unsigned int", "long", "unsigned long", "size_t", "pid_t", "uid_t",
+            "gid_t", "umode_t", "loff_t", "off_t", "u32", "clockid_t", "key_serial_t"}
+    proto = SYSCALL_PROTOTYPES.get(stop.name)
+    names = list(proto[1]) if proto else [("long", f"arg{i}") for i in range(6)]
+    out = {}
+    for i, (ctype, name) in enumerate(names[:6]):
+        v = stop.args[i]
+        if i in stop.entry.path_args:
+            p = stop.path(i)
+            out[name] = None if p is None else os.fsdecode(p)
+        elif (name, stop.name) in fmts:
+            out[name] = fmts[(name, stop.name)](Arg(v))
+        elif name in ("dfd", "dirfd", "olddfd", "newdfd", "fd") \
+                and v & 0xFFFFFFFF == 0xFFFFFF9C:
+            out[name] = "AT_FDCWD"
+        elif name == "mode" and stop.name in ("open", "openat", "creat", "mkdir", "mkdirat",
+                                              "chmod", "fchmodat", "mknod", "mknodat"):
+            out[name] = oct(v & 0o7777)
+        elif "*" in ctype:
+            out[name] = hex(v) if v else "NULL"
+        elif ctype in ints:
+            w = v & 0xFFFFFFFF if "int" in ctype and "long" not in ctype else v
+            out[name] = w - (1 << 32) if ctype == "int" and w & 0x80000000 else w
+        else:
+            out[name] = hex(v)
+    return out
+
+
+_WORD = st.one_of(st.sampled_from([0, 1, 0xFFFFFF9C, 0xFFFFFFFFFFFFFF9C, 0x80000000,
+                                   0o100644, 0x241, 0xFFFFFFFFFFFFFFFF]),
+                  st.integers(0, 2**64 - 1))
+
+
+@given(st.sampled_from(TABLE.entries), st.lists(_WORD, min_size=6, max_size=6),
+       st.lists(st.one_of(st.none(), st.binary(max_size=20)), min_size=6, max_size=6))
+def test_arguments_are_shown_as_the_rules_say(entry, args, paths):
+    stop = Stop(1, 1, entry, tuple(args), tuple(paths[:len(entry.path_args)]))
+    assert decode_args(stop) == _reference_args(stop)

@@ -59,8 +59,8 @@ def test_plain_joins_exactly_as_normalisation_would(base_parts, parts, absolute,
         return
     got = _plain(path, base)
     comps = [c for c in path.split(b"/") if c]
-    if b"." in comps or b".." in comps or any(len(c) > 255 for c in comps):
-        assert got is None
+    if not comps or comps[-1] == b"." or b".." in comps or any(len(c) > 255 for c in comps):
+        assert got is None      # the walk decides: ".." and a final "." depend on the objects
     else:
         # posixpath keeps a leading "//" (POSIX leaves it to the system); Linux reads "/".
         want = posixpath.normpath(posixpath.join(base, path))
