@@ -101,12 +101,18 @@ class RegistryFS:
                     return os.lstat(self._shown + path)
         return self._lstat(path)
 
+    def _holds_tree(self, d: bytes) -> bool:
+        """Whether d is the tree, in it, or one of the directories that hold it."""
+        m = self.mount
+        return d == m or d.startswith(self._below) or m.startswith(d + b"/" if d != b"/" else d)
+
     def plain_dir(self, d: bytes, parent_plain: bool = False) -> bool:
         """See OverlayFS.plain_dir: never the tree, its virtual ancestors or what holds them."""
-        m = self.mount
-        if d == m or d.startswith(self._below) or m.startswith(d + b"/" if d != b"/" else d):
-            return False
-        return self.inner.plain_dir(d, parent_plain)
+        return not self._holds_tree(d) and self.inner.plain_dir(d, parent_plain)
+
+    def owned_dir(self, d: bytes) -> bytes | None:
+        """See OverlayFS.owned_dir: never the tree, its virtual ancestors or what holds them."""
+        return None if self._holds_tree(d) else self.inner.owned_dir(d)
 
     def fast_lookup(self, guest: bytes, follow: bool) -> Resolved | None:
         if guest.startswith(self.top) and (self.registry_rel(guest) is not None

@@ -10,10 +10,20 @@
  *               from the thread's slot, its registers restored at the exit stop and the
  *               call re-run when a symlink was swapped in meanwhile (ELOOP);
  *   getdents64  of a plain directory: the kernel's own listing.
+ * In an *owned* directory (the view of it is one upper-layer directory alone, see
+ * OverlayFS.owned_dir) the names are that directory's:
+ *   newfstatat  of a name that is not a directory: as above, on the upper object;
+ *   openat      any open but O_TMPFILE of a name that exists, or a creation: openat2 of the
+ *               upper path from the slot, as the handlers make it; Python writes the log
+ *               record first (opening) and, at the exit stop, records a created file in the
+ *               overlay's index and the result in the log (opened);
+ *   unlink(at)  Python removes the name and logs it (unlinking); the result is emulated.
  * A directory met for the first time is decided by the Python side (learn(dir), which also
- * remembers the answer in the `plain` dict). Everything else (other stops, a symlink on the
- * way, a directory that is not plain, any error the Python handlers would explain) returns
- * to Python unchanged.
+ * remembers the answer in the `plain` dict: True plain, bytes the upper directory of an
+ * owned one, False neither). A directory fd or cwd inside the upper layer names the guest
+ * directory below the upper root. Everything else (other stops, a symlink on the way, a
+ * directory that is neither, any error the Python handlers would explain) returns to Python
+ * unchanged.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -48,17 +58,34 @@
 #define NR_MAX 512
 
 enum { ANSWERED, FALLBACK };
+enum { NEITHER, PLAIN, OWNED };      /* what a directory is to the engine */
 
 typedef struct {
     pid_t tid;                       /* 0: free */
     int restarts;
     unsigned long long nr, args[4];  /* the program's own call, restored at its exit */
+    int owned;                       /* an open in an owned directory: tell Python its end */
+    long long seq;                   /* its log record (0: none) */
+    PyObject *created;               /* the guest path it creates (NULL: none) */
 } Pending;
+
+/* A path operand: as the program passed it, and where it lies (guest and host). */
+typedef struct {
+    char path[PATH_MAX_];
+    Py_ssize_t path_len;
+    char guest[PATH_MAX_], host[PATH_MAX_];   /* dir/name; the host one is the upper object */
+    Py_ssize_t guest_dir, host_dir;           /* the directories' lengths in them */
+    int kind;                                 /* PLAIN or OWNED */
+} Operand;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *plain;                 /* dict: directory (bytes) -> bool, owned by Python */
-    PyObject *learn;                 /* learn(dir) -> bool: decides a directory not in it */
+    PyObject *plain;                 /* dict: directory -> True/upper dir/False, Python's */
+    PyObject *learn;                 /* learn(dir): decides a directory not in it */
+    PyObject *opening, *opened, *unlinking;   /* compiled.py (None: no owned directories) */
+    char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
+    Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
+    int nr_unlink, nr_unlinkat;
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
@@ -127,11 +154,39 @@ static int deleted(const char *link, ssize_t n)
     return n >= 10 && memcmp(link + n - 10, " (deleted)", 10) == 0;
 }
 
+/* The directory a thread's fd or cwd (dirfd AT_FDCWD_) is, as a guest path in dir: a host
+ * path, or below the upper layer's root the guest path it holds; its length, or -1. */
+static Py_ssize_t fd_dir(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+                         char *dir)
+{
+    char link[64];
+    if (dirfd == AT_FDCWD_)
+        snprintf(link, sizeof link, "/proc/%d/cwd", tid);
+    else if (dirfd >= 0)
+        snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, dirfd);
+    else
+        return -1;
+    ssize_t n = readlink(link, dir, PATH_MAX_ - 1);
+    if (n <= 0 || dir[0] != '/' || deleted(dir, n))
+        return -1;
+    if (upper_len > 0 && n >= upper_len && memcmp(dir, upper, (size_t)upper_len) == 0
+            && (n == upper_len || dir[upper_len] == '/')) {
+        memmove(dir, dir + upper_len, (size_t)(n - upper_len));
+        n -= upper_len;
+        if (n == 0)
+            dir[n++] = '/';
+    }
+    dir[n] = 0;
+    return n;
+}
+
 /* The directory a path call names its object in, and the name: (dir, name) when the path is
- * a name in a directory reached without "." or ".." (so the directory's path is the one the
- * kernel would walk); the base of a relative path is the thread's cwd or dirfd. */
-static int split_path(pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                      char *dir, Py_ssize_t *dir_len, const char **name)
+ * a name in a directory reached without ".." (so the directory's path is the one the kernel
+ * would walk; a "." before a name changes nothing); the base of a relative path is the
+ * thread's cwd or dirfd. */
+static int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+                      const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
+                      const char **name)
 {
     if (len == 0 || path[len - 1] == '/')
         return -1;
@@ -142,41 +197,32 @@ static int split_path(pid_t tid, long dirfd, const char *path, Py_ssize_t len,
         return -1;
     if (nlen >= 4 && memcmp(nm, ".wh.", 4) == 0)
         return -1;                   /* the overlay's reserved names */
+    if (slash && slash > path && slash[-1] == '/')
+        return -1;                   /* "a//b", "//a": left to Python */
     Py_ssize_t dl = 0;
     if (path[0] != '/') {
-        char link[64];
-        if (dirfd == AT_FDCWD_)
-            snprintf(link, sizeof link, "/proc/%d/cwd", tid);
-        else if (dirfd >= 0)
-            snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, dirfd);
-        else
+        dl = fd_dir(upper, upper_len, tid, dirfd, dir);
+        if (dl < 0)
             return -1;
-        ssize_t n = readlink(link, dir, PATH_MAX_ - 1);
-        if (n <= 0 || dir[0] != '/' || deleted(dir, n))
-            return -1;
-        dl = n;
         if (dl == 1)
             dl = 0;                  /* "/": joined below */
     }
-    Py_ssize_t rel = slash ? slash - path : 0;   /* the path's own directory part */
-    if (dl + 1 + rel >= PATH_MAX_ || (rel > 0 && path[rel - 1] == '/'))
-        return -1;
-    if (slash) {
-        const char *p = path[0] == '/' ? path + 1 : path;
-        Py_ssize_t plen = (path + rel) - p;
-        if (plen > 0)
-            dir[dl++] = '/';
-        memcpy(dir + dl, p, (size_t)(plen > 0 ? plen : 0));
-        dl += plen > 0 ? plen : 0;
-        /* every component of the path's own part must be a plain name */
-        const char *c = p, *end = path + rel;
-        while (c < end) {
-            const char *e = memchr(c, '/', (size_t)(end - c));
+    if (slash) {                     /* the path's own directory part, name by name */
+        const char *c = path[0] == '/' ? path + 1 : path;
+        while (c < slash) {
+            const char *e = memchr(c, '/', (size_t)(slash - c));
             if (e == NULL)
-                e = end;
+                e = slash;
             Py_ssize_t cl = e - c;
-            if (cl == 0 || (c[0] == '.' && (cl == 1 || (cl == 2 && c[1] == '.'))))
+            if (cl == 0 || (cl == 2 && c[0] == '.' && c[1] == '.'))
                 return -1;
+            if (!(cl == 1 && c[0] == '.')) {
+                if (dl + 1 + cl >= PATH_MAX_)
+                    return -1;
+                dir[dl++] = '/';
+                memcpy(dir + dl, c, (size_t)cl);
+                dl += cl;
+            }
             c = e + 1;
         }
     }
@@ -190,87 +236,125 @@ static int split_path(pid_t tid, long dirfd, const char *path, Py_ssize_t len,
     return 0;
 }
 
-/* 1: plain; 0: not; -1: an exception is set (the stop then goes to Python after it). */
-static int is_plain(Engine *self, const char *dir, Py_ssize_t len)
+/* What dir is (PLAIN, OWNED with its upper directory in host, NEITHER); -1: an exception is
+ * set (the stop then goes to Python after it). */
+static int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host,
+                    Py_ssize_t *host_len)
 {
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
     if (key == NULL)
         return -1;
-    PyObject *v = PyDict_GetItemWithError(self->plain, key);
-    int plain = v == Py_True;
-    if (v == NULL && !PyErr_Occurred()) {
-        v = PyObject_CallOneArg(self->learn, key);    /* it records the answer */
-        plain = v == NULL ? -1 : PyObject_IsTrue(v);
-        Py_XDECREF(v);
-    } else if (v == NULL) {
-        plain = -1;
+    PyObject *v = PyDict_GetItemWithError(self->plain, key);    /* borrowed */
+    int kind = NEITHER;
+    if (v != NULL) {
+        Py_INCREF(v);
+    } else if (!PyErr_Occurred()) {
+        v = PyObject_CallOneArg(self->learn, key);             /* it records the answer */
     }
     Py_DECREF(key);
-    return plain;
+    if (v == NULL)
+        return -1;
+    if (v == Py_True) {
+        kind = PLAIN;
+        memcpy(host, dir, (size_t)len + 1);
+        *host_len = len;
+    } else if (PyBytes_Check(v) && self->opening != Py_None
+               && PyBytes_GET_SIZE(v) < PATH_MAX_) {
+        kind = OWNED;
+        *host_len = PyBytes_GET_SIZE(v);
+        memcpy(host, PyBytes_AS_STRING(v), (size_t)*host_len + 1);
+    }
+    Py_DECREF(v);
+    return kind;
+}
+
+static int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen)
+{
+    Py_ssize_t at = dir_len > 1 ? dir_len : 0;      /* a name in "/" */
+    if (at + 1 + nlen >= PATH_MAX_)
+        return -1;
+    buf[at++] = '/';
+    memcpy(buf + at, name, (size_t)nlen);
+    buf[at + nlen] = 0;
+    return 0;
+}
+
+/* A call's path operand (dirfd, the string at addr) in a plain or owned directory: 0, or -1
+ * (the stop is Python's). */
+static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr, Operand *op)
+{
+    op->path_len = read_cstring(tid, addr, op->path);
+    if (op->path_len < 0)
+        return -1;
+    const char *name;
+    if (split_path(self->upper, self->upper_len, tid, dirfd, op->path, op->path_len,
+                   op->guest, &op->guest_dir, &name) < 0)
+        return -1;
+    op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir);
+    if (op->kind != PLAIN && op->kind != OWNED)
+        return -1;
+    Py_ssize_t nlen = op->path_len - (name - op->path);
+    if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
+            append_name(op->host, op->host_dir, name, nlen) < 0)
+        return -1;
+    return 0;
 }
 
 /* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
- * it is missing, -ENOTDIR when dir is not a directory (a plain directory may be absent: its
- * plain parent shows that it is); 1 for anything the Python side must explain. */
-static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st)
+ * it is missing (*parent_ok: dir is there), -ENOENT/-ENOTDIR when dir is missing or not a
+ * directory (a plain directory may be absent: its plain parent shows that it is); 1 for
+ * anything the Python side must explain. */
+static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *parent_ok)
 {
+    *parent_ok = 0;
     long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
         int rc = fstat((int)fd, st);
         close((int)fd);
+        *parent_ok = rc == 0;
         return rc == 0 ? 0 : 1;
     }
     if (errno != ENOENT && errno != ENOTDIR)
         return 1;
     char parent[PATH_MAX_];
     memcpy(parent, full, (size_t)dir_len);
-    parent[dir_len] = 0;
+    parent[dir_len > 0 ? dir_len : 1] = 0;
     fd = openat2_(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         close((int)fd);
+        *parent_ok = 1;
         return -ENOENT;
     }
     return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
 }
 
-/* The full path of a call's operand in a plain directory, or -1. */
-static int plain_operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
-                         char *full, Py_ssize_t *dir_len)
+/* The object a call names by (dirfd, path at addr) in a plain or owned directory (*op): 0
+ * and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1 (FALLBACK) when
+ * Python must decide, among others for a symlink the call would follow (any, for
+ * `strict`). */
+static int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
+                       int strict, Operand *op, struct stat *st, int *parent_ok)
 {
-    char path[PATH_MAX_];
-    Py_ssize_t len = read_cstring(tid, addr, path);
-    if (len < 0)
-        return -1;
-    const char *name;
-    if (split_path(tid, dirfd, path, len, full, dir_len, &name) < 0)
-        return -1;
-    if (is_plain(self, full, *dir_len) != 1)
-        return -1;
-    Py_ssize_t nlen = len - (name - path);
-    Py_ssize_t at = *dir_len;
-    if (at > 1)
-        full[at++] = '/';
-    else
-        at = 1;                      /* a name in "/" */
-    memcpy(full + at, name, (size_t)nlen);
-    full[at + nlen] = 0;
-    return 0;
-}
-
-/* The object a call names by (dirfd a[0], path a[1]) in a plain directory, its full path in
- * `full`: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer; 1 (FALLBACK) when Python
- * must decide, among others for a symlink the call would follow (any, for `strict`). */
-static int plain_object(Engine *self, pid_t tid, const uint64_t *a, int strict, char *full,
-                        struct stat *st)
-{
-    Py_ssize_t dir_len;
-    if (plain_operand(self, tid, (long)(int)a[0], a[1], full, &dir_len) < 0)
+    if (operand(self, tid, dirfd, addr, op) < 0)
         return FALLBACK;
-    int rc = lookup(full, dir_len, st);
+    int rc = lookup(op->host, op->host_dir, st, parent_ok);
     return rc == 0 && S_ISLNK(st->st_mode) && strict ? FALLBACK : rc;
 }
 
 /* -- the calls ---------------------------------------------------------------------------- */
+
+static PyObject *args_of(const uint64_t *a)
+{
+    return Py_BuildValue("(KKKKKK)", (unsigned long long)a[0], (unsigned long long)a[1],
+                         (unsigned long long)a[2], (unsigned long long)a[3],
+                         (unsigned long long)a[4], (unsigned long long)a[5]);
+}
+
+static void clear_pending(Pending *p)
+{
+    Py_CLEAR(p->created);
+    memset(p, 0, sizeof(Pending));
+}
 
 static int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
@@ -286,10 +370,16 @@ static int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_
             return ANSWERED;
         }
     }
-    char full[PATH_MAX_];
+    Operand op;
     struct stat st;
-    int rc = plain_object(self, tid, a, !(a[3] & AT_SYMLINK_NOFOLLOW_), full, &st);
+    int parent_ok;
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], !(a[3] & AT_SYMLINK_NOFOLLOW_), &op,
+                         &st, &parent_ok);
     if (rc > 0)
+        return FALLBACK;
+    /* In an owned directory: a directory's link count may be the view's own (merged_nlink),
+     * and a missing name is only known missing in a directory that is there. */
+    if (op.kind == OWNED && ((rc == 0 && S_ISDIR(st.st_mode)) || (rc < 0 && !parent_ok)))
         return FALLBACK;
     long result = rc;
     if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
@@ -305,44 +395,124 @@ static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_sy
     flags &= VALID_OPEN_FLAGS;
     if (flags & O_PATH)
         flags &= O_PATH_FLAGS;
-    if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC | O_TMPFILE_BIT))
+    if (flags & O_TMPFILE_BIT)
         return FALLBACK;
-    char full[PATH_MAX_];
+    Operand op;
     struct stat st;
-    int rc = plain_object(self, tid, a, 1, full, &st);   /* a symlink: Python follows it or */
-    if (rc > 0)                                          /* says ELOOP */
+    int parent_ok;
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], 1, &op, &st, &parent_ok);
+    if (rc > 0)                      /* a symlink: Python follows it or says ELOOP */
         return FALLBACK;
-    if (rc < 0) {
-        emulate(tid, rc);
-        return ANSWERED;
+    unsigned long long mode = 0;
+    int create = 0;
+    if (op.kind == PLAIN) {
+        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
+            return FALLBACK;
+        if (rc < 0) {
+            emulate(tid, rc);
+            return ANSWERED;
+        }
+    } else {
+        /* As do_open() makes it: a creation, a write or a read of the upper object. A
+         * missing name without O_CREAT and O_EXCL on an existing one are Python's to log. */
+        if (rc < 0 && !(rc == -ENOENT && parent_ok))
+            return FALLBACK;
+        int exists = rc == 0;
+        if ((!exists && !(flags & O_CREAT)) || (exists && flags & O_CREAT && flags & O_EXCL))
+            return FALLBACK;
+        create = !exists;
+        if (flags & O_CREAT)
+            mode = a[3] & 07777;
+        if (!create && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_TRUNC)) {
+            flags &= ~(unsigned long long)O_CREAT;      /* only read: never made here */
+            mode = 0;
+        }
     }
     /* The checked path and its open_how go to the kernel from the thread's slot. */
-    size_t plen = strlen(full) + 1, how_off = (plen + 7) & ~(size_t)7;
+    size_t plen = strlen(op.host) + 1, how_off = (plen + 7) & ~(size_t)7;
     if (how_off + OPEN_HOW_SIZE > self->slot_size)
         return FALLBACK;
+    long long seq = 0;
+    PyObject *created = NULL;
+    if (op.kind == OWNED) {
+        PyObject *args = args_of(a);
+        if (args == NULL)
+            return FALLBACK;
+        PyObject *r = PyObject_CallFunction(self->opening, "iiNy#yy", tid, (int)in->seccomp.nr,
+                                            args, op.path, op.path_len, op.guest, op.host);
+        if (r == NULL)
+            return FALLBACK;
+        seq = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+        if (seq < 0) {
+            PyErr_Clear();
+            return FALLBACK;         /* Python's loop takes it: nothing was done */
+        }
+        if (create && (created = PyBytes_FromString(op.guest)) == NULL)
+            return FALLBACK;
+    }
     char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
     unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
-    struct open_how how = {.flags = flags, .mode = 0,
+    struct open_how how = {.flags = flags, .mode = mode,
                            .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
-    memcpy(mine, full, plen);
+    memcpy(mine, op.host, plen);
     memcpy(mine + how_off, &how, sizeof how);
     struct user_regs_struct regs;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
-        return ANSWERED;             /* gone: its exit report follows */
     Pending *p = &self->pending[slot];
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        Py_XDECREF(created);
+        return ANSWERED;             /* gone: its exit report follows */
+    }
+    clear_pending(p);
     p->tid = tid;
     p->nr = in->seccomp.nr;
     p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
+    p->owned = op.kind == OWNED;
+    p->seq = seq;
+    p->created = created;
     regs.rdi = (unsigned long long)AT_FDCWD_;
     regs.rsi = at;
     regs.rdx = at + how_off;
     regs.r10 = OPEN_HOW_SIZE;
     regs.orig_rax = (unsigned long long)self->nr_openat2;
     if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
-        p->tid = 0;
+        clear_pending(p);
         return ANSWERED;
     }
     ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    return ANSWERED;
+}
+
+/* unlink(path), unlinkat(dirfd, path, 0) of a name in an owned directory: Python removes it
+ * and logs it as the handler would; the result is emulated. */
+static int do_unlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int at = (int)in->seccomp.nr == self->nr_unlinkat;
+    if (self->unlinking == Py_None || (at && a[2] != 0))
+        return FALLBACK;
+    Operand op;
+    if (operand(self, tid, at ? (long)(int)a[0] : AT_FDCWD_, at ? a[1] : a[0], &op) < 0
+            || op.kind != OWNED)
+        return FALLBACK;
+    PyObject *args = args_of(a);
+    if (args == NULL)
+        return FALLBACK;
+    PyObject *r = PyObject_CallFunction(self->unlinking, "iiNy#y", tid, (int)in->seccomp.nr,
+                                        args, op.path, op.path_len, op.guest);
+    if (r == NULL)
+        return FALLBACK;
+    if (r == Py_None) {
+        Py_DECREF(r);
+        return FALLBACK;             /* nothing was done: Python's loop takes it */
+    }
+    long result = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (result == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        result = -EPERM;             /* removed or not, never let the call run as well */
+    }
+    emulate(tid, result);
     return ANSWERED;
 }
 
@@ -351,26 +521,34 @@ static int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_
     long fd = (long)(int)in->seccomp.args[0];
     if (fd < 0)
         return FALLBACK;
-    char link[64], dir[PATH_MAX_];
-    snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, fd);
-    ssize_t n = readlink(link, dir, sizeof dir - 1);
-    if (n <= 0 || dir[0] != '/' || deleted(dir, n) || is_plain(self, dir, n) != 1)
+    char dir[PATH_MAX_], host[PATH_MAX_];
+    Py_ssize_t host_len;
+    Py_ssize_t n = fd_dir(self->upper, self->upper_len, tid, fd, dir);
+    if (n < 0 || dir_kind(self, dir, n, host, &host_len) != PLAIN)
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;
 }
 
 /* The exit stop of an open made from the slot (the next syscall stop after resuming the
- * seccomp stop with PTRACE_SYSCALL): give the program its registers back. */
-static void finish_open(Pending *p, pid_t tid)
+ * seccomp stop with PTRACE_SYSCALL): give the program its registers back; for an open in an
+ * owned directory, Python records a created file and the result. */
+static void finish_open(Engine *self, Pending *p, pid_t tid)
 {
     struct user_regs_struct regs;
+    PyObject *created = p->created;
+    int owned = p->owned;
+    long long seq = p->seq;
+    p->created = NULL;
     p->tid = 0;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        Py_XDECREF(created);
         return;                          /* gone: its exit report follows */
+    }
     regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
     regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
-    if ((long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS) {
+    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS;
+    if (restart) {
         /* A component became a symlink after the check: re-run the call, re-checked. */
         p->restarts++;
         regs.rip -= 2;
@@ -379,6 +557,14 @@ static void finish_open(Pending *p, pid_t tid)
         p->restarts = 0;
     }
     ptrace(PTRACE_SETREGS, tid, 0, &regs);
+    if (owned && !restart) {
+        PyObject *r = PyObject_CallFunction(self->opened, "LiOL", seq, (int)tid,
+                                            created ? created : Py_None, (long long)regs.rax);
+        if (r == NULL)
+            PyErr_WriteUnraisable(self->opened);    /* it catches all: cannot happen */
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(created);
     ptrace(PTRACE_CONT, tid, 0, 0);
 }
 
@@ -398,7 +584,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
         if (p->tid != tid)
             return FALLBACK;
         self->exit_stops++;
-        finish_open(p, tid);
+        finish_open(self, p, tid);
         return ANSWERED;
     }
     if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || !self->eligible[tid])
@@ -414,6 +600,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_openat(self, tid, slot, &info);
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
+    else if (nr == self->nr_unlink || nr == self->nr_unlinkat)
+        rc = do_unlink(self, tid, &info);
     if (rc == ANSWERED) {
         self->seccomp_stops++;
         if (nr >= 0 && nr < NR_MAX)
@@ -463,7 +651,7 @@ static PyObject *Engine_enable(Engine *self, PyObject *args)
     if (tid <= 0 || tid >= self->tids || slot < 0 || slot >= self->slots)
         Py_RETURN_NONE;
     if (self->pending[slot].tid != tid)     /* a slot freed by a thread that died mid-call */
-        memset(&self->pending[slot], 0, sizeof(Pending));
+        clear_pending(&self->pending[slot]);
     self->slot_of[tid] = slot + 1;
     self->eligible[tid] = 1;
     Py_RETURN_NONE;
@@ -486,7 +674,7 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
         return NULL;
     int slot = slot_of(self, tid);
     if (slot >= 0 && self->pending[slot].tid == tid)
-        memset(&self->pending[slot], 0, sizeof(Pending));
+        clear_pending(&self->pending[slot]);
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = 0;
     Py_RETURN_NONE;
@@ -524,14 +712,33 @@ static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
 static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"area", "plain", "learn", "slot_base", "slot_size", "slots",
-                            "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2", NULL};
-    PyObject *area, *plain, *learn;
+                            "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2",
+                            "nr_unlink", "nr_unlinkat", "upper", "opening", "opened",
+                            "unlinking", NULL};
+    PyObject *area, *plain, *learn, *opening = Py_None, *opened = Py_None;
+    PyObject *unlinking = Py_None;
     unsigned long long base, size;
     Py_ssize_t slots;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii", names, &area, &PyDict_Type,
-                                     &plain, &learn, &base, &size, &slots, &self->nr_newfstatat,
-                                     &self->nr_openat, &self->nr_getdents64, &self->nr_openat2))
+    const char *upper = "";
+    Py_ssize_t upper_len = 0;
+    self->nr_unlink = self->nr_unlinkat = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiy#OOO", names, &area,
+                                     &PyDict_Type, &plain, &learn, &base, &size, &slots,
+                                     &self->nr_newfstatat, &self->nr_openat,
+                                     &self->nr_getdents64, &self->nr_openat2, &self->nr_unlink,
+                                     &self->nr_unlinkat, &upper, &upper_len, &opening, &opened,
+                                     &unlinking))
         return -1;
+    if (upper_len >= PATH_MAX_ || (upper_len > 0 && upper[0] != '/')) {
+        PyErr_SetString(PyExc_ValueError, "upper: an absolute path");
+        return -1;
+    }
+    if ((opening != Py_None || opened != Py_None || unlinking != Py_None) &&
+            !(PyCallable_Check(opening) && PyCallable_Check(opened)
+              && PyCallable_Check(unlinking))) {
+        PyErr_SetString(PyExc_TypeError, "opening, opened, unlinking: all callable, or None");
+        return -1;
+    }
     if (self->area.obj != NULL || self->slot_of != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
@@ -565,6 +772,15 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->plain = plain;
     Py_INCREF(learn);
     self->learn = learn;
+    memcpy(self->upper, upper, (size_t)upper_len);
+    self->upper[upper_len] = 0;
+    self->upper_len = upper_len == 1 ? 0 : upper_len;     /* "/" maps nothing */
+    Py_INCREF(opening);
+    self->opening = opening;
+    Py_INCREF(opened);
+    self->opened = opened;
+    Py_INCREF(unlinking);
+    self->unlinking = unlinking;
     return 0;
 }
 
@@ -574,6 +790,12 @@ static void Engine_dealloc(Engine *self)
         PyBuffer_Release(&self->area);
     Py_CLEAR(self->plain);
     Py_CLEAR(self->learn);
+    Py_CLEAR(self->opening);
+    Py_CLEAR(self->opened);
+    Py_CLEAR(self->unlinking);
+    if (self->pending != NULL)
+        for (Py_ssize_t i = 0; i < self->slots; i++)
+            Py_CLEAR(self->pending[i].created);
     PyMem_Free(self->slot_of);
     PyMem_Free(self->eligible);
     PyMem_Free(self->pending);
@@ -642,7 +864,7 @@ static PyObject *split(PyObject *mod, PyObject *args)
             len--;
         }
     }
-    if (split_path(0, AT_FDCWD_, p, len, dir, &dl, &name) < 0)
+    if (split_path(NULL, 0, 0, AT_FDCWD_, p, len, dir, &dl, &name) < 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(y#y#)", dir, dl, name, (Py_ssize_t)(len - (name - p)));
 }

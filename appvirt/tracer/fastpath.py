@@ -1,12 +1,17 @@
-"""The compiled part of the wait loop: reads in plain directories answered without Python.
+"""The compiled part of the wait loop: the commonest file calls answered without Python.
 
 Most stops of a program that reads files (find, a compiler reading headers, Python importing
 its modules) are a stat, an open for reading or a listing in a directory the program's view
-shows as the host has it. `_fastpath.Engine.wait()` answers those itself, exactly as the
-handlers would (see _fastpath.c), and hands every other stop to the Python loop. This module
-decides the directories the engine meets for the first time (plain or not: the filesystem's
-`plain_dir`), forgets them all whenever the overlay's index changes, and says which threads
-the engine may serve: those whose stops Python has nothing in flight for.
+shows as the host has it; most stops of one that writes files (tar, a build, a test suite)
+are opens, creations and removals in directories it made itself in the overlay.
+`_fastpath.Engine.wait()` answers those itself, exactly as the handlers would (see
+_fastpath.c), and hands every other stop to the Python loop. This module decides the
+directories the engine meets for the first time: plain (the filesystem's `plain_dir`), owned
+(`owned_dir`: the upper directory that makes up the view, whose names the engine opens,
+creates and removes, with compiled.py keeping the log and the index) or neither. It forgets
+them all whenever the overlay's index changes by anything but the engine's own work in owned
+directories, and says which threads the engine may serve: those whose stops Python has
+nothing in flight for.
 
 Off (every stop in Python, same behaviour) when the extension is not built, when
 APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: log level
@@ -38,50 +43,72 @@ def wanted(policy: Policy) -> bool:
 class FastPath:
     """The engine, the directories it may answer in, and the threads it may serve."""
 
-    def __init__(self, fs, area) -> None:
+    def __init__(self, fs, area, tracer=None) -> None:
+        """tracer: the Python loop, whose log and overlay the engine's work in owned
+        directories goes to; without it, only plain directories are served."""
         assert _fastpath is not None
+        from .compiled import CompiledCalls
         self.fs = fs
-        self.plain: dict[bytes, bool] = {}
+        # directory -> True (plain), the host path of its upper directory (owned), False
+        self.plain: dict[bytes, bool | bytes] = {}
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
         self.error: str | None = None     # the first failure deciding a directory
-        self.learning = False
+        self.busy = False                 # Python code runs in the middle of a stop
+        calls = CompiledCalls(tracer, self) if tracer is not None else None
+        self._owned = calls is not None
         self.engine = _fastpath.Engine(
             area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
             slot_size=SLOT_SIZE, slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
             nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
-            nr_openat2=sysnums.nr("openat2"))
+            nr_openat2=sysnums.nr("openat2"), nr_unlink=sysnums.nr("unlink"),
+            nr_unlinkat=sysnums.nr("unlinkat"), upper=fs.ov.upper_root,
+            opening=calls.opening if calls else None, opened=calls.opened if calls else None,
+            unlinking=calls.unlinking if calls else None)
 
     def wait(self) -> tuple[int, int]:
         """The next stop (or exit) the Python loop must handle."""
         return self.engine.wait()
 
-    def _learn(self, d: bytes) -> bool:
+    def _learn(self, d: bytes) -> bool | bytes:
         """Called by the engine for a directory it has no answer for (in the middle of a
-        stop: `learning` tells the tracer's timer so)."""
+        stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
             self.plain.clear()
         self.learning = True
         try:
             return self._decide(d)
         finally:
-            self.learning = False
+            self.busy = False                 # Python code runs in the middle of a stop
 
-    def _decide(self, d: bytes) -> bool:
+    def _decide(self, d: bytes) -> bool | bytes:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
         if parent_plain is None and parent != b"/":
             parent_plain = self._decide(parent)
         try:
-            plain = self.fs.plain_dir(d, parent_plain is True)
-        except Exception as e:  # noqa: BLE001 - not plain: the Python handlers decide
+            kind: bool | bytes = self.fs.plain_dir(d, parent_plain is True)
+            if not kind and self._owned:
+                kind = self.fs.owned_dir(d) or False
+        except Exception as e:  # noqa: BLE001 - neither: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
-            plain = False
-        self.plain[d] = plain
-        return plain
+            kind = False
+        self.plain[d] = kind
+        return kind
+
+    def made_here(self, change) -> None:
+        """Make a change the engine asked for in an owned directory. It changes no decision
+        (names in owned directories are decided by the upper layer alone, and no directory
+        is made or removed), so the index's new version counts as seen."""
+        before = self._index.version
+        try:
+            change()
+        finally:
+            if self._version == before:
+                self._version = self._index.version
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and

@@ -178,7 +178,7 @@ class Tracer:
         """Drop tasks gone from /proc (fully reaped: no report will ever come for them), so
         that a missed report can never leave the tracer waiting for ever. Called from a
         timer; raises StaleTasks to wake a blocked wait when nothing live is left."""
-        if not self._waiting or (self.fast is not None and self.fast.learning):
+        if not self._waiting or (self.fast is not None and self.fast.busy):
             return                  # only between stops: never in the middle of handling one
         gone = [t for t in self.tasks.by_tid if not os.path.exists(f"/proc/{t}")]
         if not gone:
@@ -384,11 +384,14 @@ class Tracer:
             self.stats.internal_errors += 1
             action = Deny(errno.EPERM, Note(rule="builtin:never-proceed",
                                             detail="a handler let a forbidden call through"))
-        seq = 0
-        if decision_of(action) in self.logged or (
-                self.log_events and getattr(action, "note", NO_AUDIT).audit):
-            seq = self._log_call(task, name, entry, stop, action, info, t0)
+        seq = self.log_call(task, name, entry, stop, action, info, t0) \
+            if self.logs(action) else 0
         self.apply(task, stop, info, action, seq)
+
+    def logs(self, action: Action) -> bool:
+        """Whether the policy's log level records this decision."""
+        return decision_of(action) in self.logged or (
+            self.log_events and getattr(action, "note", NO_AUDIT).audit)
 
     def _decide(self, task: Task, entry, info) -> tuple[Stop | None, Action]:
         try:
@@ -537,12 +540,8 @@ class Tracer:
             pt.set_regs(tid, regs)
         elif verdict is not None and verdict.result is not None:
             pt.poke_user(tid, pt.OFF_RAX, result)
-        if p.log_result and self.log is not None:
-            rec = {"kind": "result", "call": p.seq, "pid": task.pid, "tid": tid,
-                   "result": result}
-            if (name := errno_name(result)) is not None:
-                rec["errno"] = name
-            self._emit(rec)
+        if p.log_result:
+            self.log_result(task, p.seq, result)
         pt.cont(tid)
 
     # -- the log ----------------------------------------------------------------------------
@@ -554,8 +553,19 @@ class Tracer:
         self.log.write(rec)
         return self.seq
 
-    def _log_call(self, task: Task, name: str, entry, stop: Stop | None, action: Action,
-                  info: pt.SyscallInfo, t0: float) -> int:
+    def log_result(self, task: Task, seq: int, result: int) -> None:
+        """The record of a logged call's result (at its exit stop)."""
+        if self.log is None:
+            return
+        rec = {"kind": "result", "call": seq, "pid": task.pid, "tid": task.tid,
+               "result": result}
+        if (name := errno_name(result)) is not None:
+            rec["errno"] = name
+        self._emit(rec)
+
+    def log_call(self, task: Task, name: str, entry, stop: Stop | None, action: Action,
+                 info: pt.SyscallInfo | None, t0: float) -> int:
+        """Write a call's record (before the call resumes); its number, 0 without a log."""
         if self.log is None:
             return 0
         note = getattr(action, "note", None) or Note()
@@ -566,7 +576,7 @@ class Tracer:
                      "class": entry.op.value if entry else "system"}
         if stop is not None:
             rec["args"] = decode_args(stop)
-        else:
+        elif info is not None:
             rec["args"] = {f"arg{i}": hex(a) for i, a in enumerate(info.args)}
         rec["decision"] = decision_of(action).value
         if note.rule:

@@ -108,6 +108,83 @@ def test_a_plain_directory_shows_the_host_for_every_name(ops, rules):
                 assert _view_object(fs, p) == _host_object(p), (p, ops, rules)
 
 
+class _Walk:
+    """The view without its one-lookup shortcut: the resolver's component walk only."""
+
+    def __init__(self, fs: OverlayFS) -> None:
+        self.fs = fs
+
+    def __getattr__(self, name: str):
+        if name == "fast_lookup":
+            raise AttributeError(name)
+        return getattr(self.fs, name)
+
+
+OWNED_OPS = st.lists(st.tuples(
+    st.sampled_from(["create", "mkdir", "unlink", "rmdir"]),
+    st.lists(st.sampled_from(NAMES[:8] + [b"new", b"made", b"f"]), min_size=1,
+             max_size=4).map(b"/".join)), max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OWNED_OPS, st.sets(st.integers(0, len(RULES) - 1)))
+def test_an_owned_directory_is_its_upper_directory_for_every_name(ops, rules):
+    """Wherever owned_dir names an upper directory, the view's walk finds, for every name,
+    exactly that directory's object of the name (or nothing)."""
+    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
+        top = os.fsencode(os.path.realpath(lower))
+        make_tree(lower, TREE)
+        files = FilesPolicy(FileMode.OVERLAY, tuple(
+            PathRule(Glob.of(os.fsdecode(top) + "/" + RULES[i][0]), RULES[i][1], f"r{i}")
+            for i in sorted(rules)))
+        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
+        fs = OverlayFS(ov, files.rules)
+        for op, rel in ops:
+            g = top + b"/" + rel
+            try:
+                {"create": lambda: create_file(ov, g, b"new"),
+                 "mkdir": lambda: ov.mkdir(g, 0o755),
+                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g)}[op]()
+            except (GuestErrno, OSError):
+                pass
+        walk = _Walk(fs)
+        for d in [top] + [g for g in ov._ix.kinds if g.startswith(top + b"/")]:
+            host = fs.owned_dir(d)
+            if host is None:
+                continue
+            assert host == ov.upper(d), d
+            for name in NAMES + [b"new", b"made", b"f"]:
+                p = d + b"/" + name
+                try:
+                    st_ = os.lstat(host + b"/" + name)
+                    want = (st_.st_mode, st_.st_ino, st_.st_size)
+                except FileNotFoundError:
+                    want = None
+                assert _view_object(walk, p) == want, (p, ops, rules)
+
+
+def test_what_is_never_owned(tmp_path):
+    lower = tmp_path / "lower"
+    (lower / "merged").mkdir(parents=True)
+    before = _fs([], str(tmp_path / "upper"))
+    top = os.fsencode(lower)
+    for d in (b"/made", b"/made/inner", b"/made/ro"):
+        before.ov.mkdir(top + d, 0o755)
+    create_file(before.ov, top + b"/merged/f", b"x")
+    create_file(before.ov, top + b"/made/file", b"x")
+    assert before.owned_dir(top + b"/made") == before.ov.upper(top + b"/made")
+    before.ov.close()
+    # A later run whose policy makes one of them read-only.
+    fs = _fs([(os.fsdecode(top) + "/made/ro", FileMode.READONLY)], str(tmp_path / "upper"))
+    assert fs.owned_dir(top + b"/made/inner") == fs.ov.upper(top + b"/made/inner")
+    assert fs.owned_dir(top + b"/made") is None          # a rule for one of its names
+    assert fs.owned_dir(top + b"/made/ro") is None       # not overlay mode
+    assert fs.owned_dir(top + b"/merged") is None        # the host's names show in it
+    assert fs.owned_dir(top + b"/made/file") is None     # not a directory
+    assert fs.owned_dir(top + b"/nothing") is None and fs.owned_dir(top) is None
+    assert fs.owned_dir(b"/") is None
+
+
 def _fs(rules: list[tuple[str, FileMode]], upper: str) -> OverlayFS:
     files = FilesPolicy(FileMode.OVERLAY, tuple(
         PathRule(Glob.of(p), m, f"r{i}") for i, (p, m) in enumerate(rules)))
@@ -153,7 +230,11 @@ def test_split_names_the_directory_the_kernel_would_walk():
     assert split(b"/", b"name") == (b"/", b"name")
     assert split(b"/cwd", b"/usr/lib/os.py") == (b"/usr/lib", b"os.py")
     assert split(b"/cwd", b"/etc") == (b"/", b"etc")
+    # "." before a name changes nothing (tar's "./dir/file").
+    assert split(b"/cwd", b"./a/./b/name") == (b"/cwd/a/b", b"name")
+    assert split(b"/cwd", b"./name") == (b"/cwd", b"name")
+    assert split(b"/cwd", b"/./etc/./hosts") == (b"/etc", b"hosts")
     # Anything else is left to the Python resolver.
-    for path in (b"", b".", b"..", b"../x", b"a/../b", b"a/./b", b"a//b", b"//a", b"a/",
+    for path in (b"", b".", b"..", b"../x", b"a/../b", b"a/.", b"a//b", b"//a", b"a/",
                  b"/", b".wh.x", b"d/.wh.x", b"x" * 256, b"/" + b"d/" * 2100 + b"x"):
         assert split(b"/cwd", path) is None, path
