@@ -18,9 +18,13 @@
  *               record first (opening) and, at the exit stop, records a created file in the
  *               overlay's index and the result in the log (opened);
  *   unlink(at)  Python removes the name and logs it (unlinking); the result is emulated.
+ * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
+ * host or upper object (in a plain directory only without W_OK: read-only rules deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
- * remembers the answer in the `plain` dict: True plain, bytes the upper directory of an
- * owned one, False neither). A directory fd or cwd inside the upper layer names the guest
+ * remembers the answer in the `plain` dict: True plain; (canonical,) a path whose walk in the
+ * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
+ * a merged-/usr system, whose names are canonical's; bytes the upper directory of an owned
+ * one; False neither). A directory fd or cwd inside the upper layer names the guest
  * directory below the upper root. Everything else (other stops, a symlink on the way, a
  * directory that is neither, any error the Python handlers would explain) returns to Python
  * unchanged.
@@ -55,6 +59,7 @@
 #define O_PATH_FLAGS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
 #define OPEN_HOW_SIZE 24
 #define MAX_RESTARTS 16
+#define MAXSYMLINKS_ 40                /* the kernel's, and the resolver's */
 #define NR_MAX 512
 
 enum { ANSWERED, FALLBACK };
@@ -85,7 +90,7 @@ typedef struct {
     PyObject *opening, *opened, *unlinking;   /* compiled.py (None: no owned directories) */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
-    int nr_unlink, nr_unlinkat;
+    int nr_unlink, nr_unlinkat, nr_access, nr_faccessat, nr_faccessat2;
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
@@ -258,6 +263,13 @@ static int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host,
         kind = PLAIN;
         memcpy(host, dir, (size_t)len + 1);
         *host_len = len;
+    } else if (PyTuple_Check(v) && PyTuple_GET_SIZE(v) == 1
+               && PyBytes_Check(PyTuple_GET_ITEM(v, 0))
+               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 0)) < PATH_MAX_) {
+        kind = PLAIN;                /* another path of a plain directory */
+        PyObject *canonical = PyTuple_GET_ITEM(v, 0);
+        *host_len = PyBytes_GET_SIZE(canonical);
+        memcpy(host, PyBytes_AS_STRING(canonical), (size_t)*host_len + 1);
     } else if (PyBytes_Check(v) && self->opening != Py_None
                && PyBytes_GET_SIZE(v) < PATH_MAX_) {
         kind = OWNED;
@@ -279,6 +291,25 @@ static int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize
     return 0;
 }
 
+/* Where `path` (from dirfd) lies, in op's guest and host: 0 in a plain or owned directory,
+ * else -1 (the stop is Python's). */
+static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                 Operand *op)
+{
+    const char *name;
+    if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
+                   &op->guest_dir, &name) < 0)
+        return -1;
+    op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir);
+    if (op->kind != PLAIN && op->kind != OWNED)
+        return -1;
+    Py_ssize_t nlen = len - (name - path);
+    if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
+            append_name(op->host, op->host_dir, name, nlen) < 0)
+        return -1;
+    return 0;
+}
+
 /* A call's path operand (dirfd, the string at addr) in a plain or owned directory: 0, or -1
  * (the stop is Python's). */
 static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr, Operand *op)
@@ -286,18 +317,7 @@ static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
     op->path_len = read_cstring(tid, addr, op->path);
     if (op->path_len < 0)
         return -1;
-    const char *name;
-    if (split_path(self->upper, self->upper_len, tid, dirfd, op->path, op->path_len,
-                   op->guest, &op->guest_dir, &name) < 0)
-        return -1;
-    op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir);
-    if (op->kind != PLAIN && op->kind != OWNED)
-        return -1;
-    Py_ssize_t nlen = op->path_len - (name - op->path);
-    if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
-            append_name(op->host, op->host_dir, name, nlen) < 0)
-        return -1;
-    return 0;
+    return place(self, tid, dirfd, op->path, op->path_len, op);
 }
 
 /* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
@@ -328,17 +348,37 @@ static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *pa
     return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
 }
 
-/* The object a call names by (dirfd, path at addr) in a plain or owned directory (*op): 0
- * and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1 (FALLBACK) when
- * Python must decide, among others for a symlink the call would follow (any, for
- * `strict`). */
+/* The object a call names by (dirfd, path at addr) in a plain or owned directory, *op then
+ * where it lies: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1
+ * (FALLBACK) when Python must decide. With `follow`, a symlink is followed as the view's
+ * walk follows it (its text read from its host object, relative to its guest directory),
+ * while each step lands in a plain or owned directory; without, it is the object. */
 static int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
-                       int strict, Operand *op, struct stat *st, int *parent_ok)
+                       int follow, Operand *op, struct stat *st, int *parent_ok)
 {
     if (operand(self, tid, dirfd, addr, op) < 0)
         return FALLBACK;
     int rc = lookup(op->host, op->host_dir, st, parent_ok);
-    return rc == 0 && S_ISLNK(st->st_mode) && strict ? FALLBACK : rc;
+    for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
+        char target[PATH_MAX_], next[PATH_MAX_];
+        ssize_t n = readlink(op->host, target, sizeof target - 1);
+        if (++links > MAXSYMLINKS_ || n <= 0)
+            return FALLBACK;             /* ELOOP and the rest: Python says it */
+        Py_ssize_t len = 0;
+        if (target[0] != '/') {          /* relative to the link's own directory */
+            len = op->guest_dir > 1 ? op->guest_dir : 0;
+            memcpy(next, op->guest, (size_t)len);
+            next[len++] = '/';
+        }
+        if (len + n >= PATH_MAX_)
+            return FALLBACK;
+        memcpy(next + len, target, (size_t)n);
+        len += n;
+        if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
+            return FALLBACK;
+        rc = lookup(op->host, op->host_dir, st, parent_ok);
+    }
+    return rc;
 }
 
 /* -- the calls ---------------------------------------------------------------------------- */
@@ -400,9 +440,10 @@ static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_sy
     Operand op;
     struct stat st;
     int parent_ok;
-    int rc = find_object(self, tid, (long)(int)a[0], a[1], 1, &op, &st, &parent_ok);
-    if (rc > 0)                      /* a symlink: Python follows it or says ELOOP */
-        return FALLBACK;
+    int follow = !(flags & O_NOFOLLOW) && !(flags & O_CREAT && flags & O_EXCL);
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
+    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))  /* a symlink not followed: ELOOP, */
+        return FALLBACK;                               /* EEXIST or O_PATH: Python's */
     unsigned long long mode = 0;
     int create = 0;
     if (op.kind == PLAIN) {
@@ -480,6 +521,35 @@ static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_sy
         return ANSWERED;
     }
     ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    return ANSWERED;
+}
+
+/* access(path, mode), faccessat(dirfd, path, mode), faccessat2(..., flags): the tracer asks
+ * the kernel about the object it found, as the handler's faccessat2 on the host path does. */
+static int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int nr = (int)in->seccomp.nr, plain_call = nr == self->nr_access;
+    long dirfd = plain_call ? AT_FDCWD_ : (long)(int)a[0];
+    unsigned long long addr = plain_call ? a[0] : a[1];
+    int mode = (int)((plain_call ? a[1] : a[2]) & 7);
+    int flags = nr == self->nr_faccessat2 ? (int)a[3] : 0;
+    if (flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW_))
+        return FALLBACK;
+    int follow = !(flags & AT_SYMLINK_NOFOLLOW_);
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    int rc = find_object(self, tid, dirfd, addr, follow, &op, &st, &parent_ok);
+    if (rc > 0 || (op.kind == PLAIN && mode & W_OK)
+            || (op.kind == OWNED && rc < 0 && !parent_ok))
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0)
+        result = syscall(SYS_faccessat2, AT_FDCWD_, op.host, mode,
+                         (flags & AT_EACCESS) | (follow ? 0 : AT_SYMLINK_NOFOLLOW_)) < 0
+                 ? -errno : 0;
+    emulate(tid, result);
     return ANSWERED;
 }
 
@@ -602,6 +672,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_getdents64(self, tid, &info);
     else if (nr == self->nr_unlink || nr == self->nr_unlinkat)
         rc = do_unlink(self, tid, &info);
+    else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
+        rc = do_access(self, tid, &info);
     if (rc == ANSWERED) {
         self->seccomp_stops++;
         if (nr >= 0 && nr < NR_MAX)
@@ -713,8 +785,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"area", "plain", "learn", "slot_base", "slot_size", "slots",
                             "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2",
-                            "nr_unlink", "nr_unlinkat", "upper", "opening", "opened",
-                            "unlinking", NULL};
+                            "nr_unlink", "nr_unlinkat", "nr_access", "nr_faccessat",
+                            "nr_faccessat2", "upper", "opening", "opened", "unlinking", NULL};
     PyObject *area, *plain, *learn, *opening = Py_None, *opened = Py_None;
     PyObject *unlinking = Py_None;
     unsigned long long base, size;
@@ -722,12 +794,14 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     const char *upper = "";
     Py_ssize_t upper_len = 0;
     self->nr_unlink = self->nr_unlinkat = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiy#OOO", names, &area,
+    self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiiiiy#OOO", names, &area,
                                      &PyDict_Type, &plain, &learn, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
                                      &self->nr_getdents64, &self->nr_openat2, &self->nr_unlink,
-                                     &self->nr_unlinkat, &upper, &upper_len, &opening, &opened,
-                                     &unlinking))
+                                     &self->nr_unlinkat, &self->nr_access, &self->nr_faccessat,
+                                     &self->nr_faccessat2, &upper, &upper_len, &opening,
+                                     &opened, &unlinking))
         return -1;
     if (upper_len >= PATH_MAX_ || (upper_len > 0 && upper[0] != '/')) {
         PyErr_SetString(PyExc_ValueError, "upper: an absolute path");

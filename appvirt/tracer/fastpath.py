@@ -21,9 +21,12 @@ APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: lo
 from __future__ import annotations
 
 import os
+import stat as statmod
 
 from ..core import sysnums
 from ..core.slotlayout import SLOT_BASE, SLOT_COUNT, SLOT_SIZE
+from ..errors import GuestErrno
+from ..fs.resolver import Caller, resolve
 from ..policy.model import LogLevel, Policy
 
 try:
@@ -32,6 +35,7 @@ except ImportError:             # built without a C compiler: the Python loop do
     _fastpath = None
 
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
+_NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
 def wanted(policy: Policy) -> bool:
@@ -49,8 +53,9 @@ class FastPath:
         assert _fastpath is not None
         from .compiled import CompiledCalls
         self.fs = fs
-        # directory -> True (plain), the host path of its upper directory (owned), False
-        self.plain: dict[bytes, bool | bytes] = {}
+        # directory -> True (plain), (the plain directory its walk reaches,), the host path
+        # of its upper directory (owned), False
+        self.plain: dict[bytes, bool | bytes | tuple[bytes]] = {}
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
@@ -63,7 +68,9 @@ class FastPath:
             slot_size=SLOT_SIZE, slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
             nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
             nr_openat2=sysnums.nr("openat2"), nr_unlink=sysnums.nr("unlink"),
-            nr_unlinkat=sysnums.nr("unlinkat"), upper=fs.ov.upper_root,
+            nr_unlinkat=sysnums.nr("unlinkat"), nr_access=sysnums.nr("access"),
+            nr_faccessat=sysnums.nr("faccessat"), nr_faccessat2=sysnums.nr("faccessat2"),
+            upper=fs.ov.upper_root,
             opening=calls.opening if calls else None, opened=calls.opened if calls else None,
             unlinking=calls.unlinking if calls else None)
 
@@ -71,7 +78,7 @@ class FastPath:
         """The next stop (or exit) the Python loop must handle."""
         return self.engine.wait()
 
-    def _learn(self, d: bytes) -> bool | bytes:
+    def _learn(self, d: bytes) -> bool | bytes | tuple[bytes]:
         """Called by the engine for a directory it has no answer for (in the middle of a
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
@@ -82,22 +89,41 @@ class FastPath:
         finally:
             self.busy = False                 # Python code runs in the middle of a stop
 
-    def _decide(self, d: bytes) -> bool | bytes:
+    def _decide(self, d: bytes) -> bool | bytes | tuple[bytes]:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
         if parent_plain is None and parent != b"/":
             parent_plain = self._decide(parent)
         try:
-            kind: bool | bytes = self.fs.plain_dir(d, parent_plain is True)
+            kind: bool | bytes | tuple[bytes] = self.fs.plain_dir(d, parent_plain is True)
             if not kind and self._owned:
                 kind = self.fs.owned_dir(d) or False
+            if not kind:
+                kind = self._alias(d)
         except Exception as e:  # noqa: BLE001 - neither: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
             kind = False
         self.plain[d] = kind
         return kind
+
+    def _alias(self, d: bytes) -> tuple[bytes] | bool:
+        """(c,) when the view's walk of d follows symlinks to c, a plain directory: every
+        name in d is then c's (/lib/x86_64-linux-gnu on a merged-/usr system); else False."""
+        if d.startswith(b"/proc/") or d == b"/proc":
+            return False
+        try:
+            r = resolve(_NOBODY, b"/", d, follow=True, view=self.fs)
+        except GuestErrno:
+            return False
+        if r.magic is not None or r.st is None or not statmod.S_ISDIR(r.st.st_mode) \
+                or r.path == d:
+            return False
+        canonical = self.plain.get(r.path)
+        if canonical is None:
+            canonical = self._decide(r.path)
+        return (r.path,) if canonical is True else False
 
     def made_here(self, change) -> None:
         """Make a change the engine asked for in an owned directory. It changes no decision

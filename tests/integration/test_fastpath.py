@@ -185,6 +185,23 @@ attempt("at create", lambda: os.open("./sub/g", os.O_RDWR | os.O_CREAT, 0o600, d
 attempt("at unlink", lambda: os.unlink("f6", dir_fd=dfd))
 attempt("at unlink dir", lambda: os.unlink("sub", dir_fd=dfd))
 attempt("at unlink missing", lambda: os.unlink("nope", dir_fd=dfd))
+with open(os.path.join(top, "host.txt"), "rb") as f:      # a host file the run reads
+    print("host", f.read())
+for name, target in (("ln1", "f1"), ("ln2", os.path.join(d, "f2")), ("ln3", "ln1"),
+                     ("dangling", "made-by-link"), ("loop", "loop"),
+                     ("tohost", os.path.join(top, "host.txt")), ("up", "../made/f9")):
+    os.symlink(target, os.path.join(d, name))
+for name in ("ln1", "ln2", "ln3", "dangling", "loop", "tohost", "up"):
+    p = os.path.join(d, name)
+    attempt("stat " + name, lambda: str(os.stat(p).st_size))
+    attempt("lstat " + name, lambda: oct(os.lstat(p).st_mode))
+    attempt("access " + name, lambda: os.access(p, os.R_OK))
+    attempt("read " + name, lambda: str(len(open(p, "rb").read())))
+attempt("write via link", lambda: os.write(os.open(os.path.join(d, "ln3"), os.O_WRONLY | os.O_APPEND), b"L"))
+attempt("create via link", lambda: os.open(os.path.join(d, "dangling"), os.O_WRONLY | os.O_CREAT, 0o600))
+attempt("excl via link", lambda: os.open(os.path.join(d, "ln1"), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+attempt("nofollow", lambda: os.open(os.path.join(d, "ln1"), os.O_RDONLY | os.O_NOFOLLOW))
+attempt("write to host via link", lambda: os.write(os.open(os.path.join(d, "tohost"), os.O_WRONLY | os.O_APPEND), b"H"))
 os.chdir(d)
 attempt("cwd create", lambda: os.open("h", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
 attempt("cwd unlink", lambda: os.unlink("f7"))
@@ -222,6 +239,7 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     untouched."""
     top = tmp_path / "top"
     top.mkdir()
+    (top / "host.txt").write_text("on the host\n")
     before = tree_digest(top)
     runs = {}
     for app, fast in (("wfast", "1"), ("wslow", "0")):
@@ -233,7 +251,10 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     out = runs["wfast"].stdout
     assert "excl again errno 17" in out and "missing errno 2" in out
     assert "at unlink dir errno 21" in out and "unlink missing errno 2" in out
-    assert "f3 0o100640 5 b'xxxyy'" in out and "['f0', 'f1', 'f2'," in out
+    assert "f3 0o100640 5 b'xxxyy'" in out and "'f0', 'f1', 'f2', 'f3'," in out
+    assert "stat ln3 ok 1" in out and "stat loop errno 40" in out and "read tohost ok 12" in out
+    assert "excl via link errno 17" in out and "nofollow errno 40" in out
+    assert "made-by-link 0o100600" in out and "b'on the host\\nH'" in out
     fast_stops = re.search(r"answered by the compiled loop.*", runs["wfast"].stderr)
     assert fast_stops and _compiled(runs["wfast"].stderr) > 60, runs["wfast"].stderr
     assert _records(home, "wfast") == _records(home, "wslow")

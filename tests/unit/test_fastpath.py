@@ -238,3 +238,27 @@ def test_split_names_the_directory_the_kernel_would_walk():
     for path in (b"", b".", b"..", b"../x", b"a/../b", b"a/.", b"a//b", b"//a", b"a/",
                  b"/", b".wh.x", b"d/.wh.x", b"x" * 256, b"/" + b"d/" * 2100 + b"x"):
         assert split(b"/cwd", path) is None, path
+
+
+def test_a_directory_reached_through_symlinks_takes_the_plain_directorys_names(tmp_path):
+    """/lib/x86_64-linux-gnu on a merged-/usr system: its names are /usr/lib's, while the
+    view's walk of it reaches that plain directory; never when the walk leaves the host's
+    view or ends elsewhere."""
+    from appvirt.tracer.fastpath import FastPath
+    lower = tmp_path / "lower"
+    (lower / "usr" / "lib" / "x").mkdir(parents=True)
+    (lower / "lib").symlink_to("usr/lib")
+    (lower / "abs").symlink_to(lower / "usr" / "lib" / "x")
+    (lower / "nowhere").symlink_to("missing")
+    (lower / "secret").mkdir()
+    (lower / "peek").symlink_to("secret")
+    fs = _fs([(str(lower / "secret"), FileMode.HIDDEN)], str(tmp_path / "upper"))
+    fast = FastPath.__new__(FastPath)        # its decisions, without an engine
+    fast.fs, fast.plain, fast._owned, fast.error = fs, {}, False, None
+    top = os.fsencode(lower)
+    assert fast._decide(top + b"/lib/x") == (top + b"/usr/lib/x",)
+    assert fast._decide(top + b"/abs") == (top + b"/usr/lib/x",)
+    assert fast._decide(top + b"/usr/lib/x") is True
+    assert fast._decide(top + b"/nowhere") is False
+    assert fast._decide(top + b"/peek") is False          # hidden at the end of the walk
+    assert fast.error is None
