@@ -63,6 +63,8 @@ def emulated(*ops: Operand, do: Do,
         moved = any(ctx.fs.redirected(d.r.path) for d in decided)
         return Emulate(rv, note=note, decision=Decision.REDIRECTED if moved else Decision.ALLOWED)
     handler.__doc__ = "Decide the path(s), then make the change in the overlay from the tracer."
+    handler.do = do         # type: ignore[attr-defined]  # the compiled loop's (compiled.py)
+    handler.operands = len(ops)                  # type: ignore[attr-defined]
     return handler
 
 

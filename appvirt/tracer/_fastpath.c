@@ -17,7 +17,10 @@
  *               upper path from the slot, as the handlers make it; Python writes the log
  *               record first (opening) and, at the exit stop, records a created file in the
  *               overlay's index and the result in the log (opened);
- *   unlink(at)  Python removes the name and logs it (unlinking); the result is emulated.
+ *   unlink(at), mkdir(at), fchmod(at), fchown(at), utimensat(fd, NULL, ...)
+ *               of a name there (or of an fd's object there): Python makes the change with
+ *               the call's handler's own `do` and logs it (changing); the result is
+ *               emulated.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (in a plain directory only without W_OK: read-only rules deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
@@ -64,6 +67,8 @@
 
 enum { ANSWERED, FALLBACK };
 enum { NEITHER, PLAIN, OWNED };      /* what a directory is to the engine */
+enum Change { UNLINK, UNLINKAT, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT, UTIMENSAT,
+              N_CHANGES };
 
 typedef struct {
     pid_t tid;                       /* 0: free */
@@ -87,10 +92,11 @@ typedef struct {
     PyObject_HEAD
     PyObject *plain;                 /* dict: directory -> True/upper dir/False, Python's */
     PyObject *learn;                 /* learn(dir): decides a directory not in it */
-    PyObject *opening, *opened, *unlinking;   /* compiled.py (None: no owned directories) */
+    PyObject *opening, *opened, *changing;    /* compiled.py (None: no owned directories) */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
-    int nr_unlink, nr_unlinkat, nr_access, nr_faccessat, nr_faccessat2;
+    int nr_access, nr_faccessat, nr_faccessat2;
+    int nr_change[N_CHANGES];        /* fastpath.CHANGES, in the order of enum Change */
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
@@ -159,11 +165,14 @@ static int deleted(const char *link, ssize_t n)
     return n >= 10 && memcmp(link + n - 10, " (deleted)", 10) == 0;
 }
 
-/* The directory a thread's fd or cwd (dirfd AT_FDCWD_) is, as a guest path in dir: a host
- * path, or below the upper layer's root the guest path it holds; its length, or -1. */
-static Py_ssize_t fd_dir(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
-                         char *dir)
+/* The object a thread's fd or cwd (dirfd AT_FDCWD_) is, as a guest path in dir: a host
+ * path, or below the upper layer's root the guest path it holds (then *in_upper, unless
+ * NULL, is set); its length, or -1. */
+static Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+                          char *dir, int *in_upper)
 {
+    if (in_upper != NULL)
+        *in_upper = 0;
     char link[64];
     if (dirfd == AT_FDCWD_)
         snprintf(link, sizeof link, "/proc/%d/cwd", tid);
@@ -180,6 +189,8 @@ static Py_ssize_t fd_dir(const char *upper, Py_ssize_t upper_len, pid_t tid, lon
         n -= upper_len;
         if (n == 0)
             dir[n++] = '/';
+        if (in_upper != NULL)
+            *in_upper = 1;
     }
     dir[n] = 0;
     return n;
@@ -206,7 +217,7 @@ static int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long d
         return -1;                   /* "a//b", "//a": left to Python */
     Py_ssize_t dl = 0;
     if (path[0] != '/') {
-        dl = fd_dir(upper, upper_len, tid, dirfd, dir);
+        dl = fd_path(upper, upper_len, tid, dirfd, dir, NULL);
         if (dl < 0)
             return -1;
         if (dl == 1)
@@ -553,23 +564,82 @@ static int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info
     return ANSWERED;
 }
 
-/* unlink(path), unlinkat(dirfd, path, 0) of a name in an owned directory: Python removes it
- * and logs it as the handler would; the result is emulated. */
-static int do_unlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+/* A changing call on a name in an owned directory, or on an fd's object there (c: its
+ * enum Change): Python makes it with the handler's own `do` and logs it; the result is
+ * emulated. Only the forms whose operand needs no more deciding: the name not a symlink
+ * (unlink removes the link itself), present, except for mkdir (absent, in a directory that is
+ * there) and unlink (a missing name is the handler's ENOENT). */
+static int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
-    int at = (int)in->seccomp.nr == self->nr_unlinkat;
-    if (self->unlinking == Py_None || (at && a[2] != 0))
+    long dirfd = AT_FDCWD_;
+    int path_arg = -1;               /* -1: the object of fd `dirfd` */
+    switch (c) {
+    case UNLINK: case MKDIR:
+        path_arg = 0;
+        break;
+    case UNLINKAT:
+        if (a[2] != 0)
+            return FALLBACK;         /* AT_REMOVEDIR: a directory goes (decisions with it) */
+        /* fall through */
+    case MKDIRAT: case FCHMODAT:
+        dirfd = (long)(int)a[0];
+        path_arg = 1;
+        break;
+    case FCHOWNAT:
+        if (a[4] != 0)
+            return FALLBACK;
+        dirfd = (long)(int)a[0];
+        path_arg = 1;
+        break;
+    case UTIMENSAT:
+        if (a[1] != 0 || a[3] != 0)
+            return FALLBACK;         /* only futimens(): utimensat(fd, NULL, times, 0) */
+        /* fall through */
+    case FCHMOD: case FCHOWN:
+        dirfd = (long)(int)a[0];
+        break;
+    default:
         return FALLBACK;
+    }
     Operand op;
-    if (operand(self, tid, at ? (long)(int)a[0] : AT_FDCWD_, at ? a[1] : a[0], &op) < 0
-            || op.kind != OWNED)
+    PyObject *path;
+    if (path_arg >= 0) {
+        struct stat st;
+        int parent_ok;
+        int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st, &parent_ok);
+        if (rc > 0 || op.kind != OWNED)
+            return FALLBACK;
+        int removes = c == UNLINK || c == UNLINKAT, makes = c == MKDIR || c == MKDIRAT;
+        if (makes ? rc == 0 || !parent_ok
+                  : rc < 0 ? !removes || !parent_ok : S_ISLNK(st.st_mode) && !removes)
+            return FALLBACK;
+        path = PyBytes_FromStringAndSize(op.path, op.path_len);
+    } else {
+        int in_upper;
+        Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, dirfd, op.guest,
+                               &in_upper);
+        const char *slash = n > 1 ? memrchr(op.guest, '/', (size_t)n) : NULL;
+        if (n < 0 || !in_upper || slash == NULL || slash[1] == 0)
+            return FALLBACK;
+        Py_ssize_t dl = slash > op.guest ? slash - op.guest : 1;
+        char dir[PATH_MAX_];
+        memcpy(dir, op.guest, (size_t)dl);
+        dir[dl] = 0;
+        if (dir_kind(self, dir, dl, op.host, &op.host_dir) != OWNED)
+            return FALLBACK;
+        Py_INCREF(Py_None);
+        path = Py_None;
+    }
+    if (path == NULL)
         return FALLBACK;
     PyObject *args = args_of(a);
-    if (args == NULL)
+    if (args == NULL) {
+        Py_DECREF(path);
         return FALLBACK;
-    PyObject *r = PyObject_CallFunction(self->unlinking, "iiNy#y", tid, (int)in->seccomp.nr,
-                                        args, op.path, op.path_len, op.guest);
+    }
+    PyObject *r = PyObject_CallFunction(self->changing, "iiNNy", tid, (int)in->seccomp.nr,
+                                        args, path, op.guest);
     if (r == NULL)
         return FALLBACK;
     if (r == Py_None) {
@@ -580,7 +650,7 @@ static int do_unlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info
     Py_DECREF(r);
     if (result == -1 && PyErr_Occurred()) {
         PyErr_Clear();
-        result = -EPERM;             /* removed or not, never let the call run as well */
+        result = -EPERM;             /* made or not, never let the call run as well */
     }
     emulate(tid, result);
     return ANSWERED;
@@ -593,7 +663,7 @@ static int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_
         return FALLBACK;
     char dir[PATH_MAX_], host[PATH_MAX_];
     Py_ssize_t host_len;
-    Py_ssize_t n = fd_dir(self->upper, self->upper_len, tid, fd, dir);
+    Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, NULL);
     if (n < 0 || dir_kind(self, dir, n, host, &host_len) != PLAIN)
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
@@ -670,10 +740,15 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_openat(self, tid, slot, &info);
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
-    else if (nr == self->nr_unlink || nr == self->nr_unlinkat)
-        rc = do_unlink(self, tid, &info);
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
+    else if (self->changing != Py_None) {
+        for (int c = 0; c < N_CHANGES; c++)
+            if (nr == self->nr_change[c]) {
+                rc = do_change(self, tid, c, &info);
+                break;
+            }
+    }
     if (rc == ANSWERED) {
         self->seccomp_stops++;
         if (nr >= 0 && nr < NR_MAX)
@@ -785,32 +860,44 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"area", "plain", "learn", "slot_base", "slot_size", "slots",
                             "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2",
-                            "nr_unlink", "nr_unlinkat", "nr_access", "nr_faccessat",
-                            "nr_faccessat2", "upper", "opening", "opened", "unlinking", NULL};
+                            "nr_access", "nr_faccessat", "nr_faccessat2", "changes", "upper",
+                            "opening", "opened", "changing", NULL};
     PyObject *area, *plain, *learn, *opening = Py_None, *opened = Py_None;
-    PyObject *unlinking = Py_None;
+    PyObject *changing = Py_None, *changes = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
     const char *upper = "";
     Py_ssize_t upper_len = 0;
-    self->nr_unlink = self->nr_unlinkat = -1;
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiiiiy#OOO", names, &area,
+    for (int c = 0; c < N_CHANGES; c++)
+        self->nr_change[c] = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiiO!y#OOO", names, &area,
                                      &PyDict_Type, &plain, &learn, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
-                                     &self->nr_getdents64, &self->nr_openat2, &self->nr_unlink,
-                                     &self->nr_unlinkat, &self->nr_access, &self->nr_faccessat,
-                                     &self->nr_faccessat2, &upper, &upper_len, &opening,
-                                     &opened, &unlinking))
+                                     &self->nr_getdents64, &self->nr_openat2, &self->nr_access,
+                                     &self->nr_faccessat, &self->nr_faccessat2, &PyTuple_Type,
+                                     &changes, &upper, &upper_len, &opening, &opened,
+                                     &changing))
         return -1;
+    if (changes != NULL) {
+        if (PyTuple_GET_SIZE(changes) != N_CHANGES) {
+            PyErr_SetString(PyExc_ValueError, "changes: one number for each of CHANGES");
+            return -1;
+        }
+        for (int c = 0; c < N_CHANGES; c++) {
+            self->nr_change[c] = (int)PyLong_AsLong(PyTuple_GET_ITEM(changes, c));
+            if (self->nr_change[c] == -1 && PyErr_Occurred())
+                return -1;
+        }
+    }
     if (upper_len >= PATH_MAX_ || (upper_len > 0 && upper[0] != '/')) {
         PyErr_SetString(PyExc_ValueError, "upper: an absolute path");
         return -1;
     }
-    if ((opening != Py_None || opened != Py_None || unlinking != Py_None) &&
+    if ((opening != Py_None || opened != Py_None || changing != Py_None) &&
             !(PyCallable_Check(opening) && PyCallable_Check(opened)
-              && PyCallable_Check(unlinking))) {
-        PyErr_SetString(PyExc_TypeError, "opening, opened, unlinking: all callable, or None");
+              && PyCallable_Check(changing))) {
+        PyErr_SetString(PyExc_TypeError, "opening, opened, changing: all callable, or None");
         return -1;
     }
     if (self->area.obj != NULL || self->slot_of != NULL) {
@@ -853,8 +940,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->opening = opening;
     Py_INCREF(opened);
     self->opened = opened;
-    Py_INCREF(unlinking);
-    self->unlinking = unlinking;
+    Py_INCREF(changing);
+    self->changing = changing;
     return 0;
 }
 
@@ -866,7 +953,7 @@ static void Engine_dealloc(Engine *self)
     Py_CLEAR(self->learn);
     Py_CLEAR(self->opening);
     Py_CLEAR(self->opened);
-    Py_CLEAR(self->unlinking);
+    Py_CLEAR(self->changing);
     if (self->pending != NULL)
         for (Py_ssize_t i = 0; i < self->slots; i++)
             Py_CLEAR(self->pending[i].created);

@@ -1,7 +1,9 @@
 """The Python side of the calls the compiled loop makes in owned directories.
 
 In a directory the overlay owns (OverlayFS.owned_dir: an upper directory with nothing of the
-host's in it) the engine (_fastpath.c) opens, creates and removes names itself. What only
+host's in it) the engine (_fastpath.c) opens names itself, and has the changing calls there
+(unlink, mkdir, chmod, chown, utimensat ...) made by their handlers' own `do` without
+deciding their paths again (the directory's decision holds for every name in it). What only
 Python has stays here, called by the engine in the middle of the stop: the intercept log's
 records (the same records the handlers' decisions would give, before the call resumes) and
 the overlay's index (a file the kernel created, a name removed). Each callback catches
@@ -38,7 +40,7 @@ def _in_stop(method):
 
 
 class CompiledCalls:
-    """Log records and index changes for the engine's opens and removals."""
+    """Log records and index changes for the engine's opens and changes."""
 
     def __init__(self, tracer: "Tracer", fast: "FastPath") -> None:
         self.tracer = tracer
@@ -46,12 +48,15 @@ class CompiledCalls:
         self.fs = tracer.ctx.fs
         self.mode_for = tracer.policy.files.mode_for
 
-    def _stop(self, tid: int, nr: int, args: tuple[int, ...], path: bytes):
+    def _stop(self, tid: int, nr: int, args: tuple[int, ...], path: bytes | None):
+        """The stop as the Python loop would have made it (its one path argument, or none
+        for an fd's object)."""
         task = self.tracer.tasks.by_tid.get(tid)
         entry = self.tracer.table.lookup(nr)
         if task is None or entry is None:
             return None, None
-        return task, Stop(tid, task.pid, entry, args, (path,), 0)
+        paths = (path,) if entry.path_args else ()
+        return task, Stop(tid, task.pid, entry, args, paths, 0)
 
     def _failed(self, what: str, e: Exception) -> None:
         self.tracer.stats.internal_errors += 1
@@ -86,7 +91,7 @@ class CompiledCalls:
         log."""
         try:
             if created is not None and result >= 0:
-                self.fast.made_here(lambda: self.fs.created(created))
+                self.fast.made_here(lambda: self.fs.created(created), new=created)
             task = self.tracer.tasks.by_tid.get(tid)
             if seq and task is not None:
                 self.tracer.log_result(task, seq, result)
@@ -94,31 +99,36 @@ class CompiledCalls:
             self._failed("open's exit", e)
 
     @_in_stop
-    def unlinking(self, tid: int, nr: int, args: tuple[int, ...], path: bytes,
-                  guest: bytes) -> int | None:
-        """Remove guest as the unlink handler would: the call's result, or None when the
-        Python loop must take the stop (nothing was done)."""
+    def changing(self, tid: int, nr: int, args: tuple[int, ...], path: bytes | None,
+                 guest: bytes) -> int | None:
+        """Make a change to guest (a name in an owned directory, or the object of an fd
+        there) as the call's handler would once it decided the path: its `do` in the
+        overlay, the record. The call's result, or None when the Python loop must take the
+        stop (nothing was done)."""
         t0 = time.perf_counter()
         try:
             task, stop = self._stop(tid, nr, args, path)
-            if stop is None:
+            handler = stop.entry.handler if stop is not None else None
+            do = getattr(handler, "do", None)
+            if do is None or handler.operands != 1:
                 return None
             rule = self.mode_for(guest)[1]
         except Exception as e:  # noqa: BLE001
-            self._failed("unlink", e)
+            self._failed("change", e)
             return None
         action: Action
         try:
-            self.fast.made_here(lambda: self.fs.ov.unlink(guest))
-            action = Emulate(0, note=Note(rule=rule, path=guest), decision=Decision.REDIRECTED)
+            rv = self.fast.made_here(lambda: do(stop, self.tracer.ctx, [guest]), new=guest)
+            action = Emulate(rv, note=Note(rule=rule, path=guest),
+                             decision=Decision.REDIRECTED)
         except GuestErrno as e:
             action = Deny(e.errno, Note(rule=rule, path=guest, detail=e.detail), native=True)
         except Exception as e:  # noqa: BLE001 - fail closed, as the Python loop does (#37)
-            self._failed("unlink", e)
+            self._failed("change", e)
             action = Deny(errno.EPERM, Note(rule="builtin:internal-error",
                                             detail=f"internal error: {type(e).__name__}: {e}"))
         try:
             self._log(task, stop, action, t0)
         except Exception as e:  # noqa: BLE001
-            self._failed("unlink's record", e)
+            self._failed("change's record", e)
         return action.result if isinstance(action, Emulate) else -action.errno

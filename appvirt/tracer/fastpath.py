@@ -35,6 +35,9 @@ except ImportError:             # built without a C compiler: the Python loop do
     _fastpath = None
 
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
+# The changing calls the engine has made in owned directories (see _fastpath.c do_change).
+CHANGES = ("unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown", "fchmodat",
+           "fchownat", "utimensat")
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
@@ -67,12 +70,11 @@ class FastPath:
             area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
             slot_size=SLOT_SIZE, slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
             nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
-            nr_openat2=sysnums.nr("openat2"), nr_unlink=sysnums.nr("unlink"),
-            nr_unlinkat=sysnums.nr("unlinkat"), nr_access=sysnums.nr("access"),
+            nr_openat2=sysnums.nr("openat2"), nr_access=sysnums.nr("access"),
             nr_faccessat=sysnums.nr("faccessat"), nr_faccessat2=sysnums.nr("faccessat2"),
-            upper=fs.ov.upper_root,
+            changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
             opening=calls.opening if calls else None, opened=calls.opened if calls else None,
-            unlinking=calls.unlinking if calls else None)
+            changing=calls.changing if calls else None)
 
     def wait(self) -> tuple[int, int]:
         """The next stop (or exit) the Python loop must handle."""
@@ -125,16 +127,18 @@ class FastPath:
             canonical = self._decide(r.path)
         return (r.path,) if canonical is True else False
 
-    def made_here(self, change) -> None:
-        """Make a change the engine asked for in an owned directory. It changes no decision
-        (names in owned directories are decided by the upper layer alone, and no directory
-        is made or removed), so the index's new version counts as seen."""
+    def made_here(self, change, new: bytes):
+        """Make a change the engine asked for at `new`, a name in an owned directory; its
+        result. It changes no other decision (names in owned directories are decided by the
+        upper layer alone, and no directory is removed), so the index's new version counts
+        as seen; what was decided for `new` itself, before it was there, is forgotten."""
         before = self._index.version
         try:
-            change()
+            return change()
         finally:
             if self._version == before:
                 self._version = self._index.version
+            self.plain.pop(new, None)
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and
