@@ -75,3 +75,6 @@ def _report(result: RunResult, stats: bool) -> None:
                    f"{s.exit_stops} syscall-exit, {s.other_stops} other "
                    f"({s.injections} slot mappings, {s.compiled} answered by the compiled "
                    f"loop); intercepted: {top or 'none'}", err=True)
+        if s.compiled_by_syscall:
+            done = ", ".join(f"{n} {c}" for n, c in s.compiled_by_syscall.most_common())
+            click.echo(f"appvirt: answered by the compiled loop: {done}", err=True)

@@ -18,9 +18,10 @@
  *               record first (opening) and, at the exit stop, records a created file in the
  *               overlay's index and the result in the log (opened);
  *   unlink(at), mkdir(at), fchmod(at), fchown(at), utimensat(fd, NULL, ...)
- *               of a name there (or of an fd's object there): Python makes the change with
- *               the call's handler's own `do` and logs it (changing); the result is
- *               emulated.
+ *               of a name there (or of an fd's object there), link(at) and rename(at)(2)
+ *               of a name that is not a directory between two names there: Python makes
+ *               the change with the call's handler's own `do` and logs it (changing); the
+ *               result is emulated.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (in a plain directory only without W_OK: read-only rules deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
@@ -57,6 +58,7 @@
 #define AT_SYMLINK_NOFOLLOW_ 0x100
 #define AT_NO_AUTOMOUNT_ 0x800
 #define AT_EMPTY_PATH_ 0x1000
+#define AT_SYMLINK_FOLLOW_ 0x400
 #define O_TMPFILE_BIT 020000000
 #define VALID_OPEN_FLAGS 037777703
 #define O_PATH_FLAGS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
@@ -68,7 +70,7 @@
 enum { ANSWERED, FALLBACK };
 enum { NEITHER, PLAIN, OWNED };      /* what a directory is to the engine */
 enum Change { UNLINK, UNLINKAT, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT, UTIMENSAT,
-              N_CHANGES };
+              LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
 
 typedef struct {
     pid_t tid;                       /* 0: free */
@@ -564,6 +566,35 @@ static int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info
     return ANSWERED;
 }
 
+static int call_change(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                       PyObject *paths, PyObject *guests);
+
+/* link(at), rename(at)(2) of a name that is not a directory to a name that is not one
+ * either (or not there), both in owned directories: nothing but those two names changes. */
+static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int two_dirfds = c == LINKAT || c == RENAMEAT || c == RENAMEAT2;
+    int follow = c == LINKAT && a[4] == AT_SYMLINK_FOLLOW_;
+    if ((c == LINKAT || c == RENAMEAT2) && a[4] != 0 && !follow)
+        return FALLBACK;             /* AT_EMPTY_PATH, RENAME_* flags */
+    Operand src, dst;
+    struct stat sst, dstst;
+    int sp, dp;
+    int src_rc = find_object(self, tid, two_dirfds ? (long)(int)a[0] : AT_FDCWD_,
+                             two_dirfds ? a[1] : a[0], follow, &src, &sst, &sp);
+    if (src_rc != 0 || src.kind != OWNED || S_ISDIR(sst.st_mode))
+        return FALLBACK;
+    int dst_rc = find_object(self, tid, two_dirfds ? (long)(int)a[2] : AT_FDCWD_,
+                             two_dirfds ? a[3] : a[1], 0, &dst, &dstst, &dp);
+    if (dst_rc > 0 || dst.kind != OWNED || (dst_rc < 0 && !dp)
+            || (dst_rc == 0 && (c == LINK || c == LINKAT || S_ISDIR(dstst.st_mode))))
+        return FALLBACK;             /* EEXIST, ENOENT ...: Python explains */
+    PyObject *paths = Py_BuildValue("(y#y#)", src.path, src.path_len, dst.path, dst.path_len);
+    PyObject *guests = Py_BuildValue("(yy)", src.guest, dst.guest);
+    return call_change(self, tid, in, paths, guests);
+}
+
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
  * enum Change): Python makes it with the handler's own `do` and logs it; the result is
  * emulated. Only the forms whose operand needs no more deciding: the name not a symlink
@@ -574,6 +605,8 @@ static int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_sysca
     const uint64_t *a = in->seccomp.args;
     long dirfd = AT_FDCWD_;
     int path_arg = -1;               /* -1: the object of fd `dirfd` */
+    if (c >= LINK)
+        return do_change2(self, tid, c, in);
     switch (c) {
     case UNLINK: case MKDIR:
         path_arg = 0;
@@ -603,7 +636,7 @@ static int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_sysca
         return FALLBACK;
     }
     Operand op;
-    PyObject *path;
+    PyObject *path, *guests;
     if (path_arg >= 0) {
         struct stat st;
         int parent_ok;
@@ -633,13 +666,24 @@ static int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_sysca
     }
     if (path == NULL)
         return FALLBACK;
-    PyObject *args = args_of(a);
-    if (args == NULL) {
-        Py_DECREF(path);
+    guests = Py_BuildValue("(y)", op.guest);
+    PyObject *paths = path == Py_None && c != UTIMENSAT ? PyTuple_New(0)
+                                                        : PyTuple_Pack(1, path);
+    Py_DECREF(path);
+    return call_change(self, tid, in, paths, guests);
+}
+
+/* Python's side of a change (compiled.CompiledCalls.changing); paths and guests are taken. */
+static int call_change(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                       PyObject *paths, PyObject *guests)
+{
+    PyObject *args = args_of(in->seccomp.args);
+    if (args == NULL || paths == NULL || guests == NULL) {
+        Py_XDECREF(args); Py_XDECREF(paths); Py_XDECREF(guests);
         return FALLBACK;
     }
-    PyObject *r = PyObject_CallFunction(self->changing, "iiNNy", tid, (int)in->seccomp.nr,
-                                        args, path, op.guest);
+    PyObject *r = PyObject_CallFunction(self->changing, "iiNNN", tid, (int)in->seccomp.nr,
+                                        args, paths, guests);
     if (r == NULL)
         return FALLBACK;
     if (r == Py_None) {

@@ -48,14 +48,12 @@ class CompiledCalls:
         self.fs = tracer.ctx.fs
         self.mode_for = tracer.policy.files.mode_for
 
-    def _stop(self, tid: int, nr: int, args: tuple[int, ...], path: bytes | None):
-        """The stop as the Python loop would have made it (its one path argument, or none
-        for an fd's object)."""
+    def _stop(self, tid: int, nr: int, args: tuple[int, ...], paths: tuple):
+        """The stop as the Python loop would have made it (its path arguments as read)."""
         task = self.tracer.tasks.by_tid.get(tid)
         entry = self.tracer.table.lookup(nr)
         if task is None or entry is None:
             return None, None
-        paths = (path,) if entry.path_args else ()
         return task, Stop(tid, task.pid, entry, args, paths, 0)
 
     def _failed(self, what: str, e: Exception) -> None:
@@ -75,7 +73,7 @@ class CompiledCalls:
         not logged), or -1: the Python loop must take the stop (nothing was done)."""
         t0 = time.perf_counter()
         try:
-            task, stop = self._stop(tid, nr, args, path)
+            task, stop = self._stop(tid, nr, args, (path,))
             if stop is None:
                 return -1
             note = Note(rule=self.mode_for(guest)[1], path=guest, host_path=host)
@@ -91,7 +89,7 @@ class CompiledCalls:
         log."""
         try:
             if created is not None and result >= 0:
-                self.fast.made_here(lambda: self.fs.created(created), new=created)
+                self.fast.made_here(lambda: self.fs.created(created), created)
             task = self.tracer.tasks.by_tid.get(tid)
             if seq and task is not None:
                 self.tracer.log_result(task, seq, result)
@@ -99,30 +97,30 @@ class CompiledCalls:
             self._failed("open's exit", e)
 
     @_in_stop
-    def changing(self, tid: int, nr: int, args: tuple[int, ...], path: bytes | None,
-                 guest: bytes) -> int | None:
-        """Make a change to guest (a name in an owned directory, or the object of an fd
-        there) as the call's handler would once it decided the path: its `do` in the
-        overlay, the record. The call's result, or None when the Python loop must take the
-        stop (nothing was done)."""
+    def changing(self, tid: int, nr: int, args: tuple[int, ...], paths: tuple,
+                 guests: tuple[bytes, ...]) -> int | None:
+        """Make a change to guests (names in owned directories, or the object of an fd
+        there) as the call's handler would once it decided the paths: its `do` in the
+        overlay, the record. paths: the path arguments as read (None: NULL). The call's
+        result, or None when the Python loop must take the stop (nothing was done)."""
         t0 = time.perf_counter()
         try:
-            task, stop = self._stop(tid, nr, args, path)
-            handler = stop.entry.handler if stop is not None else None
-            do = getattr(handler, "do", None)
-            if do is None or handler.operands != 1:
+            task, stop = self._stop(tid, nr, args, paths)
+            do = getattr(stop.entry.handler, "do", None) if stop is not None else None
+            if do is None or len(stop.entry.path_args) != len(paths):
                 return None
-            rule = self.mode_for(guest)[1]
+            shown = guests[stop.entry.handler.note_operand]
+            rule = self.mode_for(shown)[1]
         except Exception as e:  # noqa: BLE001
             self._failed("change", e)
             return None
         action: Action
         try:
-            rv = self.fast.made_here(lambda: do(stop, self.tracer.ctx, [guest]), new=guest)
-            action = Emulate(rv, note=Note(rule=rule, path=guest),
+            rv = self.fast.made_here(lambda: do(stop, self.tracer.ctx, list(guests)), *guests)
+            action = Emulate(rv, note=Note(rule=rule, path=shown),
                              decision=Decision.REDIRECTED)
         except GuestErrno as e:
-            action = Deny(e.errno, Note(rule=rule, path=guest, detail=e.detail), native=True)
+            action = Deny(e.errno, Note(rule=rule, path=shown, detail=e.detail), native=True)
         except Exception as e:  # noqa: BLE001 - fail closed, as the Python loop does (#37)
             self._failed("change", e)
             action = Deny(errno.EPERM, Note(rule="builtin:internal-error",

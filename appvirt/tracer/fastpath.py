@@ -37,7 +37,7 @@ except ImportError:             # built without a C compiler: the Python loop do
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
 # The changing calls the engine has made in owned directories (see _fastpath.c do_change).
 CHANGES = ("unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown", "fchmodat",
-           "fchownat", "utimensat")
+           "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "renameat2")
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
@@ -127,18 +127,19 @@ class FastPath:
             canonical = self._decide(r.path)
         return (r.path,) if canonical is True else False
 
-    def made_here(self, change, new: bytes):
-        """Make a change the engine asked for at `new`, a name in an owned directory; its
-        result. It changes no other decision (names in owned directories are decided by the
-        upper layer alone, and no directory is removed), so the index's new version counts
-        as seen; what was decided for `new` itself, before it was there, is forgotten."""
+    def made_here(self, change, *names: bytes):
+        """Make a change the engine asked for at `names` in owned directories; its result.
+        It changes no other decision (names in owned directories are decided by the upper
+        layer alone, and no directory is removed or moved), so the index's new version
+        counts as seen; what was decided for the names themselves is forgotten."""
         before = self._index.version
         try:
             return change()
         finally:
             if self._version == before:
                 self._version = self._index.version
-            self.plain.pop(new, None)
+            for name in names:
+                self.plain.pop(name, None)
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and

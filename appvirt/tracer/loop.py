@@ -57,6 +57,7 @@ class Stats:
     compiled: int = 0            # of the stops: answered by the compiled loop (fastpath.py)
     internal_errors: int = 0
     by_syscall: Counter = field(default_factory=Counter)
+    compiled_by_syscall: Counter = field(default_factory=Counter)   # its seccomp stops
 
     @property
     def total(self) -> int:
@@ -135,6 +136,7 @@ class Tracer:
             self.stats.exit_stops += exits
             self.stats.compiled = seccomp + exits
             self.stats.by_syscall.update(by_syscall)
+            self.stats.compiled_by_syscall.update(by_syscall)
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
         return self.main_status if self.main_status is not None else 0
