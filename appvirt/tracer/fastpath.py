@@ -85,11 +85,11 @@ class FastPath:
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
             self.plain.clear()
-        self.learning = True
+        self.busy = True
         try:
             return self._decide(d)
         finally:
-            self.busy = False                 # Python code runs in the middle of a stop
+            self.busy = False
 
     def _decide(self, d: bytes) -> bool | bytes | tuple[bytes]:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""

@@ -262,3 +262,19 @@ def test_a_directory_reached_through_symlinks_takes_the_plain_directorys_names(t
     assert fast._decide(top + b"/nowhere") is False
     assert fast._decide(top + b"/peek") is False          # hidden at the end of the walk
     assert fast.error is None
+
+
+def test_deciding_marks_the_engine_busy(tmp_path):
+    """The tracer's timer must not act in the middle of a stop: while a directory is being
+    decided (the engine is inside one), `busy` says so."""
+    from appvirt.tracer.fastpath import FastPath
+    seen = []
+
+    class Fs:
+        def plain_dir(self, d, parent_plain=False):
+            seen.append(fast.busy)
+            return True
+    fast = FastPath.__new__(FastPath)
+    fast.fs, fast.plain, fast._owned, fast.error, fast.busy = Fs(), {}, False, None, False
+    assert fast._learn(b"/a/b") is True
+    assert seen == [True, True] and fast.busy is False
