@@ -29,6 +29,8 @@ _NOT_HOST = (FileMode.HIDDEN, FileMode.PRIVATE)
 # Modes under which the view shows a directory the upper layer never touched as the host's
 # (passthrough paths are asked of their owners: the registry tree, /proc, /dev/pts).
 _PLAIN_MODES = (FileMode.OVERLAY, FileMode.READONLY)
+# Passthrough places with owners of their own (and the registry tree): never host_names.
+_OWNED_ELSEWHERE = (b"/proc/", b"/dev/pts/")
 
 
 class Shown(enum.Enum):
@@ -254,6 +256,39 @@ class OverlayFS:
         up = ov.upper(d)
         got = self._lstat_walked(up)
         return up if got is not None and statmod.S_ISDIR(got.st_mode) else None
+
+    def host_names(self, d: bytes) -> bool:
+        """Whether the names of d, a directory that is not plain (a rule for some of them,
+        as /dev's device nodes), may be decided one by one with host_name: d and its
+        ancestors are the host's own, seen through no rule that hides or moves them."""
+        return (self.ov.lower_root == b"/" and self._kernel_lookups
+                and not (d + b"/").startswith(_OWNED_ELSEWHERE) and self._shown(d) is Shown.HOST
+                and self._overlay_guest(d) == d)       # (_shown: no hidden, private place)
+
+    def host_name_dir(self, d: bytes) -> bool:
+        """host_names, for a real directory reached without a symlink."""
+        if not self.host_names(d):
+            return False
+        try:
+            got = lstat_no_symlinks(d)
+        except Missing:
+            return False
+        return not isinstance(got, int) and statmod.S_ISDIR(got.st_mode)
+
+    def host_name(self, p: bytes) -> bool:
+        """Whether the object at p is the host's own for the reads the compiled loop answers
+        (stat, an open for reading, access): p and its ancestors are the host's (no upper
+        entry, hidden or private place, machine file), and p an existing object that is
+        neither a directory nor a symlink, reached without a symlink. Valid while the upper
+        index does not change."""
+        if not self.host_names(p):
+            return False
+        try:
+            got = lstat_no_symlinks(p)
+        except Missing:
+            return False
+        return not isinstance(got, int) and not statmod.S_ISDIR(got.st_mode) \
+            and not statmod.S_ISLNK(got.st_mode)
 
     def _names_alike(self, d: bytes) -> bool:
         """Whether every name in d is decided as d is: no hidden place, machine file or rule

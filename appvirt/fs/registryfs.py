@@ -114,6 +114,14 @@ class RegistryFS:
         """See OverlayFS.owned_dir: never the tree, its virtual ancestors or what holds them."""
         return None if self._holds_tree(d) else self.inner.owned_dir(d)
 
+    def host_name_dir(self, d: bytes) -> bool:
+        """See OverlayFS.host_name_dir: never the tree, its virtual ancestors or what holds
+        it."""
+        return not self._holds_tree(d) and self.inner.host_name_dir(d)
+
+    def host_name(self, p: bytes) -> bool:
+        return not self._holds_tree(p) and self.inner.host_name(p)
+
     def fast_lookup(self, guest: bytes, follow: bool) -> Resolved | None:
         if guest.startswith(self.top) and (self.registry_rel(guest) is not None
                                            or guest in self._ancestors):

@@ -28,7 +28,9 @@
  * remembers the answer in the `plain` dict: True plain; (canonical,) a path whose walk in the
  * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
  * a merged-/usr system, whose names are canonical's; bytes the upper directory of an owned
- * one; False neither). A directory fd or cwd inside the upper layer names the guest
+ * one; 0 its names are decided one by one, in the `names` dict (learn_name(path): True when
+ * the object is the host's own, an existing file answered as in a plain directory); False
+ * neither). A directory fd or cwd inside the upper layer names the guest
  * directory below the upper root. Everything else (other stops, a symlink on the way, a
  * directory that is neither, any error the Python handlers would explain) returns to Python
  * unchanged.
@@ -68,7 +70,7 @@
 #define NR_MAX 512
 
 enum { ANSWERED, FALLBACK };
-enum { NEITHER, PLAIN, OWNED };      /* what a directory is to the engine */
+enum { NEITHER, PLAIN, OWNED, NAMES, NAME };   /* what a directory (a name) is to the engine */
 enum Change { UNLINK, UNLINKAT, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT, UTIMENSAT,
               LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
 
@@ -94,6 +96,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *plain;                 /* dict: directory -> True/upper dir/False, Python's */
     PyObject *learn;                 /* learn(dir): decides a directory not in it */
+    PyObject *names, *learn_name;    /* path -> bool, and its learn (None: no names) */
     PyObject *opening, *opened, *changing;    /* compiled.py (None: no owned directories) */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
@@ -272,7 +275,9 @@ static int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host,
     Py_DECREF(key);
     if (v == NULL)
         return -1;
-    if (v == Py_True) {
+    if (PyLong_CheckExact(v) && self->learn_name != Py_None) {
+        kind = NAMES;
+    } else if (v == Py_True) {
         kind = PLAIN;
         memcpy(host, dir, (size_t)len + 1);
         *host_len = len;
@@ -291,6 +296,28 @@ static int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host,
     }
     Py_DECREF(v);
     return kind;
+}
+
+/* 1: the object at path (a name in a NAMES directory) is the host's own; 0: not; -1: an
+ * exception is set. */
+static int name_is_host(Engine *self, const char *path)
+{
+    PyObject *key = PyBytes_FromString(path);
+    if (key == NULL)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(self->names, key);    /* borrowed */
+    int host;
+    if (v != NULL)
+        host = v == Py_True;
+    else if (PyErr_Occurred())
+        host = -1;
+    else {
+        v = PyObject_CallOneArg(self->learn_name, key);        /* it records the answer */
+        host = v == NULL ? -1 : v == Py_True;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(key);
+    return host;
 }
 
 static int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen)
@@ -314,12 +341,22 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
                    &op->guest_dir, &name) < 0)
         return -1;
     op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir);
-    if (op->kind != PLAIN && op->kind != OWNED)
+    if (op->kind == NAMES) {         /* the name alone may be the host's */
+        memcpy(op->host, op->guest, (size_t)op->guest_dir + 1);
+        op->host_dir = op->guest_dir;
+    } else if (op->kind != PLAIN && op->kind != OWNED) {
         return -1;
+    }
     Py_ssize_t nlen = len - (name - path);
     if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
             append_name(op->host, op->host_dir, name, nlen) < 0)
         return -1;
+    if (op->kind == NAMES) {
+        int host = name_is_host(self, op->guest);
+        if (host != 1)
+            return -1;
+        op->kind = NAME;
+    }
     return 0;
 }
 
@@ -372,6 +409,8 @@ static int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long a
     if (operand(self, tid, dirfd, addr, op) < 0)
         return FALLBACK;
     int rc = lookup(op->host, op->host_dir, st, parent_ok);
+    if (op->kind == NAME && rc != 0)
+        return FALLBACK;             /* gone since: only its directory could say so */
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
         char target[PATH_MAX_], next[PATH_MAX_];
         ssize_t n = readlink(op->host, target, sizeof target - 1);
@@ -390,6 +429,8 @@ static int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long a
         if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
             return FALLBACK;
         rc = lookup(op->host, op->host_dir, st, parent_ok);
+        if (op->kind == NAME && rc != 0)
+            return FALLBACK;
     }
     return rc;
 }
@@ -459,7 +500,7 @@ static int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_sy
         return FALLBACK;                               /* EEXIST or O_PATH: Python's */
     unsigned long long mode = 0;
     int create = 0;
-    if (op.kind == PLAIN) {
+    if (op.kind == PLAIN || op.kind == NAME) {
         if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
             return FALLBACK;
         if (rc < 0) {
@@ -554,7 +595,7 @@ static int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info
     struct stat st;
     int parent_ok;
     int rc = find_object(self, tid, dirfd, addr, follow, &op, &st, &parent_ok);
-    if (rc > 0 || (op.kind == PLAIN && mode & W_OK)
+    if (rc > 0 || ((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
             || (op.kind == OWNED && rc < 0 && !parent_ok))
         return FALLBACK;
     long result = rc;
@@ -902,11 +943,13 @@ static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"area", "plain", "learn", "slot_base", "slot_size", "slots",
+    static char *names[] = {"area", "plain", "learn", "names", "learn_name", "slot_base",
+                            "slot_size", "slots",
                             "nr_newfstatat", "nr_openat", "nr_getdents64", "nr_openat2",
                             "nr_access", "nr_faccessat", "nr_faccessat2", "changes", "upper",
                             "opening", "opened", "changing", NULL};
     PyObject *area, *plain, *learn, *opening = Py_None, *opened = Py_None;
+    PyObject *name_dict, *learn_name;
     PyObject *changing = Py_None, *changes = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
@@ -915,8 +958,9 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OKKniiii|iiiO!y#OOO", names, &area,
-                                     &PyDict_Type, &plain, &learn, &base, &size, &slots,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiO!y#OOO", names, &area,
+                                     &PyDict_Type, &plain, &learn, &PyDict_Type, &name_dict,
+                                     &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
                                      &self->nr_getdents64, &self->nr_openat2, &self->nr_access,
                                      &self->nr_faccessat, &self->nr_faccessat2, &PyTuple_Type,
@@ -977,6 +1021,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->plain = plain;
     Py_INCREF(learn);
     self->learn = learn;
+    Py_INCREF(name_dict);
+    self->names = name_dict;
+    Py_INCREF(learn_name);
+    self->learn_name = learn_name;
     memcpy(self->upper, upper, (size_t)upper_len);
     self->upper[upper_len] = 0;
     self->upper_len = upper_len == 1 ? 0 : upper_len;     /* "/" maps nothing */
@@ -995,6 +1043,8 @@ static void Engine_dealloc(Engine *self)
         PyBuffer_Release(&self->area);
     Py_CLEAR(self->plain);
     Py_CLEAR(self->learn);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->learn_name);
     Py_CLEAR(self->opening);
     Py_CLEAR(self->opened);
     Py_CLEAR(self->changing);

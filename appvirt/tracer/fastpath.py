@@ -57,8 +57,9 @@ class FastPath:
         from .compiled import CompiledCalls
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), the host path
-        # of its upper directory (owned), False
-        self.plain: dict[bytes, bool | bytes | tuple[bytes]] = {}
+        # of its upper directory (owned), 0 (ask `names` for each name), False
+        self.plain: dict[bytes, bool | int | bytes | tuple[bytes]] = {}
+        self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
@@ -67,7 +68,8 @@ class FastPath:
         calls = CompiledCalls(tracer, self) if tracer is not None else None
         self._owned = calls is not None
         self.engine = _fastpath.Engine(
-            area=area, plain=self.plain, learn=self._learn, slot_base=SLOT_BASE,
+            area=area, plain=self.plain, learn=self._learn, names=self.names,
+            learn_name=self._learn_name, slot_base=SLOT_BASE,
             slot_size=SLOT_SIZE, slots=SLOT_COUNT, nr_newfstatat=sysnums.nr("newfstatat"),
             nr_openat=sysnums.nr("openat"), nr_getdents64=sysnums.nr("getdents64"),
             nr_openat2=sysnums.nr("openat2"), nr_access=sysnums.nr("access"),
@@ -80,7 +82,7 @@ class FastPath:
         """The next stop (or exit) the Python loop must handle."""
         return self.engine.wait()
 
-    def _learn(self, d: bytes) -> bool | bytes | tuple[bytes]:
+    def _learn(self, d: bytes) -> bool | int | bytes | tuple[bytes]:
         """Called by the engine for a directory it has no answer for (in the middle of a
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
@@ -91,7 +93,23 @@ class FastPath:
         finally:
             self.busy = False
 
-    def _decide(self, d: bytes) -> bool | bytes | tuple[bytes]:
+    def _learn_name(self, p: bytes) -> bool:
+        """Called by the engine for a name in a directory decided 0 (see `plain`)."""
+        if len(self.names) >= MAX_DIRS:
+            self.names.clear()
+        self.busy = True
+        try:
+            host = self.fs.host_name(p)
+        except Exception as e:  # noqa: BLE001 - not the host's: the Python handlers decide
+            if self.error is None:
+                self.error = f"deciding {os.fsdecode(p)}: {type(e).__name__}: {e}"
+            host = False
+        finally:
+            self.busy = False
+        self.names[p] = host
+        return host
+
+    def _decide(self, d: bytes) -> bool | int | bytes | tuple[bytes]:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
@@ -103,6 +121,8 @@ class FastPath:
                 kind = self.fs.owned_dir(d) or False
             if not kind:
                 kind = self._alias(d)
+            if not kind and self.fs.host_name_dir(d):
+                kind = 0
         except Exception as e:  # noqa: BLE001 - neither: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"
@@ -148,6 +168,7 @@ class FastPath:
         if v != self._version:
             self._version = v
             self.plain.clear()
+            self.names.clear()
         self.engine.stat_ok = not self._meta
 
     def serve(self, tid: int, slot: int | None) -> None:

@@ -185,6 +185,10 @@ attempt("at create", lambda: os.open("./sub/g", os.O_RDWR | os.O_CREAT, 0o600, d
 attempt("at unlink", lambda: os.unlink("f6", dir_fd=dfd))
 attempt("at unlink dir", lambda: os.unlink("sub", dir_fd=dfd))
 attempt("at unlink missing", lambda: os.unlink("nope", dir_fd=dfd))
+for i in range(3):                       # device nodes, decided name by name in /dev
+    attempt("urandom", lambda: str(len(os.read(os.open("/dev/urandom", os.O_RDONLY), 4))))
+    attempt("stat null", lambda: oct(os.stat("/dev/null").st_mode))
+    attempt("access zero", lambda: os.access("/dev/zero", os.R_OK))
 with open(os.path.join(top, "host.txt"), "rb") as f:      # a host file the run reads
     print("host", f.read())
 for name, target in (("ln1", "f1"), ("ln2", os.path.join(d, "f2")), ("ln3", "ln1"),

@@ -278,3 +278,46 @@ def test_deciding_marks_the_engine_busy(tmp_path):
     fast.fs, fast.plain, fast._owned, fast.error, fast.busy = Fs(), {}, False, None, False
     assert fast._learn(b"/a/b") is True
     assert seen == [True, True] and fast.busy is False
+
+
+NAME_RULES = RULES + [("etc/hosts", FileMode.PASSTHROUGH), ("usr/bin/tool", FileMode.READONLY)]
+
+
+HOST_FILES = st.sampled_from([b"etc/hosts", b"etc/app/conf", b"usr/bin/tool", b"home/u/doc",
+                              b"etc/app/sub/deep"])
+name_changes = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["create", "mkdir", "unlink", "rmdir"]), rel_paths),
+    st.tuples(st.just("copy up"), HOST_FILES)), max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(name_changes, st.sets(st.integers(0, len(NAME_RULES) - 1)))
+def test_a_host_name_is_the_hosts_object(ops, rules):
+    """Wherever host_name says so, the view's walk finds exactly the host's object there,
+    whatever the overlay holds and the rules say (the names of directories with rules for
+    some of their names, as /dev's devices, are decided one by one)."""
+    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
+        top = os.fsencode(os.path.realpath(lower))
+        make_tree(lower, TREE)
+        files = FilesPolicy(FileMode.OVERLAY, tuple(
+            PathRule(Glob.of(os.fsdecode(top) + "/" + NAME_RULES[i][0]), NAME_RULES[i][1],
+                     f"r{i}") for i in sorted(rules)))
+        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
+        fs = OverlayFS(ov, files.rules)
+        for op, rel in ops:
+            g = top + b"/" + rel
+            try:
+                {"create": lambda: create_file(ov, g, b"new"),
+                 "mkdir": lambda: ov.mkdir(g, 0o755),
+                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
+                 "copy up": lambda: ov.copy_up(g)}[op]()
+            except (GuestErrno, OSError):
+                pass
+        walk = _Walk(fs)
+        for d in [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr/bin",
+                                           b"usr/lib/x/y", b"home/u", b"home/u/.ssh", b"tmp")]:
+            for name in NAMES:
+                p = d + b"/" + name
+                if fs.host_name(p):
+                    assert fs.host_name_dir(d), (p, ops, rules)
+                    assert _view_object(walk, p) == _host_object(p) != None, (p, ops, rules)
