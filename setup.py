@@ -6,7 +6,11 @@ answers every stop in Python (slower, same behaviour).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("appvirt.tracer._fastpath", ["appvirt/tracer/_fastpath.c"],
+SOURCES = [f"appvirt/tracer/_fastpath{part}.c" for part in ("", "_paths", "_reads", "_owned",
+                                                            "_log")]
+
+setup(ext_modules=[Extension("appvirt.tracer._fastpath", SOURCES,
+                             depends=["appvirt/tracer/_fastpath.h"],
                              extra_compile_args=["-O2", "-Wall", "-Wextra",
                                                  "-Wno-unused-parameter"],
                              optional=True)])

@@ -63,9 +63,6 @@ def emulated(*ops: Operand, do: Do,
         moved = any(ctx.fs.redirected(d.r.path) for d in decided)
         return Emulate(rv, note=note, decision=Decision.REDIRECTED if moved else Decision.ALLOWED)
     handler.__doc__ = "Decide the path(s), then make the change in the overlay from the tracer."
-    # For the compiled loop (tracer/compiled.py): the change once the paths are decided, and
-    # which operand's decision the record shows.
-    handler.do, handler.note_operand = do, 0        # type: ignore[attr-defined]
     return handler
 
 
@@ -303,9 +300,6 @@ def link_call(src: Operand, dst: Operand) -> Callable[[Stop, Context], Action]:
                                     detail="a nameless file linked in"),
                        decision=Decision.REDIRECTED if host != d.r.path else Decision.ALLOWED)
     handler.__doc__ = "Link in the overlay; nameless files (O_TMPFILE) through the tracee's fd."
-    # For the compiled loop, a source with a name (see emulated): the new name's decision.
-    handler.do = lambda s, c, g: c.fs.ov.link(g[0], g[1]) or 0   # type: ignore[attr-defined]
-    handler.note_operand = 1                                     # type: ignore[attr-defined]
     return handler
 
 

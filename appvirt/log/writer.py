@@ -18,6 +18,12 @@ from ..errors import StateDirError
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
+def encode(value: Any) -> bytes:
+    """A value's JSON text as the log's lines hold it (the compiled loop builds its records
+    from such pieces)."""
+    return _encode(value).encode("utf-8", "surrogateescape")
+
+
 def _trim_partial_tail(fd: int) -> None:
     size = os.fstat(fd).st_size
     if size == 0:
@@ -55,7 +61,7 @@ class LogWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         """Hand one record to the OS. A full disk is remembered and reported, not raised."""
-        line = (_encode(record) + "\n").encode("utf-8", "surrogateescape")
+        line = encode(record) + b"\n"
         try:
             n = os.write(self.fd, line)
             if n != len(line):

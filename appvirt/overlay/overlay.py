@@ -215,6 +215,18 @@ class Overlay(OverlayView):
         except OSError as e:
             raise guest_error(e, guest) from None
 
+    def refresh(self, guest: bytes) -> None:
+        """Bring the index in step with the upper object at guest, which the compiled loop
+        made, removed or moved itself (a name in an owned directory, tracer/fastpath.py:
+        there is no lower object there, so no whiteout or opaque mark is involved)."""
+        st = hostio.lstat(self.upper(guest))
+        if st is not None:
+            self._ix.kinds[guest] = stat.S_IFMT(st.st_mode)
+        elif self._ix.kinds.get(guest) == DIR:
+            self._ix.drop_subtree(guest)
+        else:
+            self._ix.kinds.pop(guest, None)
+
     # ---- mutations
     def mkdir(self, guest: bytes, mode: int) -> None:
         m = self._new_name(guest)

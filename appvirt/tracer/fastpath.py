@@ -4,14 +4,14 @@ Most stops of a program that reads files (find, a compiler reading headers, Pyth
 its modules) are a stat, an open for reading or a listing in a directory the program's view
 shows as the host has it; most stops of one that writes files (tar, a build, a test suite)
 are opens, creations and removals in directories it made itself in the overlay.
-`_fastpath.Engine.wait()` answers those itself, exactly as the handlers would (see
-_fastpath.c), and hands every other stop to the Python loop. This module decides the
-directories the engine meets for the first time: plain (the filesystem's `plain_dir`), owned
-(`owned_dir`: the upper directory that makes up the view, whose names the engine opens,
-creates and removes, with compiled.py keeping the log and the index) or neither. It forgets
-them all whenever the overlay's index changes by anything but the engine's own work in owned
-directories, and says which threads the engine may serve: those whose stops Python has
-nothing in flight for.
+`_fastpath.Engine.wait()` answers those itself, exactly as the handlers would, and logs them
+as they would (see _fastpath.c), and hands every other stop to the Python loop. This module
+decides the directories the engine meets for the first time: plain (the filesystem's
+`plain_dir`), owned (`owned_dir`: the upper directory that makes up the view, whose names the
+engine opens, creates, changes and removes itself) or neither. It brings the overlay's index
+in step with what the engine changed before Python decides anything again (`drain`), forgets
+every decision whenever the index changes otherwise, and says which threads the engine may
+serve: those whose stops Python has nothing in flight for.
 
 Off (every stop in Python, same behaviour) when the extension is not built, when
 APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: log level
@@ -20,14 +20,23 @@ APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: lo
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as statmod
+from typing import TYPE_CHECKING
 
 from ..core import sysnums
+from ..core.action import Decision
 from ..core.slotlayout import SLOT_BASE, SLOT_COUNT, SLOT_SIZE
 from ..errors import GuestErrno
 from ..fs.resolver import Caller, resolve
+from ..log.records import ArgFormat, arg_specs
+from ..log.writer import encode
 from ..policy.model import LogLevel, Policy
+
+if TYPE_CHECKING:
+    from ..core.table import SyscallTable
+    from .loop import Tracer
 
 try:
     from . import _fastpath
@@ -35,9 +44,11 @@ except ImportError:             # built without a C compiler: the Python loop do
     _fastpath = None
 
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
-# The changing calls the engine has made in owned directories (see _fastpath.c do_change).
+# The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
+# order of its enum Change.
 CHANGES = ("unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown", "fchmodat",
            "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "renameat2")
+LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
@@ -47,26 +58,44 @@ def wanted(policy: Policy) -> bool:
             and policy.log.level is not LogLevel.ALL and policy.identity is None)
 
 
+def record_specs(table: "SyscallTable", names: tuple[str, ...]) -> dict[int, tuple]:
+    """How the engine writes the records of these syscalls, as Tracer.log_call writes them:
+    by number, ("syscall" and "class" as JSON, and each argument's JSON name and format, see
+    records.arg_specs)."""
+    out: dict[int, tuple] = {}
+    for name in names:
+        entry = table.lookup(sysnums.nr(name))
+        if entry is None:
+            continue
+        head = b'"syscall":%s,"class":%s,' % (encode(name), encode(entry.op.value))
+        out[entry.nr] = (head, tuple(
+            (encode(a.name) + b":", int(a.fmt), a.dirfd,
+             {} if a.fmt is ArgFormat.SYMBOLIC else None, a.symbolic)
+            for a in arg_specs(name, entry.path_args)))
+    return out
+
+
 class FastPath:
     """The engine, the directories it may answer in, and the threads it may serve."""
 
-    def __init__(self, fs, area, tracer=None) -> None:
+    def __init__(self, fs, area, tracer: "Tracer | None" = None) -> None:
         """tracer: the Python loop, whose log and overlay the engine's work in owned
         directories goes to; without it, only plain directories are served."""
         assert _fastpath is not None
-        from .compiled import CompiledCalls
         self.fs = fs
-        # directory -> True (plain), (the plain directory its walk reaches,), the host path
-        # of its upper directory (owned), 0 (ask `names` for each name), False
-        self.plain: dict[bytes, bool | int | bytes | tuple[bytes]] = {}
+        # directory -> True (plain), (the plain directory its walk reaches,), (its upper
+        # directory, the JSON text of its rule) (owned), 0 (ask `names` for each name), False
+        self.plain: dict[bytes, bool | int | tuple[bytes] | tuple[bytes, bytes]] = {}
         self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
+        self.made: list[bytes] = []           # guest paths the engine changed (drain)
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
+        self._rule_of = tracer.policy.files.mode_for if tracer is not None else None
         self.error: str | None = None     # the first failure deciding a directory
         self.busy = False                 # Python code runs in the middle of a stop
-        calls = CompiledCalls(tracer, self) if tracer is not None else None
-        self._owned = calls is not None
+        log = tracer.log if tracer is not None else None
+        logs = log is not None and Decision.REDIRECTED in tracer.logged   # type: ignore[union-attr]
         self.engine = _fastpath.Engine(
             area=area, plain=self.plain, learn=self._learn, names=self.names,
             learn_name=self._learn_name, slot_base=SLOT_BASE,
@@ -75,20 +104,46 @@ class FastPath:
             nr_openat2=sysnums.nr("openat2"), nr_access=sysnums.nr("access"),
             nr_faccessat=sysnums.nr("faccessat"), nr_faccessat2=sysnums.nr("faccessat2"),
             changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
-            opening=calls.opening if calls else None, opened=calls.opened if calls else None,
-            changing=calls.changing if calls else None)
+            made=self.made if tracer is not None else None,
+            log_fd=log.fd if logs else -1,        # type: ignore[union-attr]
+            specs=record_specs(tracer.table, LOGGED) if logs else {},    # type: ignore[union-attr]
+            programs=tracer.tasks.program if tracer is not None else {},
+            errnames=dict(errno.errorcode),
+            clock_virtual=tracer is not None and tracer.policy.time.virtual)
+        if tracer is not None:
+            self.engine.seq = tracer.seq          # one numbering for both loops' records
 
     def wait(self) -> tuple[int, int]:
-        """The next stop (or exit) the Python loop must handle."""
-        return self.engine.wait()
+        """The next stop (or exit) the Python loop must handle, the index in step."""
+        try:
+            return self.engine.wait()
+        finally:
+            if self.made:
+                self.drain()
 
-    def _learn(self, d: bytes) -> bool | int | bytes | tuple[bytes]:
+    def drain(self) -> None:
+        """Bring the overlay's index in step with the names the engine made, removed or moved.
+        That changes no other decision (names in owned directories are decided by the upper
+        layer alone, and the engine removes and moves no directory; it forgot its decisions
+        of those names itself), so the index's new version counts as seen."""
+        changed = set(self.made)
+        self.made.clear()
+        before = self._index.version
+        refresh = self.fs.ov.refresh
+        for guest in changed:
+            refresh(guest)
+        if self._version == before:
+            self._version = self._index.version
+
+    def _learn(self, d: bytes) -> bool | int | tuple[bytes] | tuple[bytes, bytes]:
         """Called by the engine for a directory it has no answer for (in the middle of a
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
             self.plain.clear()
         self.busy = True
         try:
+            if self.made:
+                self.drain()
             return self._decide(d)
         finally:
             self.busy = False
@@ -99,6 +154,8 @@ class FastPath:
             self.names.clear()
         self.busy = True
         try:
+            if self.made:
+                self.drain()
             host = self.fs.host_name(p)
         except Exception as e:  # noqa: BLE001 - not the host's: the Python handlers decide
             if self.error is None:
@@ -109,16 +166,17 @@ class FastPath:
         self.names[p] = host
         return host
 
-    def _decide(self, d: bytes) -> bool | int | bytes | tuple[bytes]:
+    def _decide(self, d: bytes) -> bool | int | tuple[bytes] | tuple[bytes, bytes]:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
         if parent_plain is None and parent != b"/":
             parent_plain = self._decide(parent)
         try:
-            kind: bool | bytes | tuple[bytes] = self.fs.plain_dir(d, parent_plain is True)
-            if not kind and self._owned:
-                kind = self.fs.owned_dir(d) or False
+            kind: bool | int | tuple[bytes] | tuple[bytes, bytes] = \
+                self.fs.plain_dir(d, parent_plain is True)
+            if not kind and self._rule_of is not None:
+                kind = self._owned(d)
             if not kind:
                 kind = self._alias(d)
             if not kind and self.fs.host_name_dir(d):
@@ -147,19 +205,15 @@ class FastPath:
             canonical = self._decide(r.path)
         return (r.path,) if canonical is True else False
 
-    def made_here(self, change, *names: bytes):
-        """Make a change the engine asked for at `names` in owned directories; its result.
-        It changes no other decision (names in owned directories are decided by the upper
-        layer alone, and no directory is removed or moved), so the index's new version
-        counts as seen; what was decided for the names themselves is forgotten."""
-        before = self._index.version
-        try:
-            return change()
-        finally:
-            if self._version == before:
-                self._version = self._index.version
-            for name in names:
-                self.plain.pop(name, None)
+    def _owned(self, d: bytes) -> tuple[bytes, bytes] | bool:
+        """(its upper directory, the JSON text of the rule that decides every name in it)
+        when d is owned (the same rule decides them all: no rule tells them apart)."""
+        upper = self.fs.owned_dir(d)
+        if not upper:
+            return False
+        assert self._rule_of is not None
+        rule = self._rule_of(d)[1]
+        return upper, encode(rule) if rule else b""
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and
@@ -171,15 +225,21 @@ class FastPath:
             self.names.clear()
         self.engine.stat_ok = not self._meta
 
-    def serve(self, tid: int, slot: int | None) -> None:
-        """Let the engine answer tid's reads (from this slot), or not (None)."""
+    def serve(self, tid: int, slot: int | None, pid: int = 0) -> None:
+        """Let the engine answer tid's calls (from this slot; pid: its process), or not
+        (None)."""
         if slot is None:
             self.engine.disable(tid)
         else:
-            self.engine.enable(tid, slot)
+            self.engine.enable(tid, slot, pid)
 
     def forget(self, tid: int) -> None:
         self.engine.forget(tid)
+
+    def log_failure(self) -> str | None:
+        """Why the engine could not write a record, if it could not."""
+        e = self.engine.log_errno
+        return os.strerror(e) if e else None
 
     def counts(self) -> tuple[int, int, dict[str, int]]:
         """(seccomp stops, exit stops, stops by syscall name) answered by the engine."""

@@ -80,7 +80,7 @@ class Tracer:
         self.logged = _LOGGED[policy.log.level]
         self.log_events = policy.log.level is not LogLevel.DENIALS
         self.stats = Stats()
-        self.seq = 0
+        self._seq = 0
         self.main_pid = 0
         self.main_status: int | None = None
         # Exits seen for tasks not known yet: a new task can die (killed in its first stop)
@@ -100,6 +100,19 @@ class Tracer:
         self.ctx.on_power = self.end_machine
         # The compiled fast path (fastpath.py), when the launcher sets one up.
         self.fast: FastPath | None = None
+
+    @property
+    def seq(self) -> int:
+        """The number of the intercept log's last record (the compiled loop numbers its own
+        records from the same count)."""
+        return self.fast.engine.seq if self.fast is not None else self._seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        if self.fast is not None:
+            self.fast.engine.seq = value
+        else:
+            self._seq = value
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, main_pid: int) -> int:
@@ -139,6 +152,9 @@ class Tracer:
             self.stats.compiled_by_syscall.update(by_syscall)
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
+            failure = fast.log_failure()
+            if failure is not None and self.log is not None and self.log.failed is None:
+                self.log.failed = f"intercept log {self.log.path}: {failure}"
         return self.main_status if self.main_status is not None else 0
 
     def _serve_fast(self, fast: FastPath, tid: int) -> None:
@@ -161,7 +177,7 @@ class Tracer:
                 slot = self.arena.slot_of(tid)
             except IndexError:
                 pass
-        fast.serve(tid, slot)
+        fast.serve(tid, slot, task.pid)
 
     def end_machine(self, event: PowerEvent, detail: str) -> None:
         """The program switched its machine off or restarted it: every process of the tree

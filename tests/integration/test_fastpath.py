@@ -335,3 +335,31 @@ def test_registers_come_back_after_a_rewritten_open(appvirt, demo, tmp_path, fas
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["regs_kept: ok", "write_file: ok", "regs_kept: ok"]
     assert not made.exists()                    # made in the overlay, not on the host
+
+
+TIMES = r"""
+import os, sys, time
+d = os.path.join(sys.argv[1], "made")
+os.mkdir(d)
+p = os.path.join(d, "f")
+fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)
+os.utime(fd)                                     # futimens(fd, NULL): now, on the run's clock
+print("now", time.gmtime(os.stat(p).st_mtime).tm_year)
+os.utime(fd, ns=(5_000_000_007, 6_000_000_009))  # given times: no clock involved
+print("given", os.stat(p).st_atime_ns, os.stat(p).st_mtime_ns)
+os.utime(fd, ns=(7_000_000_000, 8_000_000_000))
+os.unlink(p)
+"""
+
+
+def test_times_set_to_now_follow_the_policys_clock(appvirt, tmp_path):
+    """futimens(fd, NULL) in an owned directory under a virtual clock is "now" on that clock:
+    the compiled loop leaves it to the handlers, and makes the given times itself."""
+    policy = write_policy(tmp_path / "t.yaml", "time: '@2030-01-01 00:00:00'\n")
+    r = appvirt("run", "--stats", "--policy", policy, "--", "python3", "-c", TIMES,
+                str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["now 2030", "given 5000000007 6000000009"]
+    done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
+    assert "utimensat 2" in done and "unlink 1" in done, done
+    assert not (tmp_path / "made").exists()

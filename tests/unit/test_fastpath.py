@@ -254,7 +254,7 @@ def test_a_directory_reached_through_symlinks_takes_the_plain_directorys_names(t
     (lower / "peek").symlink_to("secret")
     fs = _fs([(str(lower / "secret"), FileMode.HIDDEN)], str(tmp_path / "upper"))
     fast = FastPath.__new__(FastPath)        # its decisions, without an engine
-    fast.fs, fast.plain, fast._owned, fast.error = fs, {}, False, None
+    fast.fs, fast.plain, fast._rule_of, fast.error, fast.made = fs, {}, None, None, []
     top = os.fsencode(lower)
     assert fast._decide(top + b"/lib/x") == (top + b"/usr/lib/x",)
     assert fast._decide(top + b"/abs") == (top + b"/usr/lib/x",)
@@ -275,7 +275,8 @@ def test_deciding_marks_the_engine_busy(tmp_path):
             seen.append(fast.busy)
             return True
     fast = FastPath.__new__(FastPath)
-    fast.fs, fast.plain, fast._owned, fast.error, fast.busy = Fs(), {}, False, None, False
+    fast.fs, fast.plain, fast._rule_of, fast.error, fast.busy = Fs(), {}, None, None, False
+    fast.made = []
     assert fast._learn(b"/a/b") is True
     assert seen == [True, True] and fast.busy is False
 
@@ -321,3 +322,55 @@ def test_a_host_name_is_the_hosts_object(ops, rules):
                 if fs.host_name(p):
                     assert fs.host_name_dir(d), (p, ops, rules)
                     assert _view_object(walk, p) == _host_object(p) != None, (p, ops, rules)
+
+
+def _as_the_engine(op: str, a: bytes, b: bytes) -> None:
+    """A change as _fastpath_owned.c makes it on upper objects (it moves no directory)."""
+    if op == "create":
+        open(a, "xb").close()
+    elif op == "mkdir":
+        os.mkdir(a)
+    elif op == "unlink":
+        os.unlink(a)
+    elif op == "link":
+        os.link(a, b)
+    elif os.path.isdir(a):
+        raise IsADirectoryError(errno.EISDIR, "a directory")
+    else:
+        os.rename(a, b)
+
+
+ENGINE_OPS = st.lists(st.tuples(
+    st.sampled_from(["create", "mkdir", "unlink", "rename", "link"]),
+    st.sampled_from([b"a", b"b", b"d", b"d/c", b"d/e"]), st.sampled_from([b"a", b"b", b"d/c"])),
+    max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ENGINE_OPS)
+def test_refreshing_the_names_the_engine_changed_gives_the_index_a_load_gives(ops):
+    """The engine makes its changes in an owned directory on the upper objects themselves
+    (_fastpath_owned.c) and hands the names to FastPath.drain: Overlay.refresh of those names
+    must leave the index as a fresh load of the upper layer finds it."""
+    from appvirt.overlay.index import UpperIndex
+    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
+        top = os.fsencode(os.path.realpath(lower))
+        make_tree(lower, TREE)
+        ov = Overlay(os.fsencode(upper), mode_of=lambda g: FileMode.OVERLAY)
+        made = top + b"/tmp/made"
+        ov.mkdir(made, 0o755)
+        assert OverlayFS(ov, ()).owned_dir(made) == ov.upper(made)
+        changed = []
+        for op, a, b in ops:
+            ga, gb = made + b"/" + a, made + b"/" + b
+            try:
+                _as_the_engine(op, ov.upper(ga), ov.upper(gb))
+            except OSError:
+                continue
+            changed += [ga, gb]
+        for g in set(changed):
+            ov.refresh(g)
+        loaded = UpperIndex.load(ov.upper_root, recover=False)
+        assert dict(ov._ix.kinds) == dict(loaded.kinds), ops
+        assert set(ov._ix.whiteouts) == set(loaded.whiteouts) and \
+            set(ov._ix.opaque) == set(loaded.opaque)

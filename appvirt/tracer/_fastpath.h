@@ -1,0 +1,171 @@
+/* The compiled part of the tracer's wait loop: what its files share (see _fastpath.c). */
+#ifndef APPVIRT_FASTPATH_H
+#define APPVIRT_FASTPATH_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATH_MAX_ 4096
+#define NAME_MAX_ 255
+#define RULE_MAX 512                   /* a rule's JSON text, longer ones go to Python */
+#define AUDIT_ARCH_X86_64_ 0xC000003E
+#define SYSCALL_TRAP (SIGTRAP | 0x80)
+#define AT_FDCWD_ (-100)
+#define AT_SYMLINK_NOFOLLOW_ 0x100
+#define AT_NO_AUTOMOUNT_ 0x800
+#define AT_EMPTY_PATH_ 0x1000
+#define AT_SYMLINK_FOLLOW_ 0x400
+#define O_TMPFILE_BIT 020000000
+#define VALID_OPEN_FLAGS 037777703
+#define O_PATH_FLAGS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
+#define OPEN_HOW_SIZE 24
+#define MAX_RESTARTS 16
+#define MAXSYMLINKS_ 40                /* the kernel's, and the resolver's */
+#define NR_MAX 512
+#define MAX_ARGS 6
+
+enum { ANSWERED, FALLBACK };
+enum { NEITHER, PLAIN, OWNED, NAMES, NAME };   /* what a directory (a name) is to the engine */
+enum Change { UNLINK, UNLINKAT, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT, UTIMENSAT,
+              LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
+/* How a record shows an argument: log/records.py's ArgFormat, the same numbers. */
+enum ArgFormat { ARG_PATH, ARG_UNSIGNED, ARG_INT, ARG_UINT, ARG_OCTAL, ARG_POINTER, ARG_HEX,
+                 ARG_SYMBOLIC, N_ARG_FORMATS };
+
+typedef struct {
+    pid_t tid;                       /* 0: free */
+    int restarts;
+    unsigned long long nr, args[4];  /* the program's own call, restored at its exit */
+    int owned;                       /* an open in an owned directory: its end is recorded */
+    long long seq;                   /* its log record (0: none) */
+    PyObject *created;               /* the guest path it creates (NULL: none) */
+} Pending;
+
+/* A path operand: as the program passed it, and where it lies (guest and host). */
+typedef struct {
+    char path[PATH_MAX_];
+    Py_ssize_t path_len;
+    char guest[PATH_MAX_], host[PATH_MAX_];   /* dir/name; the host one is the upper object */
+    Py_ssize_t guest_dir, host_dir;           /* the directories' lengths in them */
+    int kind;                                 /* PLAIN, OWNED or NAME */
+    char rule[RULE_MAX];                      /* OWNED: the JSON text of the policy rule */
+    Py_ssize_t rule_len;                      /* that decides every name in the directory */
+} Operand;
+
+/* How the records of one syscall are made (records.py's arg_specs, see _fastpath_log.c). */
+typedef struct {
+    PyObject *key;                   /* bytes: the argument's JSON name and ':' */
+    int fmt;                         /* enum ArgFormat */
+    int dirfd;                       /* AT_FDCWD is shown by name */
+    PyObject *memo, *symbolic;       /* ARG_SYMBOLIC: value -> text (dict), and its maker */
+} ArgSpec;
+
+typedef struct {
+    PyObject *head;                  /* bytes: "syscall":"...","class":"...", */
+    int nargs;
+    ArgSpec arg[MAX_ARGS];
+} CallSpec;
+
+/* A record being made: a growing buffer. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int failed;                      /* out of memory: the record is not written */
+} Line;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *plain;                 /* dict: directory -> what it is (see _fastpath.c) */
+    PyObject *learn;                 /* learn(dir): decides a directory not in it */
+    PyObject *names, *learn_name;    /* path -> bool, and its learn */
+    int owned;                       /* owned directories are served */
+    PyObject *made;                  /* list: guest paths the engine changed, for the index */
+    char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
+    Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
+    int nr_access, nr_faccessat, nr_faccessat2;
+    int nr_change[N_CHANGES];        /* fastpath.CHANGES, in the order of enum Change */
+    Py_buffer area;                  /* the tracer's writable view of the slot area */
+    unsigned long long slot_base, slot_size;
+    int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
+    int stat_ok;                     /* no recorded owners: nothing to patch or forget */
+    int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
+    int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
+    int32_t *pid_of;                 /* tid -> its process (for the log) */
+    uint8_t *eligible;               /* tid -> its reads may be answered here */
+    Py_ssize_t tids;
+    Pending *pending;                /* by slot index */
+    Py_ssize_t slots;
+    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops;
+    pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
+    int held_status;
+    struct timespec t0;              /* when the current stop was reported */
+    /* The intercept log (see _fastpath_log.c). */
+    int log_fd;                      /* -1: the engine's calls are not logged */
+    long long seq;                   /* the log's record numbers, shared with Python */
+    int log_errno;                   /* the first failed write (0: none) */
+    unsigned long long tmp_names;    /* temporary names made in the upper layer */
+    PyObject *programs;              /* dict: pid -> its executable (str) */
+    PyObject *errnames;              /* dict: errno -> its name (str) */
+    CallSpec *specs[NR_MAX];         /* the calls the engine logs */
+    Line line;
+} Engine;
+
+/* _fastpath_paths.c: the tracee, and where its path operands lie */
+Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf);
+int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len);
+void emulate(pid_t tid, long result);
+long openat2_(const char *path, unsigned long long flags);
+Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd, char *dir,
+                   int *in_upper);
+int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+               const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
+               const char **name);
+int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
+             Operand *rule_of);
+int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
+                Operand *op, struct stat *st, int *parent_ok);
+int forget_decision(Engine *self, const char *guest);
+
+/* _fastpath_reads.c: reads, and opens */
+int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
+int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+void finish_open(Engine *self, Pending *p, pid_t tid);
+void clear_pending(Pending *p);
+
+/* _fastpath_owned.c: changes in owned directories */
+int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in);
+
+/* _fastpath_log.c: the records */
+typedef struct {
+    const char *paths[MAX_ARGS];     /* the path arguments as read, by argument (NULL: null) */
+    const char *rule;                /* JSON text, or NULL */
+    Py_ssize_t rule_len;
+    const char *path, *host_path;    /* the record's path and host_path (NULL: none) */
+    int has_result;
+    long result;
+} CallRecord;
+long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const CallRecord *r);
+void log_result(Engine *self, pid_t tid, long long call, long result);
+int logged(Engine *self, int nr);
+int parse_specs(Engine *self, PyObject *specs);
+void free_specs(Engine *self);
+PyObject *format_call(PyObject *mod, PyObject *args);
+
+#endif

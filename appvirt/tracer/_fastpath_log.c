@@ -1,0 +1,424 @@
+/* The intercept log's records of the calls the engine makes or redirects in owned
+ * directories: the same JSON lines, field for field, that the Python loop writes for them
+ * (Tracer.log_call and log_result, log/records.py's argument formats, log/writer.py's one
+ * write per line), numbered from the same counter, each written before the call resumes.
+ * Python hands the engine what only it knows, once: each logged syscall's spec (its name,
+ * class and argument formats, fastpath.record_specs), the rule of each owned directory, the
+ * program of each process (a dict it keeps), and errno names.
+ */
+#include "_fastpath.h"
+
+#define MEMO_MAX 4096                /* symbolic texts remembered per argument */
+
+static int reserve(Line *l, size_t more)
+{
+    if (l->failed)
+        return -1;
+    if (l->len + more <= l->cap)
+        return 0;
+    size_t cap = l->cap ? l->cap : 1024;
+    while (cap < l->len + more)
+        cap *= 2;
+    char *buf = PyMem_Realloc(l->buf, cap);
+    if (buf == NULL) {
+        l->failed = 1;
+        return -1;
+    }
+    l->buf = buf;
+    l->cap = cap;
+    return 0;
+}
+
+static void put(Line *l, const char *s, size_t n)
+{
+    if (reserve(l, n) == 0) {
+        memcpy(l->buf + l->len, s, n);
+        l->len += n;
+    }
+}
+
+static void puts_(Line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void putf(Line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(Line *l, const char *fmt, ...)
+{
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        put(l, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+/* A JSON string of bytes as json.dumps(os.fsdecode(b), ensure_ascii=False) gives it once
+ * encoded back with surrogateescape: the bytes themselves, with '"', '\' and the control
+ * characters escaped. */
+static void put_str(Line *l, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (reserve(l, 6 * n + 2) < 0)
+        return;
+    char *o = l->buf + l->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c >= 0x20) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '\\';
+            switch (c) {
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                memcpy(o, "u00", 3);
+                o += 3;
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
+        }
+    }
+    *o++ = '"';
+    l->len = (size_t)(o - l->buf);
+}
+
+/* A str as Python encodes it into the log (UTF-8, surrogateescape); "" for anything else. */
+static void put_pystr(Line *l, PyObject *s)
+{
+    PyObject *b = s != NULL && PyUnicode_Check(s)
+                  ? PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape") : NULL;
+    if (b == NULL) {
+        PyErr_Clear();
+        put_str(l, "", 0);
+        return;
+    }
+    put_str(l, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+}
+
+static void put_bytes(Line *l, PyObject *b)
+{
+    put(l, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+}
+
+/* round(time.time(), 6), as its repr shows it. */
+static void put_time(Line *l)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long sec = now.tv_sec;
+    long us = (now.tv_nsec + 500) / 1000;
+    if (us == 1000000) {
+        sec++;
+        us = 0;
+    }
+    char buf[48];
+    int n = snprintf(buf, sizeof buf, "%lld.%06ld", sec, us);
+    while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.')
+        n--;
+    put(l, buf, (size_t)n);
+}
+
+/* The text python-ptrace gives a value (remembered). */
+static void put_symbolic(Line *l, const ArgSpec *a, uint64_t v)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(v);
+    PyObject *text = key ? PyDict_GetItemWithError(a->memo, key) : NULL;     /* borrowed */
+    if (text != NULL) {
+        put_pystr(l, text);
+    } else if (key != NULL && !PyErr_Occurred()) {
+        text = PyObject_CallOneArg(a->symbolic, key);
+        if (text != NULL && PyDict_GET_SIZE(a->memo) < MEMO_MAX)
+            PyDict_SetItem(a->memo, key, text);
+        put_pystr(l, text);
+        Py_XDECREF(text);
+    } else {
+        put_pystr(l, NULL);
+    }
+    PyErr_Clear();                   /* an odd value is shown as "", never fails the call */
+    Py_XDECREF(key);
+}
+
+static void put_arg(Line *l, const ArgSpec *a, uint64_t v, const char *path)
+{
+    if (a->fmt == ARG_PATH) {
+        if (path == NULL)
+            puts_(l, "null");
+        else
+            put_str(l, path, strlen(path));
+        return;
+    }
+    if (a->dirfd && (v & 0xFFFFFFFFu) == 0xFFFFFF9Cu) {
+        puts_(l, "\"AT_FDCWD\"");
+        return;
+    }
+    switch (a->fmt) {
+    case ARG_UNSIGNED: putf(l, "%llu", (unsigned long long)v); break;
+    case ARG_INT: putf(l, "%d", (int32_t)(uint32_t)v); break;
+    case ARG_UINT: putf(l, "%u", (uint32_t)v); break;
+    case ARG_OCTAL: putf(l, "\"0o%llo\"", (unsigned long long)(v & 07777)); break;
+    case ARG_POINTER:
+        if (v == 0)
+            puts_(l, "\"NULL\"");
+        else
+            putf(l, "\"0x%llx\"", (unsigned long long)v);
+        break;
+    case ARG_SYMBOLIC: put_symbolic(l, a, v); break;
+    default: putf(l, "\"0x%llx\"", (unsigned long long)v); break;
+    }
+}
+
+/* Tracer.log_call's record of a call the engine made (has_result: emulated) or redirected. */
+static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int tid,
+                     PyObject *program, const uint64_t *args, const CallRecord *r, double us)
+{
+    putf(l, "{\"seq\":%lld,\"time\":", seq);
+    put_time(l);
+    putf(l, ",\"kind\":\"syscall\",\"pid\":%d,\"tid\":%d,\"program\":", pid, tid);
+    put_pystr(l, program);
+    puts_(l, ",");
+    put_bytes(l, spec->head);
+    puts_(l, "\"args\":{");
+    for (int i = 0; i < spec->nargs; i++) {
+        if (i > 0)
+            puts_(l, ",");
+        put_bytes(l, spec->arg[i].key);
+        put_arg(l, &spec->arg[i], args[i], r->paths[i]);
+    }
+    puts_(l, "},\"decision\":\"redirected\"");
+    if (r->rule != NULL && r->rule_len > 0) {
+        puts_(l, ",\"rule\":");
+        put(l, r->rule, (size_t)r->rule_len);
+    }
+    if (r->path != NULL) {
+        puts_(l, ",\"path\":");
+        put_str(l, r->path, strlen(r->path));
+    }
+    if (r->host_path != NULL) {
+        puts_(l, ",\"host_path\":");
+        put_str(l, r->host_path, strlen(r->host_path));
+    }
+    if (r->has_result)
+        putf(l, ",\"result\":%ld", r->result);
+    putf(l, ",\"tracer_us\":%.1f}\n", us);
+}
+
+/* One write of the whole line (LogWriter.write): a short one is cut off, and the first
+ * failure kept for the run's report. */
+static void write_line(Engine *self)
+{
+    Line *l = &self->line;
+    if (l->failed) {
+        if (self->log_errno == 0)
+            self->log_errno = ENOMEM;
+        return;
+    }
+    ssize_t n = write(self->log_fd, l->buf, l->len);
+    if (n == (ssize_t)l->len)
+        return;
+    int err = n < 0 ? errno : ENOSPC;
+    struct stat st;
+    if (n > 0 && fstat(self->log_fd, &st) == 0 && ftruncate(self->log_fd, st.st_size - n) < 0)
+        err = errno;
+    if (self->log_errno == 0)
+        self->log_errno = err;
+}
+
+int logged(Engine *self, int nr)
+{
+    return self->log_fd >= 0 && nr >= 0 && nr < NR_MAX && self->specs[nr] != NULL;
+}
+
+static double micros_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e6 + (double)(now.tv_nsec - t0->tv_nsec) / 1e3;
+}
+
+long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const CallRecord *r)
+{
+    if (!logged(self, nr))
+        return 0;
+    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    PyObject *key = PyLong_FromLong(pid);
+    PyObject *program = key ? PyDict_GetItemWithError(self->programs, key) : NULL;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    Line *l = &self->line;
+    l->len = 0;
+    l->failed = 0;
+    long long seq = ++self->seq;
+    put_call(l, seq, self->specs[nr], pid, tid, program, args, r, micros_since(&self->t0));
+    write_line(self);
+    return seq;
+}
+
+/* Tracer.log_result's record: a logged call's result, at its exit stop. */
+void log_result(Engine *self, pid_t tid, long long call, long result)
+{
+    if (self->log_fd < 0)
+        return;
+    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    Line *l = &self->line;
+    l->len = 0;
+    l->failed = 0;
+    putf(l, "{\"seq\":%lld,\"time\":", ++self->seq);
+    put_time(l);
+    putf(l, ",\"kind\":\"result\",\"call\":%lld,\"pid\":%d,\"tid\":%d,\"result\":%ld", call,
+         pid, tid, result);
+    if (result < 0 && result > -4096) {
+        PyObject *key = PyLong_FromLong(-result);
+        PyObject *name = key ? PyDict_GetItemWithError(self->errnames, key) : NULL;
+        Py_XDECREF(key);
+        PyErr_Clear();
+        if (name != NULL) {
+            puts_(l, ",\"errno\":");
+            put_pystr(l, name);
+        }
+    }
+    puts_(l, "}\n");
+    write_line(self);
+}
+
+/* -- specs: (head, ((key, format, dirfd, memo, symbolic), ...)) ----------------------------- */
+
+static void clear_spec(CallSpec *s)
+{
+    Py_CLEAR(s->head);
+    for (int i = 0; i < s->nargs; i++) {
+        Py_CLEAR(s->arg[i].key);
+        Py_CLEAR(s->arg[i].memo);
+        Py_CLEAR(s->arg[i].symbolic);
+    }
+    s->nargs = 0;
+}
+
+static int parse_spec(PyObject *t, CallSpec *s)
+{
+    PyObject *head, *args;
+    memset(s, 0, sizeof *s);
+    if (!PyArg_ParseTuple(t, "SO!", &head, &PyTuple_Type, &args))
+        return -1;
+    if (PyTuple_GET_SIZE(args) > MAX_ARGS) {
+        PyErr_SetString(PyExc_ValueError, "a spec has at most 6 arguments");
+        return -1;
+    }
+    Py_INCREF(head);
+    s->head = head;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        ArgSpec *a = &s->arg[i];
+        PyObject *key, *memo, *symbolic;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(args, i), "SiiOO", &key, &a->fmt, &a->dirfd,
+                              &memo, &symbolic))
+            goto fail;
+        if (a->fmt < 0 || a->fmt >= N_ARG_FORMATS || (a->fmt == ARG_SYMBOLIC
+                && !(PyDict_Check(memo) && PyCallable_Check(symbolic)))) {
+            PyErr_SetString(PyExc_ValueError, "an argument's format is unknown, or a symbolic "
+                            "one lacks its memo dict and formatter");
+            goto fail;
+        }
+        Py_INCREF(key);
+        Py_INCREF(memo);
+        Py_INCREF(symbolic);
+        a->key = key;
+        a->memo = memo;
+        a->symbolic = symbolic;
+        s->nargs = (int)i + 1;
+    }
+    return 0;
+fail:
+    clear_spec(s);
+    return -1;
+}
+
+int parse_specs(Engine *self, PyObject *specs)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(specs, &pos, &k, &v)) {
+        long nr = PyLong_AsLong(k);
+        if (nr == -1 && PyErr_Occurred())
+            return -1;
+        if (nr < 0 || nr >= NR_MAX || self->specs[nr] != NULL) {
+            PyErr_SetString(PyExc_ValueError, "specs: one per syscall number below 512");
+            return -1;
+        }
+        CallSpec *s = PyMem_Calloc(1, sizeof *s);
+        if (s == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (parse_spec(v, s) < 0) {
+            PyMem_Free(s);
+            return -1;
+        }
+        self->specs[nr] = s;
+    }
+    return 0;
+}
+
+void free_specs(Engine *self)
+{
+    for (int nr = 0; nr < NR_MAX; nr++)
+        if (self->specs[nr] != NULL) {
+            clear_spec(self->specs[nr]);
+            PyMem_Free(self->specs[nr]);
+            self->specs[nr] = NULL;
+        }
+    PyMem_Free(self->line.buf);
+    self->line.buf = NULL;
+    self->line.cap = self->line.len = 0;
+}
+
+/* format_call(spec, seq, pid, tid, program, args, paths, rule, path, host_path, result)
+ * -> bytes: a record as the engine writes it, for the tests (result None: no result). */
+PyObject *format_call(PyObject *mod, PyObject *args)
+{
+    PyObject *spec, *program, *argv, *paths, *rule, *path, *host, *result;
+    long long seq;
+    int pid, tid;
+    if (!PyArg_ParseTuple(args, "OLiiOO!O!OOOO", &spec, &seq, &pid, &tid, &program,
+                          &PyTuple_Type, &argv, &PyTuple_Type, &paths, &rule, &path, &host,
+                          &result))
+        return NULL;
+    CallSpec s;
+    if (parse_spec(spec, &s) < 0)
+        return NULL;
+    uint64_t a[MAX_ARGS] = {0};
+    CallRecord r = {0};
+    for (Py_ssize_t i = 0; i < MAX_ARGS && i < PyTuple_GET_SIZE(argv); i++)
+        a[i] = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(argv, i));
+    for (Py_ssize_t i = 0; i < MAX_ARGS && i < PyTuple_GET_SIZE(paths); i++) {
+        PyObject *p = PyTuple_GET_ITEM(paths, i);
+        r.paths[i] = PyBytes_Check(p) ? PyBytes_AS_STRING(p) : NULL;
+    }
+    if (PyBytes_Check(rule)) {
+        r.rule = PyBytes_AS_STRING(rule);
+        r.rule_len = PyBytes_GET_SIZE(rule);
+    }
+    r.path = PyBytes_Check(path) ? PyBytes_AS_STRING(path) : NULL;
+    r.host_path = PyBytes_Check(host) ? PyBytes_AS_STRING(host) : NULL;
+    if (result != Py_None) {
+        r.has_result = 1;
+        r.result = PyLong_AsLong(result);
+    }
+    Line l = {0};
+    PyObject *out = NULL;
+    if (!PyErr_Occurred()) {
+        put_call(&l, seq, &s, pid, tid, program, a, &r, 0.0);
+        out = l.failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize(l.buf, (Py_ssize_t)l.len);
+    }
+    PyMem_Free(l.buf);
+    clear_spec(&s);
+    return out;
+}

@@ -1,0 +1,308 @@
+/* The changing calls the engine makes itself in owned directories (see _fastpath.c).
+ *
+ * In an owned directory the view of every name is the upper directory's own (OverlayFS.
+ * owned_dir), so a change there is the same change made to the upper object: what the
+ * overlay's own operations (Overlay.unlink, mkdir, chmod, chown, utimens, link, rename) do
+ * for such a name, with nothing else to update but the index, which Python brings in step
+ * afterwards from the guest paths in `made` (fastpath.FastPath.drain), before it decides
+ * anything again. Each change is made relative to a descriptor of the upper directory (or of
+ * the object) opened without crossing a symlink, so no symlink the program plants on the way
+ * can move it out of the upper layer. Only a change that succeeds is answered here: when the
+ * kernel refuses one, nothing was changed and the stop goes to Python, whose handlers explain
+ * it (and log it) as before.
+ */
+#include "_fastpath.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE 1
+#endif
+#define UTIME_NOW_ ((1L << 30) - 1)
+#define UTIME_OMIT_ ((1L << 30) - 2)
+#define TMP_PREFIX ".wh..wh..tmp."       /* overlay/names.py: removed by the next load */
+
+/* The object's name in its upper directory. */
+static const char *name_of(const Operand *op)
+{
+    return op->host + (op->host_dir > 1 ? op->host_dir : 0) + 1;
+}
+
+/* An O_PATH descriptor of op's upper directory, reached without a symlink; -1: none. */
+static int pin_dir(const Operand *op)
+{
+    char dir[PATH_MAX_];
+    memcpy(dir, op->host, (size_t)op->host_dir);
+    dir[op->host_dir] = 0;
+    return (int)openat2_(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* An O_PATH descriptor of op's object, never a symlink; -1: none. */
+static int pin_object(const Operand *op)
+{
+    int fd = (int)openat2_(op->host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || S_ISLNK(st.st_mode))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The thread's umask, as TracerContext.umask reads it (022 when it cannot be read). */
+static unsigned umask_of(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/status", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 022;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 022;
+    buf[n] = 0;
+    const char *at = strstr(buf, "\nUmask:");
+    return at != NULL ? (unsigned)strtoul(at + 7, NULL, 8) & 0777 : 022;
+}
+
+/* mkdir as Overlay.mkdir makes it: a directory under a temporary name, its mode (the
+ * program's umask applied; set-group-ID inherited from the upper parent), then renamed into
+ * place, so that an interruption never leaves a half-made directory under the real name. */
+static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long long mode)
+{
+    int dfd = pin_dir(op);
+    if (dfd < 0)
+        return -1;
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, TMP_PREFIX "%d.c%llu", (int)getpid(), ++self->tmp_names);
+    unsigned perm = (unsigned)(mode & ~(unsigned long long)umask_of(tid) & 01777);
+    struct stat parent;
+    if (fstat(dfd, &parent) == 0 && parent.st_mode & S_ISGID)
+        perm |= S_ISGID;
+    int rc = -1;
+    if (mkdirat(dfd, tmp, 0700) == 0) {
+        int fd = openat(dfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 && fchmod(fd, perm) == 0
+                && syscall(SYS_renameat2, dfd, tmp, dfd, name_of(op), RENAME_NOREPLACE) == 0)
+            rc = 0;
+        if (fd >= 0)
+            close(fd);
+        if (rc < 0)
+            unlinkat(dfd, tmp, AT_REMOVEDIR);
+    }
+    close(dfd);
+    return rc;
+}
+
+static int remove_name(const Operand *op)
+{
+    int dfd = pin_dir(op);
+    if (dfd < 0)
+        return -1;
+    int rc = unlinkat(dfd, name_of(op), 0);
+    close(dfd);
+    return rc;
+}
+
+/* link (rename: 0) src to dst, both names in owned directories. */
+static int link_or_move(const Operand *src, const Operand *dst, int link)
+{
+    int sfd = pin_dir(src), dfd = pin_dir(dst), rc = -1;
+    if (sfd >= 0 && dfd >= 0)
+        rc = link ? linkat(sfd, name_of(src), dfd, name_of(dst), 0)
+                  : renameat(sfd, name_of(src), dfd, name_of(dst));
+    if (sfd >= 0)
+        close(sfd);
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+/* uid_t/gid_t arguments: the low 32 bits ((uid_t)-1: unchanged). */
+static uid_t id_arg(uint64_t v)
+{
+    return (uid_t)(v & 0xFFFFFFFFu);
+}
+
+/* chmod, chown or utimensat of op's object itself (through /proc/self/fd, which names the
+ * pinned object whatever happens to its path meanwhile). */
+static int change_object(const Operand *op, int c, const uint64_t *a,
+                         const struct timespec *times)
+{
+    int fd = pin_object(op);
+    if (fd < 0)
+        return -1;
+    char at[40];
+    snprintf(at, sizeof at, "/proc/self/fd/%d", fd);
+    int rc;
+    switch (c) {
+    case FCHMOD: rc = chmod(at, (mode_t)(a[1] & 07777)); break;
+    case FCHMODAT: rc = chmod(at, (mode_t)(a[2] & 07777)); break;
+    case FCHOWN: rc = fchownat(fd, "", id_arg(a[1]), id_arg(a[2]), AT_EMPTY_PATH_); break;
+    case FCHOWNAT: rc = fchownat(fd, "", id_arg(a[2]), id_arg(a[3]), AT_EMPTY_PATH_); break;
+    default: rc = utimensat(AT_FDCWD_, at, times, 0); break;
+    }
+    close(fd);
+    return rc;
+}
+
+/* futimens's times (NULL: now) as the handler reads them: 0, or -1 when Python must answer
+ * (an unreadable or invalid time, or "now" on a clock the policy changes). */
+static int times_of(Engine *self, pid_t tid, uint64_t addr, struct timespec times[2],
+                    const struct timespec **out)
+{
+    *out = NULL;
+    if (addr == 0)
+        return self->clock_virtual ? -1 : 0;
+    struct iovec local = {times, 2 * sizeof(struct timespec)};
+    struct iovec remote = {(void *)(uintptr_t)addr, local.iov_len};
+    if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != (ssize_t)local.iov_len)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        long ns = times[i].tv_nsec;
+        if (ns == UTIME_NOW_ ? self->clock_virtual
+                             : ns != UTIME_OMIT_ && (ns < 0 || ns >= 1000000000L))
+            return -1;
+    }
+    *out = times;
+    return 0;
+}
+
+/* The change has been made: its record, the bookkeeping of the `n` names it made, removed
+ * or moved (the index's, and what was decided of them), and the program's result. */
+static int made(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                CallRecord *r, const Operand *shown, const Operand *const *names, int n)
+{
+    r->rule = shown->rule;
+    r->rule_len = shown->rule_len;
+    r->path = shown->guest;
+    r->has_result = 1;
+    r->result = 0;
+    log_call(self, tid, (int)in->seccomp.nr, in->seccomp.args, r);
+    for (int i = 0; i < n; i++) {
+        PyObject *g = PyBytes_FromString(names[i]->guest);
+        if (g == NULL || PyList_Append(self->made, g) < 0
+                || forget_decision(self, names[i]->guest) < 0)
+            PyErr_WriteUnraisable(self->made);  /* out of memory: the next load has it */
+        Py_XDECREF(g);
+    }
+    emulate(tid, 0);
+    return ANSWERED;
+}
+
+/* link(at), rename(at)(2) of a name that is not a directory to a name that is not one
+ * either (or not there), both in owned directories: nothing but those two names changes. */
+static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int two_dirfds = c == LINKAT || c == RENAMEAT || c == RENAMEAT2;
+    int link = c == LINK || c == LINKAT;
+    int follow = c == LINKAT && a[4] == AT_SYMLINK_FOLLOW_;
+    if ((c == LINKAT || c == RENAMEAT2) && a[4] != 0 && !follow)
+        return FALLBACK;             /* AT_EMPTY_PATH, RENAME_* flags */
+    if (!link && !self->stat_ok)
+        return FALLBACK;             /* a replaced name's recorded owner must go: Python's */
+    Operand src, dst;
+    struct stat sst, dstst;
+    int sp, dp;
+    int src_arg = two_dirfds ? 1 : 0, dst_arg = two_dirfds ? 3 : 1;
+    int src_rc = find_object(self, tid, two_dirfds ? (long)(int)a[0] : AT_FDCWD_, a[src_arg],
+                             follow, &src, &sst, &sp);
+    if (src_rc != 0 || src.kind != OWNED || S_ISDIR(sst.st_mode))
+        return FALLBACK;
+    int dst_rc = find_object(self, tid, two_dirfds ? (long)(int)a[2] : AT_FDCWD_, a[dst_arg],
+                             0, &dst, &dstst, &dp);
+    if (dst_rc > 0 || dst.kind != OWNED || (dst_rc < 0 && !dp)
+            || (dst_rc == 0 && (link || S_ISDIR(dstst.st_mode))))
+        return FALLBACK;             /* EEXIST, ENOENT ...: Python explains */
+    if (link_or_move(&src, &dst, link) < 0)
+        return FALLBACK;
+    CallRecord r = {0};
+    r.paths[src_arg] = src.path;
+    r.paths[dst_arg] = dst.path;
+    const Operand *names[] = {&dst, &src};      /* link: the new name; rename: both */
+    return made(self, tid, in, &r, link ? &dst : &src, names, link ? 1 : 2);
+}
+
+/* A changing call on a name in an owned directory, or on an fd's object there (c: its
+ * enum Change), made here. Only the forms whose operand needs no more deciding: the name not
+ * a symlink (unlink removes the link itself), present, except for mkdir (absent, in a
+ * directory that is there). */
+int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    long dirfd = AT_FDCWD_;
+    int path_arg = -1;               /* -1: the object of fd `dirfd` */
+    if (c >= LINK)
+        return do_change2(self, tid, c, in);
+    switch (c) {
+    case UNLINK: case MKDIR:
+        path_arg = 0;
+        break;
+    case UNLINKAT:
+        if (a[2] != 0)
+            return FALLBACK;         /* AT_REMOVEDIR: a directory goes (decisions with it) */
+        /* fall through */
+    case MKDIRAT: case FCHMODAT:
+        dirfd = (long)(int)a[0];
+        path_arg = 1;
+        break;
+    case FCHOWNAT:
+        if (a[4] != 0)
+            return FALLBACK;
+        dirfd = (long)(int)a[0];
+        path_arg = 1;
+        break;
+    case UTIMENSAT:
+        if (a[1] != 0 || a[3] != 0)
+            return FALLBACK;         /* only futimens(): utimensat(fd, NULL, times, 0) */
+        /* fall through */
+    case FCHMOD: case FCHOWN:
+        dirfd = (long)(int)a[0];
+        break;
+    default:
+        return FALLBACK;
+    }
+    int removes = c == UNLINK || c == UNLINKAT, makes = c == MKDIR || c == MKDIRAT;
+    if (removes && !self->stat_ok)
+        return FALLBACK;             /* its recorded owner must go with it: Python's */
+    Operand op;
+    if (path_arg >= 0) {
+        struct stat st;
+        int parent_ok;
+        int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st, &parent_ok);
+        if (rc > 0 || op.kind != OWNED)
+            return FALLBACK;
+        if (makes ? rc == 0 || !parent_ok : rc < 0 || (S_ISLNK(st.st_mode) && !removes))
+            return FALLBACK;         /* EEXIST, ENOENT ...: Python explains */
+    } else {
+        int in_upper;
+        Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, dirfd, op.guest,
+                               &in_upper);
+        const char *slash = n > 1 ? memrchr(op.guest, '/', (size_t)n) : NULL;
+        if (n < 0 || !in_upper || slash == NULL || slash[1] == 0)
+            return FALLBACK;
+        Py_ssize_t dl = slash > op.guest ? slash - op.guest : 1;
+        Py_ssize_t nlen = n - (slash + 1 - op.guest);
+        char dir[PATH_MAX_];
+        memcpy(dir, op.guest, (size_t)dl);
+        dir[dl] = 0;
+        if (dir_kind(self, dir, dl, op.host, &op.host_dir, &op) != OWNED
+                || op.host_dir + 1 + nlen >= PATH_MAX_)
+            return FALLBACK;
+        op.host[op.host_dir] = '/';
+        memcpy(op.host + op.host_dir + 1, slash + 1, (size_t)nlen + 1);
+    }
+    struct timespec times[2];
+    const struct timespec *t = NULL;
+    if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
+        return FALLBACK;
+    int rc = removes ? remove_name(&op) : makes ? make_dir(self, tid, &op, a[path_arg + 1])
+                                                : change_object(&op, c, a, t);
+    if (rc < 0)
+        return FALLBACK;
+    CallRecord r = {0};
+    if (path_arg >= 0)
+        r.paths[path_arg] = op.path;
+    const Operand *names[] = {&op};     /* chmod, chown and times change no name */
+    return made(self, tid, in, &r, &op, names, removes || makes);
+}

@@ -1,0 +1,348 @@
+/* The tracee's memory and registers, and where a call's path operands lie: in a plain, an
+ * owned or a NAMES directory (see _fastpath.c), as the program's guest path and as the host
+ * path the engine acts on. */
+#include "_fastpath.h"
+
+/* Read a NUL-terminated string at addr into buf (PATH_MAX_ bytes); its length, or -1. Reads
+ * up to page ends only, so a string next to an unmapped page is still read. */
+Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf)
+{
+    Py_ssize_t got = 0;
+    while (got < PATH_MAX_) {
+        size_t chunk = 4096 - ((addr + got) & 4095);
+        if (chunk > (size_t)(PATH_MAX_ - got))
+            chunk = PATH_MAX_ - got;
+        struct iovec local = {buf + got, chunk};
+        struct iovec remote = {(void *)(uintptr_t)(addr + got), chunk};
+        ssize_t n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (n <= 0)
+            return -1;
+        char *nul = memchr(buf + got, 0, (size_t)n);
+        if (nul != NULL)
+            return nul - buf;
+        got += n;
+    }
+    return -1;                       /* ENAMETOOLONG: Python says so */
+}
+
+int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len)
+{
+    struct iovec local = {(void *)data, len};
+    struct iovec remote = {(void *)(uintptr_t)addr, len};
+    return process_vm_writev(tid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* The call does not run: the program sees `result`. */
+void emulate(pid_t tid, long result)
+{
+    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, orig_rax), (void *)-1L);
+    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, rax), (void *)result);
+    ptrace(PTRACE_CONT, tid, 0, 0);
+}
+
+long openat2_(const char *path, unsigned long long flags)
+{
+    struct open_how how = {.flags = flags, .resolve = RESOLVE_NO_SYMLINKS |
+                           RESOLVE_NO_MAGICLINKS};
+    return syscall(SYS_openat2, AT_FDCWD_, path, &how, sizeof how);
+}
+
+/* -- plain directories -------------------------------------------------------------------- */
+
+/* A /proc link to a removed directory: its text no longer names it. */
+static int deleted(const char *link, ssize_t n)
+{
+    return n >= 10 && memcmp(link + n - 10, " (deleted)", 10) == 0;
+}
+
+/* The object a thread's fd or cwd (dirfd AT_FDCWD_) is, as a guest path in dir: a host
+ * path, or below the upper layer's root the guest path it holds (then *in_upper, unless
+ * NULL, is set); its length, or -1. */
+Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+                          char *dir, int *in_upper)
+{
+    if (in_upper != NULL)
+        *in_upper = 0;
+    char link[64];
+    if (dirfd == AT_FDCWD_)
+        snprintf(link, sizeof link, "/proc/%d/cwd", tid);
+    else if (dirfd >= 0)
+        snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, dirfd);
+    else
+        return -1;
+    ssize_t n = readlink(link, dir, PATH_MAX_ - 1);
+    if (n <= 0 || dir[0] != '/' || deleted(dir, n))
+        return -1;
+    if (upper_len > 0 && n >= upper_len && memcmp(dir, upper, (size_t)upper_len) == 0
+            && (n == upper_len || dir[upper_len] == '/')) {
+        memmove(dir, dir + upper_len, (size_t)(n - upper_len));
+        n -= upper_len;
+        if (n == 0)
+            dir[n++] = '/';
+        if (in_upper != NULL)
+            *in_upper = 1;
+    }
+    dir[n] = 0;
+    return n;
+}
+
+/* The directory a path call names its object in, and the name: (dir, name) when the path is
+ * a name in a directory reached without ".." (so the directory's path is the one the kernel
+ * would walk; a "." before a name changes nothing); the base of a relative path is the
+ * thread's cwd or dirfd. */
+int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+                      const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
+                      const char **name)
+{
+    if (len == 0 || path[len - 1] == '/')
+        return -1;
+    const char *slash = memrchr(path, '/', (size_t)len);
+    const char *nm = slash ? slash + 1 : path;
+    Py_ssize_t nlen = len - (nm - path);
+    if (nlen > NAME_MAX_ || (nm[0] == '.' && (nlen == 1 || (nlen == 2 && nm[1] == '.'))))
+        return -1;
+    if (nlen >= 4 && memcmp(nm, ".wh.", 4) == 0)
+        return -1;                   /* the overlay's reserved names */
+    if (slash && slash > path && slash[-1] == '/')
+        return -1;                   /* "a//b", "//a": left to Python */
+    Py_ssize_t dl = 0;
+    if (path[0] != '/') {
+        dl = fd_path(upper, upper_len, tid, dirfd, dir, NULL);
+        if (dl < 0)
+            return -1;
+        if (dl == 1)
+            dl = 0;                  /* "/": joined below */
+    }
+    if (slash) {                     /* the path's own directory part, name by name */
+        const char *c = path[0] == '/' ? path + 1 : path;
+        while (c < slash) {
+            const char *e = memchr(c, '/', (size_t)(slash - c));
+            if (e == NULL)
+                e = slash;
+            Py_ssize_t cl = e - c;
+            if (cl == 0 || (cl == 2 && c[0] == '.' && c[1] == '.'))
+                return -1;
+            if (!(cl == 1 && c[0] == '.')) {
+                if (dl + 1 + cl >= PATH_MAX_)
+                    return -1;
+                dir[dl++] = '/';
+                memcpy(dir + dl, c, (size_t)cl);
+                dl += cl;
+            }
+            c = e + 1;
+        }
+    }
+    if (dl == 0)
+        dir[dl++] = '/';
+    if (dl + 1 + nlen >= PATH_MAX_)
+        return -1;
+    dir[dl] = 0;
+    *dir_len = dl;
+    *name = nm;
+    return 0;
+}
+
+/* What dir is (PLAIN, OWNED with its upper directory in host, NAMES, NEITHER), as the
+ * `plain` dict says or learn() decides; for an OWNED one, the JSON text of the rule deciding
+ * its names goes to rule_of (unless NULL). -1: an exception is set (the stop then goes to
+ * Python after it). */
+int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
+             Operand *rule_of)
+{
+    PyObject *key = PyBytes_FromStringAndSize(dir, len);
+    if (key == NULL)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(self->plain, key);    /* borrowed */
+    int kind = NEITHER;
+    if (v != NULL) {
+        Py_INCREF(v);
+    } else if (!PyErr_Occurred()) {
+        v = PyObject_CallOneArg(self->learn, key);             /* it records the answer */
+    }
+    Py_DECREF(key);
+    if (v == NULL)
+        return -1;
+    PyObject *first = PyTuple_Check(v) && PyTuple_GET_SIZE(v) > 0 ? PyTuple_GET_ITEM(v, 0)
+                                                                  : NULL;
+    if (first != NULL && !(PyBytes_Check(first) && PyBytes_GET_SIZE(first) < PATH_MAX_))
+        first = NULL;
+    if (PyLong_CheckExact(v)) {
+        kind = NAMES;
+    } else if (v == Py_True) {
+        kind = PLAIN;
+        memcpy(host, dir, (size_t)len + 1);
+        *host_len = len;
+    } else if (first != NULL && PyTuple_GET_SIZE(v) == 1) {
+        kind = PLAIN;                /* (canonical,): another path of a plain directory */
+        *host_len = PyBytes_GET_SIZE(first);
+        memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
+    } else if (first != NULL && PyTuple_GET_SIZE(v) == 2 && self->owned
+               && PyBytes_Check(PyTuple_GET_ITEM(v, 1))
+               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX) {
+        kind = OWNED;                /* (upper directory, rule) */
+        *host_len = PyBytes_GET_SIZE(first);
+        memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
+        if (rule_of != NULL) {
+            PyObject *rule = PyTuple_GET_ITEM(v, 1);
+            rule_of->rule_len = PyBytes_GET_SIZE(rule);
+            memcpy(rule_of->rule, PyBytes_AS_STRING(rule), (size_t)rule_of->rule_len);
+        }
+    }
+    Py_DECREF(v);
+    return kind;
+}
+
+/* Forget what was decided for guest (a name the engine just made, removed or moved): 0, or
+ * -1 with an exception set. */
+int forget_decision(Engine *self, const char *guest)
+{
+    PyObject *key = PyBytes_FromString(guest);
+    if (key == NULL)
+        return -1;
+    int rc = PyDict_DelItem(self->plain, key);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
+/* 1: the object at path (a name in a NAMES directory) is the host's own; 0: not; -1: an
+ * exception is set. */
+static int name_is_host(Engine *self, const char *path)
+{
+    PyObject *key = PyBytes_FromString(path);
+    if (key == NULL)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(self->names, key);    /* borrowed */
+    int host;
+    if (v != NULL)
+        host = v == Py_True;
+    else if (PyErr_Occurred())
+        host = -1;
+    else {
+        v = PyObject_CallOneArg(self->learn_name, key);        /* it records the answer */
+        host = v == NULL ? -1 : v == Py_True;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(key);
+    return host;
+}
+
+static int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen)
+{
+    Py_ssize_t at = dir_len > 1 ? dir_len : 0;      /* a name in "/" */
+    if (at + 1 + nlen >= PATH_MAX_)
+        return -1;
+    buf[at++] = '/';
+    memcpy(buf + at, name, (size_t)nlen);
+    buf[at + nlen] = 0;
+    return 0;
+}
+
+/* Where `path` (from dirfd) lies, in op's guest and host: 0 in a plain or owned directory,
+ * else -1 (the stop is Python's). */
+static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                 Operand *op)
+{
+    const char *name;
+    if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
+                   &op->guest_dir, &name) < 0)
+        return -1;
+    op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir, op);
+    if (op->kind == NAMES) {         /* the name alone may be the host's */
+        memcpy(op->host, op->guest, (size_t)op->guest_dir + 1);
+        op->host_dir = op->guest_dir;
+    } else if (op->kind != PLAIN && op->kind != OWNED) {
+        return -1;
+    }
+    Py_ssize_t nlen = len - (name - path);
+    if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
+            append_name(op->host, op->host_dir, name, nlen) < 0)
+        return -1;
+    if (op->kind == NAMES) {
+        int host = name_is_host(self, op->guest);
+        if (host != 1)
+            return -1;
+        op->kind = NAME;
+    }
+    return 0;
+}
+
+/* A call's path operand (dirfd, the string at addr) in a plain or owned directory: 0, or -1
+ * (the stop is Python's). */
+static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr, Operand *op)
+{
+    op->path_len = read_cstring(tid, addr, op->path);
+    if (op->path_len < 0)
+        return -1;
+    return place(self, tid, dirfd, op->path, op->path_len, op);
+}
+
+/* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
+ * it is missing (*parent_ok: dir is there), -ENOENT/-ENOTDIR when dir is missing or not a
+ * directory (a plain directory may be absent: its plain parent shows that it is); 1 for
+ * anything the Python side must explain. */
+static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *parent_ok)
+{
+    *parent_ok = 0;
+    long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        int rc = fstat((int)fd, st);
+        close((int)fd);
+        *parent_ok = rc == 0;
+        return rc == 0 ? 0 : 1;
+    }
+    if (errno != ENOENT && errno != ENOTDIR)
+        return 1;
+    char parent[PATH_MAX_];
+    memcpy(parent, full, (size_t)dir_len);
+    parent[dir_len > 0 ? dir_len : 1] = 0;
+    fd = openat2_(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        close((int)fd);
+        *parent_ok = 1;
+        return -ENOENT;
+    }
+    return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
+}
+
+/* The object a call names by (dirfd, path at addr) in a plain or owned directory, *op then
+ * where it lies: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1
+ * (FALLBACK) when Python must decide. With `follow`, a symlink is followed as the view's
+ * walk follows it (its text read from its host object, relative to its guest directory),
+ * while each step lands in a plain or owned directory; without, it is the object. */
+int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
+                       int follow, Operand *op, struct stat *st, int *parent_ok)
+{
+    if (operand(self, tid, dirfd, addr, op) < 0)
+        return FALLBACK;
+    int rc = lookup(op->host, op->host_dir, st, parent_ok);
+    if (op->kind == NAME && rc != 0)
+        return FALLBACK;             /* gone since: only its directory could say so */
+    for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
+        char target[PATH_MAX_], next[PATH_MAX_];
+        ssize_t n = readlink(op->host, target, sizeof target - 1);
+        if (++links > MAXSYMLINKS_ || n <= 0)
+            return FALLBACK;             /* ELOOP and the rest: Python says it */
+        Py_ssize_t len = 0;
+        if (target[0] != '/') {          /* relative to the link's own directory */
+            len = op->guest_dir > 1 ? op->guest_dir : 0;
+            memcpy(next, op->guest, (size_t)len);
+            next[len++] = '/';
+        }
+        if (len + n >= PATH_MAX_)
+            return FALLBACK;
+        memcpy(next + len, target, (size_t)n);
+        len += n;
+        if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
+            return FALLBACK;
+        rc = lookup(op->host, op->host_dir, st, parent_ok);
+        if (op->kind == NAME && rc != 0)
+            return FALLBACK;
+    }
+    return rc;
+}
+
+/* -- the calls ---------------------------------------------------------------------------- */

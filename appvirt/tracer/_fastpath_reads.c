@@ -1,0 +1,214 @@
+/* The reads the engine answers (stat, open, access, listings) and the opens it makes from
+ * the thread's slot, in plain, NAMES and owned directories (see _fastpath.c). */
+#include "_fastpath.h"
+
+
+void clear_pending(Pending *p)
+{
+    Py_CLEAR(p->created);
+    memset(p, 0, sizeof(Pending));
+}
+
+int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    if (!self->stat_ok || a[3] & ~(unsigned long long)(AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_
+                                                       | AT_EMPTY_PATH_))
+        return FALLBACK;
+    if (a[3] & AT_EMPTY_PATH_) {
+        char first;
+        struct iovec local = {&first, 1}, remote = {(void *)(uintptr_t)a[1], 1};
+        if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
+            ptrace(PTRACE_CONT, tid, 0, 0);   /* fstat of the fd's own object: the kernel's */
+            return ANSWERED;
+        }
+    }
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], !(a[3] & AT_SYMLINK_NOFOLLOW_), &op,
+                         &st, &parent_ok);
+    if (rc > 0)
+        return FALLBACK;
+    /* In an owned directory: a directory's link count may be the view's own (merged_nlink),
+     * and a missing name is only known missing in a directory that is there. */
+    if (op.kind == OWNED && ((rc == 0 && S_ISDIR(st.st_mode)) || (rc < 0 && !parent_ok)))
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
+        result = -EFAULT;
+    emulate(tid, result);
+    return ANSWERED;
+}
+
+int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    unsigned long long flags = (a[2] & 0xFFFFFFFFULL) | O_LARGEFILE;   /* build_open_how() */
+    flags &= VALID_OPEN_FLAGS;
+    if (flags & O_PATH)
+        flags &= O_PATH_FLAGS;
+    if (flags & O_TMPFILE_BIT)
+        return FALLBACK;
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    int follow = !(flags & O_NOFOLLOW) && !(flags & O_CREAT && flags & O_EXCL);
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
+    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))  /* a symlink not followed: ELOOP, */
+        return FALLBACK;                               /* EEXIST or O_PATH: Python's */
+    unsigned long long mode = 0;
+    int create = 0;
+    if (op.kind == PLAIN || op.kind == NAME) {
+        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
+            return FALLBACK;
+        if (rc < 0) {
+            emulate(tid, rc);
+            return ANSWERED;
+        }
+    } else {
+        /* As do_open() makes it: a creation, a write or a read of the upper object. A
+         * missing name without O_CREAT and O_EXCL on an existing one are Python's to log. */
+        if (rc < 0 && !(rc == -ENOENT && parent_ok))
+            return FALLBACK;
+        int exists = rc == 0;
+        if ((!exists && !(flags & O_CREAT)) || (exists && flags & O_CREAT && flags & O_EXCL))
+            return FALLBACK;
+        create = !exists;
+        if (flags & O_CREAT)
+            mode = a[3] & 07777;
+        if (!create && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_TRUNC)) {
+            flags &= ~(unsigned long long)O_CREAT;      /* only read: never made here */
+            mode = 0;
+        }
+    }
+    /* The checked path and its open_how go to the kernel from the thread's slot. */
+    size_t plen = strlen(op.host) + 1, how_off = (plen + 7) & ~(size_t)7;
+    if (how_off + OPEN_HOW_SIZE > self->slot_size)
+        return FALLBACK;
+    long long seq = 0;
+    PyObject *created = NULL;
+    if (op.kind == OWNED) {          /* the handlers' record: a redirected open */
+        if (create && (created = PyBytes_FromString(op.guest)) == NULL)
+            return FALLBACK;
+        CallRecord r = {.rule = op.rule, .rule_len = op.rule_len, .path = op.guest,
+                        .host_path = op.host};
+        r.paths[1] = op.path;
+        seq = log_call(self, tid, (int)in->seccomp.nr, a, &r);
+    }
+    char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
+    unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
+    struct open_how how = {.flags = flags, .mode = mode,
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    memcpy(mine, op.host, plen);
+    memcpy(mine + how_off, &how, sizeof how);
+    struct user_regs_struct regs;
+    Pending *p = &self->pending[slot];
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        Py_XDECREF(created);
+        return ANSWERED;             /* gone: its exit report follows */
+    }
+    clear_pending(p);
+    p->tid = tid;
+    p->nr = in->seccomp.nr;
+    p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
+    p->owned = op.kind == OWNED;
+    p->seq = seq;
+    p->created = created;
+    regs.rdi = (unsigned long long)AT_FDCWD_;
+    regs.rsi = at;
+    regs.rdx = at + how_off;
+    regs.r10 = OPEN_HOW_SIZE;
+    regs.orig_rax = (unsigned long long)self->nr_openat2;
+    if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
+        clear_pending(p);
+        return ANSWERED;
+    }
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    return ANSWERED;
+}
+
+/* access(path, mode), faccessat(dirfd, path, mode), faccessat2(..., flags): the tracer asks
+ * the kernel about the object it found, as the handler's faccessat2 on the host path does. */
+int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int nr = (int)in->seccomp.nr, plain_call = nr == self->nr_access;
+    long dirfd = plain_call ? AT_FDCWD_ : (long)(int)a[0];
+    unsigned long long addr = plain_call ? a[0] : a[1];
+    int mode = (int)((plain_call ? a[1] : a[2]) & 7);
+    int flags = nr == self->nr_faccessat2 ? (int)a[3] : 0;
+    if (flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW_))
+        return FALLBACK;
+    int follow = !(flags & AT_SYMLINK_NOFOLLOW_);
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    int rc = find_object(self, tid, dirfd, addr, follow, &op, &st, &parent_ok);
+    if (rc > 0 || ((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
+            || (op.kind == OWNED && rc < 0 && !parent_ok))
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0)
+        result = syscall(SYS_faccessat2, AT_FDCWD_, op.host, mode,
+                         (flags & AT_EACCESS) | (follow ? 0 : AT_SYMLINK_NOFOLLOW_)) < 0
+                 ? -errno : 0;
+    emulate(tid, result);
+    return ANSWERED;
+}
+
+int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    long fd = (long)(int)in->seccomp.args[0];
+    if (fd < 0)
+        return FALLBACK;
+    char dir[PATH_MAX_], host[PATH_MAX_];
+    Py_ssize_t host_len;
+    Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, NULL);
+    if (n < 0 || dir_kind(self, dir, n, host, &host_len, NULL) != PLAIN)
+        return FALLBACK;
+    ptrace(PTRACE_CONT, tid, 0, 0);
+    return ANSWERED;
+}
+
+/* The exit stop of an open made from the slot (the next syscall stop after resuming the
+ * seccomp stop with PTRACE_SYSCALL): give the program its registers back; for an open in an
+ * owned directory, the created file goes to the index and the result to the log. */
+void finish_open(Engine *self, Pending *p, pid_t tid)
+{
+    struct user_regs_struct regs;
+    PyObject *created = p->created;
+    int owned = p->owned;
+    long long seq = p->seq;
+    p->created = NULL;
+    p->tid = 0;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        Py_XDECREF(created);
+        return;                          /* gone: its exit report follows */
+    }
+    regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
+    regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
+    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS;
+    if (restart) {
+        /* A component became a symlink after the check: re-run the call, re-checked. */
+        p->restarts++;
+        regs.rip -= 2;
+        regs.rax = p->nr;
+    } else {
+        p->restarts = 0;
+    }
+    ptrace(PTRACE_SETREGS, tid, 0, &regs);
+    if (owned && !restart) {
+        /* A file made: the overlay's index learns it (Python refreshes it from the upper
+         * layer, fastpath.FastPath.drain), and what was decided of the name is forgotten. */
+        if (created != NULL && (long long)regs.rax >= 0
+                && (PyList_Append(self->made, created) < 0
+                    || forget_decision(self, PyBytes_AS_STRING(created)) < 0))
+            PyErr_WriteUnraisable(self->made);      /* out of memory: the next load has it */
+        if (seq > 0)
+            log_result(self, tid, seq, (long)regs.rax);
+    }
+    Py_XDECREF(created);
+    ptrace(PTRACE_CONT, tid, 0, 0);
+}
+
