@@ -6,8 +6,8 @@ answers every stop in Python (slower, same behaviour).
 
 from setuptools import Extension, setup
 
-SOURCES = [f"appvirt/tracer/_fastpath{part}.c" for part in ("", "_paths", "_reads", "_owned",
-                                                            "_log")]
+SOURCES = [f"appvirt/tracer/_fastpath{part}.c"
+           for part in ("", "_paths", "_reads", "_listing", "_owned", "_log")]
 
 setup(ext_modules=[Extension("appvirt.tracer._fastpath", SOURCES,
                              depends=["appvirt/tracer/_fastpath.h"],

@@ -64,7 +64,8 @@ typedef struct {
     Py_ssize_t guest_dir, host_dir;           /* the directories' lengths in them */
     int kind;                                 /* PLAIN, OWNED or NAME */
     char rule[RULE_MAX];                      /* OWNED: the JSON text of the policy rule */
-    Py_ssize_t rule_len;                      /* that decides every name in the directory */
+    Py_ssize_t rule_len;                      /* that decides every name in the directory, */
+    unsigned long long dotdot;                /* and the view's inode of its parent */
 } Operand;
 
 /* How the records of one syscall are made (records.py's arg_specs, see _fastpath_log.c). */
@@ -136,7 +137,7 @@ int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
                const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
                const char **name);
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
-             Operand *rule_of);
+             Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st, int *parent_ok);
 int forget_decision(Engine *self, const char *guest);
@@ -145,9 +146,11 @@ int forget_decision(Engine *self, const char *guest);
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
-int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);
+
+/* _fastpath_listing.c: listings */
+int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 
 /* _fastpath_owned.c: changes in owned directories */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in);

@@ -144,10 +144,10 @@ int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
 
 /* What dir is (PLAIN, OWNED with its upper directory in host, NAMES, NEITHER), as the
  * `plain` dict says or learn() decides; for an OWNED one, the JSON text of the rule deciding
- * its names goes to rule_of (unless NULL). -1: an exception is set (the stop then goes to
- * Python after it). */
+ * its names and the view's inode of its parent go to info (unless NULL). -1: an exception is
+ * set (the stop then goes to Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
-             Operand *rule_of)
+             Operand *info)
 {
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
     if (key == NULL)
@@ -176,16 +176,18 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
         kind = PLAIN;                /* (canonical,): another path of a plain directory */
         *host_len = PyBytes_GET_SIZE(first);
         memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
-    } else if (first != NULL && PyTuple_GET_SIZE(v) == 2 && self->owned
+    } else if (first != NULL && PyTuple_GET_SIZE(v) == 3 && self->owned
                && PyBytes_Check(PyTuple_GET_ITEM(v, 1))
-               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX) {
-        kind = OWNED;                /* (upper directory, rule) */
+               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX
+               && PyLong_Check(PyTuple_GET_ITEM(v, 2))) {
+        kind = OWNED;                /* (upper directory, rule, inode of "..") */
         *host_len = PyBytes_GET_SIZE(first);
         memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
-        if (rule_of != NULL) {
+        if (info != NULL) {
             PyObject *rule = PyTuple_GET_ITEM(v, 1);
-            rule_of->rule_len = PyBytes_GET_SIZE(rule);
-            memcpy(rule_of->rule, PyBytes_AS_STRING(rule), (size_t)rule_of->rule_len);
+            info->rule_len = PyBytes_GET_SIZE(rule);
+            memcpy(info->rule, PyBytes_AS_STRING(rule), (size_t)info->rule_len);
+            info->dotdot = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 2));
         }
     }
     Py_DECREF(v);

@@ -1,5 +1,5 @@
-/* The reads the engine answers (stat, open, access, listings) and the opens it makes from
- * the thread's slot, in plain, NAMES and owned directories (see _fastpath.c). */
+/* The reads the engine answers (stat, open, access) and the opens it makes from the thread's
+ * slot, in plain, NAMES and owned directories (see _fastpath.c). */
 #include "_fastpath.h"
 
 
@@ -7,6 +7,15 @@ void clear_pending(Pending *p)
 {
     Py_CLEAR(p->created);
     memset(p, 0, sizeof(Pending));
+}
+
+/* Whether op's object, a directory, is an owned directory itself. */
+static int owned_itself(Engine *self, const Operand *op)
+{
+    char host[PATH_MAX_];
+    Py_ssize_t host_len;
+    return dir_kind(self, op->guest, (Py_ssize_t)strlen(op->guest), host, &host_len, NULL)
+           == OWNED;
 }
 
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
@@ -30,9 +39,11 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
                          &st, &parent_ok);
     if (rc > 0)
         return FALLBACK;
-    /* In an owned directory: a directory's link count may be the view's own (merged_nlink),
-     * and a missing name is only known missing in a directory that is there. */
-    if (op.kind == OWNED && ((rc == 0 && S_ISDIR(st.st_mode)) || (rc < 0 && !parent_ok)))
+    /* In an owned directory a missing name is only known missing in a directory that is
+     * there, and a directory's link count is the view's own (merged_nlink) when it is owned
+     * too (its subdirectories are its upper directory's, counted by the kernel). */
+    if (op.kind == OWNED && ((rc == 0 && S_ISDIR(st.st_mode) && !owned_itself(self, &op))
+                             || (rc < 0 && !parent_ok)))
         return FALLBACK;
     long result = rc;
     if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
@@ -154,20 +165,6 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
                          (flags & AT_EACCESS) | (follow ? 0 : AT_SYMLINK_NOFOLLOW_)) < 0
                  ? -errno : 0;
     emulate(tid, result);
-    return ANSWERED;
-}
-
-int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
-{
-    long fd = (long)(int)in->seccomp.args[0];
-    if (fd < 0)
-        return FALLBACK;
-    char dir[PATH_MAX_], host[PATH_MAX_];
-    Py_ssize_t host_len;
-    Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, NULL);
-    if (n < 0 || dir_kind(self, dir, n, host, &host_len, NULL) != PLAIN)
-        return FALLBACK;
-    ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;
 }
 

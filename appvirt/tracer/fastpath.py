@@ -32,6 +32,7 @@ from ..errors import GuestErrno
 from ..fs.resolver import Caller, resolve
 from ..log.records import ArgFormat, arg_specs
 from ..log.writer import encode
+from ..overlay.names import parent
 from ..policy.model import LogLevel, Policy
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ class FastPath:
         assert _fastpath is not None
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), (its upper
-        # directory, the JSON text of its rule) (owned), 0 (ask `names` for each name), False
-        self.plain: dict[bytes, bool | int | tuple[bytes] | tuple[bytes, bytes]] = {}
+        # directory, ...) (owned, see _owned), 0 (ask `names` for each name), False
+        self.plain: dict[bytes, bool | int | tuple] = {}
         self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
         self.made: list[bytes] = []           # guest paths the engine changed (drain)
         self._index = fs.ov._ix
@@ -135,7 +136,7 @@ class FastPath:
         if self._version == before:
             self._version = self._index.version
 
-    def _learn(self, d: bytes) -> bool | int | tuple[bytes] | tuple[bytes, bytes]:
+    def _learn(self, d: bytes) -> bool | int | tuple:
         """Called by the engine for a directory it has no answer for (in the middle of a
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
@@ -166,15 +167,14 @@ class FastPath:
         self.names[p] = host
         return host
 
-    def _decide(self, d: bytes) -> bool | int | tuple[bytes] | tuple[bytes, bytes]:
+    def _decide(self, d: bytes) -> bool | int | tuple:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
         if parent_plain is None and parent != b"/":
             parent_plain = self._decide(parent)
         try:
-            kind: bool | int | tuple[bytes] | tuple[bytes, bytes] = \
-                self.fs.plain_dir(d, parent_plain is True)
+            kind: bool | int | tuple = self.fs.plain_dir(d, parent_plain is True)
             if not kind and self._rule_of is not None:
                 kind = self._owned(d)
             if not kind:
@@ -205,15 +205,16 @@ class FastPath:
             canonical = self._decide(r.path)
         return (r.path,) if canonical is True else False
 
-    def _owned(self, d: bytes) -> tuple[bytes, bytes] | bool:
-        """(its upper directory, the JSON text of the rule that decides every name in it)
-        when d is owned (the same rule decides them all: no rule tells them apart)."""
+    def _owned(self, d: bytes) -> tuple[bytes, bytes, int] | bool:
+        """(its upper directory, the JSON text of the rule that decides every name in it,
+        the view's inode of its parent: the ".." of its listing) when d is owned."""
         upper = self.fs.owned_dir(d)
         if not upper:
             return False
         assert self._rule_of is not None
-        rule = self._rule_of(d)[1]
-        return upper, encode(rule) if rule else b""
+        rule = self._rule_of(d)[1]      # every name's: owned_dir admits no rule telling apart
+        above = self.fs.ov.entry(parent(d))
+        return upper, encode(rule) if rule else b"", above.st.st_ino if above else 0
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and

@@ -302,7 +302,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     done = re.search(r"answered by the compiled loop: (.*)", runs["wfast"].stderr)
     assert done, runs["wfast"].stderr
     for call in ("openat", "unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown",
-                 "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "access"):
+                 "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "access",
+                 "getdents64", "newfstatat"):
         assert re.search(rf"\b{call} \d+", done.group(1)), (call, done.group(1))
     assert _records(home, "wfast") == _records(home, "wslow")
     assert _same_tree(home, "wfast", "wslow")
@@ -363,3 +364,71 @@ def test_times_set_to_now_follow_the_policys_clock(appvirt, tmp_path):
     done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
     assert "utimensat 2" in done and "unlink 1" in done, done
     assert not (tmp_path / "made").exists()
+
+
+LISTER = r"""
+import ctypes, os, shutil, sys
+top = sys.argv[1]
+d = os.path.join(top, "many")
+os.mkdir(d)
+for i in range(3000):                  # several getdents64 calls of 32 KiB each
+    open(os.path.join(d, f"{i:05d}-a-long-name-to-fill-the-buffer-sooner"), "w").close()
+os.mkdir(os.path.join(d, "sub"))
+os.symlink("sub", os.path.join(d, "ln"))
+names = os.listdir(d)
+print(len(names), sorted(names)[:2], sorted(names)[-2:])
+print(sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in os.scandir(d)
+             if not e.name[0].isdigit()))
+
+class Dirent(ctypes.Structure):
+    _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort),
+                ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]
+libc = ctypes.CDLL(None)
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = libc.telldir.argtypes = libc.rewinddir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.telldir.restype = ctypes.c_long
+dirp = libc.opendir(d.encode())
+first = [libc.readdir(dirp).contents for _ in range(10)]
+dots = {e.name: e.ino for e in first if e.name in (b".", b"..")}
+print("dots", dots == {b".": os.stat(d).st_ino, b"..": os.stat(top).st_ino})
+mark = libc.telldir(dirp)
+after = [libc.readdir(dirp).contents.name for _ in range(5)]
+libc.seekdir(dirp, mark)
+print("seekdir", [libc.readdir(dirp).contents.name for _ in range(5)] == after)
+libc.rewinddir(dirp)
+print("rewind", libc.readdir(dirp).contents.name)
+for name in names[:2000]:
+    os.unlink(os.path.join(d, name)) if name[0].isdigit() else None
+print(len(os.listdir(d)))
+host = os.path.join(top, "host")
+shutil.rmtree(host)                    # the host's directory, gone from the view ...
+os.mkdir(host)                         # ... and a new one in its place (opaque)
+open(os.path.join(host, "x"), "w").close()
+print(os.listdir(host))
+"""
+
+
+def test_listings_of_owned_directories_match_the_python_loop(appvirt, tmp_path):
+    """Listings of directories the overlay owns, served by the compiled loop: the same names,
+    positions (telldir, seekdir, rewinddir across calls), "." and "..", and nothing of the
+    overlay's own (an opaque directory's marker), as the Python loop serves them."""
+    top = tmp_path / "top"
+    (top / "host").mkdir(parents=True)
+    (top / "host" / "old.txt").write_text("host\n")
+    before = tree_digest(top)
+    outs = {}
+    for fast in ("1", "0"):
+        r = appvirt("run", "--stats", "--app", f"ls{fast}", "--", "python3", "-c", LISTER,
+                    str(top), env={"APPVIRT_FASTPATH": fast})
+        assert r.returncode == 0, r.stderr
+        outs[fast] = r.stdout
+        if fast == "1":
+            done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
+            assert int(re.search(r"getdents64 (\d+)", done).group(1)) >= 12, done
+    assert outs["1"] == outs["0"]
+    lines = outs["1"].splitlines()
+    assert lines[0].startswith("3002 ") and lines[1] == "[('ln', False, True), ('sub', True, False)]"
+    assert lines[2:] == ["dots True", "seekdir True", "rewind b'.'", "1002", "['x']"]
+    assert tree_digest(top) == before

@@ -1,0 +1,217 @@
+/* getdents64, answered by the engine (see _fastpath.c).
+ *
+ * Of a plain directory the kernel's own listing is the view's: the call runs. Of an owned
+ * directory the program's fd is the upper directory itself, whose listing also holds the
+ * overlay's own names (.wh.*); the engine serves the listing the handlers serve (listing.py,
+ * fs/dirents.py): "." and "..", then the upper directory's names but the overlay's, sorted;
+ * entry i at position i, d_off the next one's, the position kept in the fd's own offset
+ * (moved through a copy of the program's fd, pidfd_getfd), so that lseek, rewinddir, telldir
+ * and seekdir behave as on any directory, whichever loop serves the next call.
+ */
+#include "_fastpath.h"
+
+#include <dirent.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#define PIDFD_THREAD_ O_EXCL             /* a pidfd of the thread itself (Linux 6.9) */
+#define DIRENT64_HEAD 19                 /* d_ino, d_off, d_reclen, d_type */
+
+typedef struct {
+    uint64_t ino;
+    unsigned char type;
+    size_t name;                     /* its offset in the names buffer */
+    unsigned short len;
+} Name;
+
+typedef struct {
+    Name *at;
+    size_t n, cap;
+    char *names;
+    size_t used, room;
+} Names;
+
+static void free_names(Names *l)
+{
+    PyMem_Free(l->at);
+    PyMem_Free(l->names);
+}
+
+static int add_name(Names *l, const char *name, size_t len, unsigned char type, uint64_t ino)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        Name *at = PyMem_Realloc(l->at, cap * sizeof *at);
+        if (at == NULL)
+            return -1;
+        l->at = at;
+        l->cap = cap;
+    }
+    if (l->used + len + 1 > l->room) {
+        size_t room = l->room ? 2 * l->room : 4096;
+        while (room < l->used + len + 1)
+            room *= 2;
+        char *names = PyMem_Realloc(l->names, room);
+        if (names == NULL)
+            return -1;
+        l->names = names;
+        l->room = room;
+    }
+    memcpy(l->names + l->used, name, len + 1);
+    l->at[l->n++] = (Name){ino, type, l->used, (unsigned short)len};
+    l->used += len + 1;
+    return 0;
+}
+
+static const char *sorted_names;     /* qsort has no context argument */
+
+static int by_name(const void *a, const void *b)
+{
+    const Name *x = a, *y = b;
+    /* Python's order of bytes: the common prefix, then the shorter first */
+    int c = memcmp(sorted_names + x->name, sorted_names + y->name,
+                   x->len < y->len ? x->len : y->len);
+    return c ? c : (int)x->len - (int)y->len;
+}
+
+/* The view's names of an owned directory (pinned as dfd): its own but the overlay's, as
+ * hostio.scan and OverlayView.listdir see them, sorted. 0, or -1. */
+static int upper_names(int dfd, Names *out)
+{
+    char buf[32768];
+    for (;;) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        for (long at = 0; at < n; ) {
+            uint64_t ino;
+            unsigned short reclen;
+            memcpy(&ino, buf + at, 8);
+            memcpy(&reclen, buf + at + 16, 2);
+            unsigned char type = (unsigned char)buf[at + 18];
+            const char *name = buf + at + DIRENT64_HEAD;
+            at += reclen;
+            size_t len = strlen(name);
+            if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')
+                    || (len >= 4 && memcmp(name, ".wh.", 4) == 0))
+                continue;
+            if (type == DT_UNKNOWN) {
+                struct stat st;
+                if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW_) < 0)
+                    continue;            /* gone meanwhile, as scan skips it */
+                type = (unsigned char)((st.st_mode & S_IFMT) >> 12);
+            }
+            if (add_name(out, name, len, type, ino) < 0)
+                return -1;
+        }
+    }
+    sorted_names = out->names;
+    qsort(out->at, out->n, sizeof *out->at, by_name);
+    return 0;
+}
+
+/* Entries from position pos (of ".", "..", then names) that fit in count bytes, packed as
+ * pack_dirents64 packs them into data; their size, and *next the position after them. */
+static size_t pack(const Names *l, uint64_t dot, uint64_t dotdot, long long pos, size_t count,
+                   char *data, long long *next)
+{
+    size_t used = 0;
+    long long i = pos > 0 ? pos : 0, total = (long long)l->n + 2;
+    for (; i < total; i++) {
+        const char *name = i == 0 ? "." : i == 1 ? ".." : l->names + l->at[i - 2].name;
+        size_t len = i < 2 ? (size_t)i + 1 : l->at[i - 2].len;
+        uint64_t ino = i == 0 ? dot : i == 1 ? dotdot : l->at[i - 2].ino;
+        unsigned char type = i < 2 ? DT_DIR : l->at[i - 2].type;
+        unsigned short reclen = (unsigned short)((DIRENT64_HEAD + len + 1 + 7) & ~(size_t)7);
+        if (used + reclen > count)
+            break;
+        int64_t off = i + 1;
+        char *e = data + used;
+        memset(e, 0, reclen);
+        memcpy(e, &ino, 8);
+        memcpy(e + 8, &off, 8);
+        memcpy(e + 16, &reclen, 2);
+        e[18] = (char)type;
+        memcpy(e + DIRENT64_HEAD, name, len);
+        used += reclen;
+    }
+    *next = i;
+    return used;
+}
+
+/* A copy of the thread's fd (the same open file: its offset is the program's), or -1. */
+static int program_fd(pid_t tid, long fd)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD_);
+    if (pidfd < 0)
+        return -1;
+    int mine = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+    close(pidfd);
+    return mine;
+}
+
+static int owned_listing(Engine *self, pid_t tid, long fd, const char *dir, Py_ssize_t n,
+                         const uint64_t *a)
+{
+    Operand info;
+    char host[PATH_MAX_];
+    Py_ssize_t host_len;
+    if (dir_kind(self, dir, n, host, &host_len, &info) != OWNED)
+        return FALLBACK;
+    size_t count = (size_t)(a[2] & 0xFFFFFFFFu);
+    int dfd = (int)openat2_(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return FALLBACK;
+    int mine = -1, rc = FALLBACK;
+    Names names = {0};
+    char *data = NULL;
+    struct stat me;
+    long long pos, next;
+    if (fstat(dfd, &me) < 0 || upper_names(dfd, &names) < 0 || (mine = program_fd(tid, fd)) < 0
+            || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
+        goto out;
+    size_t room = count < (1u << 20) ? count : (1u << 20);  /* more than any listing here */
+    if ((data = PyMem_Malloc(room ? room : 1)) == NULL)
+        goto out;
+    size_t len = pack(&names, me.st_ino, info.dotdot, pos, room, data, &next);
+    long result = (long)len;
+    if (len == 0 && next < (long long)names.n + 2) {
+        result = -EINVAL;                /* the buffer cannot hold one entry */
+    } else if ((len && write_mem(tid, a[1], data, len) < 0) || lseek(mine, next, SEEK_SET) < 0) {
+        goto out;                        /* EFAULT ...: the handlers explain */
+    }
+    emulate(tid, result);
+    rc = ANSWERED;
+out:
+    PyMem_Free(data);
+    free_names(&names);
+    if (mine >= 0)
+        close(mine);
+    close(dfd);
+    return rc;
+}
+
+int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    long fd = (long)(int)in->seccomp.args[0];
+    if (fd < 0)
+        return FALLBACK;
+    char dir[PATH_MAX_], host[PATH_MAX_];
+    Py_ssize_t host_len;
+    int in_upper;
+    Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, &in_upper);
+    if (n < 0)
+        return FALLBACK;
+    if (in_upper)
+        return self->owned ? owned_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
+    if (dir_kind(self, dir, n, host, &host_len, NULL) != PLAIN)
+        return FALLBACK;
+    ptrace(PTRACE_CONT, tid, 0, 0);
+    return ANSWERED;
+}
