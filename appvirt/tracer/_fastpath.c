@@ -210,10 +210,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     static char *names[] = {"area", "plain", "learn", "names", "learn_name", "slot_base",
                             "slot_size", "slots", "nr_newfstatat", "nr_openat",
                             "nr_getdents64", "nr_openat2", "nr_access", "nr_faccessat",
-                            "nr_faccessat2", "changes", "upper", "made", "log_fd", "specs",
+                            "nr_faccessat2", "changes", "upper", "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
-    PyObject *changes = NULL, *made = Py_None, *specs = NULL, *programs = NULL;
+    PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
     PyObject *errnames = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
@@ -227,14 +227,14 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiO!y#OiO!O!O!p", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiO!y#OiOO!O!p", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
                                      &self->nr_getdents64, &self->nr_openat2, &self->nr_access,
                                      &self->nr_faccessat, &self->nr_faccessat2, &PyTuple_Type,
                                      &changes, &upper, &upper_len, &made, &self->log_fd,
-                                     &PyDict_Type, &specs, &PyDict_Type, &programs,
+                                     &spec_of, &PyDict_Type, &programs,
                                      &PyDict_Type, &errnames, &self->clock_virtual))
         return -1;
     if (changes != NULL) {
@@ -256,12 +256,11 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_TypeError, "made: a list (owned directories), or None");
         return -1;
     }
-    if (self->log_fd >= 0 && (specs == NULL || programs == NULL || errnames == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "a log needs specs, programs and errnames");
+    if (self->log_fd >= 0 && (spec_of == NULL || !PyCallable_Check(spec_of)
+                              || programs == NULL || errnames == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "a log needs spec_of, programs and errnames");
         return -1;
     }
-    if (specs != NULL && parse_specs(self, specs) < 0)
-        return -1;
     if (PyObject_GetBuffer(area, &self->area, PyBUF_WRITABLE) < 0)
         return -1;
     if ((unsigned long long)self->area.len < size * (unsigned long long)slots) {
@@ -307,6 +306,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->programs = programs;
     Py_XINCREF(errnames);
     self->errnames = errnames;
+    Py_XINCREF(spec_of);
+    self->spec_of = spec_of;
     return 0;
 }
 
@@ -321,6 +322,7 @@ static void Engine_dealloc(Engine *self)
     Py_CLEAR(self->made);
     Py_CLEAR(self->programs);
     Py_CLEAR(self->errnames);
+    Py_CLEAR(self->spec_of);
     free_specs(self);
     if (self->pending != NULL)
         for (Py_ssize_t i = 0; i < self->slots; i++)

@@ -122,7 +122,9 @@ typedef struct {
     unsigned long long tmp_names;    /* temporary names made in the upper layer */
     PyObject *programs;              /* dict: pid -> its executable (str) */
     PyObject *errnames;              /* dict: errno -> its name (str) */
+    PyObject *spec_of;               /* spec_of(nr): how the engine logs calls nr */
     CallSpec *specs[NR_MAX];         /* the calls the engine logs */
+    uint8_t spec_asked[NR_MAX];
     Line line;
 } Engine;
 
@@ -167,7 +169,6 @@ typedef struct {
 long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const CallRecord *r);
 void log_result(Engine *self, pid_t tid, long long call, long result);
 int logged(Engine *self, int nr);
-int parse_specs(Engine *self, PyObject *specs);
 void free_specs(Engine *self);
 PyObject *format_call(PyObject *mod, PyObject *args);
 

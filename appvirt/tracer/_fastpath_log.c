@@ -3,8 +3,9 @@
  * (Tracer.log_call and log_result, log/records.py's argument formats, log/writer.py's one
  * write per line), numbered from the same counter, each written before the call resumes.
  * Python hands the engine what only it knows, once: each logged syscall's spec (its name,
- * class and argument formats, fastpath.record_specs), the rule of each owned directory, the
- * program of each process (a dict it keeps), and errno names.
+ * class and argument formats, fastpath.record_spec, asked for with the first record), the
+ * rule of each owned directory, the program of each process (a dict it keeps), and errno
+ * names.
  */
 #include "_fastpath.h"
 
@@ -233,9 +234,27 @@ static void write_line(Engine *self)
         self->log_errno = err;
 }
 
+static int parse_spec(PyObject *t, CallSpec *s);
+
+/* Whether the engine logs calls nr, its spec asked of Python the first time (spec_of(nr):
+ * the spec, or None for a call it does not log). */
 int logged(Engine *self, int nr)
 {
-    return self->log_fd >= 0 && nr >= 0 && nr < NR_MAX && self->specs[nr] != NULL;
+    if (self->log_fd < 0 || nr < 0 || nr >= NR_MAX)
+        return 0;
+    if (self->specs[nr] != NULL || self->spec_asked[nr])
+        return self->specs[nr] != NULL;
+    self->spec_asked[nr] = 1;
+    PyObject *t = PyObject_CallFunction(self->spec_of, "i", nr);
+    CallSpec *s = t != NULL && t != Py_None ? PyMem_Calloc(1, sizeof *s) : NULL;
+    if (s != NULL && parse_spec(t, s) == 0)
+        self->specs[nr] = s;
+    else
+        PyMem_Free(s);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(self->spec_of);   /* unlogged, never unanswered: cannot happen */
+    Py_XDECREF(t);
+    return self->specs[nr] != NULL;
 }
 
 static double micros_since(const struct timespec *t0)
@@ -290,7 +309,7 @@ void log_result(Engine *self, pid_t tid, long long call, long result)
     write_line(self);
 }
 
-/* -- specs: (head, ((key, format, dirfd, memo, symbolic), ...)) ----------------------------- */
+/* -- specs ------------------------------------------------------------------------------- */
 
 static void clear_spec(CallSpec *s)
 {
@@ -305,6 +324,7 @@ static void clear_spec(CallSpec *s)
 
 static int parse_spec(PyObject *t, CallSpec *s)
 {
+    /* (head, ((key, format, dirfd, memo, symbolic), ...)) */
     PyObject *head, *args;
     memset(s, 0, sizeof *s);
     if (!PyArg_ParseTuple(t, "SO!", &head, &PyTuple_Type, &args))
@@ -339,32 +359,6 @@ static int parse_spec(PyObject *t, CallSpec *s)
 fail:
     clear_spec(s);
     return -1;
-}
-
-int parse_specs(Engine *self, PyObject *specs)
-{
-    PyObject *k, *v;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(specs, &pos, &k, &v)) {
-        long nr = PyLong_AsLong(k);
-        if (nr == -1 && PyErr_Occurred())
-            return -1;
-        if (nr < 0 || nr >= NR_MAX || self->specs[nr] != NULL) {
-            PyErr_SetString(PyExc_ValueError, "specs: one per syscall number below 512");
-            return -1;
-        }
-        CallSpec *s = PyMem_Calloc(1, sizeof *s);
-        if (s == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        if (parse_spec(v, s) < 0) {
-            PyMem_Free(s);
-            return -1;
-        }
-        self->specs[nr] = s;
-    }
-    return 0;
 }
 
 void free_specs(Engine *self)

@@ -21,6 +21,7 @@ APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: lo
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat as statmod
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from ..overlay.names import parent
 from ..policy.model import LogLevel, Policy
 
 if TYPE_CHECKING:
-    from ..core.table import SyscallTable
+    from ..core.table import SyscallEntry, SyscallTable
     from .loop import Tracer
 
 try:
@@ -59,21 +60,21 @@ def wanted(policy: Policy) -> bool:
             and policy.log.level is not LogLevel.ALL and policy.identity is None)
 
 
-def record_specs(table: "SyscallTable", names: tuple[str, ...]) -> dict[int, tuple]:
-    """How the engine writes the records of these syscalls, as Tracer.log_call writes them:
-    by number, ("syscall" and "class" as JSON, and each argument's JSON name and format, see
-    records.arg_specs)."""
-    out: dict[int, tuple] = {}
-    for name in names:
-        entry = table.lookup(sysnums.nr(name))
-        if entry is None:
-            continue
-        head = b'"syscall":%s,"class":%s,' % (encode(name), encode(entry.op.value))
-        out[entry.nr] = (head, tuple(
-            (encode(a.name) + b":", int(a.fmt), a.dirfd,
-             {} if a.fmt is ArgFormat.SYMBOLIC else None, a.symbolic)
-            for a in arg_specs(name, entry.path_args)))
-    return out
+def record_spec(table: "SyscallTable", nr: int) -> tuple | None:
+    """How the engine writes the records of syscall nr (call_spec); None for a call it does
+    not log. Asked with its first record: the formats come from python-ptrace, whose import a
+    run that logs nothing does not pay."""
+    entry = table.lookup(nr)
+    return call_spec(entry) if entry is not None and entry.name in LOGGED else None
+
+
+def call_spec(entry: "SyscallEntry") -> tuple:
+    """A syscall's records as Tracer.log_call writes them: "syscall" and "class" as JSON,
+    and each argument's JSON name and format (records.arg_specs)."""
+    head = b'"syscall":%s,"class":%s,' % (encode(entry.name), encode(entry.op.value))
+    return head, tuple((encode(a.name) + b":", int(a.fmt), a.dirfd,
+                        {} if a.fmt is ArgFormat.SYMBOLIC else None, a.symbolic)
+                       for a in arg_specs(entry.name, entry.path_args))
 
 
 class FastPath:
@@ -107,7 +108,8 @@ class FastPath:
             changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
             made=self.made if tracer is not None else None,
             log_fd=log.fd if logs else -1,        # type: ignore[union-attr]
-            specs=record_specs(tracer.table, LOGGED) if logs else {},    # type: ignore[union-attr]
+            spec_of=functools.partial(record_spec, tracer.table) if logs  # type: ignore
+            else None,
             programs=tracer.tasks.program if tracer is not None else {},
             errnames=dict(errno.errorcode),
             clock_virtual=tracer is not None and tracer.policy.time.virtual)
