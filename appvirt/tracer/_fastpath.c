@@ -71,6 +71,10 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_getdents64(self, tid, &info);
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
+    else if (nr == self->nr_getcwd)
+        rc = do_getcwd(self, tid, &info);
+    else if (nr == self->nr_execve)
+        rc = do_execve(self, tid, &info);
     else if (self->owned) {
         for (int c = 0; c < N_CHANGES; c++)
             if (nr == self->nr_change[c]) {
@@ -210,7 +214,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     static char *names[] = {"area", "plain", "learn", "names", "learn_name", "slot_base",
                             "slot_size", "slots", "nr_newfstatat", "nr_openat",
                             "nr_getdents64", "nr_openat2", "nr_access", "nr_faccessat",
-                            "nr_faccessat2", "changes", "upper", "made", "log_fd", "spec_of",
+                            "nr_faccessat2", "nr_getcwd", "nr_execve", "changes", "upper",
+                            "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
@@ -220,6 +225,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     const char *upper = "";
     Py_ssize_t upper_len = 0;
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
+    self->nr_getcwd = self->nr_execve = -1;
     self->log_fd = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
@@ -227,12 +233,13 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiO!y#OiOO!O!p", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiO!y#OiOO!O!p", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
                                      &self->nr_getdents64, &self->nr_openat2, &self->nr_access,
-                                     &self->nr_faccessat, &self->nr_faccessat2, &PyTuple_Type,
+                                     &self->nr_faccessat, &self->nr_faccessat2,
+                                     &self->nr_getcwd, &self->nr_execve, &PyTuple_Type,
                                      &changes, &upper, &upper_len, &made, &self->log_fd,
                                      &spec_of, &PyDict_Type, &programs,
                                      &PyDict_Type, &errnames, &self->clock_virtual))

@@ -102,7 +102,7 @@ typedef struct {
     int nr_change[N_CHANGES];        /* fastpath.CHANGES, in the order of enum Change */
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
-    int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2;
+    int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
     int stat_ok;                     /* no recorded owners: nothing to patch or forget */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
@@ -148,6 +148,8 @@ int forget_decision(Engine *self, const char *guest);
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);
 

@@ -18,6 +18,79 @@ static int owned_itself(Engine *self, const Operand *op)
            == OWNED;
 }
 
+/* A stat of a path that names a plain or owned directory itself ("." of the cwd or a dirfd,
+ * or a directory whose parent is neither, as "/usr" or "/work"): the view's object is the
+ * host's or upper directory, its link count the kernel's (as for names in them, see
+ * plain_dir and owned_itself). Without following, only a path that reaches the directory
+ * itself, crossing no symlink (its host path is its guest path), or an owned one. */
+static int stat_directory(Engine *self, pid_t tid, long dirfd, const Operand *op, int follow,
+                          uint64_t buf)
+{
+    char guest[PATH_MAX_], host[PATH_MAX_];
+    Py_ssize_t n, host_len;
+    if (op->path_len == 1 && op->path[0] == '.') {
+        n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
+    } else {
+        const char *name;
+        if (split_path(self->upper, self->upper_len, tid, dirfd, op->path, op->path_len, guest,
+                       &n, &name) < 0)
+            return FALLBACK;
+        Py_ssize_t nlen = op->path_len - (name - op->path), at = n > 1 ? n : 0;
+        guest[at] = '/';
+        memcpy(guest + at + 1, name, (size_t)nlen);
+        n = at + 1 + nlen;
+        guest[n] = 0;
+    }
+    if (n < 0)
+        return FALLBACK;
+    int kind = dir_kind(self, guest, n, host, &host_len, NULL);
+    if (!(kind == OWNED || (kind == PLAIN && (follow || strcmp(host, guest) == 0))))
+        return FALLBACK;
+    struct stat st;
+    long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int got = fd >= 0 && fstat((int)fd, &st) == 0;
+    if (fd >= 0)
+        close((int)fd);
+    if (!got)
+        return FALLBACK;             /* absent, or not a directory: Python explains */
+    emulate(tid, write_mem(tid, buf, &st, sizeof st) < 0 ? -EFAULT : 0);
+    return ANSWERED;
+}
+
+/* getcwd: the working directory's guest path, when it is a plain or an owned directory
+ * (whose guest path is the host's, or the one below the upper layer's root). */
+int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    char guest[PATH_MAX_], host[PATH_MAX_];
+    Py_ssize_t host_len, n = fd_path(self->upper, self->upper_len, tid, AT_FDCWD_, guest, NULL);
+    if (n < 0)
+        return FALLBACK;
+    int kind = dir_kind(self, guest, n, host, &host_len, NULL);
+    if (kind != PLAIN && kind != OWNED)
+        return FALLBACK;
+    long result = n + 1;
+    if (in->seccomp.args[1] < (uint64_t)n + 1)
+        result = -ERANGE;
+    else if (write_mem(tid, in->seccomp.args[0], guest, (size_t)n + 1) < 0)
+        result = -EFAULT;
+    emulate(tid, result);
+    return ANSWERED;
+}
+
+/* execve of a path that names nothing in a plain directory (a shell's search of $PATH):
+ * ENOENT or ENOTDIR, as the handler says it. */
+int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st, &parent_ok);
+    if (rc >= 0 || op.kind != PLAIN)
+        return FALLBACK;
+    emulate(tid, rc);
+    return ANSWERED;
+}
+
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -35,10 +108,12 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     Operand op;
     struct stat st;
     int parent_ok;
-    int rc = find_object(self, tid, (long)(int)a[0], a[1], !(a[3] & AT_SYMLINK_NOFOLLOW_), &op,
-                         &st, &parent_ok);
+    int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
+    op.path_len = -1;
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
     if (rc > 0)
-        return FALLBACK;
+        return op.path_len >= 0 ? stat_directory(self, tid, (long)(int)a[0], &op, follow, a[2])
+                                : FALLBACK;
     /* In an owned directory a missing name is only known missing in a directory that is
      * there, and a directory's link count is the view's own (merged_nlink) when it is owned
      * too (its subdirectories are its upper directory's, counted by the kernel). */

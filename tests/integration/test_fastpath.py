@@ -433,3 +433,56 @@ def test_listings_of_owned_directories_match_the_python_loop(appvirt, tmp_path):
     assert lines[1] == "[('ln', False, True), ('sub', True, False)]"
     assert lines[2:] == ["dots True", "seekdir True", "rewind b'.'", "1002", "['x']"]
     assert tree_digest(top) == before
+
+
+WALKER = r"""
+import os, subprocess, sys
+top = sys.argv[1]
+def show(tag, p, follow=True, ino=True):    # (each run has its own upper copies' inodes)
+    try:
+        st = os.stat(p, follow_symlinks=follow)
+        print(tag, p, oct(st.st_mode), st.st_ino if ino else "", st.st_nlink)
+    except OSError as e:
+        print(tag, p, "errno", e.errno)
+made = os.path.join(top, "made")
+os.makedirs(os.path.join(made, "inner", "deeper"))
+for d in ("/", "/usr", top, made, os.path.join(made, "inner")):
+    os.chdir(d)
+    print("cwd", os.getcwd())
+    show("stat", ".", ino=not d.startswith(top))
+    show("lstat", ".", follow=False, ino=not d.startswith(top))
+for p in ("/usr", "/lib", "/lib64", "/nowhere", "/etc/hostname/", top + "/host.txt"):
+    show("stat", p)
+    show("lstat", p, follow=False)
+for prog in ("no-such-program", "/usr/bin/no-such-program", "/nowhere/at/all", "/etc/hostname/x"):
+    try:
+        subprocess.run([prog])
+    except OSError as e:
+        print("exec", prog, e.errno)
+print(subprocess.run(["sh", "-c", "no-such-program; echo $?"], capture_output=True).stdout)
+"""
+
+
+def test_directories_themselves_cwd_and_missing_programs_match_the_python_loop(appvirt,
+                                                                             tmp_path):
+    """stat of directories named by themselves ("." and names in directories that are not
+    plain, as "/usr"), getcwd, and execve of programs that are not there: the same answers
+    from the compiled loop as from the Python loop, symlinks in "/" (merged /usr) included."""
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "host.txt").write_text("host\n")
+    before = tree_digest(top)
+    outs = {}
+    for fast in ("1", "0"):
+        r = appvirt("run", "--stats", "--app", f"walk{fast}", "--", "python3", "-c", WALKER,
+                    str(top), env={"APPVIRT_FASTPATH": fast})
+        assert r.returncode == 0, r.stderr
+        outs[fast] = r.stdout
+        if fast == "1":
+            done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
+            assert re.search(r"getcwd \d+", done) and re.search(r"execve \d+", done), done
+    assert outs["1"] == outs["0"]
+    out = outs["1"]
+    assert f"cwd {top}/made/inner" in out and "exec no-such-program 2" in out
+    assert "exec /etc/hostname/x 20" in out and "b'127\\n'" in out
+    assert tree_digest(top) == before and not (top / "made").exists()
