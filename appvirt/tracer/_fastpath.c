@@ -63,7 +63,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
             info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64_)
         return FALLBACK;
     int nr = (int)info.seccomp.nr, rc = FALLBACK;
-    if (nr == self->nr_newfstatat)
+    if (nr == self->nr_newfstatat || nr == self->nr_stat || nr == self->nr_lstat)
         rc = do_newfstatat(self, tid, &info);
     else if (nr == self->nr_openat)
         rc = do_openat(self, tid, slot, &info);
@@ -73,6 +73,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_access(self, tid, &info);
     else if (nr == self->nr_getcwd)
         rc = do_getcwd(self, tid, &info);
+    else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
+        rc = do_readlink(self, tid, &info);
     else if (nr == self->nr_execve)
         rc = do_execve(self, tid, &info);
     else if (self->owned) {
@@ -179,7 +181,10 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(KKN)", self->seccomp_stops, self->exit_stops, by_nr);
 }
 
-static PyObject *Engine_get_stat_ok(Engine *self, void *c) { return PyBool_FromLong(self->stat_ok); }
+static PyObject *Engine_get_stat_ok(Engine *self, void *c)
+{
+    return PyBool_FromLong(self->stat_ok);
+}
 
 static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
 {
@@ -214,7 +219,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     static char *names[] = {"area", "plain", "learn", "names", "learn_name", "slot_base",
                             "slot_size", "slots", "nr_newfstatat", "nr_openat",
                             "nr_getdents64", "nr_openat2", "nr_access", "nr_faccessat",
-                            "nr_faccessat2", "nr_getcwd", "nr_execve", "changes", "upper",
+                            "nr_faccessat2", "nr_getcwd", "nr_execve", "nr_stat", "nr_lstat",
+                            "nr_readlink", "nr_readlinkat", "changes", "upper",
                             "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
@@ -225,7 +231,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     const char *upper = "";
     Py_ssize_t upper_len = 0;
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
-    self->nr_getcwd = self->nr_execve = -1;
+    self->nr_getcwd = self->nr_execve = self->nr_stat = self->nr_lstat = -1;
+    self->nr_readlink = self->nr_readlinkat = -1;
     self->log_fd = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
@@ -233,13 +240,15 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiO!y#OiOO!O!p", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!p", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
                                      &self->nr_getdents64, &self->nr_openat2, &self->nr_access,
                                      &self->nr_faccessat, &self->nr_faccessat2,
-                                     &self->nr_getcwd, &self->nr_execve, &PyTuple_Type,
+                                     &self->nr_getcwd, &self->nr_execve, &self->nr_stat,
+                                     &self->nr_lstat, &self->nr_readlink,
+                                     &self->nr_readlinkat, &PyTuple_Type,
                                      &changes, &upper, &upper_len, &made, &self->log_fd,
                                      &spec_of, &PyDict_Type, &programs,
                                      &PyDict_Type, &errnames, &self->clock_virtual))

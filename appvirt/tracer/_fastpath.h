@@ -103,6 +103,7 @@ typedef struct {
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
+    int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
     int stat_ok;                     /* no recorded owners: nothing to patch or forget */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
@@ -143,12 +144,15 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st, int *parent_ok);
 int forget_decision(Engine *self, const char *guest);
+int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                     int follow, char *host);
 
 /* _fastpath_reads.c: reads, and opens */
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);

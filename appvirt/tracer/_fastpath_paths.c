@@ -348,3 +348,36 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 }
 
 /* -- the calls ---------------------------------------------------------------------------- */
+
+/* The plain or owned directory a path names by itself (".", "dir/.", "dir/", or a name whose
+ * own directory is neither, as "/usr" in "/"): its kind (PLAIN or OWNED) and its host path
+ * (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
+ * the kernel's walk does; without following, only a directory reached crossing no symlink
+ * (its host path is its guest path) or an owned one. Its existence is not checked. */
+int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                     int follow, char *host)
+{
+    char guest[PATH_MAX_];
+    Py_ssize_t n, host_len;
+    while (len > 1 && (path[len - 1] == '/' || (path[len - 1] == '.' && path[len - 2] == '/'))) {
+        len--;
+        follow = 1;
+    }
+    if (len == 1 && path[0] == '.') {
+        n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
+    } else {
+        const char *name;
+        if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
+                       &name) < 0)
+            return -1;
+        Py_ssize_t nlen = len - (name - path), at = n > 1 ? n : 0;
+        guest[at] = '/';
+        memcpy(guest + at + 1, name, (size_t)nlen);
+        n = at + 1 + nlen;
+        guest[n] = 0;
+    }
+    if (n < 0)
+        return -1;
+    int kind = dir_kind(self, guest, n, host, &host_len, NULL);
+    return kind == OWNED || (kind == PLAIN && (follow || strcmp(host, guest) == 0)) ? kind : -1;
+}

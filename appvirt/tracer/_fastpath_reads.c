@@ -18,42 +18,58 @@ static int owned_itself(Engine *self, const Operand *op)
            == OWNED;
 }
 
-/* A stat of a path that names a plain or owned directory itself ("." of the cwd or a dirfd,
- * or a directory whose parent is neither, as "/usr" or "/work"): the view's object is the
- * host's or upper directory, its link count the kernel's (as for names in them, see
- * plain_dir and owned_itself). Without following, only a path that reaches the directory
- * itself, crossing no symlink (its host path is its guest path), or an owned one. */
-static int stat_directory(Engine *self, pid_t tid, long dirfd, const Operand *op, int follow,
-                          uint64_t buf)
+/* Whether op's path names a plain or owned directory by itself (directory_itself) that is
+ * there: 0 and its stat, or -1. */
+static int stat_itself(Engine *self, pid_t tid, long dirfd, const Operand *op, int follow,
+                       struct stat *st)
 {
-    char guest[PATH_MAX_], host[PATH_MAX_];
-    Py_ssize_t n, host_len;
-    if (op->path_len == 1 && op->path[0] == '.') {
-        n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
-    } else {
-        const char *name;
-        if (split_path(self->upper, self->upper_len, tid, dirfd, op->path, op->path_len, guest,
-                       &n, &name) < 0)
-            return FALLBACK;
-        Py_ssize_t nlen = op->path_len - (name - op->path), at = n > 1 ? n : 0;
-        guest[at] = '/';
-        memcpy(guest + at + 1, name, (size_t)nlen);
-        n = at + 1 + nlen;
-        guest[n] = 0;
-    }
-    if (n < 0)
-        return FALLBACK;
-    int kind = dir_kind(self, guest, n, host, &host_len, NULL);
-    if (!(kind == OWNED || (kind == PLAIN && (follow || strcmp(host, guest) == 0))))
-        return FALLBACK;
-    struct stat st;
+    char host[PATH_MAX_];
+    if (op->path_len < 0
+            || directory_itself(self, tid, dirfd, op->path, op->path_len, follow, host) < 0)
+        return -1;
     long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    int got = fd >= 0 && fstat((int)fd, &st) == 0;
+    int got = fd >= 0 && fstat((int)fd, st) == 0;
     if (fd >= 0)
         close((int)fd);
-    if (!got)
-        return FALLBACK;             /* absent, or not a directory: Python explains */
-    emulate(tid, write_mem(tid, buf, &st, sizeof st) < 0 ? -EFAULT : 0);
+    return got ? 0 : -1;             /* absent, or not a directory: Python explains */
+}
+
+/* readlink(path, buf, size), readlinkat(dirfd, path, buf, size), as the handler mirrors it:
+ * the link's own text, cut to the buffer; EINVAL for what is not a link. */
+int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    const uint64_t *a = in->seccomp.args;
+    int at = (int)in->seccomp.nr == self->nr_readlinkat;
+    long dirfd = at ? (long)(int)a[0] : AT_FDCWD_;
+    uint64_t buf = a[at + 1];
+    int size = (int)a[at + 2];
+    Operand op;
+    struct stat st;
+    int parent_ok;
+    op.path_len = -1;
+    int rc = find_object(self, tid, dirfd, a[at], 0, &op, &st, &parent_ok);
+    if (rc > 0) {                    /* a directory named by itself: not a link */
+        rc = stat_itself(self, tid, dirfd, &op, 0, &st) < 0 ? 1 : -EINVAL;
+    } else if (rc == 0 && !S_ISLNK(st.st_mode)) {
+        rc = -EINVAL;
+    } else if (op.kind == OWNED && rc < 0 && !parent_ok) {
+        rc = 1;
+    }
+    if (rc > 0)
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0) {
+        char text[PATH_MAX_];
+        ssize_t n = size <= 0 ? -1 : readlink(op.host, text, sizeof text);
+        if (size <= 0)
+            result = -EINVAL;
+        else if (n < 0)
+            result = -errno;
+        else if ((result = n < size ? n : size) > 0
+                 && write_mem(tid, buf, text, (size_t)result) < 0)
+            result = -EFAULT;
+    }
+    emulate(tid, result);
     return ANSWERED;
 }
 
@@ -94,6 +110,15 @@ int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
+    uint64_t as_at[4];               /* stat(path, buf) and lstat: newfstatat's arguments */
+    int nr = (int)in->seccomp.nr;
+    if (nr == self->nr_stat || nr == self->nr_lstat) {
+        as_at[0] = (uint64_t)(int64_t)AT_FDCWD_;
+        as_at[1] = a[0];
+        as_at[2] = a[1];
+        as_at[3] = nr == self->nr_lstat ? AT_SYMLINK_NOFOLLOW_ : 0;
+        a = as_at;
+    }
     if (!self->stat_ok || a[3] & ~(unsigned long long)(AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_
                                                        | AT_EMPTY_PATH_))
         return FALLBACK;
@@ -111,9 +136,12 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
     op.path_len = -1;
     int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
-    if (rc > 0)
-        return op.path_len >= 0 ? stat_directory(self, tid, (long)(int)a[0], &op, follow, a[2])
-                                : FALLBACK;
+    if (rc > 0) {                    /* a directory named by itself (".", "/usr") */
+        if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0)
+            return FALLBACK;
+        emulate(tid, write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT : 0);
+        return ANSWERED;
+    }
     /* In an owned directory a missing name is only known missing in a directory that is
      * there, and a directory's link count is the view's own (merged_nlink) when it is owned
      * too (its subdirectories are its upper directory's, counted by the kernel). */
@@ -230,8 +258,16 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     Operand op;
     struct stat st;
     int parent_ok;
+    op.path_len = -1;
     int rc = find_object(self, tid, dirfd, addr, follow, &op, &st, &parent_ok);
-    if (rc > 0 || ((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
+    if (rc > 0) {                    /* a directory named by itself (".", "dir/") */
+        op.kind = op.path_len >= 0 ? directory_itself(self, tid, dirfd, op.path, op.path_len,
+                                                      follow, op.host) : -1;
+        if (op.kind < 0)
+            return FALLBACK;
+        rc = 0;
+    }
+    if (((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
             || (op.kind == OWNED && rc < 0 && !parent_ok))
         return FALLBACK;
     long result = rc;

@@ -153,8 +153,17 @@ class TracerContext:
         return task is not None and task.pid not in self.tasks.foreign_creds
 
     def credentials_changed(self, tid: int) -> None:
+        """A thread's set*id call succeeded: its process acts with other rights than the
+        tracer's, unless every thread of it has the tracer's very ids and capabilities (a
+        call that changed nothing, as GNU make's switches between equal real and effective
+        ids: its whole build would otherwise lose the compiled loop)."""
         task = self.tasks.by_tid.get(tid)
-        if task is not None:
+        if task is None:
+            return
+        tids = self.tasks.threads.get(task.pid) or {tid}
+        if all(_credentials(t) == _credentials("self") for t in tids):
+            self.tasks.foreign_creds.discard(task.pid)
+        else:
             self.tasks.foreign_creds.add(task.pid)
 
     def virtual_affinity(self, tid: int) -> frozenset[int] | None:
@@ -363,3 +372,15 @@ def _same(a: bytes, b: bytes) -> bool:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
+
+_CREDENTIAL_LINES = (b"Uid:", b"Gid:", b"Groups:", b"CapInh:", b"CapPrm:", b"CapEff:",
+                     b"CapBnd:", b"CapAmb:")
+
+
+def _credentials(task: int | str) -> tuple[bytes, ...] | None:
+    """A task's ids, groups and capabilities, as /proc/TASK/status shows them (None: gone)."""
+    try:
+        with open(f"/proc/{task}/status", "rb") as f:
+            return tuple(line for line in f if line.startswith(_CREDENTIAL_LINES))
+    except OSError:
+        return None

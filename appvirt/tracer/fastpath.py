@@ -106,6 +106,8 @@ class FastPath:
             nr_openat2=sysnums.nr("openat2"), nr_access=sysnums.nr("access"),
             nr_faccessat=sysnums.nr("faccessat"), nr_faccessat2=sysnums.nr("faccessat2"),
             nr_getcwd=sysnums.nr("getcwd"), nr_execve=sysnums.nr("execve"),
+            nr_stat=sysnums.nr("stat"), nr_lstat=sysnums.nr("lstat"),
+            nr_readlink=sysnums.nr("readlink"), nr_readlinkat=sysnums.nr("readlinkat"),
             changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
             made=self.made if tracer is not None else None,
             log_fd=log.fd if logs else -1,        # type: ignore[union-attr]

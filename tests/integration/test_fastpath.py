@@ -454,6 +454,25 @@ for d in ("/", "/usr", top, made, os.path.join(made, "inner")):
 for p in ("/usr", "/lib", "/lib64", "/nowhere", "/etc/hostname/", top + "/host.txt"):
     show("stat", p)
     show("lstat", p, follow=False)
+os.symlink("inner", os.path.join(made, "ln"))
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def legacy(nr, p):                       # stat(2) and lstat(2) themselves, not newfstatat
+    buf = ctypes.create_string_buffer(144)
+    rv = libc.syscall(nr, p.encode(), buf)
+    nlink, mode = struct.unpack_from("<QI", buf.raw, 16)
+    return ("errno", ctypes.get_errno()) if rv else (oct(mode), nlink)
+for p in ("/usr", "/usr/", "/usr/.", "/usr/lib/.", "/lib", "/lib/", made + "/ln", made + "/ln/",
+          made + "/inner/.", top + "/host.txt", top + "/host.txt/", "/nowhere", "/nowhere/"):
+    for call in (lambda: os.readlink(p), lambda: os.access(p, os.R_OK),
+                 lambda: os.access(p, os.X_OK, follow_symlinks=False),
+                 lambda: legacy(4, p), lambda: legacy(6, p)):
+        try:
+            print(p, call())
+        except OSError as e:
+            print(p, "errno", e.errno)
+    show("stat", p, ino=not p.startswith(top))
+    show("lstat", p, follow=False, ino=not p.startswith(top))
 for prog in ("no-such-program", "/usr/bin/no-such-program", "/nowhere/at/all", "/etc/hostname/x"):
     try:
         subprocess.run([prog])
@@ -480,7 +499,8 @@ def test_directories_themselves_cwd_and_missing_programs_match_the_python_loop(a
         outs[fast] = r.stdout
         if fast == "1":
             done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
-            assert re.search(r"getcwd \d+", done) and re.search(r"execve \d+", done), done
+            for call in ("getcwd", "execve", "readlink", "stat", "lstat"):
+                assert re.search(rf"\b{call} \d+", done), (call, done)
     assert outs["1"] == outs["0"]
     out = outs["1"]
     assert f"cwd {top}/made/inner" in out and "exec no-such-program 2" in out

@@ -5,6 +5,7 @@ real ids never change."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -79,6 +80,23 @@ def test_without_the_section_the_real_ids_show_and_a_real_drop_is_respected(appv
     r = appvirt("run", "--", sys.executable, "-c", code)
     # After the real drop, access(2) is the kernel's for the new ids, not appvirt's (root's).
     assert _lines(r) == ["0 True", "65534 False"]
+
+
+def test_an_id_change_that_changes_nothing_keeps_the_tracers_answers(appvirt, tmp_path):
+    """GNU make switches between equal real and effective ids: its processes still act with
+    the tracer's rights, so the compiled loop keeps answering them; a real drop, and a return
+    to the tracer's ids, are followed as they happen."""
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    code = ("import os; s = %r; ok = lambda: os.access(s, os.R_OK, effective_ids=True); "
+            "os.setregid(os.getgid(), os.getegid()); print(ok()); os.setresuid(0, 65534, 0); "
+            "print(ok()); os.setresuid(0, 0, 0); print(ok()); "
+            "[os.stat('/usr') for i in range(300)]") % str(secret)
+    r = appvirt("run", "--stats", "--", sys.executable, "-c", code)
+    assert _lines(r) == ["True", "False", "True"]
+    done = re.search(r"answered by the compiled loop: .*newfstatat (\d+)", r.stderr)
+    assert done and int(done.group(1)) >= 300, r.stderr
 
 
 def _digest(*paths: str) -> list[bytes]:
