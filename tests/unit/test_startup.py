@@ -51,11 +51,11 @@ def test_register_layout_is_the_kernels():
 def test_run_imports_nothing_it_does_not_need():
     """The modules `appvirt run` imports before the program starts leave out the parsers,
     validators and viewers a remembered policy, an empty log and a quiet run never use."""
-    code = ("import sys, appvirt.cli, appvirt.cli_run, appvirt.tracer.launcher; "
+    code = ("import sys, appvirt.entry, appvirt.run, appvirt.tracer.launcher; "
             "print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                 text=True).stdout.split())
-    for heavy in ("yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
+    for heavy in ("click", "yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
                   "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
                   "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
                   "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random"):
