@@ -1,16 +1,22 @@
 """The one syscall table: it drives dispatch, the seccomp filter, `appvirt syscalls` and the
 table tests.
 
-Handler modules each export ENTRIES; `handlers.ALL_ENTRIES` merges them. Every x86_64 syscall
-is either in the table (traced), in `UNTRACED` (allowed at native speed), or unknown; the
-filter traces unknown numbers, and the dispatcher refuses them with ENOSYS (fail closed).
+The modules of appvirt.syscalls declare the calls, one module per operation class, and
+`syscalls.ALL_ENTRIES` merges them: what the filter, `appvirt syscalls` and the dispatcher
+need to know of each call, and the handler module whose HANDLERS holds its handler. That
+module is imported at the call's first dispatch, so a run imports the handlers of the calls
+its program makes, not all of them; an import that fails denies the call (the dispatcher
+turns any exception of a handler into EPERM). Every x86_64 syscall is either in the table
+(traced), in `UNTRACED` (allowed at native speed), or unknown; the filter traces unknown
+numbers, and the dispatcher refuses them with ENOSYS (fail closed).
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 from . import sysnums
@@ -100,7 +106,7 @@ class SyscallEntry:
 
     name: str
     op: OpClass
-    handler: Handler
+    module: str                            # the module whose HANDLERS[name] is the handler
     support: Support = Support.FULL
     note: str = ""
     path_args: tuple[int, ...] = ()        # arguments the dispatcher reads as C strings
@@ -110,6 +116,17 @@ class SyscallEntry:
     enabled: Callable[["Policy"], bool] | None = None   # traced only when the policy needs it
     # Prefilters that depend on the policy; replaces trace_if when given.
     trace_if_for: Callable[["Policy"], tuple[TraceCondition, ...]] | None = None
+    _handler: Handler | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def handler(self) -> Handler:
+        """The handler, its module imported at the first use (an import that fails raises
+        here, in the dispatcher, which denies the call)."""
+        handler = self._handler
+        if handler is None:
+            handler = importlib.import_module(self.module).HANDLERS[self.name]
+            object.__setattr__(self, "_handler", handler)
+        return handler
 
     @property
     def nr(self) -> int:

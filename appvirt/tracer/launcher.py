@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 
 from ..core.table import SyscallTable
-from ..handlers.listing import LISTING_CALLS
+from ..syscalls.files import LISTING_CALLS
 from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
 from ..log.writer import LogWriter
 from ..policy.model import Policy
