@@ -17,7 +17,7 @@ import enum
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import sysnums
 
@@ -49,48 +49,44 @@ Handler = Callable[["Stop", "Context"], "Action"]
 
 
 # --- BPF prefilters: trace only when register arguments match (else run natively) --------------
-@dataclass(frozen=True, slots=True)
-class ArgBitsAny:
+# Named tuples, cheaper to make than dataclasses at every start; the filter tells them apart
+# by type (never compare conditions of different kinds: as tuples they may be equal).
+class ArgBitsAny(NamedTuple):
     """Trace when (low 32 bits of arg) & mask != 0."""
 
     arg: int
     mask: int
 
 
-@dataclass(frozen=True, slots=True)
-class ArgIn:
+class ArgIn(NamedTuple):
     """Trace when the low 32 bits of arg are one of `values`."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgNotIn:
+class ArgNotIn(NamedTuple):
     """Trace when the low 32 bits of arg are none of `values` (an allowlist)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgHighIn:
+class ArgHighIn(NamedTuple):
     """Trace when the high 32 bits of arg are one of `values` (an address window)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgHighNotIn:
+class ArgHighNotIn(NamedTuple):
     """Trace when the high 32 bits of arg are none of `values` (e.g. a length >= 4 GiB)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgBitsClear:
+class ArgBitsClear(NamedTuple):
     """Trace when (low 32 bits of arg) & mask == 0 (e.g. a clone without CLONE_THREAD)."""
 
     arg: int
