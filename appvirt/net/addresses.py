@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
 
-AF_UNIX, AF_INET, AF_INET6 = socket.AF_UNIX, socket.AF_INET, socket.AF_INET6
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10       # Linux's (the socket module costs start-up time)
 
 
 class AddrKind(enum.Enum):

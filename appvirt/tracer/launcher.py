@@ -33,7 +33,6 @@ from ..store import Store
 from ..virt.clock import StoredClock, VirtualClock
 from ..virt.clockstore import load_clock
 from ..virt.machinepolicy import ModulesAction, PowerEvent
-from ..virt.modules import SYS_MODULE, VirtualModules
 from ..virt.uts import VirtualUts
 from ..store.wellknown import UTS_DOMAINNAME, UTS_HOSTNAME
 from .context import TracerContext, read_host_proc_modules
@@ -184,6 +183,7 @@ def _virtual_machine(ctx: TracerContext, policy: Policy, store: Store | None, ap
             identity.record(store, policy.identity)
         machine.provide_paths(lambda path: identity.status_file(path, ctx.is_member))
     if policy.modules is ModulesAction.VIRTUAL:
+        from ..virt.modules import SYS_MODULE, VirtualModules
         tree = ctx.fs.machine = machine.tree((SYS_MODULE,))
         modules = ctx.modules = VirtualModules(store, tree)
         machine.provide(b"/proc/modules",

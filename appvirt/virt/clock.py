@@ -13,7 +13,6 @@ in the app's store, so later runs see it.
 
 from __future__ import annotations
 
-import calendar
 import enum
 import re
 import time
@@ -58,6 +57,7 @@ _OFFSET = re.compile(r"^([+-])((?:\d+(?:\.\d+)?[smhdy]?)+)$")
 
 
 def _date_ns(text: str) -> int:
+    import calendar         # here: only dates need it, and it costs every start-up time
     m = _DATE.match(text)
     if not m:
         raise ClockSpecError(f"{text!r} is not a date: use YYYY-MM-DD[ HH:MM[:SS]] (UTC)")

@@ -58,7 +58,9 @@ def test_run_imports_nothing_it_does_not_need():
     for heavy in ("click", "yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
                   "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
                   "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
-                  "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random"):
+                  "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random",
+                  "socket", "calendar", "appvirt.virt.modules", "appvirt.virt.credentials",
+                  "appvirt.handlers.files"):
         assert heavy not in loaded, heavy
 
 
@@ -69,3 +71,11 @@ def test_the_packed_filter_is_the_kernels_sock_filter_array():
         *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
     packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
     assert bytes(one_by_one) == packed
+
+
+def test_address_families_written_out_are_the_socket_modules():
+    """net.addresses writes them out: importing socket would cost every start-up."""
+    import socket
+    from appvirt.net import addresses
+    assert (addresses.AF_UNIX, addresses.AF_INET, addresses.AF_INET6) == (
+        socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
