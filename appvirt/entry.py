@@ -1,7 +1,9 @@
 """The `appvirt` executable.
 
 A plain `appvirt run` command line starts its run without loading click (click and the
-modules it needs are a tenth of the start-up); every other command line goes to cli.main.
+modules it needs are a tenth of the start-up), and ends it without the interpreter's teardown
+(_exit_at_once); every other command line goes to cli.main.
+
 Plain means one click would parse the same way without a word: `run`, then --policy, --app
 and --log (each at most once, with a value) and --stats, an optional `--`, and the program
 with its arguments. Help, an unknown or repeated option, a --policy or --log naming a
@@ -10,6 +12,7 @@ directory and the like go to click, which says what is wrong.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import gc
 import importlib
@@ -17,6 +20,7 @@ import os
 import stat
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 from .errors import AppvirtError, ExitStatus
 
@@ -25,30 +29,60 @@ _FILES = ("policy_file", "log_file")        # click.Path(dir_okay=False) in cli_
 _COMPLETION = "_APPVIRT_COMPLETE"           # click's shell completion asks through it
 
 
+def console() -> NoReturn:
+    """The `appvirt` executable (and `python -m appvirt`)."""
+    status, ran = _command(sys.argv[1:])
+    if ran:
+        _exit_at_once(status)
+    sys.exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `appvirt` command."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    """Run an `appvirt` command line (default: this process's); its exit status."""
+    return _command(sys.argv[1:] if argv is None else list(argv))[0]
+
+
+def _command(args: list[str]) -> tuple[int, bool]:
+    """The exit status, and whether a plain run went through to its end."""
     params = plain_run(args)
     if params is None:
         from .cli import main as cli_main
-        return cli_main(args)
+        return cli_main(args), False
     try:
-        return int(import_quietly("appvirt.run").run_command(**params))
+        return int(import_quietly("appvirt.run").run_command(**params)), True
     except (EOFError, KeyboardInterrupt):
         import click            # as click reports them: a new line, then appvirt's word
         click.echo(file=sys.stderr)
         click.echo("appvirt: aborted", err=True)
-        return ExitStatus.SIGNAL_BASE + 2
+        return ExitStatus.SIGNAL_BASE + 2, False
     except OSError as e:
         if e.errno != errno.EPIPE:
-            return report_failure(e)
+            return report_failure(e), False
         # Output piped into a reader that went away: silent, status 1, as click has it.
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, sys.stdout.fileno())
         os.dup2(quiet, sys.stderr.fileno())
-        return ExitStatus.FAILURE
+        return ExitStatus.FAILURE, False
     except Exception as e:  # noqa: BLE001 - one line, not a traceback (see report_failure)
-        return report_failure(e)
+        return report_failure(e), False
+
+
+def _exit_at_once(status: int) -> NoReturn:
+    """Exit without the interpreter's teardown, which frees the run's objects one by one:
+    milliseconds, all of them after the program has ended. Only after a run, which has closed
+    what it opened (the store, the overlay and its lock, the log): buffered output is flushed
+    and exit handlers run here; with another thread alive, or output that cannot be flushed,
+    the usual exit (which waits for the thread, or reports the failure)."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(status)
+    os._exit(status)
 
 
 def plain_run(args: list[str]) -> dict[str, object] | None:

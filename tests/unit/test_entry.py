@@ -87,3 +87,23 @@ def test_an_interrupted_start_is_reported_as_click_reports_it(
     monkeypatch.setattr("appvirt.cli_run.run_command", interrupted)
     assert cli_main(["run", "ls"]) == 130
     assert capsys.readouterr() == plain == ("", "\nappvirt: aborted\n")
+
+
+def test_the_quick_exit_runs_exit_handlers_and_flushes_what_they_print() -> None:
+    import subprocess
+    import sys
+    code = ("import atexit; from appvirt.entry import _exit_at_once; "
+            "atexit.register(lambda: print('handler')); print('run', end=' '); "
+            "_exit_at_once(7)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (7, "run handler\n")
+
+
+def test_the_quick_exit_waits_for_another_thread_as_the_usual_exit_does() -> None:
+    import subprocess
+    import sys
+    code = ("import threading, time; from appvirt.entry import _exit_at_once; "
+            "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start(); "
+            "_exit_at_once(3)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (3, "thread\n")
