@@ -6,6 +6,7 @@ import enum
 import errno
 import ipaddress
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..globs import Glob
 from .addresses import AddrKind, SockAddr
@@ -25,8 +26,7 @@ class NetAction(enum.Enum):
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class NetRule:
+class NetRule(NamedTuple):
     rule_id: str
     action: NetAction
     directions: frozenset[Direction]
@@ -55,8 +55,7 @@ class NetRule:
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-@dataclass(frozen=True, slots=True)
-class NetVerdict:
+class NetVerdict(NamedTuple):
     action: NetAction
     rule_id: str
     errno: int = 0

@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import PolicyError
 from .errors import StoreError
@@ -22,8 +21,7 @@ from .values import Value, parse_hex
 DEFAULT_MOUNT = "/run/appvirt/registry"
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryConfig:
+class RegistryConfig(NamedTuple):
     mount: str
     base: BaseLayer
 

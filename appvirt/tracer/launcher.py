@@ -15,8 +15,7 @@ import resource
 import shutil
 import signal
 import stat
-
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.table import SyscallTable
 from ..syscalls.files import LISTING_CALLS
@@ -48,8 +47,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
              signal.SIGUSR2)
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int
     stats: Stats
     log_problem: str | None

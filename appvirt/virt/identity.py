@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..store import Store, Value
 from ..store.wellknown import (IDENTITY_EGID, IDENTITY_EUID, IDENTITY_GID, IDENTITY_GROUPS,
@@ -38,8 +38,7 @@ IDENTITY_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class IdentityPolicy:
+class IdentityPolicy(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...] = ()
