@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
 from ..core.context import Context
@@ -38,8 +38,7 @@ def _note(d: Decided, host: bytes) -> Note:
     return Note(rule=d.note.rule, path=d.r.path, host_path=host if moved else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Mirror:
+class Mirror(NamedTuple):
     """How to answer a read-only path call in the tracer (see tracer.hostcalls)."""
 
     run: str                                        # the syscall the tracer makes

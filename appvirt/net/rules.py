@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
-from dataclasses import dataclass, field
+import types
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..globs import Glob
@@ -62,15 +63,18 @@ class NetVerdict(NamedTuple):
     target: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkPolicy:
+# What a denied address gets when its rule names no errno (read-only: every policy shares it).
+DENY_ERRNO: Mapping[Direction, int] = types.MappingProxyType({
+    Direction.CONNECT: errno.ECONNREFUSED, Direction.BIND: errno.EACCES})
+
+
+class NetworkPolicy(NamedTuple):
     """`network:` of a policy. `default` decides IP addresses no rule matches; unix sockets
     no rule matches are allowed (their paths already follow the file modes)."""
 
     default: NetAction
     rules: tuple[NetRule, ...]
-    deny_errno: dict[Direction, int] = field(default_factory=lambda: {
-        Direction.CONNECT: errno.ECONNREFUSED, Direction.BIND: errno.EACCES})
+    deny_errno: Mapping[Direction, int] = DENY_ERRNO
 
     @property
     def active(self) -> bool:
