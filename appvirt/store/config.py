@@ -7,7 +7,6 @@ used both as a value and a subkey), raising PolicyError with the offending key.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -62,6 +61,7 @@ def value_from_policy(obj: Any) -> Value:
     if isinstance(obj, Mapping) and set(obj) == {"hex"}:
         return Value.binary(parse_hex(obj["hex"]))
     if isinstance(obj, Mapping) and set(obj) == {"base64"}:
+        import base64       # here: only such values need it, and it costs every start
         try:
             return Value.binary(base64.b64decode(str(obj["base64"]), validate=False))
         except binascii.Error as e:

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import os
 import resource
-import shutil
 import signal
 import stat
 from typing import NamedTuple
@@ -37,6 +36,7 @@ from ..store.wellknown import UTS_DOMAINNAME, UTS_HOSTNAME
 from .context import TracerContext, read_host_proc_modules
 from .machinefiles import MachineFiles
 from .loop import Stats, Tracer
+from .pathsearch import which
 from .placement import Placement
 from .slots import SlotArena
 from .storefiles import serve_store
@@ -60,7 +60,7 @@ def find_program(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         path = name
     else:
-        found = shutil.which(name, path=env.get("PATH", os.defpath))
+        found = which(name, env.get("PATH", os.defpath))
         if found is None:
             raise LaunchError(f"{name}: command not found", exit_status=ExitStatus.NOT_FOUND)
         path = found

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 import threading
+
+from hypothesis import given, settings, strategies as st
 
 from appvirt.tracer import _ptrace as pt
 from appvirt.tracer import seccomp
@@ -59,8 +62,8 @@ def test_run_imports_nothing_it_does_not_need():
                   "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
                   "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
                   "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random",
-                  "socket", "calendar", "appvirt.virt.modules", "appvirt.virt.credentials",
-                  "appvirt.handlers.files"):
+                  "socket", "calendar", "shutil", "appvirt.virt.modules",
+                  "appvirt.virt.credentials", "appvirt.handlers.files"):
         assert heavy not in loaded, heavy
 
 
@@ -79,3 +82,26 @@ def test_address_families_written_out_are_the_socket_modules():
     from appvirt.net import addresses
     assert (addresses.AF_UNIX, addresses.AF_INET, addresses.AF_INET6) == (
         socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["bin", "sbin", "dir", "file", "plain", "", ".", "missing",
+                                 "bin"]), max_size=6),
+       st.sampled_from(["tool", "data", "sub", "none"]))
+def test_the_program_search_finds_what_shutil_which_finds(tmp_path_factory, dirs, name):
+    """pathsearch.which stands in for shutil.which (whose import costs every start)."""
+    import shutil
+    from appvirt.tracer.pathsearch import which
+    root = tmp_path_factory.getbasetemp() / "search"
+    if not root.exists():
+        for d in ("bin", "sbin", "dir", "plain"):
+            (root / d).mkdir(parents=True)
+        for d, mode in (("bin", 0o755), ("sbin", 0o755), ("plain", 0o644)):
+            for f in ("tool", "data"):
+                (root / d / f).write_text("#!/bin/sh\n")
+                (root / d / f).chmod(mode if f == "tool" else 0o644)
+        (root / "dir" / "tool").mkdir()
+        (root / "sbin" / "sub").mkdir()
+        (root / "file").write_text("")
+    path = os.pathsep.join(str(root / d) if d else "" for d in dirs)
+    assert which(name, path) == shutil.which(name, path=path)
