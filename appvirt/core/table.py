@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import sysnums
@@ -46,6 +45,7 @@ class Support(enum.Enum):
 
 
 Handler = Callable[["Stop", "Context"], "Action"]
+_RESOLVED: dict[tuple[str, str], Handler] = {}     # (module, name) -> the handler found there
 
 
 # --- BPF prefilters: trace only when register arguments match (else run natively) --------------
@@ -96,9 +96,8 @@ class ArgBitsClear(NamedTuple):
 TraceCondition = Union[ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]
 
 
-@dataclass(frozen=True, slots=True)
-class SyscallEntry:
-    """How appvirt handles one system call."""
+class SyscallEntry(NamedTuple):
+    """How appvirt handles one system call (a named tuple: the table makes hundreds at start)."""
 
     name: str
     op: OpClass
@@ -112,16 +111,15 @@ class SyscallEntry:
     enabled: Callable[["Policy"], bool] | None = None   # traced only when the policy needs it
     # Prefilters that depend on the policy; replaces trace_if when given.
     trace_if_for: Callable[["Policy"], tuple[TraceCondition, ...]] | None = None
-    _handler: Handler | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def handler(self) -> Handler:
         """The handler, its module imported at the first use (an import that fails raises
         here, in the dispatcher, which denies the call)."""
-        handler = self._handler
+        handler = _RESOLVED.get((self.module, self.name))
         if handler is None:
             handler = importlib.import_module(self.module).HANDLERS[self.name]
-            object.__setattr__(self, "_handler", handler)
+            _RESOLVED[self.module, self.name] = handler
         return handler
 
     @property
