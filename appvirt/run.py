@@ -1,9 +1,12 @@
-"""`appvirt run`: start a program in the sandbox (without click: see entry.py)."""
+"""`appvirt run`: start a program in the sandbox (without click: see entry.py).
+
+Everything a run needs is imported with this module, so that entry.import_quietly makes it
+all with the garbage collector paused, and freezes it.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 from pathlib import Path
 
 from .errors import ExitStatus
@@ -11,10 +14,8 @@ from .handlers import TABLE
 from .policy import load_policy
 from .state import app_dir, ensure_app_dir
 from .store import Store
+from .tracer.launcher import RunResult, run_sandboxed
 from .virt.machinepolicy import PowerEvent
-
-if TYPE_CHECKING:
-    from .tracer.launcher import RunResult
 
 
 def default_policy_path() -> Path:
@@ -24,8 +25,6 @@ def default_policy_path() -> Path:
 def run_command(policy_file: str | None, app_name: str | None, log_file: str | None,
                 stats: bool, command: tuple[str, ...]) -> int:
     """Run COMMAND in the sandbox; its exit status (128+N if killed by signal N)."""
-    from .tracer.launcher import run_sandboxed
-
     policy = load_policy(policy_file or default_policy_path(), remember_valid=True)
     app = ensure_app_dir(app_dir(app_name or policy.app))
     log_path = log_file or policy.log.file or str(app.default_log)
