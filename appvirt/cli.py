@@ -1,21 +1,20 @@
 """The `appvirt` command line: parsing and error reporting only, no logic.
 
 Subcommands are imported when used, so that `appvirt run` does not pay for the VM-exit
-simulator's or the log viewer's imports at every start.
+simulator's or the log viewer's imports at every start; a plain `appvirt run` command line
+does not come here at all (entry.py).
 """
 
 from __future__ import annotations
 
-import gc
-import importlib
 import os
 import sys
-from types import ModuleType
 
 import click
 
 from . import __version__
-from .errors import AppvirtError, ExitStatus
+from .entry import import_quietly, report_failure
+from .errors import ExitStatus
 
 # command name -> (module, attribute, one-line help)
 COMMANDS = {
@@ -29,24 +28,6 @@ COMMANDS = {
 }
 
 
-def _import_quietly(module: str) -> ModuleType:
-    """Import a command's module without the cyclic garbage collector.
-
-    An import makes tens of thousands of objects (functions, classes, records) that live until
-    exit, and next to no garbage; the collector would walk them over and over while they are
-    made, again in every later full collection, and at interpreter exit. So it pauses during
-    the import, and gc.freeze() then sets those objects aside for good.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return importlib.import_module(module)
-    finally:
-        if enabled:
-            gc.enable()
-        gc.freeze()
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -55,7 +36,7 @@ class LazyGroup(click.Group):
         spec = COMMANDS.get(name)
         if spec is None:
             return None
-        cmd = getattr(_import_quietly(spec[0]), spec[1])
+        cmd = getattr(import_quietly(spec[0]), spec[1])
         cmd.name = name
         return cmd
 
@@ -82,19 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return ExitStatus.USAGE
-    except AppvirtError as e:
-        click.echo(f"appvirt: {e.message}", err=True)
-        return int(e.exit_status)
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitStatus.OK
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        if os.environ.get("APPVIRT_DEBUG"):
-            raise
-        click.echo(f"appvirt: internal error: {type(e).__name__}: {e} "
-                   "(set APPVIRT_DEBUG=1 for a traceback)", err=True)
-        return ExitStatus.INTERNAL
+        return report_failure(e)
     return int(rv or 0)
 
 

@@ -9,7 +9,7 @@ path its pattern matches and to everything below those paths, like a mount point
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class GlobError(ValueError):
@@ -61,8 +61,7 @@ def compile_glob(pattern: str) -> re.Pattern[bytes]:
     return re.compile(("^" + "".join(body) + "(?:/.*)?$").encode(), re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class Glob:
+class Glob(NamedTuple):
     """A compiled path glob (matches the path and everything below it)."""
 
     pattern: str

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import StateDirError
 
@@ -35,8 +35,7 @@ def check_app_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class AppDir:
+class AppDir(NamedTuple):
     """The state directory of one application."""
 
     name: str

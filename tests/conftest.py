@@ -87,6 +87,16 @@ def _schema_validator_loaded():
     _validator()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _handlers_loaded():
+    """appvirt imports a handler module at its calls' first dispatch; import them all before
+    any test fakes the filesystem (pyfakefs unloads the modules first imported under it,
+    leaving the table with handlers of modules no longer in sys.modules)."""
+    from appvirt.handlers import TABLE
+    for e in TABLE.entries:
+        e.handler
+
+
 @pytest.fixture(autouse=True)
 def _no_strays():
     """Kill whatever a test left running, so one failure cannot hang or skew the next."""

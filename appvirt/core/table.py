@@ -1,17 +1,22 @@
 """The one syscall table: it drives dispatch, the seccomp filter, `appvirt syscalls` and the
 table tests.
 
-Handler modules each export ENTRIES; `handlers.ALL_ENTRIES` merges them. Every x86_64 syscall
-is either in the table (traced), in `UNTRACED` (allowed at native speed), or unknown; the
-filter traces unknown numbers, and the dispatcher refuses them with ENOSYS (fail closed).
+The modules of appvirt.syscalls declare the calls, one module per operation class, and
+`syscalls.ALL_ENTRIES` merges them: what the filter, `appvirt syscalls` and the dispatcher
+need to know of each call, and the handler module whose HANDLERS holds its handler. That
+module is imported at the call's first dispatch, so a run imports the handlers of the calls
+its program makes, not all of them; an import that fails denies the call (the dispatcher
+turns any exception of a handler into EPERM). Every x86_64 syscall is either in the table
+(traced), in `UNTRACED` (allowed at native speed), or unknown; the filter traces unknown
+numbers, and the dispatcher refuses them with ENOSYS (fail closed).
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import sysnums
 
@@ -40,51 +45,48 @@ class Support(enum.Enum):
 
 
 Handler = Callable[["Stop", "Context"], "Action"]
+_RESOLVED: dict[tuple[str, str], Handler] = {}     # (module, name) -> the handler found there
 
 
 # --- BPF prefilters: trace only when register arguments match (else run natively) --------------
-@dataclass(frozen=True, slots=True)
-class ArgBitsAny:
+# Named tuples, cheaper to make than dataclasses at every start; the filter tells them apart
+# by type (never compare conditions of different kinds: as tuples they may be equal).
+class ArgBitsAny(NamedTuple):
     """Trace when (low 32 bits of arg) & mask != 0."""
 
     arg: int
     mask: int
 
 
-@dataclass(frozen=True, slots=True)
-class ArgIn:
+class ArgIn(NamedTuple):
     """Trace when the low 32 bits of arg are one of `values`."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgNotIn:
+class ArgNotIn(NamedTuple):
     """Trace when the low 32 bits of arg are none of `values` (an allowlist)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgHighIn:
+class ArgHighIn(NamedTuple):
     """Trace when the high 32 bits of arg are one of `values` (an address window)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgHighNotIn:
+class ArgHighNotIn(NamedTuple):
     """Trace when the high 32 bits of arg are none of `values` (e.g. a length >= 4 GiB)."""
 
     arg: int
     values: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ArgBitsClear:
+class ArgBitsClear(NamedTuple):
     """Trace when (low 32 bits of arg) & mask == 0 (e.g. a clone without CLONE_THREAD)."""
 
     arg: int
@@ -94,13 +96,12 @@ class ArgBitsClear:
 TraceCondition = Union[ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]
 
 
-@dataclass(frozen=True, slots=True)
-class SyscallEntry:
-    """How appvirt handles one system call."""
+class SyscallEntry(NamedTuple):
+    """How appvirt handles one system call (a named tuple: the table makes hundreds at start)."""
 
     name: str
     op: OpClass
-    handler: Handler
+    module: str                            # the module whose HANDLERS[name] is the handler
     support: Support = Support.FULL
     note: str = ""
     path_args: tuple[int, ...] = ()        # arguments the dispatcher reads as C strings
@@ -110,6 +111,16 @@ class SyscallEntry:
     enabled: Callable[["Policy"], bool] | None = None   # traced only when the policy needs it
     # Prefilters that depend on the policy; replaces trace_if when given.
     trace_if_for: Callable[["Policy"], tuple[TraceCondition, ...]] | None = None
+
+    @property
+    def handler(self) -> Handler:
+        """The handler, its module imported at the first use (an import that fails raises
+        here, in the dispatcher, which denies the call)."""
+        handler = _RESOLVED.get((self.module, self.name))
+        if handler is None:
+            handler = importlib.import_module(self.module).HANDLERS[self.name]
+            _RESOLVED[self.module, self.name] = handler
+        return handler
 
     @property
     def nr(self) -> int:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DT_UNKNOWN, DT_DIR = 0, 4
 _DIRENT64 = struct.Struct("<QqHB")     # d_ino, d_off, d_reclen, d_type; then the name + NUL
 _DIRENT = struct.Struct("<QQH")         # d_ino, d_off, d_reclen; name + NUL, pad, d_type last
 
 
-@dataclass(frozen=True, slots=True)
-class Dirent:
+class Dirent(NamedTuple):
     name: bytes
     d_type: int
     ino: int

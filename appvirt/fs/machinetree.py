@@ -9,7 +9,6 @@ on top of the host: `ls /sys/module` lists the module, `cat .../initstate` reads
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 
 
@@ -55,6 +54,7 @@ class MachineTree:
         assert self._under(guest_dir)
         final = self.root + guest_dir
         tmp = final + b".new"
+        import shutil     # here: it loads bz2 and lzma, a cost at every start
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, mode=0o755)
         for rel in sorted(entries):
@@ -72,4 +72,5 @@ class MachineTree:
 
     def remove(self, guest_dir: bytes) -> None:
         assert self._under(guest_dir)
+        import shutil
         shutil.rmtree(self.root + guest_dir, ignore_errors=True)

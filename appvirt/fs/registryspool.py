@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat as statmod
 from collections.abc import Callable
 
@@ -179,6 +178,7 @@ class RegistrySpool:
         if statmod.S_ISDIR(st.st_mode):
             self.writebacks.forget_below(host)
             self._created = {h for h in self._created if not h.startswith(host + b"/")}
+            import shutil     # here: it loads bz2 and lzma, a cost at every start
             shutil.rmtree(host, ignore_errors=True)
         else:
             self.writebacks.forget(host)

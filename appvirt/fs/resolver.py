@@ -13,8 +13,7 @@ import errno
 import os
 import stat as statmod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import GuestErrno
 from .dirents import Dirent
@@ -28,8 +27,7 @@ _MAGIC_LINKS = frozenset((b"cwd", b"root", b"exe"))
 _MAGIC_DIRS = frozenset((b"fd", b"map_files", b"ns"))
 
 
-@dataclass(frozen=True, slots=True)
-class MagicObject:
+class MagicObject(NamedTuple):
     """An object reached through a /proc magic link that has no path (pipe, socket, ...)."""
 
     proc_path: bytes          # canonical /proc/TGID/fd/N form, for the kernel to follow
@@ -38,8 +36,7 @@ class MagicObject:
     owner_pid: int            # the process whose fd table or view it belongs to
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """Where a path leads. `path` is absolute and free of symlinks and `.`/`..`."""
 
     path: bytes
@@ -63,8 +60,7 @@ class Resolved:
         return self.path + b"/" if self.trailing_slash and self.path != b"/" else self.path
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """Who resolves: /proc/self is its tgid, /proc/thread-self its tid."""
 
     tid: int

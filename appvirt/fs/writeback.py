@@ -17,6 +17,7 @@ import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import GuestErrno
 
@@ -28,8 +29,7 @@ Settled = Callable[[], None]            # no writer is left: tidy the spool file
 Report = Callable[[bytes, str], None]   # (the path the program wrote, what went wrong)
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     """What changes when a file's content may have changed."""
 
     ino: int

@@ -14,7 +14,6 @@ import struct
 from ..core.action import Action, Allow, Decision, Deny, Emulate, ExitResult, Note
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import OpClass, SyscallEntry
 from ..virt.credentials import CAP_SETGID, NGROUPS_MAX, Credentials
 
 CAP_V1, CAP_V2, CAP_V3 = 0x19980330, 0x20071026, 0x20080522
@@ -22,10 +21,6 @@ CAP_HEADER = struct.Struct("<Ii")
 CAP_DATA = struct.Struct("<III")          # effective, permitted, inheritable (32 bits each)
 U32 = 0xFFFFFFFF
 CHANGED = Note(rule="identity", detail="the virtual credentials changed")
-
-
-def _identity(policy) -> bool:
-    return policy.identity is not None
 
 
 def _getter(field: str):
@@ -147,35 +142,23 @@ def sys_capset(stop: Stop, ctx: Context) -> Action:
     return _apply(stop, ctx, creds, result)
 
 
-def _e(name: str, handler, note: str = "") -> SyscallEntry:
-    return SyscallEntry(name, OpClass.IDENTITY, handler, enabled=_identity,
-                        note=note or "answered from the virtual identity (identity:)")
-
-
-def _set(name: str, handler, note: str) -> SyscallEntry:
-    """Changes are traced whatever the policy: virtualized, or seen at their exit."""
-    return SyscallEntry(name, OpClass.IDENTITY, handler, needs_exit=True, note=note)
-
-
-SETS = "with identity: changes the virtual ids only, by the kernel's rules; else the real ones"
-
-ENTRIES: tuple[SyscallEntry, ...] = (
-    _e("getuid", _getter("ruid")),
-    _e("geteuid", _getter("euid")),
-    _e("getgid", _getter("rgid")),
-    _e("getegid", _getter("egid")),
-    _e("getresuid", _getres(("ruid", "euid", "suid"))),
-    _e("getresgid", _getres(("rgid", "egid", "sgid"))),
-    _e("getgroups", sys_getgroups),
-    _e("capget", sys_capget),
-    _set("setuid", _change("setuid", 1), SETS),
-    _set("setgid", _change("setgid", 1), SETS),
-    _set("setreuid", _change("setreuid", 2), SETS),
-    _set("setregid", _change("setregid", 2), SETS),
-    _set("setresuid", _change("setresuid", 3), SETS),
-    _set("setresgid", _change("setresgid", 3), SETS),
-    _set("setfsuid", _change("setfsuid", 1), SETS),
-    _set("setfsgid", _change("setfsgid", 1), SETS),
-    _set("setgroups", sys_setgroups, SETS),
-    _set("capset", sys_capset, SETS),
-)
+HANDLERS = {
+    "getuid": _getter("ruid"),
+    "geteuid": _getter("euid"),
+    "getgid": _getter("rgid"),
+    "getegid": _getter("egid"),
+    "getresuid": _getres(("ruid", "euid", "suid")),
+    "getresgid": _getres(("rgid", "egid", "sgid")),
+    "getgroups": sys_getgroups,
+    "capget": sys_capget,
+    "setuid": _change("setuid", 1),
+    "setgid": _change("setgid", 1),
+    "setreuid": _change("setreuid", 2),
+    "setregid": _change("setregid", 2),
+    "setresuid": _change("setresuid", 3),
+    "setresgid": _change("setresgid", 3),
+    "setfsuid": _change("setfsuid", 1),
+    "setfsgid": _change("setfsgid", 1),
+    "setgroups": sys_setgroups,
+    "capset": sys_capset,
+}

@@ -1,4 +1,5 @@
-"""Directory listings and the working directory, when the view is not the host's own."""
+"""Directory listings and the working directory, when the view is not the host's own
+(declared in syscalls/files.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from ..core import sysnums
 from ..core.action import Action, Allow, Decision, Deny, Emulate, ExitResult, Rewrite
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import OpClass, SyscallEntry
 from ..fs.dirents import pack_dirents, pack_dirents64
 
 
@@ -47,26 +47,8 @@ def sys_getcwd(stop: Stop, ctx: Context) -> Action:
     return Emulate(len(cwd), ((stop.arg(0), cwd),), decision=Decision.ALLOWED)
 
 
-def _layered(policy) -> bool:
-    """Whether the view can differ from the host's own: modes that make or hide changes,
-    virtual modules (listed in /sys/module), or a /proc that lists own processes only. A policy of readonly and passthrough paths sees
-    the app's earlier changes too: the launcher traces these calls then if there are any."""
-    from ..policy.model import FileMode
-    from ..virt.machinepolicy import ModulesAction
-    from ..virt.procpolicy import ProcView
-    modes = {policy.files.default} | {r.mode for r in policy.files.rules}
-    return bool(modes & {FileMode.OVERLAY, FileMode.PRIVATE, FileMode.HIDDEN}) \
-        or policy.modules is ModulesAction.VIRTUAL or policy.processes.proc is ProcView.OWN
-
-
-LISTING_CALLS = frozenset({"getdents64", "getdents", "getcwd"})
-
-
-ENTRIES: tuple[SyscallEntry, ...] = (
-    SyscallEntry("getdents64", OpClass.FILE, _getdents(pack_dirents64), needs_exit=True,
-                 enabled=_layered, note="merged listings served by the tracer"),
-    SyscallEntry("getdents", OpClass.FILE, _getdents(pack_dirents), needs_exit=True,
-                 enabled=_layered, note="merged listings served by the tracer"),
-    SyscallEntry("getcwd", OpClass.FILE, sys_getcwd, enabled=_layered,
-                 note="answers the program's own path, never the upper layer's"),
-)
+HANDLERS = {
+    "getdents64": _getdents(pack_dirents64),
+    "getdents": _getdents(pack_dirents),
+    "getcwd": sys_getcwd,
+}

@@ -14,7 +14,6 @@ import io
 from ..core.action import Action, Allow, Decision, Deny, Emulate, Note
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import OpClass, Support, SyscallEntry
 from ..store.wellknown import UTS_DOMAINNAME, UTS_HOSTNAME
 from ..virt.machinepolicy import HOST_NAME_MAX, PowerEvent, RebootAction
 from ..virt.modules import (INIT_COMPRESSED_FILE, INIT_FLAGS, MAX_IMAGE, MODULE_NAME_LEN,
@@ -25,10 +24,6 @@ CAP_SYS_MODULE, CAP_SYS_ADMIN, CAP_SYS_BOOT = 16, 21, 22
 NEEDS_ADMIN = Note(rule="identity", detail="the program lacks CAP_SYS_ADMIN, as on a real machine")
 HOST_UTS = Note(rule="builtin:host-name", hint="add `hostname: NAME` to the policy to give the "
                                               "program a host name it may set")
-
-
-def _uts_virtual(policy) -> bool:
-    return policy.uts.virtual
 
 
 def sys_uname(stop: Stop, ctx: Context) -> Action:
@@ -152,20 +147,12 @@ def sys_delete_module(stop: Stop, ctx: Context) -> Action:
     return Emulate(0, note=Note(rule="modules", detail=f"virtual module {name} removed"))
 
 
-def _m(name: str, handler, enabled=None, note: str = "", support=Support.FULL, **kw
-       ) -> SyscallEntry:
-    return SyscallEntry(name, OpClass.SYSTEM, handler, support, note, enabled=enabled, **kw)
-
-
-_MODULE_NOTE = "recorded in the store under `modules: virtual` (machine/modules); else EPERM"
-_NAME_NOTE = "changes the app's virtual name (machine/uts); EPERM without a hostname: section"
-ENTRIES: tuple[SyscallEntry, ...] = (
-    _m("uname", sys_uname, _uts_virtual, "reports the app's virtual host and domain name"),
-    _m("sethostname", _set_name(UTS_HOSTNAME), None, _NAME_NOTE),
-    _m("setdomainname", _set_name(UTS_DOMAINNAME), None, _NAME_NOTE),
-    _m("init_module", sys_init_module, None, _MODULE_NOTE),
-    _m("finit_module", sys_finit_module, None, _MODULE_NOTE),
-    _m("delete_module", sys_delete_module, None, _MODULE_NOTE),
-    _m("reboot", sys_reboot, None, "ends or restarts the sandboxed tree (`reboot:`); "
-       "EPERM by default"),
-)
+HANDLERS = {
+    "uname": sys_uname,
+    "sethostname": _set_name(UTS_HOSTNAME),
+    "setdomainname": _set_name(UTS_DOMAINNAME),
+    "init_module": sys_init_module,
+    "finit_module": sys_finit_module,
+    "delete_module": sys_delete_module,
+    "reboot": sys_reboot,
+}

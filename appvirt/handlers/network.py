@@ -16,15 +16,13 @@ from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, N
 from ..core.context import Context
 from ..core.stop import Stop
 from ..core import sysnums
-from ..core.table import ArgHighNotIn, ArgNotIn, OpClass, Support, SyscallEntry
 from ..net.addresses import AddrKind, SockAddr, decode, encode_like
 from ..net.rules import Direction, NetAction
+from ..syscalls.network import AF_UNIX
 from .common import refuse
 from .filemodes import Intent, check
 from .statmeta import own_created
 
-AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
-SOCKET_FAMILIES = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
 SUN_PATH_OFFSET, SOCKADDR_UN_SIZE = 2, 110
 MSGHDR = struct.Struct("<QI4xQQQQI4x")       # name, namelen, iov, iovlen, control, controllen, flags
 MMSGHDR_SIZE = 64                             # msghdr + msg_len + padding
@@ -188,35 +186,13 @@ def sys_getpeername(stop: Stop, ctx: Context) -> Action:
                    Note(detail="the original peer of a redirected connection"))
 
 
-def _active(policy) -> bool:
-    return policy.network.active
-
-
-def _redirects(policy) -> bool:
-    return any(r.action is NetAction.REDIRECT for r in policy.network.rules)
-
-
-_HAS_ADDR = (ArgNotIn(4, frozenset({0})), ArgHighNotIn(4, frozenset({0})))
-
-ENTRIES: tuple[SyscallEntry, ...] = (
-    SyscallEntry("socket", OpClass.NETWORK, refuse(errno.EAFNOSUPPORT), Support.PARTIAL,
-                 "families other than unix, inet, inet6 and netlink refused (#34)",
-                 trace_if=(ArgNotIn(0, SOCKET_FAMILIES),)),
-    SyscallEntry("connect", OpClass.NETWORK, _address_call(1, 2, Direction.CONNECT),
-                 note="network rules; unix-socket paths follow the file modes",
-                 needs_exit=True),
-    SyscallEntry("bind", OpClass.NETWORK, _address_call(1, 2, Direction.BIND),
-                 note="network rules (on: bind); unix-socket paths follow the file modes",
-                 needs_exit=True),
-    SyscallEntry("sendto", OpClass.NETWORK, _address_call(4, 5, Direction.CONNECT),
-                 note="with an address (UDP, DNS, TCP Fast Open): network rules",
-                 trace_if=_HAS_ADDR, needs_exit=True, enabled=_active),
-    SyscallEntry("sendmsg", OpClass.NETWORK, sys_sendmsg, needs_exit=True, enabled=_active,
-                 note="msg_name decided; the msghdr goes to the kernel from the slot"),
-    SyscallEntry("sendmmsg", OpClass.NETWORK, sys_sendmmsg, Support.PARTIAL, needs_exit=True,
-                 enabled=_active, note="one message per call (sendmsg from a read-only copy)"),
-    SyscallEntry("listen", OpClass.NETWORK, sys_listen, enabled=_active,
-                 note="the socket's local address follows the bind rules"),
-    SyscallEntry("getpeername", OpClass.NETWORK, sys_getpeername, enabled=_redirects,
-                 note="redirected sockets show the original peer"),
-)
+HANDLERS = {
+    "socket": refuse(errno.EAFNOSUPPORT),
+    "connect": _address_call(1, 2, Direction.CONNECT),
+    "bind": _address_call(1, 2, Direction.BIND),
+    "sendto": _address_call(4, 5, Direction.CONNECT),
+    "sendmsg": sys_sendmsg,
+    "sendmmsg": sys_sendmmsg,
+    "listen": sys_listen,
+    "getpeername": sys_getpeername,
+}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.action import Deny, Note, SlotData
 from ..core.context import Context
@@ -27,8 +27,7 @@ Flagged = Callable[[Stop], bool]
 R, W, C, D = Intent.READ, Intent.WRITE, Intent.CREATE, Intent.DELETE
 
 
-@dataclass(frozen=True, slots=True)
-class Operand:
+class Operand(NamedTuple):
     """One path argument of a call, and what the call does to it."""
 
     path: int                                   # argument index of the path
@@ -69,8 +68,7 @@ def slot_path(path: bytes) -> SlotData:
     return SlotData(path + b"\0")
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
+class Decided(NamedTuple):
     """A path operand the policy allows: what it resolved to, and why."""
 
     r: Resolved

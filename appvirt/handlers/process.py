@@ -14,16 +14,9 @@ from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, N
                            SlotData)
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import (ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, OpClass, Support,
-                          SyscallEntry)
-
-CLONE_THREAD = 0x00010000
-CLONE_UNTRACED = 0x00800000
-CLONE_NEW_ANY = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
-                 | 0x20000000 | 0x40000000)   # NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
-PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
-IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP, IOPRIO_WHO_USER = 1, 2, 3
-RLIMIT_CORE = 4
+from ..syscalls.process import (CLONE_NEW_ANY, CLONE_UNTRACED, IOPRIO_WHO_PGRP,
+                                IOPRIO_WHO_PROCESS, IOPRIO_WHO_USER, PRIO_PGRP, PRIO_PROCESS,
+                                PRIO_USER, RLIMIT_CORE)
 
 OUTSIDE = Note(rule="builtin:process-isolation",
                hint="processes outside the sandbox cannot be reached from inside")
@@ -59,18 +52,6 @@ def sys_clone(stop: Stop, ctx: Context) -> Action:
             rule="builtin:clone-flags",
             detail="CLONE_UNTRACED or a new namespace would escape the tracer"))
     return _new_process(stop, ctx)
-
-
-def _counts_processes(policy) -> bool:
-    return policy.processes.max_processes is not None
-
-
-def _clone_conditions(policy) -> tuple:
-    """Threads never stop; new processes stop only when processes.max counts them."""
-    escape = ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY)
-    if _counts_processes(policy):
-        return (escape, ArgBitsClear(0, CLONE_THREAD))
-    return (escape,)
 
 
 def _signal_group(ctx: Context, caller_pid: int, members: list[int], sig: int) -> Action:
@@ -187,46 +168,26 @@ def sys_sched_setaffinity(stop: Stop, ctx: Context) -> Action:
     return Allow()
 
 
-def _e(name: str, handler, **kw) -> SyscallEntry:
-    return SyscallEntry(name, OpClass.PROCESS, handler, **kw)
-
-
-ENTRIES: tuple[SyscallEntry, ...] = (
-    _e("clone", sys_clone, support=Support.PARTIAL, needs_exit=True,
-       trace_if=(ArgBitsAny(0, CLONE_UNTRACED | CLONE_NEW_ANY),), trace_if_for=_clone_conditions,
-       note="CLONE_UNTRACED and CLONE_NEW* refused (EPERM); new processes count against "
-            "processes.max; threads run natively"),
-    _e("fork", sys_fork, needs_exit=True, enabled=_counts_processes,
-       note="traced only to count processes against processes.max (EAGAIN beyond)"),
-    _e("vfork", sys_fork, needs_exit=True, enabled=_counts_processes,
-       note="traced only to count processes against processes.max (EAGAIN beyond)"),
-    _e("kill", sys_kill, note="members only; kill(-1) and group kills reach members only"),
-    _e("tkill", _target_arg(0, zero_is_self=False)),
-    _e("tgkill", _target_arg(0, zero_is_self=False)),
-    _e("rt_sigqueueinfo", _target_arg(0, zero_is_self=False)),
-    _e("rt_tgsigqueueinfo", _target_arg(0, zero_is_self=False)),
-    _e("pidfd_open", _target_arg(0, zero_is_self=False)),
-    _e("pidfd_send_signal", sys_pidfd_send_signal),
-    _e("sched_setaffinity", sys_sched_setaffinity,
-       note="members only; the task's own choice is kept from then on"),
-    _e("sched_getaffinity", sys_sched_getaffinity,
-       note="reports the mask the program started with (appvirt may pin it to one CPU)"),
-    _e("sched_setparam", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
-    _e("sched_setscheduler", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
-    _e("sched_setattr", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
-    _e("migrate_pages", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
-    _e("move_pages", _target_arg(0), trace_if=(ArgNotIn(0, frozenset({0})),)),
-    _e("setpriority", _which_who(PRIO_USER, PRIO_PGRP, PRIO_PROCESS),
-       trace_if=(ArgNotIn(1, frozenset({0})), ArgIn(0, frozenset({PRIO_USER}))),
-       support=Support.PARTIAL, note="PRIO_USER refused: it reaches outside processes"),
-    _e("ioprio_set", _which_who(IOPRIO_WHO_USER, IOPRIO_WHO_PGRP, IOPRIO_WHO_PROCESS),
-       trace_if=(ArgNotIn(1, frozenset({0})), ArgIn(0, frozenset({IOPRIO_WHO_USER}))),
-       support=Support.PARTIAL, note="IOPRIO_WHO_USER refused"),
-    _e("prlimit64", _rlimit_core(1, 2, 0),
-       trace_if=(ArgNotIn(0, frozenset({0})), ArgIn(1, frozenset({RLIMIT_CORE}))),
-       needs_exit=True, note="other processes: members only; RLIMIT_CORE cannot be raised"),
-    _e("setrlimit", _rlimit_core(0, 1, None), trace_if=(ArgIn(0, frozenset({RLIMIT_CORE})),),
-       needs_exit=True,
-       note="RLIMIT_CORE cannot be raised (kernel-written core files)"),
-)
-
+HANDLERS = {
+    "clone": sys_clone,
+    "fork": sys_fork,
+    "vfork": sys_fork,
+    "kill": sys_kill,
+    "tkill": _target_arg(0, zero_is_self=False),
+    "tgkill": _target_arg(0, zero_is_self=False),
+    "rt_sigqueueinfo": _target_arg(0, zero_is_self=False),
+    "rt_tgsigqueueinfo": _target_arg(0, zero_is_self=False),
+    "pidfd_open": _target_arg(0, zero_is_self=False),
+    "pidfd_send_signal": sys_pidfd_send_signal,
+    "sched_setaffinity": sys_sched_setaffinity,
+    "sched_getaffinity": sys_sched_getaffinity,
+    "sched_setparam": _target_arg(0),
+    "sched_setscheduler": _target_arg(0),
+    "sched_setattr": _target_arg(0),
+    "migrate_pages": _target_arg(0),
+    "move_pages": _target_arg(0),
+    "setpriority": _which_who(PRIO_USER, PRIO_PGRP, PRIO_PROCESS),
+    "ioprio_set": _which_who(IOPRIO_WHO_USER, IOPRIO_WHO_PGRP, IOPRIO_WHO_PROCESS),
+    "prlimit64": _rlimit_core(1, 2, 0),
+    "setrlimit": _rlimit_core(0, 1, None),
+}

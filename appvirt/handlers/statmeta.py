@@ -12,7 +12,6 @@ import struct
 from ..core.action import Action, Allow, ExitResult
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import OpClass, SyscallEntry
 
 STAT_SIZE, STATX_SIZE = 144, 256
 STATX_TYPE, STATX_MODE, STATX_UID, STATX_GID, STATX_INO = 0x1, 0x2, 0x8, 0x10, 0x100
@@ -107,11 +106,4 @@ def sys_fstat(stop: Stop, ctx: Context) -> Action:
     return patch_at_exit(ctx, 1, statx=False)
 
 
-def _records_possible(policy) -> bool:
-    return policy.identity is not None
-
-
-ENTRIES: tuple[SyscallEntry, ...] = (
-    SyscallEntry("fstat", OpClass.FILE, sys_fstat, needs_exit=True, enabled=_records_possible,
-                 note="traced under identity: (or recorded owners) to show recorded owners"),
-)
+HANDLERS = {"fstat": sys_fstat}

@@ -14,7 +14,6 @@ import struct
 from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite, SlotData
 from ..core.context import Context
 from ..core.stop import Stop
-from ..core.table import OpClass, Support, SyscallEntry
 from ..virt.clock import NS, REALTIME_CLOCKS, STEADY_CLOCKS, CLOCK_REALTIME
 
 
@@ -28,14 +27,6 @@ HOST_CLOCK = Note(rule="builtin:host-clock", hint="add `time: {clock: '+0s', set
 CAP_SYS_TIME = 25
 NEEDS_SYS_TIME = Note(rule="identity", detail="the program lacks CAP_SYS_TIME, as on a real "
                                               "machine")
-
-
-def _virtual(policy) -> bool:
-    return policy.time.virtual
-
-
-def _scaled(policy) -> bool:
-    return policy.time.virtual and policy.time.spec.rate != 1.0
 
 
 def _ts(ns: int) -> bytes:
@@ -214,27 +205,21 @@ def sys_futex(stop: Stop, ctx: Context) -> Action:
     return _scale_timespec(stop, ctx, 3, clock_id, True)
 
 
-def _t(name: str, handler, enabled, note: str = "", **kw) -> SyscallEntry:
-    return SyscallEntry(name, OpClass.TIME, handler, Support.FULL, note, enabled=enabled, **kw)
-
-
-_SETTER = "the app's virtual clock moves, never the host's; refused without a time: section"
-ENTRIES: tuple[SyscallEntry, ...] = (
-    _t("clock_gettime", sys_clock_gettime, _virtual, "from the virtual clock (vDSO hidden)"),
-    _t("gettimeofday", sys_gettimeofday, _virtual, "from the virtual clock (vDSO hidden)"),
-    _t("time", sys_time, _virtual, "from the virtual clock (vDSO hidden)"),
-    _t("settimeofday", sys_settimeofday, None, _SETTER),
-    _t("clock_settime", sys_clock_settime, None, _SETTER),
-    _t("adjtimex", sys_adjtimex, None, "queries see the virtual time; " + _SETTER),
-    _t("clock_adjtime", sys_clock_adjtime, None, "as adjtimex, for CLOCK_REALTIME"),
-    _t("nanosleep", sys_nanosleep, _scaled, "scaled by the clock's rate", needs_exit=True),
-    _t("clock_nanosleep", sys_clock_nanosleep, _scaled, "scaled by the clock's rate",
-       needs_exit=True),
-    _t("poll", _scale_ms(2), _scaled, "timeout scaled by the clock's rate", needs_exit=True),
-    _t("epoll_wait", _scale_ms(3), _scaled, "timeout scaled", needs_exit=True),
-    _t("epoll_pwait", _scale_ms(3), _scaled, "timeout scaled", needs_exit=True),
-    _t("ppoll", _scale_timespec_arg(2), _scaled, "timeout scaled", needs_exit=True),
-    _t("pselect6", _scale_timespec_arg(4), _scaled, "timeout scaled", needs_exit=True),
-    _t("select", sys_select, _scaled, "timeout scaled", needs_exit=True),
-    _t("futex", sys_futex, _scaled, "wait timeouts scaled or converted", needs_exit=True),
-)
+HANDLERS = {
+    "clock_gettime": sys_clock_gettime,
+    "gettimeofday": sys_gettimeofday,
+    "time": sys_time,
+    "settimeofday": sys_settimeofday,
+    "clock_settime": sys_clock_settime,
+    "adjtimex": sys_adjtimex,
+    "clock_adjtime": sys_clock_adjtime,
+    "nanosleep": sys_nanosleep,
+    "clock_nanosleep": sys_clock_nanosleep,
+    "poll": _scale_ms(2),
+    "epoll_wait": _scale_ms(3),
+    "epoll_pwait": _scale_ms(3),
+    "ppoll": _scale_timespec_arg(2),
+    "pselect6": _scale_timespec_arg(4),
+    "select": sys_select,
+    "futex": sys_futex,
+}

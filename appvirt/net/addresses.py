@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
-AF_UNIX, AF_INET, AF_INET6 = socket.AF_UNIX, socket.AF_INET, socket.AF_INET6
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10       # Linux's (the socket module costs start-up time)
 
 
 class AddrKind(enum.Enum):
@@ -19,8 +18,7 @@ class AddrKind(enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class SockAddr:
+class SockAddr(NamedTuple):
     """A decoded sockaddr. IPv4-mapped IPv6 addresses are their IPv4 address (threat #32)."""
 
     kind: AddrKind

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
-from dataclasses import dataclass, field
+import types
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from ..globs import Glob
 from .addresses import AddrKind, SockAddr
@@ -25,8 +27,7 @@ class NetAction(enum.Enum):
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class NetRule:
+class NetRule(NamedTuple):
     rule_id: str
     action: NetAction
     directions: frozenset[Direction]
@@ -55,23 +56,25 @@ class NetRule:
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-@dataclass(frozen=True, slots=True)
-class NetVerdict:
+class NetVerdict(NamedTuple):
     action: NetAction
     rule_id: str
     errno: int = 0
     target: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkPolicy:
+# What a denied address gets when its rule names no errno (read-only: every policy shares it).
+DENY_ERRNO: Mapping[Direction, int] = types.MappingProxyType({
+    Direction.CONNECT: errno.ECONNREFUSED, Direction.BIND: errno.EACCES})
+
+
+class NetworkPolicy(NamedTuple):
     """`network:` of a policy. `default` decides IP addresses no rule matches; unix sockets
     no rule matches are allowed (their paths already follow the file modes)."""
 
     default: NetAction
     rules: tuple[NetRule, ...]
-    deny_errno: dict[Direction, int] = field(default_factory=lambda: {
-        Direction.CONNECT: errno.ECONNREFUSED, Direction.BIND: errno.EACCES})
+    deny_errno: Mapping[Direction, int] = DENY_ERRNO
 
     @property
     def active(self) -> bool:

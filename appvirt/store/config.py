@@ -7,11 +7,9 @@ used both as a value and a subkey), raising PolicyError with the offending key.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import PolicyError
 from .errors import StoreError
@@ -22,8 +20,7 @@ from .values import Value, parse_hex
 DEFAULT_MOUNT = "/run/appvirt/registry"
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryConfig:
+class RegistryConfig(NamedTuple):
     mount: str
     base: BaseLayer
 
@@ -64,6 +61,7 @@ def value_from_policy(obj: Any) -> Value:
     if isinstance(obj, Mapping) and set(obj) == {"hex"}:
         return Value.binary(parse_hex(obj["hex"]))
     if isinstance(obj, Mapping) and set(obj) == {"base64"}:
+        import base64       # here: only such values need it, and it costs every start
         try:
             return Value.binary(base64.b64decode(str(obj["base64"]), validate=False))
         except binascii.Error as e:

@@ -9,7 +9,7 @@ and, so that listings and exports stay readable, no control characters (C0, DEL,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidKey, LimitExceeded, LimitKind
 
@@ -19,8 +19,7 @@ SEP = "/"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     """Size limits of one store; exceeding one is a `LimitExceeded` with a clear message."""
 
     max_path_bytes: int = 1024       # UTF-8 bytes of a whole key path

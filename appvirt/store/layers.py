@@ -13,7 +13,7 @@ import hashlib
 import json
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import wellknown
 from .errors import InvalidBase, InvalidKey, InvalidValue, LimitExceeded, LimitKind, WrongType
@@ -30,8 +30,7 @@ class KeyKind(enum.IntEnum):
     WHITEOUT = 2  # deletion marker: hides the base key and everything below it
 
 
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
+class KeyInfo(NamedTuple):
     """A visible key: its path, whether it is opaque, and its last-write time."""
 
     path: str
@@ -43,8 +42,7 @@ class KeyInfo:
         return basename(self.path)
 
 
-@dataclass(frozen=True, slots=True)
-class ValueEntry:
+class ValueEntry(NamedTuple):
     """A visible value with its name and last-write time."""
 
     name: str
@@ -52,8 +50,7 @@ class ValueEntry:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(NamedTuple):
     """The merged content of one key, sorted by name."""
 
     key: KeyInfo
@@ -66,8 +63,7 @@ class NodeKind(enum.Enum):
     VALUE = "value"
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """What a full path ('app/settings/theme') names: a key, or a value of its parent key."""
 
     kind: NodeKind
@@ -76,16 +72,14 @@ class Node:
     entry: ValueEntry | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class View:
+class View(NamedTuple):
     """Everything visible: key path -> opaque flag, (key, name) -> value. The root is implied."""
 
     keys: Mapping[str, bool]
     values: Mapping[tuple[str, str], Value]
 
 
-@dataclass(frozen=True, slots=True)
-class BaseLayer:
+class BaseLayer(NamedTuple):
     """The read-only base layer: key path -> {value name: Value}, ancestors included."""
 
     keys: Mapping[str, Mapping[str, Value]]

@@ -22,7 +22,7 @@ import errno
 import hashlib
 import stat as stat_mod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import GuestErrno
 from . import wellknown
@@ -44,8 +44,7 @@ class FileKind(enum.Enum):
     REGULAR = "regular"
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStat:
+class NodeStat(NamedTuple):
     """What stat(2) reports; uid/gid are the tracer's to fill (the program's own)."""
 
     kind: FileKind
@@ -60,8 +59,7 @@ class NodeStat:
         return self.kind is FileKind.DIRECTORY
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: bytes
     d_type: int        # DT_DIR or DT_REG
     ino: int

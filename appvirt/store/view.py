@@ -17,8 +17,7 @@ in-memory copy of all rows (whole-store walks: export, diff, snapshot).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .errors import KeyNotFound, NotAKey
 from .keys import ROOT, basename, join, parent, prefixes
@@ -29,8 +28,7 @@ Pair = tuple[str, str]
 WValue = tuple[Value | None, int]   # (value or None for a tombstone, mtime_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class WKey:
+class WKey(NamedTuple):
     """A writable-layer key row."""
 
     kind: KeyKind
@@ -56,8 +54,7 @@ class LayerReader(Protocol):
     def b_values(self, key: str) -> dict[str, Value]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class KeyState:
+class KeyState(NamedTuple):
     """How one key path resolves through the layers."""
 
     path: str

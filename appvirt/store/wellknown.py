@@ -15,7 +15,7 @@ a wrong type is a `WrongType` error (EINVAL inside the sandbox).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .keys import join
 from .values import ValueType
@@ -52,8 +52,7 @@ def module_key(module: str) -> str:
     return join(MODULES_KEY, module)
 
 
-@dataclass(frozen=True, slots=True)
-class WellKnownValue:
+class WellKnownValue(NamedTuple):
     key: str
     name: str
     type: ValueType

@@ -6,7 +6,7 @@ import ctypes
 import errno
 import os
 import time
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..core.stop import Stop
 from ..errors import GuestErrno
@@ -16,9 +16,7 @@ from ..policy.model import Policy
 from ..store import Store
 from ..virt.clock import VirtualClock
 from ..virt.clockstore import save_clock
-from ..virt.credentials import Credentials
 from ..virt.identity import VirtualIdentity
-from ..virt.modules import VirtualModules, host_module_names
 from ..virt.procpolicy import ProcView
 from ..virt.uts import VirtualUts
 from ..fs.writeback import WriteBacks
@@ -26,6 +24,10 @@ from .hostcalls import host_syscall
 from .memory import TraceeMemory
 from .sysctlfiles import SysctlFiles
 from .tasks import Tasks
+
+if TYPE_CHECKING:       # imported where used: most policies have neither
+    from ..virt.credentials import Credentials
+    from ..virt.modules import VirtualModules
 
 AT_FDCWD = -100
 
@@ -281,6 +283,7 @@ class TracerContext:
             raise GuestErrno(e.errno or errno.EBADF, f"fd {fd}") from None
 
     def host_modules(self) -> set[str]:
+        from ..virt.modules import host_module_names
         return host_module_names(read_host_proc_modules())
 
     def power(self, event, detail: str) -> None:

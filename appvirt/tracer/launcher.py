@@ -12,14 +12,12 @@ import ctypes
 import errno
 import os
 import resource
-import shutil
 import signal
 import stat
-
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.table import SyscallTable
-from ..handlers.listing import LISTING_CALLS
+from ..syscalls.files import LISTING_CALLS
 from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
 from ..log.writer import LogWriter
 from ..policy.model import Policy
@@ -33,12 +31,12 @@ from ..store import Store
 from ..virt.clock import StoredClock, VirtualClock
 from ..virt.clockstore import load_clock
 from ..virt.machinepolicy import ModulesAction, PowerEvent
-from ..virt.modules import SYS_MODULE, VirtualModules
 from ..virt.uts import VirtualUts
 from ..store.wellknown import UTS_DOMAINNAME, UTS_HOSTNAME
 from .context import TracerContext, read_host_proc_modules
 from .machinefiles import MachineFiles
 from .loop import Stats, Tracer
+from .pathsearch import which
 from .placement import Placement
 from .slots import SlotArena
 from .storefiles import serve_store
@@ -49,8 +47,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
              signal.SIGUSR2)
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int
     stats: Stats
     log_problem: str | None
@@ -63,7 +60,7 @@ def find_program(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         path = name
     else:
-        found = shutil.which(name, path=env.get("PATH", os.defpath))
+        found = which(name, env.get("PATH", os.defpath))
         if found is None:
             raise LaunchError(f"{name}: command not found", exit_status=ExitStatus.NOT_FOUND)
         path = found
@@ -184,6 +181,7 @@ def _virtual_machine(ctx: TracerContext, policy: Policy, store: Store | None, ap
             identity.record(store, policy.identity)
         machine.provide_paths(lambda path: identity.status_file(path, ctx.is_member))
     if policy.modules is ModulesAction.VIRTUAL:
+        from ..virt.modules import SYS_MODULE, VirtualModules
         tree = ctx.fs.machine = machine.tree((SYS_MODULE,))
         modules = ctx.modules = VirtualModules(store, tree)
         machine.provide(b"/proc/modules",

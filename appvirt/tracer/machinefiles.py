@@ -10,7 +10,6 @@ open returns, so the program's fd is the only thing that keeps it.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +70,7 @@ class MachineFiles:
         for d in self._root.glob("spool-*"):
             pid = d.name[len("spool-"):]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                import shutil     # here: it loads bz2 and lzma, a cost at every start
                 shutil.rmtree(d, ignore_errors=True)
 
     def serve(self, path: bytes) -> bytes | None:
@@ -97,5 +97,6 @@ class MachineFiles:
         for fn in closing:
             fn()
         if self._dir is not None:
+            import shutil
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -13,11 +13,11 @@ import ctypes
 import fcntl
 import mmap
 import os
-import shutil
 import signal
 
 from ..core.slotlayout import AREA_END, AREA_SIZE, SLOT_BASE, SLOT_COUNT, SLOT_SIZE
 from ..errors import EnvironmentUnsupported
+from .pathsearch import which
 
 F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
@@ -97,7 +97,7 @@ class SlotArena:
         its stdin, a pipe from the tracer). The fork execs cat: a fork that stayed Python kept
         the tracer's pages (~13 MB Pss), cat takes ~0.3 MB. Without a cat the fork just waits."""
         # The system's cat before any other on PATH.
-        cat = shutil.which("cat", path=os.pathsep.join((os.defpath, os.environ.get("PATH", ""))))
+        cat = which("cat", os.pathsep.join((os.defpath, os.environ.get("PATH", ""))))
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the keeper

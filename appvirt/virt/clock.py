@@ -13,12 +13,11 @@ in the app's store, so later runs see it.
 
 from __future__ import annotations
 
-import calendar
 import enum
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NS = 1_000_000_000
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
@@ -41,8 +40,7 @@ class SpecKind(enum.Enum):
     OFFSET = "offset"      # +/-duration
 
 
-@dataclass(frozen=True, slots=True)
-class ClockSpec:
+class ClockSpec(NamedTuple):
     kind: SpecKind
     value_ns: int = 0      # START/FROZEN: ns since the epoch; OFFSET: ns to add
     rate: float = 1.0
@@ -58,6 +56,7 @@ _OFFSET = re.compile(r"^([+-])((?:\d+(?:\.\d+)?[smhdy]?)+)$")
 
 
 def _date_ns(text: str) -> int:
+    import calendar         # here: only dates need it, and it costs every start-up time
     m = _DATE.match(text)
     if not m:
         raise ClockSpecError(f"{text!r} is not a date: use YYYY-MM-DD[ HH:MM[:SS]] (UTC)")
@@ -102,8 +101,7 @@ def parse_clock_spec(text: str) -> ClockSpec:
     return ClockSpec(SpecKind.FROZEN, _date_ns(text), rate)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredClock:
+class StoredClock(NamedTuple):
     """What the app's store remembers (machine/clock), written when the program sets time."""
 
     offset_ns: int | None = None

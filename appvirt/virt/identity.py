@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..store import Store, Value
 from ..store.wellknown import (IDENTITY_EGID, IDENTITY_EUID, IDENTITY_GID, IDENTITY_GROUPS,
                                IDENTITY_KEY, IDENTITY_UID)
-from .credentials import CAP_VALID_MASK, Credentials
+
+if TYPE_CHECKING:       # imported where used: only identity: policies need credentials
+    from .credentials import Credentials
 
 MAX_ID = 0xFFFFFFFE              # (uid_t)-1 is no id
 
@@ -36,8 +38,7 @@ IDENTITY_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class IdentityPolicy:
+class IdentityPolicy(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...] = ()
@@ -45,6 +46,7 @@ class IdentityPolicy:
     def start(self) -> Credentials:
         """The credentials the program starts with: for uid 0, every capability appvirt's
         own bounding set holds, as a real root would have here."""
+        from .credentials import Credentials
         creds = Credentials.user(self.uid, self.gid, self.groups)
         bounding = host_bounding_set()
         caps = bounding if self.uid == 0 else 0
@@ -52,6 +54,7 @@ class IdentityPolicy:
 
 
 def host_bounding_set() -> int:
+    from .credentials import CAP_VALID_MASK
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:

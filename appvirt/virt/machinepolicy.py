@@ -6,8 +6,7 @@ Each is optional; without it the operation is refused (EPERM) and never reaches 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 HOST_NAME_MAX = 64          # the kernel's __NEW_UTS_LEN: longer names are EINVAL
 
@@ -37,8 +36,7 @@ MODULES_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class UtsPolicy:
+class UtsPolicy(NamedTuple):
     """The `hostname:` section. Not virtual: uname runs natively, sethostname is refused."""
 
     virtual: bool = False
@@ -65,8 +63,7 @@ class RebootAction(enum.Enum):
     RESTART = "restart"    # the tree ends and the program starts again, state kept
 
 
-@dataclass(frozen=True, slots=True)
-class RebootPolicy:
+class RebootPolicy(NamedTuple):
     action: RebootAction = RebootAction.DENY
     max_restarts: int = 10
 

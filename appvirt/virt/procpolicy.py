@@ -12,8 +12,7 @@ and which processes /proc shows.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..globs import Glob
 
@@ -39,15 +38,13 @@ class ProcView(enum.Enum):
     OWN = "own"        # outside processes do not exist in /proc (ENOENT)
 
 
-@dataclass(frozen=True, slots=True)
-class ExecRule:
+class ExecRule(NamedTuple):
     glob: Glob
     allow: bool
     rule_id: str       # "processes.exec[2]"
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessPolicy:
+class ProcessPolicy(NamedTuple):
     exec_rules: tuple[ExecRule, ...] = ()
     max_processes: int | None = None
     proc: ProcView = ProcView.ALL

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .clock import ClockSpec, ClockSpecError, parse_clock_spec
 
@@ -19,8 +18,7 @@ TIME_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TimePolicy:
+class TimePolicy(NamedTuple):
     """None spec: the host clock (not virtualized; setting it is refused)."""
 
     spec: ClockSpec | None

@@ -11,7 +11,7 @@ from appvirt.core import sysnums
 from appvirt.core.action import Allow, Deny, ExitResult
 from appvirt.fs.resolver import Resolved
 from appvirt.handlers.filemodes import Intent, check
-from appvirt.handlers.process import CLONE_THREAD, CLONE_UNTRACED
+from appvirt.syscalls.process import CLONE_THREAD, CLONE_UNTRACED
 from appvirt.errors import PolicyError
 from appvirt.policy import load_policy_text
 from appvirt.testing import FakeContext, handle, make_stop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from appvirt.core.action import Rewrite
-from appvirt.handlers.reads import _shebang
+from appvirt.handlers.execs import _shebang
 from appvirt.policy import load_policy_text
 from appvirt.testing import FakeContext, handle, make_stop
 

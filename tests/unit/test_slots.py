@@ -118,7 +118,7 @@ def test_keeper_dies_with_a_sigkilled_owner():
 
 
 def test_without_cat_the_fork_itself_keeps_the_area(arena, monkeypatch):
-    monkeypatch.setattr(slots.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(slots, "which", lambda *a, **k: None)
     arena.start_keeper()
     pid = arena.keeper_pid
     assert _wait_for(lambda: os.path.exists(f"/proc/{pid}/fd/{arena.keeper_fd}"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 import threading
+
+from hypothesis import given, settings, strategies as st
 
 from appvirt.tracer import _ptrace as pt
 from appvirt.tracer import seccomp
@@ -51,14 +54,16 @@ def test_register_layout_is_the_kernels():
 def test_run_imports_nothing_it_does_not_need():
     """The modules `appvirt run` imports before the program starts leave out the parsers,
     validators and viewers a remembered policy, an empty log and a quiet run never use."""
-    code = ("import sys, appvirt.cli, appvirt.cli_run, appvirt.tracer.launcher; "
+    code = ("import sys, appvirt.entry, appvirt.run, appvirt.tracer.launcher; "
             "print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                 text=True).stdout.split())
-    for heavy in ("yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
+    for heavy in ("click", "yaml", "jsonschema", "ptrace", "ctypes.util", "rich", "capstone",
                   "elftools", "appvirt.vmx", "appvirt.store.cli", "appvirt.overlay.cli",
                   "appvirt.cli_log", "importlib.resources", "appvirt.store.diff",
-                  "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random"):
+                  "appvirt.store.transfer", "appvirt.store.textformat", "gzip", "random",
+                  "socket", "calendar", "shutil", "appvirt.virt.modules",
+                  "appvirt.virt.credentials", "appvirt.handlers.files"):
         assert heavy not in loaded, heavy
 
 
@@ -69,3 +74,34 @@ def test_the_packed_filter_is_the_kernels_sock_filter_array():
         *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
     packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
     assert bytes(one_by_one) == packed
+
+
+def test_address_families_written_out_are_the_socket_modules():
+    """net.addresses writes them out: importing socket would cost every start-up."""
+    import socket
+    from appvirt.net import addresses
+    assert (addresses.AF_UNIX, addresses.AF_INET, addresses.AF_INET6) == (
+        socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["bin", "sbin", "dir", "file", "plain", "", ".", "missing",
+                                 "bin"]), max_size=6),
+       st.sampled_from(["tool", "data", "sub", "none"]))
+def test_the_program_search_finds_what_shutil_which_finds(tmp_path_factory, dirs, name):
+    """pathsearch.which stands in for shutil.which (whose import costs every start)."""
+    import shutil
+    from appvirt.tracer.pathsearch import which
+    root = tmp_path_factory.getbasetemp() / "search"
+    if not root.exists():
+        for d in ("bin", "sbin", "dir", "plain"):
+            (root / d).mkdir(parents=True)
+        for d, mode in (("bin", 0o755), ("sbin", 0o755), ("plain", 0o644)):
+            for f in ("tool", "data"):
+                (root / d / f).write_text("#!/bin/sh\n")
+                (root / d / f).chmod(mode if f == "tool" else 0o644)
+        (root / "dir" / "tool").mkdir()
+        (root / "sbin" / "sub").mkdir()
+        (root / "file").write_text("")
+    path = os.pathsep.join(str(root / d) if d else "" for d in dirs)
+    assert which(name, path) == shutil.which(name, path=path)

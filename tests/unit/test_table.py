@@ -84,6 +84,50 @@ def test_handlers_are_named_and_documented():
         assert e.handler.__doc__, e.name
 
 
+def test_every_entry_resolves_to_its_modules_handler_and_every_handler_is_declared():
+    """An entry's handler is HANDLERS[name] of the module it names, and a handler module has
+    a handler for exactly the calls declared with it (none missing, none left over)."""
+    import importlib
+    declared: dict[str, set[str]] = {}
+    for e in TABLE.entries:
+        declared.setdefault(e.module, set()).add(e.name)
+        assert e.handler is importlib.import_module(e.module).HANDLERS[e.name], e.name
+        assert e.handler is e.handler, e.name           # resolved once
+    for module, names in declared.items():
+        assert set(importlib.import_module(module).HANDLERS) == names, module
+
+
+def test_the_table_loads_no_handler_module():
+    """Handler modules are imported at their calls' first dispatch, not with the table."""
+    import subprocess
+    import sys
+    code = ("import sys, appvirt.handlers; "
+            "print(' '.join(m for m in sys.modules if m.startswith('appvirt.handlers.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True).stdout.split()
+    assert loaded == []
+
+
+def test_a_handler_module_that_cannot_be_imported_denies_the_call():
+    """Fail closed: the dispatcher turns the failed import into EPERM, never a pass."""
+    from types import SimpleNamespace
+    from appvirt.core.action import Deny
+    from appvirt.core.table import OpClass, SyscallEntry
+    from appvirt.policy import load_policy_text
+    from appvirt.tracer.loop import Tracer
+    broken = SyscallEntry("getpid", OpClass.PROCESS, "appvirt.handlers.no_such_module")
+    tracer = Tracer(TABLE, load_policy_text("{}", "p.yaml"), None, None)
+    task = SimpleNamespace(tid=4242, pid=4242)
+    info = SimpleNamespace(args=(0,) * 6, ip=0)
+    stop, action = tracer._decide(task, broken, info)
+    assert isinstance(action, Deny) and action.errno == errno.EPERM
+    assert action.note.rule == "builtin:internal-error"
+    assert tracer.first_error.startswith("getpid: internal error: ModuleNotFoundError")
+    missing = SyscallEntry("getpid", OpClass.PROCESS, "appvirt.handlers.process")
+    stop, action = tracer._decide(task, missing, info)      # no handler of that name there
+    assert isinstance(action, Deny) and action.errno == errno.EPERM
+
+
 PROG = sc.build_filter(TABLE)
 
 
