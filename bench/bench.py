@@ -77,6 +77,7 @@ class Cell:
     seconds: list[float] = field(default_factory=list)
     cores: list[float] = field(default_factory=list)        # CPU seconds / wall seconds
     stops: list[int] = field(default_factory=list)
+    compiled: list[int] = field(default_factory=list)      # of them, answered in C
     loop_seconds: list[float] = field(default_factory=list)
     not_run: str | None = None                               # why there are no timings
 
@@ -86,6 +87,9 @@ class Cell:
         stops = ptrace_stops(run.stderr)
         if stops is not None:
             self.stops.append(stops)
+        m = APPVIRT_COMPILED.search(run.stderr)
+        if m:
+            self.compiled.append(int(m.group(1)))
         for line in run.stderr.splitlines():
             if line.startswith("loop_ns "):
                 self.loop_seconds.append(int(line.split()[1]) / 1e9)
@@ -175,6 +179,7 @@ def workloads(build: Path) -> dict[str, Workload]:
     c_src = build / "c-project"
     _c_project(c_src)
     return {
+        "true": Workload("true", ("true",), "`true`: starting and ending alone"),
         "find": Workload("find", ("find", "/usr/share", "-type", "f"),
                          "`find /usr/share -type f`"),
         "syscalls": Workload("syscalls", (loop, "1000000"),
@@ -333,6 +338,7 @@ def run_once(argv: list[str], env: dict[str, str], timeout: float) -> Run:
 
 APPVIRT_STOPS = re.compile(r"^appvirt: (\d+) ptrace stops", re.M)
 LIMIT_STOPS = re.compile(r"^stops (\d+)$", re.M)
+APPVIRT_COMPILED = re.compile(r"(\d+) answered by the compiled loop\)")
 
 
 def ptrace_stops(stderr: str) -> int | None:
@@ -495,8 +501,8 @@ def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
 
 def cost_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
     """Stops, the cost of each stop over native, and how many cores the run kept busy."""
-    lines = ["| workload | runner | ptrace stops | µs per stop over native | CPU use (cores) |",
-             "|---|---|---|---|---|"]
+    lines = ["| workload | runner | ptrace stops | of them answered in C | µs per stop over native "
+             "| CPU use (cores) |", "|---|---|---|---|---|---|"]
     for w, cells in rows:
         native = _median(cells, "native")
         for name, cell in cells.items():
@@ -508,8 +514,9 @@ def cost_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
                 stops = f"{n:,.0f}"
                 if native is not None and n >= MIN_STOPS_FOR_COST:
                     per_stop = f"{(statistics.median(cell.seconds) - native) / n * 1e6:.1f}"
+            in_c = f"{statistics.median(cell.compiled):,.0f}" if cell.compiled else ""
             cores = f"{statistics.median(cell.cores):.2f}"
-            lines.append(f"| {w.note} | {name} | {stops} | {per_stop} | {cores} |")
+            lines.append(f"| {w.note} | {name} | {stops} | {in_c} | {per_stop} | {cores} |")
     return lines
 
 
@@ -607,7 +614,7 @@ def report(args: argparse.Namespace, rows: list[tuple[Workload, dict[str, Cell]]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-w", "--workloads",
-                    default="find,syscalls,python,tar,git,make,compute,threads,procs")
+                    default="true,find,syscalls,python,tar,git,make,compute,threads,procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--runners", default="native,seccomp floor,physical limit,appvirt,"
                     "appvirt (all virtual),strace -f,proot,python-ptrace strace.py")

@@ -49,13 +49,27 @@ _RESOLVED: dict[tuple[str, str], Handler] = {}     # (module, name) -> the handl
 
 
 # --- BPF prefilters: trace only when register arguments match (else run natively) --------------
-# Named tuples, cheaper to make than dataclasses at every start; the filter tells them apart
-# by type (never compare conditions of different kinds: as tuples they may be equal).
+# Named tuples, cheaper to make than dataclasses at every start. As tuples, an ArgIn and an
+# ArgNotIn of the same fields would be equal (and one in a set): each compares by kind too.
+def _same_kind(self: tuple, other: object) -> bool:
+    return type(self) is type(other) and tuple.__eq__(self, other)
+
+
+def _other_kind(self: tuple, other: object) -> bool:
+    return not _same_kind(self, other)
+
+
+def _kind_hash(self: tuple) -> int:
+    return hash((type(self).__name__, tuple(self)))
+
+
 class ArgBitsAny(NamedTuple):
     """Trace when (low 32 bits of arg) & mask != 0."""
 
     arg: int
     mask: int
+
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
 
 
 class ArgIn(NamedTuple):
@@ -64,12 +78,16 @@ class ArgIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+
 
 class ArgNotIn(NamedTuple):
     """Trace when the low 32 bits of arg are none of `values` (an allowlist)."""
 
     arg: int
     values: frozenset[int]
+
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
 
 
 class ArgHighIn(NamedTuple):
@@ -78,6 +96,8 @@ class ArgHighIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+
 
 class ArgHighNotIn(NamedTuple):
     """Trace when the high 32 bits of arg are none of `values` (e.g. a length >= 4 GiB)."""
@@ -85,12 +105,16 @@ class ArgHighNotIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+
 
 class ArgBitsClear(NamedTuple):
     """Trace when (low 32 bits of arg) & mask == 0 (e.g. a clone without CLONE_THREAD)."""
 
     arg: int
     mask: int
+
+    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
 
 
 TraceCondition = Union[ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]

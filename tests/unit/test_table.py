@@ -206,3 +206,16 @@ def test_running_kernel_has_no_syscall_beyond_the_table():
         os._exit(min(len(bad), 100))
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_trace_conditions_of_different_kinds_never_compare_equal():
+    """Conditions are named tuples: an allowlist and a denylist of the same fields must stay
+    two conditions (in a comparison, a set or a dict), never collapse into one."""
+    from appvirt.core.table import (ArgBitsAny, ArgBitsClear, ArgHighIn, ArgHighNotIn, ArgIn,
+                                    ArgNotIn)
+    values = frozenset({1})
+    kinds = [ArgIn(0, values), ArgNotIn(0, values), ArgHighIn(0, values),
+             ArgHighNotIn(0, values), ArgBitsAny(0, 1), ArgBitsClear(0, 1)]
+    assert len(set(kinds)) == len(kinds) == len({k: 0 for k in kinds})
+    assert all(a != b and not a == b for a in kinds for b in kinds if a is not b)
+    assert ArgIn(0, values) == ArgIn(0, frozenset({1})) and ArgIn(0, values) != (0, values)
