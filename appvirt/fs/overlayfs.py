@@ -230,11 +230,8 @@ class OverlayFS:
             return False
         # A real directory reached without a symlink: the path the program gave may cross
         # one (/lib -> usr/lib), and then it names another directory, decided on its own.
-        try:
-            got = lstat_no_symlinks(d)
-        except Missing:
-            return False
-        return not isinstance(got, int) and statmod.S_ISDIR(got.st_mode)
+        got = _reached(d)
+        return got is not None and statmod.S_ISDIR(got.st_mode)
 
     def owned_dir(self, d: bytes) -> bytes | None:
         """The upper-layer directory that alone makes up the view of directory d, when
@@ -267,13 +264,8 @@ class OverlayFS:
 
     def host_name_dir(self, d: bytes) -> bool:
         """host_names, for a real directory reached without a symlink."""
-        if not self.host_names(d):
-            return False
-        try:
-            got = lstat_no_symlinks(d)
-        except Missing:
-            return False
-        return not isinstance(got, int) and statmod.S_ISDIR(got.st_mode)
+        got = _reached(d) if self.host_names(d) else None
+        return got is not None and statmod.S_ISDIR(got.st_mode)
 
     def host_name(self, p: bytes) -> bool:
         """Whether the object at p is the host's own for the reads the compiled loop answers
@@ -281,13 +273,8 @@ class OverlayFS:
         entry, hidden or private place, machine file), and p an existing object that is
         neither a directory nor a symlink, reached without a symlink. Valid while the upper
         index does not change."""
-        if not self.host_names(p):
-            return False
-        try:
-            got = lstat_no_symlinks(p)
-        except Missing:
-            return False
-        return not isinstance(got, int) and not statmod.S_ISDIR(got.st_mode) \
+        got = _reached(p) if self.host_names(p) else None
+        return got is not None and not statmod.S_ISDIR(got.st_mode) \
             and not statmod.S_ISLNK(got.st_mode)
 
     def _names_alike(self, d: bytes) -> bool:
@@ -420,3 +407,12 @@ class OverlayFS:
         """Whether changes to guest land somewhere else than the host path of that name."""
         return self.ov.mode(guest) not in (FileMode.PASSTHROUGH,)
 
+
+def _reached(p: bytes) -> os.stat_result | None:
+    """The host object at p when a walk that crosses no symlink reaches it (p itself may be
+    one), else None."""
+    try:
+        got = lstat_no_symlinks(p)
+    except Missing:
+        return None
+    return None if isinstance(got, int) else got

@@ -92,6 +92,21 @@ def _compiled(stderr: str) -> int:
     return int(re.search(r"(\d+) answered by the compiled loop", stderr).group(1))
 
 
+def _in_both_loops(appvirt, program: str, top: Path, app: str) -> tuple[str, str]:
+    """Run a Python program on top with the compiled loop and without it (an app each): its
+    output, the same in both, and what the compiled loop answered (--stats)."""
+    outs = {}
+    for fast in ("1", "0"):
+        r = appvirt("run", "--stats", "--app", f"{app}{fast}", "--", "python3", "-c", program,
+                    str(top), env={"APPVIRT_FASTPATH": fast})
+        assert r.returncode == 0, r.stderr
+        outs[fast] = r
+    assert outs["1"].stdout == outs["0"].stdout
+    done = re.search(r"answered by the compiled loop: (.*)", outs["1"].stderr)
+    assert done, outs["1"].stderr
+    return outs["1"].stdout, done.group(1)
+
+
 def _run(appvirt, top: Path, *, fast: bool, app: str, policy: str | None = None):
     args = ["run", "--stats", "--app", app]
     if policy:
@@ -418,17 +433,9 @@ def test_listings_of_owned_directories_match_the_python_loop(appvirt, tmp_path):
     (top / "host").mkdir(parents=True)
     (top / "host" / "old.txt").write_text("host\n")
     before = tree_digest(top)
-    outs = {}
-    for fast in ("1", "0"):
-        r = appvirt("run", "--stats", "--app", f"ls{fast}", "--", "python3", "-c", LISTER,
-                    str(top), env={"APPVIRT_FASTPATH": fast})
-        assert r.returncode == 0, r.stderr
-        outs[fast] = r.stdout
-        if fast == "1":
-            done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
-            assert int(re.search(r"getdents64 (\d+)", done).group(1)) >= 12, done
-    assert outs["1"] == outs["0"]
-    lines = outs["1"].splitlines()
+    out, done = _in_both_loops(appvirt, LISTER, top, "ls")
+    assert int(re.search(r"getdents64 (\d+)", done).group(1)) >= 12, done
+    lines = out.splitlines()
     assert lines[0].startswith("3002 ")
     assert lines[1] == "[('ln', False, True), ('sub', True, False)]"
     assert lines[2:] == ["dots True", "seekdir True", "rewind b'.'", "1002", "['x']"]
@@ -491,18 +498,9 @@ def test_directories_themselves_cwd_and_missing_programs_match_the_python_loop(a
     top.mkdir()
     (top / "host.txt").write_text("host\n")
     before = tree_digest(top)
-    outs = {}
-    for fast in ("1", "0"):
-        r = appvirt("run", "--stats", "--app", f"walk{fast}", "--", "python3", "-c", WALKER,
-                    str(top), env={"APPVIRT_FASTPATH": fast})
-        assert r.returncode == 0, r.stderr
-        outs[fast] = r.stdout
-        if fast == "1":
-            done = re.search(r"answered by the compiled loop: (.*)", r.stderr).group(1)
-            for call in ("getcwd", "execve", "readlink", "stat", "lstat"):
-                assert re.search(rf"\b{call} \d+", done), (call, done)
-    assert outs["1"] == outs["0"]
-    out = outs["1"]
+    out, done = _in_both_loops(appvirt, WALKER, top, "walk")
+    for call in ("getcwd", "execve", "readlink", "stat", "lstat"):
+        assert re.search(rf"\b{call} \d+", done), (call, done)
     assert f"cwd {top}/made/inner" in out and "exec no-such-program 2" in out
     assert "exec /etc/hostname/x 20" in out and "b'127\\n'" in out
     assert tree_digest(top) == before and not (top / "made").exists()

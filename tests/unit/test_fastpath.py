@@ -7,6 +7,7 @@ whatever the overlay holds and the rules say."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -41,6 +42,30 @@ changes = st.lists(st.tuples(st.sampled_from(["create", "mkdir", "unlink", "rmdi
                              rel_paths), max_size=5)
 
 
+@contextlib.contextmanager
+def _changed_view(rules_table, rules, ops):
+    """The test tree (in a temporary directory of the real root: the fast path works on host
+    paths the program's view shares) under these rules, changed in the overlay by ops:
+    (top, overlay, its OverlayFS)."""
+    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
+        top = os.fsencode(os.path.realpath(lower))
+        make_tree(lower, TREE)
+        files = FilesPolicy(FileMode.OVERLAY, tuple(
+            PathRule(Glob.of(os.fsdecode(top) + "/" + rules_table[i][0]), rules_table[i][1],
+                     f"r{i}") for i in sorted(rules)))
+        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
+        for op, rel in ops:
+            g = top + b"/" + rel
+            try:
+                {"create": lambda: create_file(ov, g, b"new"),
+                 "mkdir": lambda: ov.mkdir(g, 0o755),
+                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
+                 "copy up": lambda: ov.copy_up(g)}[op]()
+            except (GuestErrno, OSError):
+                pass
+        yield top, ov, OverlayFS(ov, files.rules)
+
+
 def _host_object(p: bytes):
     """What the fast path answers for p: the object, None (only the name is missing), or the
     errno of a walk that meets a missing directory or a file on the way."""
@@ -67,24 +92,7 @@ def _view_object(fs, p: bytes):
 @settings(max_examples=120, deadline=None)
 @given(changes, st.sets(st.integers(0, len(RULES) - 1)))
 def test_a_plain_directory_shows_the_host_for_every_name(ops, rules):
-    # The fast path works on host paths the program's view shares (lower root "/"), so the
-    # tree lives in a temporary directory of the real root.
-    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
-        top = os.fsencode(os.path.realpath(lower))
-        make_tree(lower, TREE)
-        files = FilesPolicy(FileMode.OVERLAY, tuple(
-            PathRule(Glob.of(os.fsdecode(top) + "/" + RULES[i][0]), RULES[i][1], f"r{i}")
-            for i in sorted(rules)))
-        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
-        fs = OverlayFS(ov, files.rules)
-        for op, rel in ops:
-            g = top + b"/" + rel
-            try:
-                {"create": lambda: create_file(ov, g, b"new"),
-                 "mkdir": lambda: ov.mkdir(g, 0o755),
-                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g)}[op]()
-            except (GuestErrno, OSError):
-                pass
+    with _changed_view(RULES, rules, ops) as (top, ov, fs):
         dirs = [top] + [top + b"/" + r for r in (
             b"etc", b"etc/app", b"etc/app/sub", b"etc/nope", b"etc/nope/deeper", b"etc/hosts",
             b"etc/link", b"usr", b"usr/lib", b"usr/lib/x", b"home", b"home/u", b"home/u/.ssh",
@@ -131,22 +139,7 @@ OWNED_OPS = st.lists(st.tuples(
 def test_an_owned_directory_is_its_upper_directory_for_every_name(ops, rules):
     """Wherever owned_dir names an upper directory, the view's walk finds, for every name,
     exactly that directory's object of the name (or nothing)."""
-    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
-        top = os.fsencode(os.path.realpath(lower))
-        make_tree(lower, TREE)
-        files = FilesPolicy(FileMode.OVERLAY, tuple(
-            PathRule(Glob.of(os.fsdecode(top) + "/" + RULES[i][0]), RULES[i][1], f"r{i}")
-            for i in sorted(rules)))
-        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
-        fs = OverlayFS(ov, files.rules)
-        for op, rel in ops:
-            g = top + b"/" + rel
-            try:
-                {"create": lambda: create_file(ov, g, b"new"),
-                 "mkdir": lambda: ov.mkdir(g, 0o755),
-                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g)}[op]()
-            except (GuestErrno, OSError):
-                pass
+    with _changed_view(RULES, rules, ops) as (top, ov, fs):
         walk = _Walk(fs)
         for d in [top] + [g for g in ov._ix.kinds if g.startswith(top + b"/")]:
             host = fs.owned_dir(d)
@@ -297,23 +290,7 @@ def test_a_host_name_is_the_hosts_object(ops, rules):
     """Wherever host_name says so, the view's walk finds exactly the host's object there,
     whatever the overlay holds and the rules say (the names of directories with rules for
     some of their names, as /dev's devices, are decided one by one)."""
-    with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
-        top = os.fsencode(os.path.realpath(lower))
-        make_tree(lower, TREE)
-        files = FilesPolicy(FileMode.OVERLAY, tuple(
-            PathRule(Glob.of(os.fsdecode(top) + "/" + NAME_RULES[i][0]), NAME_RULES[i][1],
-                     f"r{i}") for i in sorted(rules)))
-        ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
-        fs = OverlayFS(ov, files.rules)
-        for op, rel in ops:
-            g = top + b"/" + rel
-            try:
-                {"create": lambda: create_file(ov, g, b"new"),
-                 "mkdir": lambda: ov.mkdir(g, 0o755),
-                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
-                 "copy up": lambda: ov.copy_up(g)}[op]()
-            except (GuestErrno, OSError):
-                pass
+    with _changed_view(NAME_RULES, rules, ops) as (top, ov, fs):
         walk = _Walk(fs)
         for d in [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr/bin",
                                            b"usr/lib/x/y", b"home/u", b"home/u/.ssh", b"tmp")]:
