@@ -142,8 +142,9 @@ int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
-                Operand *op, struct stat *st, int *parent_ok);
+                Operand *op, struct stat *st);
 int forget_decision(Engine *self, const char *guest);
+int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen);
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                      int follow, char *host);
 

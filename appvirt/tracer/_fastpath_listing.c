@@ -67,13 +67,11 @@ static int add_name(Names *l, const char *name, size_t len, unsigned char type, 
     return 0;
 }
 
-static const char *sorted_names;     /* qsort has no context argument */
-
-static int by_name(const void *a, const void *b)
+static int by_name(const void *a, const void *b, void *names)
 {
     const Name *x = a, *y = b;
     /* Python's order of bytes: the common prefix, then the shorter first */
-    int c = memcmp(sorted_names + x->name, sorted_names + y->name,
+    int c = memcmp((const char *)names + x->name, (const char *)names + y->name,
                    x->len < y->len ? x->len : y->len);
     return c ? c : (int)x->len - (int)y->len;
 }
@@ -111,8 +109,7 @@ static int upper_names(int dfd, Names *out)
                 return -1;
         }
     }
-    sorted_names = out->names;
-    qsort(out->at, out->n, sizeof *out->at, by_name);
+    qsort_r(out->at, out->n, sizeof *out->at, by_name, out->names);
     return 0;
 }
 

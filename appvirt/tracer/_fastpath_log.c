@@ -257,6 +257,12 @@ int logged(Engine *self, int nr)
     return self->specs[nr] != NULL;
 }
 
+/* tid's process, as Python told the engine (Engine.enable); tid itself when unknown. */
+static int process_of(Engine *self, pid_t tid)
+{
+    return tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+}
+
 static double micros_since(const struct timespec *t0)
 {
     struct timespec now;
@@ -268,7 +274,7 @@ long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const 
 {
     if (!logged(self, nr))
         return 0;
-    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    int pid = process_of(self, tid);
     PyObject *key = PyLong_FromLong(pid);
     PyObject *program = key ? PyDict_GetItemWithError(self->programs, key) : NULL;
     Py_XDECREF(key);
@@ -287,7 +293,7 @@ void log_result(Engine *self, pid_t tid, long long call, long result)
 {
     if (self->log_fd < 0)
         return;
-    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    int pid = process_of(self, tid);
     Line *l = &self->line;
     l->len = 0;
     l->failed = 0;

@@ -203,15 +203,14 @@ static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_sysc
         return FALLBACK;             /* a replaced name's recorded owner must go: Python's */
     Operand src, dst;
     struct stat sst, dstst;
-    int sp, dp;
     int src_arg = two_dirfds ? 1 : 0, dst_arg = two_dirfds ? 3 : 1;
     int src_rc = find_object(self, tid, two_dirfds ? (long)(int)a[0] : AT_FDCWD_, a[src_arg],
-                             follow, &src, &sst, &sp);
+                             follow, &src, &sst);
     if (src_rc != 0 || src.kind != OWNED || S_ISDIR(sst.st_mode))
         return FALLBACK;
     int dst_rc = find_object(self, tid, two_dirfds ? (long)(int)a[2] : AT_FDCWD_, a[dst_arg],
-                             0, &dst, &dstst, &dp);
-    if (dst_rc > 0 || dst.kind != OWNED || (dst_rc < 0 && !dp)
+                             0, &dst, &dstst);
+    if (dst_rc > 0 || dst.kind != OWNED
             || (dst_rc == 0 && (link || S_ISDIR(dstst.st_mode))))
         return FALLBACK;             /* EEXIST, ENOENT ...: Python explains */
     if (link_or_move(&src, &dst, link) < 0)
@@ -268,11 +267,10 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     Operand op;
     if (path_arg >= 0) {
         struct stat st;
-        int parent_ok;
-        int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st, &parent_ok);
+        int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
         if (rc > 0 || op.kind != OWNED)
             return FALLBACK;
-        if (makes ? rc == 0 || !parent_ok : rc < 0 || (S_ISLNK(st.st_mode) && !removes))
+        if (makes ? rc == 0 : rc < 0 || (S_ISLNK(st.st_mode) && !removes))
             return FALLBACK;         /* EEXIST, ENOENT ...: Python explains */
     } else {
         int in_upper;
@@ -287,10 +285,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         memcpy(dir, op.guest, (size_t)dl);
         dir[dl] = 0;
         if (dir_kind(self, dir, dl, op.host, &op.host_dir, &op) != OWNED
-                || op.host_dir + 1 + nlen >= PATH_MAX_)
+                || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)
             return FALLBACK;
-        op.host[op.host_dir] = '/';
-        memcpy(op.host + op.host_dir + 1, slash + 1, (size_t)nlen + 1);
     }
     struct timespec times[2];
     const struct timespec *t = NULL;

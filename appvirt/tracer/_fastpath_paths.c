@@ -232,7 +232,8 @@ static int name_is_host(Engine *self, const char *path)
     return host;
 }
 
-static int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen)
+/* dir_len bytes of buf (a directory), then "/" and the name: 0, or -1 when too long. */
+int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen)
 {
     Py_ssize_t at = dir_len > 1 ? dir_len : 0;      /* a name in "/" */
     if (at + 1 + nlen >= PATH_MAX_)
@@ -314,15 +315,15 @@ static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *pa
  * where it lies: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1
  * (FALLBACK) when Python must decide. With `follow`, a symlink is followed as the view's
  * walk follows it (its text read from its host object, relative to its guest directory),
- * while each step lands in a plain or owned directory; without, it is the object. */
+ * while each step lands in a plain or owned directory; without, it is the object. A name
+ * missing in an owned directory is -ENOENT only while that directory is there. */
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
-                       int follow, Operand *op, struct stat *st, int *parent_ok)
+                int follow, Operand *op, struct stat *st)
 {
     if (operand(self, tid, dirfd, addr, op) < 0)
         return FALLBACK;
-    int rc = lookup(op->host, op->host_dir, st, parent_ok);
-    if (op->kind == NAME && rc != 0)
-        return FALLBACK;             /* gone since: only its directory could say so */
+    int parent_ok;
+    int rc = lookup(op->host, op->host_dir, st, &parent_ok);
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
         char target[PATH_MAX_], next[PATH_MAX_];
         ssize_t n = readlink(op->host, target, sizeof target - 1);
@@ -340,10 +341,12 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
         len += n;
         if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
             return FALLBACK;
-        rc = lookup(op->host, op->host_dir, st, parent_ok);
-        if (op->kind == NAME && rc != 0)
-            return FALLBACK;
+        rc = lookup(op->host, op->host_dir, st, &parent_ok);
     }
+    /* A host name gone since it was decided, or an owned directory gone: only their
+     * directories' decisions could explain it, in Python. */
+    if (rc < 0 && (op->kind == NAME || (op->kind == OWNED && !parent_ok)))
+        return FALLBACK;
     return rc;
 }
 
@@ -368,13 +371,9 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
     } else {
         const char *name;
         if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
-                       &name) < 0)
+                       &name) < 0 || append_name(guest, n, name, len - (name - path)) < 0)
             return -1;
-        Py_ssize_t nlen = len - (name - path), at = n > 1 ? n : 0;
-        guest[at] = '/';
-        memcpy(guest + at + 1, name, (size_t)nlen);
-        n = at + 1 + nlen;
-        guest[n] = 0;
+        n = (Py_ssize_t)strlen(guest);
     }
     if (n < 0)
         return -1;

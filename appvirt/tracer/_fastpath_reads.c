@@ -45,16 +45,11 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     int size = (int)a[at + 2];
     Operand op;
     struct stat st;
-    int parent_ok;
-    op.path_len = -1;
-    int rc = find_object(self, tid, dirfd, a[at], 0, &op, &st, &parent_ok);
-    if (rc > 0) {                    /* a directory named by itself: not a link */
-        rc = stat_itself(self, tid, dirfd, &op, 0, &st) < 0 ? 1 : -EINVAL;
-    } else if (rc == 0 && !S_ISLNK(st.st_mode)) {
+    int rc = find_object(self, tid, dirfd, a[at], 0, &op, &st);
+    if (rc > 0)                      /* a directory named by itself: not a link */
+        rc = stat_itself(self, tid, dirfd, &op, 0, &st) < 0 ? FALLBACK : -EINVAL;
+    else if (rc == 0 && !S_ISLNK(st.st_mode))
         rc = -EINVAL;
-    } else if (op.kind == OWNED && rc < 0 && !parent_ok) {
-        rc = 1;
-    }
     if (rc > 0)
         return FALLBACK;
     long result = rc;
@@ -99,8 +94,7 @@ int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     Operand op;
     struct stat st;
-    int parent_ok;
-    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st, &parent_ok);
+    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st);
     if (rc >= 0 || op.kind != PLAIN)
         return FALLBACK;
     emulate(tid, rc);
@@ -132,21 +126,17 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     }
     Operand op;
     struct stat st;
-    int parent_ok;
     int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
-    op.path_len = -1;
-    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
     if (rc > 0) {                    /* a directory named by itself (".", "/usr") */
         if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0)
             return FALLBACK;
         emulate(tid, write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT : 0);
         return ANSWERED;
     }
-    /* In an owned directory a missing name is only known missing in a directory that is
-     * there, and a directory's link count is the view's own (merged_nlink) when it is owned
-     * too (its subdirectories are its upper directory's, counted by the kernel). */
-    if (op.kind == OWNED && ((rc == 0 && S_ISDIR(st.st_mode) && !owned_itself(self, &op))
-                             || (rc < 0 && !parent_ok)))
+    /* In an owned directory a directory's link count is the view's own (merged_nlink) when
+     * it is owned too (its subdirectories are its upper directory's, counted by the kernel). */
+    if (op.kind == OWNED && rc == 0 && S_ISDIR(st.st_mode) && !owned_itself(self, &op))
         return FALLBACK;
     long result = rc;
     if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
@@ -166,9 +156,8 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         return FALLBACK;
     Operand op;
     struct stat st;
-    int parent_ok;
     int follow = !(flags & O_NOFOLLOW) && !(flags & O_CREAT && flags & O_EXCL);
-    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st, &parent_ok);
+    int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
     if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))  /* a symlink not followed: ELOOP, */
         return FALLBACK;                               /* EEXIST or O_PATH: Python's */
     unsigned long long mode = 0;
@@ -183,8 +172,6 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     } else {
         /* As do_open() makes it: a creation, a write or a read of the upper object. A
          * missing name without O_CREAT and O_EXCL on an existing one are Python's to log. */
-        if (rc < 0 && !(rc == -ENOENT && parent_ok))
-            return FALLBACK;
         int exists = rc == 0;
         if ((!exists && !(flags & O_CREAT)) || (exists && flags & O_CREAT && flags & O_EXCL))
             return FALLBACK;
@@ -257,9 +244,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     int follow = !(flags & AT_SYMLINK_NOFOLLOW_);
     Operand op;
     struct stat st;
-    int parent_ok;
-    op.path_len = -1;
-    int rc = find_object(self, tid, dirfd, addr, follow, &op, &st, &parent_ok);
+    int rc = find_object(self, tid, dirfd, addr, follow, &op, &st);
     if (rc > 0) {                    /* a directory named by itself (".", "dir/") */
         op.kind = op.path_len >= 0 ? directory_itself(self, tid, dirfd, op.path, op.path_len,
                                                       follow, op.host) : -1;
@@ -267,8 +252,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
             return FALLBACK;
         rc = 0;
     }
-    if (((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
-            || (op.kind == OWNED && rc < 0 && !parent_ok))
+    if ((op.kind == PLAIN || op.kind == NAME) && mode & W_OK)
         return FALLBACK;
     long result = rc;
     if (rc == 0)

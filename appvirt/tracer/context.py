@@ -163,7 +163,8 @@ class TracerContext:
         if task is None:
             return
         tids = self.tasks.threads.get(task.pid) or {tid}
-        if all(_credentials(t) == _credentials("self") for t in tids):
+        mine = _credentials("self")
+        if all(_credentials(t) == mine for t in tids):
             self.tasks.foreign_creds.discard(task.pid)
         else:
             self.tasks.foreign_creds.add(task.pid)

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from appvirt.core import sysnums
 from appvirt.core.action import Decision, Emulate, Note, Rewrite
 from appvirt.core.stop import Stop
 from appvirt.handlers import TABLE
@@ -73,7 +74,7 @@ def test_a_record_is_the_python_loops_line(entry, args, paths, program, rule, pa
 
 
 def test_the_time_is_shown_as_python_shows_a_rounded_float():
-    spec = fastpath.record_spec(TABLE, 87)
+    spec = fastpath.record_spec(TABLE, sysnums.nr("unlink"))
     for _ in range(2000):
         got = _fastpath.format_call(spec, 1, 1, 1, "", (0,) * 6, (b"/x",), None, None, None,
                                     None)
