@@ -1,19 +1,22 @@
 """Map the slot area into a freshly exec'd process, before any of its code runs.
 
-At PTRACE_EVENT_EXEC the process has exactly one thread, stopped inside execve. The tracer
-puts a `syscall` instruction over the first two bytes of the entry point (PTRACE_POKETEXT
-copies the page privately, as debuggers do), lets execve return, and makes the process run
-three calls from there: openat(/proc/KEEPER/fd/N, O_RDONLY), mmap(SLOT_BASE, PROT_READ,
-MAP_SHARED|MAP_FIXED_NOREPLACE), close. Then it restores the bytes and registers and checks
-/proc/PID/maps. Any failure kills the process: it never runs without its slots.
+At PTRACE_EVENT_EXEC the process has exactly one thread, stopped inside execve, and no code of
+its own has run. The tracer writes a short stub over the entry point (through /proc/PID/mem,
+which copies the page privately, as debuggers' breakpoints do) and points the thread at it;
+when execve returns, the stub runs openat(/proc/KEEPER/fd/N, O_RDONLY), mmap(SLOT_BASE,
+PROT_READ, MAP_SHARED|MAP_FIXED_NOREPLACE) and close, and ends on int3. The tracer then puts
+the bytes and registers back (execve's return value 0 in rax) and checks /proc/PID/maps. Any
+failure kills the process: it never runs without its slots.
+
+Two stops besides the exec event (the openat's seccomp stop and the int3), where stepping each
+call from the tracer took eight (every call's entry and exit, and execve's exit).
 """
 
 from __future__ import annotations
 
-import ctypes
-import enum
-import mmap
-import os
+import errno
+import signal
+import struct
 
 from ..core import sysnums
 from ..core.slotlayout import AREA_SIZE, SLOT_BASE
@@ -21,9 +24,54 @@ from . import _ptrace as pt
 from .memory import TraceeMemory
 from .slots import MAP_FIXED_NOREPLACE, SlotArena
 
-SYSCALL_INSN = 0x050F
-AT_FDCWD = 0xFFFFFFFFFFFFFF9C
+PAGE = 4096
 O_RDONLY_CLOEXEC = 0o2000000
+PROT_READ, MAP_SHARED = 0x1, 0x01
+
+
+def _stub_code() -> bytes:
+    """The stub's instructions (x86-64); the keeper's path follows them (see stub).
+    Errors: the openat's result stays in r8, the mmap's comes back in rax."""
+    nr = sysnums.nr
+    return b"".join((
+        b"\xb8" + struct.pack("<I", nr("openat")),           # mov eax, openat
+        b"\x48\xc7\xc7" + struct.pack("<i", -100),            # mov rdi, AT_FDCWD
+        b"\x48\x8d\x35" + struct.pack("<i", 0x49),            # lea rsi, [rip + path]
+        b"\xba" + struct.pack("<I", O_RDONLY_CLOEXEC),        # mov edx, O_RDONLY|O_CLOEXEC
+        b"\x0f\x05",                                          # syscall
+        b"\x49\x89\xc0",                                      # mov r8, rax
+        b"\x48\x85\xc0",                                      # test rax, rax
+        b"\x78\x39",                                          # js trap
+        b"\xb8" + struct.pack("<I", nr("mmap")),              # mov eax, mmap
+        b"\x48\xbf" + struct.pack("<Q", SLOT_BASE),           # movabs rdi, SLOT_BASE
+        b"\x48\xbe" + struct.pack("<Q", AREA_SIZE),           # movabs rsi, AREA_SIZE
+        b"\xba" + struct.pack("<I", PROT_READ),               # mov edx, PROT_READ
+        b"\x41\xba" + struct.pack("<I", MAP_SHARED | MAP_FIXED_NOREPLACE),  # mov r10d, flags
+        b"\x45\x31\xc9",                                      # xor r9d, r9d (offset 0)
+        b"\x0f\x05",                                          # syscall
+        b"\x48\x89\xc3",                                      # mov rbx, rax
+        b"\xb8" + struct.pack("<I", nr("close")),             # mov eax, close
+        b"\x4c\x89\xc7",                                      # mov rdi, r8
+        b"\x0f\x05",                                          # syscall
+        b"\x48\x89\xd8",                                      # mov rax, rbx
+        b"\xcc",                                              # trap: int3
+    ))
+
+
+STUB_CODE = _stub_code()
+TRAP = len(STUB_CODE) - 1                      # the int3's offset
+assert TRAP == 0x5B, "the lea and js displacements above assume this layout"
+
+
+def stub(keeper_path: bytes) -> bytes:
+    """The stub for this keeper path (NUL-terminated right after the int3)."""
+    return STUB_CODE + keeper_path + b"\0"
+
+
+def stub_address(entry: int, size: int) -> int:
+    """Where a stub of `size` bytes goes: at the entry point, or as much before it as keeps
+    it within the entry's page (which is mapped and executable as a whole)."""
+    return min(entry, (entry | (PAGE - 1)) + 1 - size)
 
 
 AT_NULL, AT_IGNORE, AT_SYSINFO_EHDR = 0, 1, 33
@@ -51,73 +99,50 @@ def hide_vdso_from(tid: int, sp: int, memory: TraceeMemory) -> bool:
     return False
 
 
-class Step(enum.Enum):
-    EXECVE_EXIT = "execve-exit"
-    OPEN = "open"
-    MMAP = "mmap"
-    CLOSE = "close"
-
-
 class InjectionFailed(Exception):
     pass
 
 
+def _errno_text(value: int) -> str:
+    """A raw syscall result as the stub left it: -errno as its name."""
+    value = value - (1 << 64) if value >= 1 << 63 else value
+    return errno.errorcode.get(-value, str(-value)) if -4096 < value < 0 else hex(value)
+
+
 class Injection:
-    """The injection state of one process; driven by its stops."""
+    """The injection state of one process, from its exec event to the stub's int3."""
 
     def __init__(self, tid: int, arena: SlotArena, memory: TraceeMemory,
                  hide_vdso: bool = False) -> None:
         self.tid, self.arena, self.memory = tid, arena, memory
         self.regs0 = pt.get_regs(tid)
-        self.entry = self.regs0.rip
         if hide_vdso:
             hide_vdso_from(tid, self.regs0.rsp, memory)
-        self.saved = pt.peek_text(tid, self.entry)
-        pt.poke_text(tid, self.entry, (self.saved & ~0xFFFF) | SYSCALL_INSN)
-        self.step = Step.EXECVE_EXIT
-        self.fd = -1
-        pt.syscall(tid)
+        code = stub(arena.keeper_path())
+        self.addr = stub_address(self.regs0.rip, len(code))
+        self.saved = memory.read(tid, self.addr, len(code))
+        memory.write_code(tid, self.addr, code)
+        regs = pt.copy_regs(self.regs0)
+        regs.rip = self.addr                  # where execve returns to
+        pt.set_regs(tid, regs)
+        pt.cont(tid)
 
-    def _run(self, nr: int, *args: int) -> None:
-        regs = pt.user_regs_struct()
-        ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(self.regs0),
-                       ctypes.sizeof(regs))
-        regs.rip, regs.rax, regs.orig_rax = self.entry, nr, 0xFFFFFFFFFFFFFFFF
-        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
-            setattr(regs, name, value & 0xFFFFFFFFFFFFFFFF)
-        pt.set_regs(self.tid, regs)
-        pt.syscall(self.tid)
-
-    def on_syscall_stop(self) -> bool:
-        """Advance on a syscall stop; True when the mapping is in place and the process runs."""
-        info = pt.syscall_info(self.tid)
-        if info.op != pt.OP_EXIT:
-            pt.syscall(self.tid)       # entry and seccomp stops of our own calls
+    def on_signal(self, sig: int) -> bool:
+        """A signal-delivery stop: True when it is the stub's int3 and the mapping is in place
+        (the process may run its own code: the caller resumes it); False for any other
+        signal, which the caller holds until then."""
+        if sig != signal.SIGTRAP:
             return False
-        rv = info.rval
-        if self.step is Step.EXECVE_EXIT:
-            path = self.arena.keeper_path() + b"\0"
-            addr = (self.regs0.rsp - 512 - len(path)) & ~0xF
-            self.memory.write(self.tid, addr, path)
-            self._run(sysnums.nr("openat"), AT_FDCWD, addr, O_RDONLY_CLOEXEC, 0)
-            self.step = Step.OPEN
-        elif self.step is Step.OPEN:
-            if rv < 0:
-                raise InjectionFailed(f"open of the slot area failed: {os.strerror(-rv)}")
-            self.fd = rv
-            self._run(sysnums.nr("mmap"), SLOT_BASE, AREA_SIZE, mmap.PROT_READ,
-                      mmap.MAP_SHARED | MAP_FIXED_NOREPLACE, self.fd, 0)
-            self.step = Step.MMAP
-        elif self.step is Step.MMAP:
-            if rv != SLOT_BASE:
-                raise InjectionFailed(f"mmap of the slot area failed: {rv}")
-            self._run(sysnums.nr("close"), self.fd)
-            self.step = Step.CLOSE
-        else:
-            pt.poke_text(self.tid, self.entry, self.saved)
-            self.regs0.rax = 0        # execve's own return value
-            pt.set_regs(self.tid, self.regs0)
-            if not self.arena.mapped_in(self.tid):
-                raise InjectionFailed("the slot area is not mapped as expected")
-            return True
-        return False
+        regs = pt.get_regs(self.tid)
+        if regs.rip != self.addr + TRAP + 1:
+            return False                      # a SIGTRAP sent by someone
+        if regs.r8 >= 1 << 63:
+            raise InjectionFailed(f"open of the slot area failed: {_errno_text(regs.r8)}")
+        if regs.rax != SLOT_BASE:
+            raise InjectionFailed(f"mmap of the slot area failed: {_errno_text(regs.rax)}")
+        self.memory.write_code(self.tid, self.addr, self.saved)
+        self.regs0.rax = 0                    # execve's own return value
+        pt.set_regs(self.tid, self.regs0)
+        if not self.arena.mapped_in(self.tid):
+            raise InjectionFailed("the slot area is not mapped as expected")
+        return True

@@ -237,6 +237,7 @@ class Tracer:
         sig, event = os.WSTOPSIG(status), status >> 16
         task = self.tasks.by_tid.get(pid) or self._adopt(pid)
         if task.injection is not None:
+            self.stats.other_stops += 1
             self._inject_stop(task, sig, event)
         elif event == pt.PTRACE_EVENT_SECCOMP:
             self.stats.seccomp_stops += 1
@@ -351,24 +352,24 @@ class Tracer:
             return None
 
     def _inject_stop(self, task: Task, sig: int, event: int) -> None:
-        if sig != SYSCALL_TRAP and event != pt.PTRACE_EVENT_SECCOMP:
-            if event == 0 and sig != signal.SIGTRAP:
-                task.held_signals.append(sig)   # delivered once the process really starts
-            pt.syscall(task.tid)
-            return
+        """A stop while the stub maps the slot area in (inject.py): its openat's seccomp stop,
+        its int3, or a signal held until the program's own code runs."""
         try:
-            done = task.injection.on_syscall_stop()   # type: ignore[union-attr]
+            if event != 0 or not task.injection.on_signal(sig):   # type: ignore[union-attr]
+                if event == 0:
+                    task.held_signals.append(sig)
+                pt.cont(task.tid)
+                return
         except (InjectionFailed, OSError, GuestErrno) as e:
             task.injection = None
             self._kill_process(task, str(e))
             return
-        if done:
-            task.injection = None
-            self.tasks.slot_ready[task.pid] = True
-            held, task.held_signals = task.held_signals, []
-            for extra in held[1:]:
-                os.kill(task.pid, extra)
-            pt.cont(task.tid, held[0] if held else 0)
+        task.injection = None
+        self.tasks.slot_ready[task.pid] = True
+        held, task.held_signals = task.held_signals, []
+        for extra in held[1:]:
+            os.kill(task.pid, extra)
+        pt.cont(task.tid, held[0] if held else 0)
 
     def _kill_process(self, task: Task, reason: str) -> None:
         self._emit({"kind": "syscall", "pid": task.pid, "tid": task.tid,

@@ -169,3 +169,14 @@ class TraceeMemory:
             if e.errno in (errno.EIO, errno.EFAULT):
                 raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}") from e
             raise
+
+    def write_code(self, tid: int, addr: int, data: bytes) -> None:
+        """Write `data` over read-only memory too (code): /proc/PID/mem writes as a debugger
+        does, into a private copy of the page. Raises GuestErrno(EFAULT) on a short write."""
+        try:
+            if os.pwrite(self._mem_fd(tid), data, addr) != len(data):
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.EFAULT):
+                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}") from e
+            raise

@@ -1,0 +1,56 @@
+"""The stub that maps the slot area into a freshly exec'd process (inject.py), decoded."""
+
+from __future__ import annotations
+
+import capstone
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appvirt.core import sysnums
+from appvirt.core.slotlayout import AREA_SIZE, SLOT_BASE
+from appvirt.tracer.inject import PAGE, STUB_CODE, TRAP, stub, stub_address
+
+KEEPER = b"/proc/4194304/fd/100"       # the longest a keeper's path gets
+
+
+def _decoded(code: bytes, at: int = 0x1000):
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    return [(i.address - at, i.mnemonic, i.op_str) for i in md.disasm(code, at)]
+
+
+def test_the_stub_opens_maps_and_closes_then_traps():
+    insns = _decoded(STUB_CODE)
+    assert insns[-1][0] + 1 == len(STUB_CODE)                 # every byte decoded
+    calls = [op for _, m, op in insns if m == "mov" and op.startswith("eax, ")]
+    assert [int(c.split(", ")[1], 16) for c in calls] == [
+        sysnums.nr("openat"), sysnums.nr("mmap"), sysnums.nr("close")]
+    assert [m for _, m, _ in insns].count("syscall") == 3
+    text = [f"{m} {op}" for _, m, op in insns]
+    assert f"movabs rdi, {SLOT_BASE:#x}" in text
+    assert f"movabs rsi, {AREA_SIZE:#x}" in text
+    assert "mov rdi, 0xffffffffffffff9c" in text          # AT_FDCWD
+    assert "mov edx, 0x80000" in text                     # O_RDONLY | O_CLOEXEC
+    assert "mov edx, 1" in text                           # PROT_READ
+    assert "mov r10d, 0x100001" in text                   # MAP_SHARED | MAP_FIXED_NOREPLACE
+    assert insns[-1] == (TRAP, "int3", "")
+
+
+def test_the_path_operand_and_the_error_branch_land_where_they_should():
+    code = stub(KEEPER)
+    insns = _decoded(code[:len(STUB_CODE)], at=0)
+    lea = next((a, op) for a, m, op in insns if m == "lea")
+    addr = int(lea[1].split("0x")[1].rstrip("]"), 16) + lea[0] + 7     # rip-relative
+    assert code[addr:].split(b"\0")[0] == KEEPER
+    js = next(op for _, m, op in insns if m == "js")
+    assert int(js, 16) == TRAP                            # a failed open goes to the trap
+    assert code.endswith(KEEPER + b"\0")
+
+
+@given(st.integers(0x400000, 0x7FFF_FFFF_F000), st.integers(1, 512))
+def test_the_stub_stays_within_the_entry_page(entry, size):
+    at = stub_address(entry, size)
+    page = entry & ~(PAGE - 1)
+    assert page <= at <= entry
+    assert at + size <= page + PAGE
+    if entry + size <= page + PAGE:
+        assert at == entry
