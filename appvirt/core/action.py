@@ -1,12 +1,16 @@
 """What a handler decides for one syscall stop. Only `tracer.apply` turns these into register and
-memory writes, so every change to a tracee goes through one audited place."""
+memory writes, so every change to a tracee goes through one audited place.
+
+The records are named tuples compared by kind (kind.py): made at every stop, and defined at
+every start, where frozen dataclasses cost a millisecond each."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
+
+from .kind import kind_hash, other_kind, same_kind
 
 if TYPE_CHECKING:
     from .stop import Stop
@@ -22,8 +26,7 @@ class Decision(enum.Enum):
     KILLED = "killed"
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
     """Why a decision was taken, for the intercept log."""
 
     rule: str = ""                  # the policy rule that decided, e.g. "files.rules[2]"
@@ -35,12 +38,13 @@ class Note:
     target: str = ""                # where a redirect sent it instead
     audit: bool = False             # logged even when allowed (every connection attempt)
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
+
 
 NO_NOTE = Note()
 
 
-@dataclass(frozen=True, slots=True)
-class SlotData:
+class SlotData(NamedTuple):
     """Bytes the tracer places in the thread's read-only slot; the argument points at them.
 
     `refs` patches pointers into the bytes: (offset, i) stores there the slot address of the
@@ -50,6 +54,8 @@ class SlotData:
 
     data: bytes
     refs: tuple[tuple[int, int], ...] = ()
+
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 ArgValue = Union[int, SlotData]
@@ -61,8 +67,7 @@ class ExitVerdict(enum.Enum):
     KILL = "kill"        # a containment check failed after the fact: kill the process
 
 
-@dataclass(frozen=True, slots=True)
-class ExitResult:
+class ExitResult(NamedTuple):
     """What an exit hook decides: keep the result, replace it, restart the call, or kill."""
 
     verdict: ExitVerdict = ExitVerdict.KEEP
@@ -70,22 +75,24 @@ class ExitResult:
     detail: str = ""
     writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
+
 
 # An exit hook sees the stop and the kernel's raw result (negative errno on failure).
 ExitHook = Callable[["Stop", int], ExitResult]
 
 
-@dataclass(frozen=True, slots=True)
-class Allow:
+class Allow(NamedTuple):
     """Let the call proceed unchanged (optionally observing its result)."""
 
     note: Note = NO_NOTE
     on_exit: ExitHook | None = None
     decision: Decision = Decision.ALLOWED
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
-@dataclass(frozen=True, slots=True)
-class Rewrite:
+
+class Rewrite(NamedTuple):
     """Change the call's number and/or arguments, then let the kernel run it.
 
     The original argument registers are restored at the exit stop (the syscall ABI preserves
@@ -100,9 +107,10 @@ class Rewrite:
     writes: tuple[tuple[int, bytes], ...] = ()   # (tracee address, bytes) to store first
     extra: tuple[SlotData, ...] = ()             # slot blobs no register points at directly
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
-@dataclass(frozen=True, slots=True)
-class Emulate:
+
+class Emulate(NamedTuple):
     """Skip the call; the tracer did its work and this is the result (>= 0).
 
     `decision` is ALLOWED when the tracer only made the very call the program asked for, on
@@ -114,9 +122,10 @@ class Emulate:
     note: Note = NO_NOTE
     decision: Decision = Decision.EMULATED
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+
+class Deny(NamedTuple):
     """Skip the call and fail it with `errno`.
 
     `native` marks the failure the kernel itself would have returned (a missing path, a bad
@@ -128,13 +137,16 @@ class Deny:
     note: Note = NO_NOTE
     native: bool = False
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
-@dataclass(frozen=True, slots=True)
-class Kill:
+
+class Kill(NamedTuple):
     """Kill the calling process (SIGKILL) before the call runs."""
 
     reason: str
     note: Note = NO_NOTE
+
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 Action = Union[Allow, Rewrite, Emulate, Deny, Kill]

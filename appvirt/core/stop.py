@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .table import SyscallEntry
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """One seccomp stop, as the kernel reported it (PTRACE_GET_SYSCALL_INFO)."""
+class Stop(NamedTuple):
+    """One seccomp stop, as the kernel reported it (PTRACE_GET_SYSCALL_INFO). A named tuple:
+    one is made at every stop Python handles."""
 
     tid: int
     pid: int                                 # thread-group id of the caller

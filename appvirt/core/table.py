@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import sysnums
+from .kind import kind_hash, other_kind, same_kind
 
 if TYPE_CHECKING:
     from ..policy.model import Policy
@@ -49,18 +50,7 @@ _RESOLVED: dict[tuple[str, str], Handler] = {}     # (module, name) -> the handl
 
 
 # --- BPF prefilters: trace only when register arguments match (else run natively) --------------
-# Named tuples, cheaper to make than dataclasses at every start. As tuples, an ArgIn and an
-# ArgNotIn of the same fields would be equal (and one in a set): each compares by kind too.
-def _same_kind(self: tuple, other: object) -> bool:
-    return type(self) is type(other) and tuple.__eq__(self, other)
-
-
-def _other_kind(self: tuple, other: object) -> bool:
-    return not _same_kind(self, other)
-
-
-def _kind_hash(self: tuple) -> int:
-    return hash((type(self).__name__, tuple(self)))
+# Named tuples compared by kind (kind.py): an ArgIn is never equal to an ArgNotIn.
 
 
 class ArgBitsAny(NamedTuple):
@@ -69,7 +59,7 @@ class ArgBitsAny(NamedTuple):
     arg: int
     mask: int
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 class ArgIn(NamedTuple):
@@ -78,7 +68,7 @@ class ArgIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 class ArgNotIn(NamedTuple):
@@ -87,7 +77,7 @@ class ArgNotIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 class ArgHighIn(NamedTuple):
@@ -96,7 +86,7 @@ class ArgHighIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 class ArgHighNotIn(NamedTuple):
@@ -105,7 +95,7 @@ class ArgHighNotIn(NamedTuple):
     arg: int
     values: frozenset[int]
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 class ArgBitsClear(NamedTuple):
@@ -114,7 +104,7 @@ class ArgBitsClear(NamedTuple):
     arg: int
     mask: int
 
-    __eq__, __ne__, __hash__ = _same_kind, _other_kind, _kind_hash
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 TraceCondition = Union[ArgBitsAny, ArgBitsClear, ArgIn, ArgNotIn, ArgHighIn, ArgHighNotIn]

@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..errors import GuestErrno
@@ -67,12 +66,17 @@ def held_for_writing(path: bytes) -> bool:
         os.close(fd)
 
 
-@dataclass(slots=True)
 class Watched:
-    shown_as: bytes                   # the path the program knows it by (for reports)
-    fold: Fold
-    settled: Settled | None
-    seen: Fingerprint | None          # at the last fold; None: fold whatever is there
+    """One spool file and how to fold it back."""
+
+    __slots__ = ("shown_as", "fold", "settled", "seen")
+
+    def __init__(self, shown_as: bytes, fold: Fold, settled: Settled | None,
+                 seen: Fingerprint | None) -> None:
+        self.shown_as = shown_as      # the path the program knows it by (for reports)
+        self.fold = fold
+        self.settled = settled
+        self.seen = seen              # at the last fold; None: fold whatever is there
 
 
 class WriteBacks:

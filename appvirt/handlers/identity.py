@@ -110,7 +110,7 @@ def _cap_header(stop: Stop, ctx: Context) -> tuple[int, int] | Action:
 def sys_capget(stop: Stop, ctx: Context) -> Action:
     """Implement capget(2): the virtual capability sets of a sandboxed thread."""
     header = _cap_header(stop, ctx)
-    if not isinstance(header, tuple):
+    if isinstance(header, (Deny, Emulate)):
         return header
     count, pid = header
     if pid and pid != stop.tid and not ctx.is_member(pid):
@@ -128,7 +128,7 @@ def sys_capset(stop: Stop, ctx: Context) -> Action:
     if ctx.policy.identity is None:
         return _real_change(stop, ctx)
     header = _cap_header(stop, ctx)
-    if not isinstance(header, tuple):
+    if isinstance(header, (Deny, Emulate)):
         return header
     count, pid = header
     if pid and pid != stop.tid:

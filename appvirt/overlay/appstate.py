@@ -13,7 +13,6 @@ import errno
 import fcntl
 import json
 import os
-from dataclasses import dataclass
 
 from ..errors import StateDirError
 from ..state import AppDir, ensure_app_dir
@@ -23,12 +22,14 @@ LOCK_NAME = "overlay.lock"
 CONFIG_VERSION = 1
 
 
-@dataclass(slots=True)
 class AppLock:
     """An exclusive flock on one app's overlay."""
 
-    app: AppDir
-    fd: int | None
+    __slots__ = ("app", "fd")
+
+    def __init__(self, app: AppDir, fd: int | None) -> None:
+        self.app = app
+        self.fd = fd
 
     @classmethod
     def acquire(cls, app: AppDir) -> "AppLock":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import stat
-from dataclasses import dataclass, field
 
 from . import hostio
 from .names import META_PREFIX, OPAQUE_MARKER, WH_PREFIX, join, parent, under, whiteout_name
@@ -56,17 +55,25 @@ def _counted(kind: type, changes: _Counter):
     return c
 
 
-@dataclass(slots=True)
 class UpperIndex:
-    changes: _Counter = field(default_factory=_Counter, compare=False, repr=False)
-    kinds: dict[bytes, int] = field(init=False)     # guest -> S_IFMT, "/" excluded
-    whiteouts: set[bytes] = field(init=False)
-    opaque: set[bytes] = field(init=False)
+    """The upper layer's names by kind, its whiteouts and opaque directories; every change to
+    them counted (`version`)."""
 
-    def __post_init__(self) -> None:
-        self.kinds = _counted(_CountedDict, self.changes)
-        self.whiteouts = _counted(_CountedSet, self.changes)
-        self.opaque = _counted(_CountedSet, self.changes)
+    __slots__ = ("changes", "kinds", "whiteouts", "opaque")
+
+    def __init__(self) -> None:
+        self.changes = _Counter()
+        # guest -> S_IFMT, "/" excluded
+        self.kinds: dict[bytes, int] = _counted(_CountedDict, self.changes)
+        self.whiteouts: set[bytes] = _counted(_CountedSet, self.changes)
+        self.opaque: set[bytes] = _counted(_CountedSet, self.changes)
+
+    def __eq__(self, other: object) -> bool:
+        """The same names, whiteouts and opaque directories (however many changes made them)."""
+        return (type(other) is UpperIndex and self.kinds == other.kinds
+                and self.whiteouts == other.whiteouts and self.opaque == other.opaque)
+
+    __hash__ = None                   # type: ignore[assignment] - mutable
 
     @property
     def version(self) -> int:

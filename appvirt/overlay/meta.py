@@ -13,9 +13,10 @@ import contextlib
 import os
 import sqlite3
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from ..core.kind import kind_hash, other_kind, same_kind
 from ..errors import StateDirError
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS meta (
@@ -24,8 +25,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS meta (
     PRIMARY KEY (dev, ino))"""
 
 
-@dataclass(frozen=True, slots=True)
-class FileMeta:
+class FileMeta(NamedTuple):
     uid: int | None = None          # None: the file's own
     gid: int | None = None
     kind: int | None = None         # stat.S_IFCHR / S_IFBLK for a device stand-in
@@ -38,6 +38,8 @@ class FileMeta:
         return (mode, st_uid if self.uid is None else self.uid,
                 st_gid if self.gid is None else self.gid,
                 st_rdev if self.kind is None else self.rdev)
+
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 def _inodes(root: bytes) -> set[tuple[int, int]]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..core.kind import kind_hash, other_kind, same_kind
 
 
 class Layer(enum.Enum):
@@ -16,8 +18,7 @@ class Layer(enum.Enum):
     HOST = "host"        # a passthrough path: the host object itself, read and written
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """A name as the program sees it."""
 
     guest: bytes
@@ -29,14 +30,17 @@ class Entry:
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.st.st_mode)
 
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+
+class DirEntry(NamedTuple):
     """One name of a merged directory listing (d_type as in <dirent.h>)."""
 
     name: bytes
     d_type: int
     ino: int
+
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash
 
 
 def d_type_of(mode: int) -> int:
@@ -68,8 +72,7 @@ class FileType(enum.Enum):
         return cls.OTHER
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """A difference between the program's view and the host at one path."""
 
     guest: bytes
@@ -80,3 +83,5 @@ class Change:
     opaque: bool = False                 # a directory whose host content does not show through
     details: tuple[str, ...] = ()        # what differs for MODIFIED: type, content, target,
                                          # mode, owner, mtime, xattrs, opaque
+
+    __eq__, __ne__, __hash__ = same_kind, other_kind, kind_hash

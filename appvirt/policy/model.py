@@ -1,13 +1,12 @@
 """Frozen policy records (named tuples: a run makes every class at start-up, and a named tuple
-costs a fraction of a dataclass; FilesPolicy keeps a cache, so it stays one). Built only by the
-loader, after validation."""
+costs a fraction of a dataclass; FilesPolicy keeps a cache, so it is a small class of its own).
+Built only by the loader, after validation."""
 
 from __future__ import annotations
 
 import enum
 import os
 import re
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..net.rules import NetworkPolicy
@@ -68,13 +67,26 @@ def registry_rule(mount: str) -> PathRule:
                     FileMode.PASSTHROUGH, "builtin:registry")
 
 
-@dataclass(frozen=True, slots=True)
 class FilesPolicy:
-    default: FileMode
-    rules: tuple[PathRule, ...]
-    # path -> (mode, rule id): asked on every path call, so remembered (bounded).
-    _cache: dict[bytes, tuple[FileMode, str]] = field(
-        default_factory=dict, compare=False, hash=False, repr=False)
+    """The files section: a default mode and rules, later rules winning."""
+
+    __slots__ = ("default", "rules", "_cache")
+
+    def __init__(self, default: FileMode, rules: tuple[PathRule, ...]) -> None:
+        self.default = default
+        self.rules = rules
+        # path -> (mode, rule id): asked on every path call, so remembered (bounded).
+        self._cache: dict[bytes, tuple[FileMode, str]] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is FilesPolicy and self.default is other.default
+                and self.rules == other.rules)
+
+    def __hash__(self) -> int:
+        return hash((self.default, self.rules))
+
+    def __repr__(self) -> str:
+        return f"FilesPolicy(default={self.default!r}, rules={self.rules!r})"
 
     def mode_for(self, path: bytes) -> tuple[FileMode, str]:
         """The mode of an absolute path and the rule that decided it (later rules win)."""

@@ -12,9 +12,9 @@ Strings must be valid Unicode (no lone surrogates), so they always encode to UTF
 
 from __future__ import annotations
 
+import builtins
 import enum
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidValue
@@ -70,36 +70,55 @@ def _check_text(s: Any, what: str, *, newline_ok: bool) -> str:
     return s
 
 
-@dataclass(frozen=True, slots=True)
 class Value:
-    """One typed value; construct with `Value.string(...)` and friends."""
+    """One typed value; construct with `Value.string(...)` and friends. Immutable. (A class of
+    its own rather than a frozen dataclass: every run defines it, and a dataclass costs a
+    millisecond to define.)"""
 
+    __slots__ = ("type", "data")
     type: ValueType
     data: str | int | bytes | tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        t, d = self.type, self.data
+    def __init__(self, type: ValueType, data: str | int | bytes | tuple[str, ...]) -> None:
+        t, d, type_of = type, data, builtins.type      # `type` is the field's name here
         if not isinstance(t, ValueType):
             raise InvalidValue(f"not a value type: {t!r}")
         if t is ValueType.STRING:
             _check_text(d, "a string value", newline_ok=True)
         elif t is ValueType.INTEGER:
             if not isinstance(d, int) or isinstance(d, bool):
-                raise InvalidValue(f"an integer value must be an int, not {type(d).__name__}")
+                raise InvalidValue(f"an integer value must be an int, not {type_of(d).__name__}")
             if not INT64_MIN <= d <= INT64_MAX:
                 raise InvalidValue(f"{d} does not fit in a signed 64-bit integer")
         elif t is ValueType.BINARY:
             if isinstance(d, (bytearray, memoryview)):
-                object.__setattr__(self, "data", bytes(d))
+                d = bytes(d)
             elif not isinstance(d, bytes):
-                raise InvalidValue(f"a binary value must be bytes, not {type(d).__name__}")
+                raise InvalidValue(f"a binary value must be bytes, not {type_of(d).__name__}")
         else:
             if isinstance(d, (str, bytes)) or not hasattr(d, "__iter__"):
                 raise InvalidValue("a multi value must be a list of strings")
-            items = tuple(d)
-            for i, s in enumerate(items):
+            d = tuple(d)
+            for i, s in enumerate(d):
                 _check_text(s, f"item {i} of a multi value", newline_ok=False)
-            object.__setattr__(self, "data", items)
+        object.__setattr__(self, "type", t)
+        object.__setattr__(self, "data", d)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Value is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Value is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Value) and self.type is other.type
+                and self.data == other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.data))
+
+    def __repr__(self) -> str:
+        return f"Value(type={self.type!r}, data={self.data!r})"
 
     @classmethod
     def string(cls, s: str) -> Value:

@@ -14,7 +14,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, ExitVerdict,
                            Kill, Note, Rewrite, SlotData, decision_of)
@@ -48,16 +47,21 @@ _LOGGED = {
 }
 
 
-@dataclass
 class Stats:
-    seccomp_stops: int = 0
-    exit_stops: int = 0
-    other_stops: int = 0
-    injections: int = 0
-    compiled: int = 0            # of the stops: answered by the compiled loop (fastpath.py)
-    internal_errors: int = 0
-    by_syscall: Counter = field(default_factory=Counter)
-    compiled_by_syscall: Counter = field(default_factory=Counter)   # its seccomp stops
+    """What a run's stops were (appvirt run --stats)."""
+
+    __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
+                 "internal_errors", "by_syscall", "compiled_by_syscall")
+
+    def __init__(self) -> None:
+        self.seccomp_stops = 0
+        self.exit_stops = 0
+        self.other_stops = 0
+        self.injections = 0
+        self.compiled = 0        # of the stops: answered by the compiled loop (fastpath.py)
+        self.internal_errors = 0
+        self.by_syscall: Counter = Counter()
+        self.compiled_by_syscall: Counter = Counter()    # its seccomp stops
 
     @property
     def total(self) -> int:

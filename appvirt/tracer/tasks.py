@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..core.action import ExitHook
 
@@ -14,8 +14,7 @@ KCMP_FILES = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass(slots=True)
-class Pending:
+class Pending(NamedTuple):
     """A call the tracer let run and must see again at its exit stop."""
 
     seq: int                                  # log sequence of its record (0: not logged)
@@ -26,17 +25,22 @@ class Pending:
     log_result: bool
 
 
-@dataclass(slots=True)
 class Task:
     """One traced thread."""
 
-    tid: int
-    pid: int                                  # thread-group id
-    started: bool = False                     # its first stop has been seen and resumed
-    pending: Pending | None = None
-    restarts: int = 0
-    injection: object | None = None           # an Injection while the slot area is mapped in
-    held_signals: list[int] = field(default_factory=list)
+    __slots__ = ("tid", "pid", "started", "pending", "restarts", "injection", "held_signals")
+
+    def __init__(self, tid: int, pid: int) -> None:
+        self.tid = tid
+        self.pid = pid                            # thread-group id
+        self.started = False                      # its first stop has been seen and resumed
+        self.pending: Pending | None = None
+        self.restarts = 0
+        self.injection: object | None = None      # an Injection while the slot area is mapped in
+        self.held_signals: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"Task(tid={self.tid}, pid={self.pid})"
 
 
 class Tasks:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..store import Store, Value
@@ -46,6 +45,8 @@ class IdentityPolicy(NamedTuple):
     def start(self) -> Credentials:
         """The credentials the program starts with: for uid 0, every capability appvirt's
         own bounding set holds, as a real root would have here."""
+        from dataclasses import replace     # here: only runs with an identity use them
+
         from .credentials import Credentials
         creds = Credentials.user(self.uid, self.gid, self.groups)
         bounding = host_bounding_set()
