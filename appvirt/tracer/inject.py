@@ -1,15 +1,16 @@
 """Map the slot area into a freshly exec'd process, before any of its code runs.
 
 At PTRACE_EVENT_EXEC the process has exactly one thread, stopped inside execve, and no code of
-its own has run. The tracer writes a short stub over the entry point (through /proc/PID/mem,
-which copies the page privately, as debuggers' breakpoints do) and points the thread at it;
+its own has run. The tracer writes a short stub over the entry point (TraceeMemory.write_code:
+into a private copy of the page, as debuggers' breakpoints are) and points the thread at it;
 when execve returns, the stub runs openat(/proc/KEEPER/fd/N, O_RDONLY), mmap(SLOT_BASE,
 PROT_READ, MAP_SHARED|MAP_FIXED_NOREPLACE) and close, and ends on int3. The tracer then puts
 the bytes and registers back (execve's return value 0 in rax) and checks /proc/PID/maps. Any
 failure kills the process: it never runs without its slots.
 
-Two stops besides the exec event (the openat's seccomp stop and the int3), where stepping each
-call from the tracer took eight (every call's entry and exit, and execve's exit).
+Three stops besides the exec event (the seccomp stops of the openat and of the mmap, which the
+filter traces at the slot area's address, and the int3), where stepping each call from the
+tracer took nine (every call's entry and exit, its seccomp stops, and execve's exit).
 """
 
 from __future__ import annotations

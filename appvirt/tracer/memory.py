@@ -11,6 +11,7 @@ import errno
 import os
 
 from ..errors import GuestErrno, TraceeGone
+from . import _ptrace
 
 PAGE = 4096
 PATH_MAX = 4096
@@ -171,12 +172,33 @@ class TraceeMemory:
             raise
 
     def write_code(self, tid: int, addr: int, data: bytes) -> None:
-        """Write `data` over read-only memory too (code): /proc/PID/mem writes as a debugger
-        does, into a private copy of the page. Raises GuestErrno(EFAULT) on a short write."""
+        """Write `data` over read-only memory too (code), as a debugger does: through
+        /proc/PID/mem, into a private copy of the page, or word by word with PTRACE_POKETEXT
+        where the kernel refuses forced writes there (proc_mem.force_override=never).
+        Raises GuestErrno(EFAULT) where neither can write."""
         try:
-            if os.pwrite(self._mem_fd(tid), data, addr) != len(data):
-                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}")
+            if os.pwrite(self._mem_fd(tid), data, addr) == len(data):
+                return
         except OSError as e:
-            if e.errno in (errno.EIO, errno.EFAULT):
-                raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}") from e
-            raise
+            if e.errno not in (errno.EIO, errno.EFAULT, errno.EPERM, errno.EACCES):
+                raise
+        try:
+            for word, value in code_words(addr, data, lambda w: _ptrace.peek_text(tid, w)):
+                _ptrace.poke_text(tid, word, value)
+        except _ptrace.PtraceError as e:
+            raise GuestErrno(errno.EFAULT, f"bad address {addr:#x}") from e
+
+
+def code_words(addr: int, data: bytes, peek) -> list[tuple[int, int]]:
+    """The aligned 8-byte words (address, value) that write `data` at `addr`; a word only
+    partly covered keeps the rest of what peek(word address) reads there."""
+    words = []
+    end = addr + len(data)
+    for word in range(addr & ~7, end, 8):
+        lo, hi = max(addr, word), min(end, word + 8)
+        chunk = data[lo - addr:hi - addr]
+        if hi - lo < 8:
+            old = peek(word).to_bytes(8, "little")
+            chunk = old[:lo - word] + chunk + old[hi - word:]
+        words.append((word, int.from_bytes(chunk, "little")))
+    return words

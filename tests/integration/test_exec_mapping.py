@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,29 @@ def test_the_entry_code_is_the_files_again_once_the_area_is_mapped(appvirt):
     size, same, slot = r.stdout.split()
     assert int(size) > 0
     assert (same, slot) == ("True", "True")
+
+
+def _static_program() -> str | None:
+    """A statically linked program of the system's (no ELF interpreter: the stub goes at
+    the program's own entry point), if there is one."""
+    from elftools.elf.elffile import ELFFile
+    path = shutil.which("ldconfig", path="/sbin:/usr/sbin")
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        if any(s.header.p_type == "PT_INTERP" for s in ELFFile(f).iter_segments()):
+            return None
+    return path
+
+
+def test_a_static_program_runs_as_natively(appvirt):
+    program = _static_program()
+    if program is None:
+        pytest.skip("no statically linked ldconfig here")
+    native = subprocess.run([program, "-p"], capture_output=True, text=True, timeout=60)
+    r = appvirt("run", "--policy", "policies/default.yaml", "--", program, "-p")
+    assert r.returncode == native.returncode == 0, r.stderr
+    assert r.stdout == native.stdout
 
 
 def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_path):

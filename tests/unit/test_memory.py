@@ -8,9 +8,12 @@ import mmap
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appvirt.errors import GuestErrno
-from appvirt.tracer.memory import PAGE, TraceeMemory
+from appvirt.tracer import memory as memory_module
+from appvirt.tracer.memory import PAGE, TraceeMemory, code_words
 
 
 @pytest.fixture
@@ -66,3 +69,35 @@ def test_writes_respect_page_protection(edge):
     assert m[PAGE - 4:PAGE] == b"abcd"
     with pytest.raises(GuestErrno):
         mem.write(os.getpid(), end - 2, b"abcd")
+
+
+@given(st.integers(0, 40), st.binary(min_size=1, max_size=64))
+def test_code_words_write_exactly_the_bytes_and_keep_their_neighbours(offset, data):
+    base = 0x1000
+    model = bytearray(range(256))
+    words = code_words(base + offset, data,
+                       lambda w: int.from_bytes(model[w - base:w - base + 8], "little"))
+    assert all(w % 8 == 0 for w, _ in words)
+    expected = bytearray(model)
+    expected[offset:offset + len(data)] = data
+    for w, value in words:
+        model[w - base:w - base + 8] = value.to_bytes(8, "little")
+    assert model == expected
+
+
+def test_code_is_poked_word_by_word_where_proc_mem_refuses(monkeypatch):
+    """A kernel booted with proc_mem.force_override=never refuses the write through
+    /proc/PID/mem: the words go through PTRACE_POKETEXT instead."""
+    model = bytearray(b"\x90" * 64)
+    monkeypatch.setattr(memory_module.os, "pwrite",
+                        lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "refused")))
+    monkeypatch.setattr(memory_module._ptrace, "peek_text",
+                        lambda tid, w: int.from_bytes(model[w:w + 8], "little"))
+
+    def poke(tid, w, value):
+        model[w:w + 8] = value.to_bytes(8, "little")
+    monkeypatch.setattr(memory_module._ptrace, "poke_text", poke)
+    mem = TraceeMemory()
+    monkeypatch.setattr(mem, "_mem_fd", lambda tid: -1)
+    mem.write_code(1, 5, b"\xcc\x0f\x05")
+    assert model == b"\x90" * 5 + b"\xcc\x0f\x05" + b"\x90" * 56
