@@ -484,17 +484,28 @@ def _median(cells: dict[str, Cell], name: str) -> float | None:
     return statistics.median(cell.seconds) if cell and cell.seconds else None
 
 
+def ratio(cell: Cell, ref: Cell | None) -> float | None:
+    """cell's time as a multiple of ref's: the median of the repetitions' own ratios, each
+    of two runs made one after the other (so the machine's drift over the whole benchmark
+    cancels); the ratio of the medians where a runner missed repetitions."""
+    if ref is None or ref.not_run or not ref.seconds or not cell.seconds:
+        return None
+    if len(ref.seconds) == len(cell.seconds):
+        return statistics.median(c / r for c, r in zip(cell.seconds, ref.seconds))
+    return statistics.median(cell.seconds) / statistics.median(ref.seconds)
+
+
 def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
     lines = ["| workload | runner | seconds | × native | × physical limit | × proot |",
              "|---|---|---|---|---|---|"]
     for w, cells in rows:
-        refs = [_median(cells, n) for n in ("native", "physical limit", "proot")]
+        refs = [cells.get(n) for n in ("native", "physical limit", "proot")]
         for name, cell in cells.items():
             if cell.not_run:
                 lines.append(f"| {w.note} | {name} | n/a ({cell.not_run}) | | | |")
                 continue
-            m = statistics.median(cell.seconds)
-            ratios = " | ".join(f"{m / ref:.2f}" if ref else "" for ref in refs)
+            ratios = " | ".join("" if (x := ratio(cell, ref)) is None else f"{x:.2f}"
+                                for ref in refs)
             lines.append(f"| {w.note} | {name} | {fmt(cell.seconds)} | {ratios} |")
     return lines
 
@@ -557,6 +568,9 @@ NOTES = [
     "\"appvirt (all virtual)\" (bench/all_virtual.yaml), which traces more calls. It keeps the "
     "program on one CPU throughout, so on parallel workloads its excess over native is lost "
     "parallelism as much as stops.",
+    "- × native, × physical limit, × proot: the median over the repetitions of each one's "
+    "own ratio (the runners take turns within a repetition, so the machine's drift between "
+    "repetitions cancels).",
     "- µs per stop = (the runner's median − native's median) / the runner's median stops; "
     f"given from {MIN_STOPS_FOR_COST:,} stops up.",
     "- CPU use = user + system seconds of the whole process tree, tracer included, / wall "
