@@ -345,7 +345,7 @@ class Tracer:
         try:
             task.injection = Injection(task.tid, self.arena, self.memory,
                                        hide_vdso=self.policy.time.virtual)
-        except (OSError, GuestErrno) as e:
+        except (OSError, GuestErrno, pt.PtraceError) as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
 
     @staticmethod
@@ -356,15 +356,16 @@ class Tracer:
             return None
 
     def _inject_stop(self, task: Task, sig: int, event: int) -> None:
-        """A stop while the stub maps the slot area in (inject.py): its openat's seccomp stop,
-        its int3, or a signal held until the program's own code runs."""
+        """A stop while the stub maps the slot area in (inject.py): the seccomp stops of its
+        openat and mmap, its int3, or a signal held until the program's own code runs. Any
+        failure kills the process."""
         try:
             if event != 0 or not task.injection.on_signal(sig):   # type: ignore[union-attr]
                 if event == 0:
                     task.held_signals.append(sig)
                 pt.cont(task.tid)
                 return
-        except (InjectionFailed, OSError, GuestErrno) as e:
+        except (InjectionFailed, OSError, GuestErrno, pt.PtraceError) as e:
             task.injection = None
             self._kill_process(task, str(e))
             return
