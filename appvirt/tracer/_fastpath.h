@@ -136,7 +136,7 @@ void emulate(pid_t tid, long result);
 long openat2_(const char *path, unsigned long long flags);
 Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd, char *dir,
                    int *in_upper);
-int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
                const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
                const char **name);
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,

@@ -86,13 +86,16 @@ Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirf
     return n;
 }
 
-/* The directory a path call names its object in, and the name: (dir, name) when the path is
- * a name in a directory reached without ".." (so the directory's path is the one the kernel
- * would walk; a "." before a name changes nothing); the base of a relative path is the
- * thread's cwd or dirfd. */
-int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
-                      const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
-                      const char **name)
+static int real_dir(Engine *self, const char *dir, Py_ssize_t len);
+
+/* The directory a path call names its object in, and the name: (dir, name), the directory's
+ * path being the one the kernel's walk of the view reaches. A "." before a name changes
+ * nothing; a ".." goes to the parent of a directory the view shows as itself (real_dir), and
+ * leaves the path to Python otherwise, or without an engine (self NULL). The base of a
+ * relative path is the thread's cwd or dirfd. -1: Python's (an exception may be set). */
+int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
+               const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
+               const char **name)
 {
     if (len == 0 || path[len - 1] == '/')
         return -1;
@@ -120,9 +123,16 @@ int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
             if (e == NULL)
                 e = slash;
             Py_ssize_t cl = e - c;
-            if (cl == 0 || (cl == 2 && c[0] == '.' && c[1] == '.'))
+            if (cl == 0)
                 return -1;
-            if (!(cl == 1 && c[0] == '.')) {
+            if (cl == 2 && c[0] == '.' && c[1] == '.') {
+                if (dl > 0) {            /* (the parent of "/" is "/") */
+                    if (self == NULL || real_dir(self, dir, dl) != 1)
+                        return -1;
+                    while (dir[--dl] != '/')
+                        ;                /* drop the last name and its slash */
+                }
+            } else if (!(cl == 1 && c[0] == '.')) {
                 if (dl + 1 + cl >= PATH_MAX_)
                     return -1;
                 dir[dl++] = '/';
@@ -146,20 +156,50 @@ int split_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
  * `plain` dict says or learn() decides; for an OWNED one, the JSON text of the rule deciding
  * its names and the view's inode of its parent go to info (unless NULL). -1: an exception is
  * set (the stop then goes to Python after it). */
-int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
-             Operand *info)
+/* What the `plain` dict says of dir, deciding it first (learn) when it says nothing: a new
+ * reference, or NULL with an exception set. */
+static PyObject *decision(Engine *self, const char *dir, Py_ssize_t len)
 {
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
     if (key == NULL)
-        return -1;
+        return NULL;
     PyObject *v = PyDict_GetItemWithError(self->plain, key);    /* borrowed */
-    int kind = NEITHER;
-    if (v != NULL) {
+    if (v != NULL)
         Py_INCREF(v);
-    } else if (!PyErr_Occurred()) {
+    else if (!PyErr_Occurred())
         v = PyObject_CallOneArg(self->learn, key);             /* it records the answer */
-    }
     Py_DECREF(key);
+    return v;
+}
+
+/* 1 when dir (len bytes, not "/") is a directory the view shows as itself, reached without a
+ * symlink, so that its ".." is its parent by name: an owned directory, one whose names are
+ * decided one by one, or a plain one that is a directory on the host now (a plain directory
+ * may be absent or a file: the view has nothing in it then, and its ".." fails). 0: not (an
+ * alias reached through a symlink, anything else); -1: an exception is set. */
+static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
+{
+    PyObject *v = decision(self, dir, len);
+    if (v == NULL)
+        return -1;
+    int real = PyLong_CheckExact(v) || (self->owned && PyTuple_Check(v)
+                                        && PyTuple_GET_SIZE(v) == 3);
+    if (v == Py_True) {
+        char host[PATH_MAX_];
+        struct stat st;
+        memcpy(host, dir, (size_t)len);
+        host[len] = 0;
+        real = lstat(host, &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    Py_DECREF(v);
+    return real;
+}
+
+int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
+             Operand *info)
+{
+    int kind = NEITHER;
+    PyObject *v = decision(self, dir, len);
     if (v == NULL)
         return -1;
     PyObject *first = PyTuple_Check(v) && PyTuple_GET_SIZE(v) > 0 ? PyTuple_GET_ITEM(v, 0)
@@ -250,7 +290,7 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
                  Operand *op)
 {
     const char *name;
-    if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
+    if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
                    &op->guest_dir, &name) < 0)
         return -1;
     op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir, op);
@@ -370,7 +410,7 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
         n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
     } else {
         const char *name;
-        if (split_path(self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
+        if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
                        &name) < 0 || append_name(guest, n, name, len - (name - path)) < 0)
             return -1;
         n = (Py_ssize_t)strlen(guest);

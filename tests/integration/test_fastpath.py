@@ -504,3 +504,70 @@ def test_directories_themselves_cwd_and_missing_programs_match_the_python_loop(a
     assert f"cwd {top}/made/inner" in out and "exec no-such-program 2" in out
     assert "exec /etc/hostname/x 20" in out and "b'127\\n'" in out
     assert tree_digest(top) == before and not (top / "made").exists()
+
+
+DOTDOT = r"""
+import os, sys
+top = sys.argv[1]
+made = os.path.join(top, "made")
+os.makedirs(os.path.join(made, "inner", "deeper"))
+os.symlink("inner/deeper", os.path.join(made, "ln"))          # ln/.. is inner, not made
+def show(tag, p, follow=True):
+    try:
+        st = os.stat(p, follow_symlinks=follow)
+        print(tag, p, oct(st.st_mode), st.st_size, st.st_ino if not p.startswith(made) else "")
+    except OSError as e:
+        print(tag, p, "errno", e.errno)
+paths = [top + "/sub/../host.txt", top + "/sub/./../sub/inner.txt", top + "/../" +
+         os.path.basename(top) + "/host.txt", "/usr/lib/../bin/sh", "/../usr/bin/../bin/sh",
+         "/lib/../bin/sh", "/nowhere/../usr/bin/sh", top + "/host.txt/../host.txt",
+         top + "/absent/../host.txt", made + "/inner/../inner/deeper", made + "/ln/../deeper",
+         made + "/inner/deeper/../../inner", "/usr/bin/sh/../sh", "/usr/nowhere/../bin/sh"]
+for p in paths:
+    show("stat", p)
+    show("lstat", p, follow=False)
+    print("access", p, os.access(p, os.R_OK))
+    try:
+        with open(p, "rb") as f:
+            print("read", p, f.read(8))
+    except OSError as e:
+        print("read", p, "errno", e.errno)
+os.chdir(made + "/inner")
+for p in ("../inner/made.txt", "deeper/../made2.txt"):
+    with open(p, "w") as f:
+        f.write(p)
+    os.chmod(p, 0o640)
+os.mkdir("../inner/deeper/../sub2")
+os.rename("deeper/../made2.txt", "../inner/renamed.txt")
+os.unlink("./deeper/../made.txt")
+print(sorted(os.listdir(".")), open("renamed.txt").read())
+"""
+
+
+def test_paths_through_dotdot_match_the_python_loop(appvirt, home, tmp_path):
+    """".." after a directory the view shows as itself (plain: on the host; owned: made in
+    the overlay) is its parent, answered by the compiled loop; after a symlink (/lib, ln), a
+    missing name or a file it is Python's: the same output, log and overlay both ways."""
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "host.txt").write_text("host\n")
+    (top / "sub" / "inner.txt").write_text("inner\n")
+    before = tree_digest(top)
+    runs = {}
+    for app, fast in (("dfast", "1"), ("dslow", "0")):
+        r = appvirt("run", "--stats", "--app", app, "--", "python3", "-c", DOTDOT, str(top),
+                    env={"APPVIRT_FASTPATH": fast})
+        assert r.returncode == 0, r.stderr
+        runs[app] = r
+    out = runs["dfast"].stdout
+    assert out == runs["dslow"].stdout
+    assert f"read {top}/sub/../host.txt b'host\\n'" in out
+    assert f"stat {top}/host.txt/../host.txt errno 20" in out
+    assert f"stat {top}/absent/../host.txt errno 2" in out
+    assert "stat /usr/bin/sh/../sh errno 20" in out and "stat /usr/nowhere/../bin/sh errno 2" in out
+    # ln/.. is inner (ln's target's parent), where deeper is; "made/deeper" is not there.
+    assert re.search(rf"stat {top}/made/ln/\.\./deeper 0o40\d\d\d ", out), out
+    assert "['deeper', 'renamed.txt', 'sub2'] deeper/../made2.txt" in out
+    assert _records(home, "dfast") == _records(home, "dslow")
+    assert _same_tree(home, "dfast", "dslow")
+    assert tree_digest(top) == before and not (top / "made").exists()
