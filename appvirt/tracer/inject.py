@@ -26,6 +26,8 @@ from .memory import TraceeMemory
 from .slots import MAP_FIXED_NOREPLACE, SlotArena
 
 PAGE = 4096
+USER64_CS = 0x33                 # the code segment of 64-bit user code (0x23: a 32-bit program)
+FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE})
 O_RDONLY_CLOEXEC = 0o2000000
 PROT_READ, MAP_SHARED = 0x1, 0x01
 
@@ -117,6 +119,8 @@ class Injection:
                  hide_vdso: bool = False) -> None:
         self.tid, self.arena, self.memory = tid, arena, memory
         self.regs0 = pt.get_regs(tid)
+        if self.regs0.cs != USER64_CS:        # the stub, and the filter, are x86-64 only
+            raise InjectionFailed("not an x86-64 program: appvirt runs x86-64 programs only")
         if hide_vdso:
             hide_vdso_from(tid, self.regs0.rsp, memory)
         code = stub(arena.keeper_path())
@@ -131,7 +135,10 @@ class Injection:
     def on_signal(self, sig: int) -> bool:
         """A signal-delivery stop: True when it is the stub's int3 and the mapping is in place
         (the process may run its own code: the caller resumes it); False for any other
-        signal, which the caller holds until then."""
+        signal, which the caller holds until then. A fault is the stub's own: resumed, it
+        would fault again for ever."""
+        if sig in FAULTS:
+            raise InjectionFailed(f"the slot area's mapping faulted ({signal.Signals(sig).name})")
         if sig != signal.SIGTRAP:
             return False
         regs = pt.get_regs(self.tid)

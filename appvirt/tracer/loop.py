@@ -345,7 +345,7 @@ class Tracer:
         try:
             task.injection = Injection(task.tid, self.arena, self.memory,
                                        hide_vdso=self.policy.time.virtual)
-        except (OSError, GuestErrno, pt.PtraceError) as e:
+        except (InjectionFailed, OSError, GuestErrno, pt.PtraceError) as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
 
     @staticmethod

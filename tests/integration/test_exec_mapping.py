@@ -111,3 +111,31 @@ def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_pa
               if rec.get("decision") == "killed"]
     assert len(killed) == 1
     assert killed[0]["detail"].startswith("open of the slot area failed: ")
+
+
+def _elf32(path) -> None:
+    """A static 32-bit x86 program that exits with status 3 through int $0x80."""
+    import struct
+    code = bytes([0xB8, 1, 0, 0, 0, 0xBB, 3, 0, 0, 0, 0xCD, 0x80])   # exit(3)
+    base, ehdr, phdr = 0x08048000, 52, 32
+    header = b"\x7fELF\x01\x01\x01" + bytes(9) + struct.pack(
+        "<HHIIIIIHHHHHH", 2, 3, 1, base + ehdr + phdr, ehdr, 0, 0, ehdr, phdr, 1, 0, 0, 0)
+    size = ehdr + phdr + len(code)
+    path.write_bytes(header + struct.pack("<8I", 1, 0, base, base, size, size, 5, 0x1000) + code)
+    path.chmod(0o755)
+
+
+def test_a_32_bit_program_is_killed_at_its_exec_with_a_reason(home, ptrace_ok, tmp_path):
+    """The stub and the filter are x86-64 only: a 32-bit program is killed before its first
+    instruction (the stub would fault in 32-bit mode for ever), and the log says why."""
+    prog, log = tmp_path / "elf32", tmp_path / "log.jsonl"
+    _elf32(prog)
+    native = subprocess.run([str(prog)], timeout=30)
+    if native.returncode != 3:
+        pytest.skip("this kernel runs no 32-bit programs")
+    r = subprocess.run(appvirt_cmd("run", "--log", str(log), "--", str(prog)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 128 + signal.SIGKILL, r.stderr
+    killed = [rec for rec in map(json.loads, log.read_text().splitlines())
+              if rec.get("decision") == "killed"]
+    assert len(killed) == 1 and "not an x86-64 program" in killed[0]["detail"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+
 import capstone
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from appvirt.core import sysnums
 from appvirt.core.slotlayout import AREA_SIZE, SLOT_BASE
-from appvirt.tracer.inject import PAGE, STUB_CODE, TRAP, stub, stub_address
+from appvirt.tracer.inject import (PAGE, STUB_CODE, TRAP, Injection, InjectionFailed, stub,
+                                   stub_address)
 
 KEEPER = b"/proc/4194304/fd/100"       # the longest a keeper's path gets
 
@@ -54,3 +58,17 @@ def test_the_stub_stays_within_the_entry_page(entry, size):
     assert at + size <= page + PAGE
     if entry + size <= page + PAGE:
         assert at == entry
+
+
+@pytest.mark.parametrize("sig", [signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE])
+def test_a_fault_in_the_stub_fails_the_mapping_instead_of_repeating(sig):
+    """Resumed, a faulting instruction faults again: holding the signal would loop for ever."""
+    injection = Injection.__new__(Injection)       # no tracee: a fault is decided on its own
+    with pytest.raises(InjectionFailed, match=signal.Signals(sig).name):
+        injection.on_signal(sig)
+
+
+def test_other_signals_are_held_for_the_program():
+    injection = Injection.__new__(Injection)
+    assert injection.on_signal(signal.SIGTERM) is False
+    assert injection.on_signal(signal.SIGCHLD) is False
