@@ -92,19 +92,24 @@ def _compiled(stderr: str) -> int:
     return int(re.search(r"(\d+) answered by the compiled loop", stderr).group(1))
 
 
+def _both_loops(appvirt, program: str, top: Path, app: str):
+    """Run a Python program on top with the compiled loop (app APPfast) and without it
+    (APPslow): the two finished runs, with the same output."""
+    fast, slow = (appvirt("run", "--stats", "--app", app + name, "--", "python3", "-c", program,
+                          str(top), env={"APPVIRT_FASTPATH": flag})
+                  for name, flag in (("fast", "1"), ("slow", "0")))
+    assert fast.returncode == 0, fast.stderr
+    assert slow.returncode == 0, slow.stderr
+    assert fast.stdout == slow.stdout
+    return fast, slow
+
+
 def _in_both_loops(appvirt, program: str, top: Path, app: str) -> tuple[str, str]:
-    """Run a Python program on top with the compiled loop and without it (an app each): its
-    output, the same in both, and what the compiled loop answered (--stats)."""
-    outs = {}
-    for fast in ("1", "0"):
-        r = appvirt("run", "--stats", "--app", f"{app}{fast}", "--", "python3", "-c", program,
-                    str(top), env={"APPVIRT_FASTPATH": fast})
-        assert r.returncode == 0, r.stderr
-        outs[fast] = r
-    assert outs["1"].stdout == outs["0"].stdout
-    done = re.search(r"answered by the compiled loop: (.*)", outs["1"].stderr)
-    assert done, outs["1"].stderr
-    return outs["1"].stdout, done.group(1)
+    """_both_loops: the output, and what the compiled loop answered (--stats)."""
+    fast, _ = _both_loops(appvirt, program, top, app)
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
+    assert done, fast.stderr
+    return fast.stdout, done.group(1)
 
 
 def _run(appvirt, top: Path, *, fast: bool, app: str, policy: str | None = None):
@@ -295,14 +300,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     top.mkdir()
     (top / "host.txt").write_text("on the host\n")
     before = tree_digest(top)
-    runs = {}
-    for app, fast in (("wfast", "1"), ("wslow", "0")):
-        r = appvirt("run", "--stats", "--app", app, "--", "python3", "-c", WRITER, str(top),
-                    env={"APPVIRT_FASTPATH": fast})
-        assert r.returncode == 0, r.stderr
-        runs[app] = r
-    assert runs["wfast"].stdout == runs["wslow"].stdout
-    out = runs["wfast"].stdout
+    fast, _ = _both_loops(appvirt, WRITER, top, "w")
+    out = fast.stdout
     assert "excl again errno 17" in out and "missing errno 2" in out
     assert "at unlink dir errno 21" in out and "unlink missing errno 2" in out
     assert "f3 0o100640 5 b'xxxyy'" in out and "'f0', 'f1', 'f13.hard', 'f15.moved', 'f2'," in out
@@ -314,8 +313,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "f13.hard 0o100640 13" in out and "f17 0o100640 16" in out
     assert "ln1.hard 0o120777" in out and "ln3.target 0o100600" in out
     assert "made-by-link 0o100600" in out and "b'on the host\\nH'" in out
-    done = re.search(r"answered by the compiled loop: (.*)", runs["wfast"].stderr)
-    assert done, runs["wfast"].stderr
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
+    assert done, fast.stderr
     for call in ("openat", "unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown",
                  "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "access",
                  "getdents64", "newfstatat"):
@@ -553,14 +552,7 @@ def test_paths_through_dotdot_match_the_python_loop(appvirt, home, tmp_path):
     (top / "host.txt").write_text("host\n")
     (top / "sub" / "inner.txt").write_text("inner\n")
     before = tree_digest(top)
-    runs = {}
-    for app, fast in (("dfast", "1"), ("dslow", "0")):
-        r = appvirt("run", "--stats", "--app", app, "--", "python3", "-c", DOTDOT, str(top),
-                    env={"APPVIRT_FASTPATH": fast})
-        assert r.returncode == 0, r.stderr
-        runs[app] = r
-    out = runs["dfast"].stdout
-    assert out == runs["dslow"].stdout
+    out = _both_loops(appvirt, DOTDOT, top, "d")[0].stdout
     assert f"read {top}/sub/../host.txt b'host\\n'" in out
     assert f"stat {top}/host.txt/../host.txt errno 20" in out
     assert f"stat {top}/absent/../host.txt errno 2" in out
