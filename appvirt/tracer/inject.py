@@ -16,6 +16,7 @@ tracer took nine (every call's entry and exit, its seccomp stops, and execve's e
 from __future__ import annotations
 
 import errno
+import mmap
 import signal
 import struct
 
@@ -29,7 +30,6 @@ PAGE = 4096
 USER64_CS = 0x33                 # the code segment of 64-bit user code (0x23: a 32-bit program)
 FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE})
 O_RDONLY_CLOEXEC = 0o2000000
-PROT_READ, MAP_SHARED = 0x1, 0x01
 
 
 def _stub_code() -> bytes:
@@ -48,8 +48,8 @@ def _stub_code() -> bytes:
         b"\xb8" + struct.pack("<I", nr("mmap")),              # mov eax, mmap
         b"\x48\xbf" + struct.pack("<Q", SLOT_BASE),           # movabs rdi, SLOT_BASE
         b"\x48\xbe" + struct.pack("<Q", AREA_SIZE),           # movabs rsi, AREA_SIZE
-        b"\xba" + struct.pack("<I", PROT_READ),               # mov edx, PROT_READ
-        b"\x41\xba" + struct.pack("<I", MAP_SHARED | MAP_FIXED_NOREPLACE),  # mov r10d, flags
+        b"\xba" + struct.pack("<I", mmap.PROT_READ),          # mov edx, PROT_READ
+        b"\x41\xba" + struct.pack("<I", mmap.MAP_SHARED | MAP_FIXED_NOREPLACE),  # mov r10d, flags
         b"\x45\x31\xc9",                                      # xor r9d, r9d (offset 0)
         b"\x0f\x05",                                          # syscall
         b"\x48\x89\xc3",                                      # mov rbx, rax

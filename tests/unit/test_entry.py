@@ -89,21 +89,22 @@ def test_an_interrupted_start_is_reported_as_click_reports_it(
     assert capsys.readouterr() == plain == ("", "\nappvirt: aborted\n")
 
 
-def test_the_quick_exit_runs_exit_handlers_and_flushes_what_they_print() -> None:
+def _quick_exit(code: str) -> tuple[int, str]:
+    """Run code, which ends with entry._exit_at_once, in a fresh interpreter: its status and
+    output."""
     import subprocess
     import sys
-    code = ("import atexit; from appvirt.entry import _exit_at_once; "
-            "atexit.register(lambda: print('handler')); print('run', end=' '); "
-            "_exit_at_once(7)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert (done.returncode, done.stdout) == (7, "run handler\n")
+    done = subprocess.run([sys.executable, "-c", "from appvirt.entry import _exit_at_once; "
+                           + code], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout
+
+
+def test_the_quick_exit_runs_exit_handlers_and_flushes_what_they_print() -> None:
+    assert _quick_exit("import atexit; atexit.register(lambda: print('handler')); "
+                       "print('run', end=' '); _exit_at_once(7)") == (7, "run handler\n")
 
 
 def test_the_quick_exit_waits_for_another_thread_as_the_usual_exit_does() -> None:
-    import subprocess
-    import sys
-    code = ("import threading, time; from appvirt.entry import _exit_at_once; "
-            "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start(); "
-            "_exit_at_once(3)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert (done.returncode, done.stdout) == (3, "thread\n")
+    assert _quick_exit("import threading, time; "
+                       "threading.Thread(target=lambda: (time.sleep(0.2), print('thread')))"
+                       ".start(); _exit_at_once(3)") == (3, "thread\n")
