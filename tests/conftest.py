@@ -27,6 +27,20 @@ def _ptrace_problem() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory: pytest.TempPathFactory):
+    """APPVIRT_HOME for the whole session, under pytest's temporary directory: what appvirt
+    caches there from inside the test process (checked policies, python-ptrace's facts) never
+    goes to the user's own. Tests that look at a home use the `home` fixture."""
+    before = os.environ.get("APPVIRT_HOME")
+    os.environ["APPVIRT_HOME"] = str(tmp_path_factory.mktemp("session-home"))
+    yield
+    if before is None:
+        os.environ.pop("APPVIRT_HOME", None)
+    else:
+        os.environ["APPVIRT_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def ptrace_ok() -> None:
     problem = _ptrace_problem()

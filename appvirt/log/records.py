@@ -10,30 +10,15 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..core.stop import Stop
+from . import ptrace_facts
 
 AT_FDCWD = 0xFFFFFF9C      # low 32 bits: callers pass it as an int
 
 
-class _Arg:
-    """The one attribute python-ptrace's formatters read."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-@functools.cache
-def _python_ptrace() -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[_Arg], str]]]:
-    """python-ptrace's prototypes, and its formatters by (argument, syscall). Imported with
-    the first record that needs them: a run that logs nothing does not pay for the import."""
-    from ptrace.syscall.posix_arg import formatAccessMode, formatMmapProt, formatOpenFlags
-    from ptrace.syscall.prototypes import SYSCALL_PROTOTYPES
-    return SYSCALL_PROTOTYPES, {
-        ("flags", "open"): formatOpenFlags, ("flags", "openat"): formatOpenFlags,
-        ("mode", "access"): formatAccessMode, ("mode", "faccessat"): formatAccessMode,
-        ("prot", "mmap"): formatMmapProt, ("prot", "mprotect"): formatMmapProt,
-    }
+# The arguments python-ptrace shows symbolically, by (argument, syscall): its formatter.
+_SYMBOLIC = {("flags", "open"): "formatOpenFlags", ("flags", "openat"): "formatOpenFlags",
+             ("mode", "access"): "formatAccessMode", ("mode", "faccessat"): "formatAccessMode",
+             ("prot", "mmap"): "formatMmapProt", ("prot", "mprotect"): "formatMmapProt"}
 
 _INT_TYPES = {"int", "unsigned int", "long", "unsigned long", "size_t", "pid_t", "uid_t",
               "gid_t", "umode_t", "loff_t", "off_t", "u32", "clockid_t", "key_serial_t"}
@@ -70,10 +55,10 @@ class ArgSpec(NamedTuple):
 
 def _arg_spec(syscall: str, ctype: str, name: str) -> ArgSpec:
     """How one argument of one syscall is shown (flags symbolically, ints signed ...)."""
-    _, formatters = _python_ptrace()
-    fmt = formatters.get((name, syscall))
+    fmt = _SYMBOLIC.get((name, syscall))
     if fmt is not None:
-        return ArgSpec(name, ArgFormat.SYMBOLIC, symbolic=lambda v: fmt(_Arg(v)))
+        return ArgSpec(name, ArgFormat.SYMBOLIC,
+                       symbolic=functools.partial(ptrace_facts.text, fmt))
     if name == "mode" and syscall in _MODE_CALLS:
         kind = ArgFormat.OCTAL
     elif "*" in ctype:
@@ -91,9 +76,8 @@ def _arg_spec(syscall: str, ctype: str, name: str) -> ArgSpec:
 @functools.cache
 def arg_specs(syscall: str, path_args: tuple[int, ...]) -> tuple[ArgSpec, ...]:
     """The spec of each argument of a syscall, worked out once."""
-    prototypes, _ = _python_ptrace()
-    proto = prototypes.get(syscall)
-    names = list(proto[1]) if proto else [("long", f"arg{i}") for i in range(6)]
+    proto = ptrace_facts.prototype(syscall)
+    names = proto if proto is not None else [("long", f"arg{i}") for i in range(6)]
     return tuple(ArgSpec(name, ArgFormat.PATH) if i in path_args
                  else _arg_spec(syscall, ctype, name)
                  for i, (ctype, name) in enumerate(names[:6]))
