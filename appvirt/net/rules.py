@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import ipaddress
 import types
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..globs import Glob
-from .addresses import AddrKind, SockAddr
+
+if TYPE_CHECKING:
+    from .addresses import AddrKind, SockAddr
 
 
 class Direction(enum.Enum):
@@ -22,6 +25,14 @@ class NetAction(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     REDIRECT = "redirect"
+
+
+@functools.cache
+def _addr_kind() -> type[AddrKind]:
+    """AddrKind, imported at the first address decided: every start builds a policy's rules,
+    only a program's network call decodes an address (net.addresses)."""
+    from .addresses import AddrKind
+    return AddrKind
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -38,6 +49,7 @@ class NetRule(NamedTuple):
     target: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None
 
     def matches(self, direction: Direction, addr: SockAddr) -> bool:
+        AddrKind = _addr_kind()
         if direction not in self.directions:
             return False
         if addr.kind is AddrKind.IP:
@@ -83,6 +95,7 @@ class NetworkPolicy(NamedTuple):
             r.action is not NetAction.ALLOW for r in self.rules)
 
     def decide(self, direction: Direction, addr: SockAddr) -> NetVerdict:
+        AddrKind = _addr_kind()
         for rule in reversed(self.rules):
             if rule.matches(direction, addr):
                 if rule.action is NetAction.REDIRECT and direction is Direction.BIND:

@@ -11,9 +11,7 @@ or jsonschema. The cache is keyed on the text, the schema and this module's code
 
 from __future__ import annotations
 
-import copy
 import functools
-import hashlib
 import json
 import math
 import os
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
+from ..hashes import sha256
 from ..state import APP_NAME_RE, appvirt_home
 from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
@@ -72,7 +71,7 @@ def _cache_salt() -> bytes | None:
     except OSError:
         return None
     schema = json.dumps(_SCHEMA, sort_keys=True).encode()
-    return hashlib.sha256(schema).digest() + hashlib.sha256(code).digest()
+    return sha256(schema).digest() + sha256(code).digest()
 
 
 def _cache_file(text: str) -> Path | None:
@@ -80,7 +79,7 @@ def _cache_file(text: str) -> Path | None:
     salt = _cache_salt()
     if salt is None:
         return None
-    key = hashlib.sha256(salt + text.encode("utf-8", "surrogatepass")).hexdigest()
+    key = sha256(salt + text.encode("utf-8", "surrogatepass")).hexdigest()
     return appvirt_home() / "cache" / "policies" / f"{key}.json"
 
 
@@ -101,7 +100,7 @@ def _recall(path: Path) -> dict[str, Any] | None:
     damaged (it is ignored, and replaced by the next clean load)."""
     try:
         digest, _, text = path.read_bytes().partition(b"\n")
-        if digest.decode("ascii") != hashlib.sha256(text).hexdigest():
+        if digest.decode("ascii") != sha256(text).hexdigest():
             return None
         data = json.loads(text)
     except (OSError, ValueError):
@@ -116,7 +115,7 @@ def _remember(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+        tmp.write_bytes(sha256(body).hexdigest().encode() + b"\n" + body)
         os.replace(tmp, path)
     except OSError:
         try:
@@ -213,6 +212,7 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
     if isinstance(instance, dict) and "properties" in schema:
         for key, sub in schema["properties"].items():
             if key not in instance and "default" in sub:
+                import copy     # here: a remembered policy (the usual start) fills no defaults
                 instance[key] = copy.deepcopy(sub["default"])
             if key in instance:
                 instance[key] = _fill_defaults(sub, instance[key], root)

@@ -9,12 +9,12 @@ a tombstone) and opaque marks. Reads see the writable layer first, then the base
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import types
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from ..hashes import sha256
 from . import wellknown
 from .errors import InvalidBase, InvalidKey, InvalidValue, LimitExceeded, LimitKind, WrongType
 from .keys import DEFAULT_LIMITS, ROOT, Limits, basename, check_key, check_name, join, \
@@ -114,7 +114,7 @@ class BaseLayer(NamedTuple):
         """A stable fingerprint, to skip rewriting an unchanged base."""
         doc = [[p, sorted([n, v.to_json()] for n, v in vals.items())]
                for p, vals in self.keys.items()]
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        return sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def view(self) -> View:
         return View({p: False for p in self.keys},

@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import hashlib
 import stat as stat_mod
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ..errors import GuestErrno
+from ..hashes import blake2b
 from . import wellknown
 from .errors import (InvalidKey, InvalidValue, IsAKey, KeyExists, KeyNotEmpty, KeyNotFound,
                      LimitExceeded, LimitKind, NotAKey, StoreError, ValueNotFound)
@@ -67,7 +67,7 @@ class DirEntry(NamedTuple):
 
 def fake_ino(path: str) -> int:
     """A stable, non-zero inode number for a tree path."""
-    h = hashlib.blake2b(path.encode(), digest_size=8, person=b"appvirt-reg").digest()
+    h = blake2b(path.encode(), digest_size=8, person=b"appvirt-reg").digest()
     return (int.from_bytes(h, "little") & ((1 << 63) - 1)) or 1
 
 

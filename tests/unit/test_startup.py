@@ -67,6 +67,34 @@ def test_run_imports_nothing_it_does_not_need():
         assert heavy not in loaded, heavy
 
 
+def test_a_run_with_the_default_policy_imports_only_what_it_uses(ptrace_ok, home):
+    """`appvirt run -- true` with the default policy, remembered as every start after the first
+    has it: neither hashlib (it loads OpenSSL; appvirt.hashes has the digests) nor what only a
+    fresh policy (copy) or a program's network call (net.addresses) needs."""
+    code = ("import atexit, sys; "
+            "atexit.register(lambda: print(' '.join(sorted(sys.modules)))); "
+            "from appvirt.entry import console; "
+            "sys.argv = ['appvirt', 'run', '--', 'true']; console()")
+    for _ in range(2):          # the first run checks the policy and remembers it
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=False, timeout=60)
+        assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "appvirt.tracer.loop" in loaded and "yaml" not in loaded     # ran, remembered
+    for unused in ("hashlib", "_hashlib", "copy", "appvirt.net.addresses"):
+        assert unused not in loaded, unused
+
+
+def test_the_digests_without_openssl_are_hashlibs():
+    """The store keeps its base digest, the policy cache its keys: the same as before."""
+    import hashlib
+    from appvirt import hashes
+    for data in (b"", b"appvirt", bytes(range(256)) * 300):
+        assert hashes.sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert (hashes.blake2b(data, digest_size=8, person=b"appvirt-reg").digest()
+                == hashlib.blake2b(data, digest_size=8, person=b"appvirt-reg").digest())
+
+
 def test_the_packed_filter_is_the_kernels_sock_filter_array():
     from appvirt.handlers import TABLE
     prog = seccomp.build_filter(TABLE)
