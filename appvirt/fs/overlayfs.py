@@ -211,7 +211,8 @@ class OverlayFS:
         (they would have made it not plain), and the rules that match the parent match d.
         Then d may also be absent or not a directory: the view, as the host, has nothing in
         it (ENOENT, ENOTDIR). Without a plain parent d must be a real directory reached
-        without a symlink; never a symlink."""
+        without a symlink, never a symlink, or absent from the host and from the upper layer
+        where a walk that crosses no symlink finds a name missing (HOME=/nonexistent)."""
         if parent_plain:
             if d[d.rfind(b"/") + 1:].startswith(WH_PREFIX):
                 return False
@@ -230,8 +231,13 @@ class OverlayFS:
             return False
         # A real directory reached without a symlink: the path the program gave may cross
         # one (/lib -> usr/lib), and then it names another directory, decided on its own.
-        got = _reached(d)
-        return got is not None and statmod.S_ISDIR(got.st_mode)
+        try:
+            got = lstat_no_symlinks(d)
+        except Missing:
+            return True              # absent (no upper object either: _shown), names ENOENT
+        if isinstance(got, int):
+            return got == -errno.ENOENT      # an ancestor missing before any symlink
+        return statmod.S_ISDIR(got.st_mode)
 
     def owned_dir(self, d: bytes) -> bytes | None:
         """The upper-layer directory that alone makes up the view of directory d, when

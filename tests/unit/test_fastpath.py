@@ -96,7 +96,9 @@ def test_a_plain_directory_shows_the_host_for_every_name(ops, rules):
         dirs = [top] + [top + b"/" + r for r in (
             b"etc", b"etc/app", b"etc/app/sub", b"etc/nope", b"etc/nope/deeper", b"etc/hosts",
             b"etc/link", b"usr", b"usr/lib", b"usr/lib/x", b"home", b"home/u", b"home/u/.ssh",
-            b"tmp", b"new")]
+            b"tmp", b"new", b"nope", b"nope/deeper", b"home/nope", b"home/u/nope",
+            b"home/u/.ssh/nope", b"tmp/nope", b"new/nope", b"new/nope/deeper", b"usr/lib/x/nope",
+            b"etc/hosts/nope")]
         decided: dict[bytes, bool] = {}
         for d in dirs:            # parents first, as the tracer decides them
             parent = d[:d.rfind(b"/")]
@@ -198,11 +200,28 @@ def test_what_is_never_plain(tmp_path):
     assert not fs.plain_dir(os.fsencode(tmp_path))   # holds the hidden upper layer
     assert not fs.plain_dir(os.fsencode(tmp_path / "upper"))
     assert not fs.plain_dir(b"/")
+    assert not fs.plain_dir(b"/usr/share/doc/secret/nope")   # absent, but hidden anyway
+    assert not fs.plain_dir(b"/srv/x/cache/nope")             # ... or private
     os.symlink("/usr/lib", tmp_path / "lib")
     assert not fs.plain_dir(os.fsencode(tmp_path / "lib"))                 # a symlink
     assert not fs.plain_dir(os.fsencode(tmp_path / "lib"), parent_plain=True)
     assert not fs.plain_dir(os.fsencode(tmp_path / "lib" / "python3"))     # through one
-    assert not fs.plain_dir(b"/usr/lib/nonexistent")
+
+
+def test_an_absent_directory_is_plain(tmp_path):
+    """Absent from the host and the upper layer, with no rule that could place something
+    there: every name in it is ENOENT, in the view as on the host."""
+    fs = _fs([("/usr/share/doc/secret", FileMode.HIDDEN)], str(tmp_path / "upper"))
+    absent = os.fsencode(tmp_path / "no" / "such")
+    assert fs.plain_dir(absent) and fs.plain_dir(absent + b"/deeper")
+    made = os.fsencode(tmp_path / "made")
+    fs.ov.mkdir(made, 0o755)                        # upper only: the view has it
+    assert not fs.plain_dir(made)
+    assert fs.plain_dir(made + b"/nope")            # ... but not this name in it
+    (tmp_path / "file").write_text("x")
+    assert not fs.plain_dir(os.fsencode(tmp_path / "file" / "x"))    # ENOTDIR: not decided
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert not fs.plain_dir(os.fsencode(tmp_path / "link" / "nope"))  # crosses a symlink
 
 
 def test_a_change_in_a_directory_makes_it_and_its_ancestors_not_plain(tmp_path):
