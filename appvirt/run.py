@@ -75,6 +75,8 @@ def _report(result: RunResult, stats: bool) -> None:
                     f"{s.exit_stops} syscall-exit, {s.other_stops} other "
                     f"({s.injections} slot mappings, {s.compiled} answered by the compiled "
                     f"loop); intercepted: {top or 'none'}")
-        if s.compiled_by_syscall:
-            done = ", ".join(f"{n} {c}" for n, c in s.compiled_by_syscall.most_common())
-            _count_line(f"appvirt: answered by the compiled loop: {done}")
+        done = [f"{n} {c}" for n, c in s.compiled_by_syscall.most_common()]
+        if s.compiled_signals:
+            done.append(f"signal deliveries {s.compiled_signals}")
+        if done:
+            _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")

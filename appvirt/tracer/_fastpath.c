@@ -16,11 +16,12 @@
  *   openat      any open but O_TMPFILE of a name that exists, or a creation: openat2 of the
  *               upper path from the slot, as the handlers make it, logged as they log it
  *               (_fastpath_log.c); a created file goes to the overlay's index;
- *   unlink(at), mkdir(at), fchmod(at), fchown(at), utimensat(fd, NULL, ...)
+ *   unlink(at), rmdir, mkdir(at), fchmod(at), fchown(at), utimensat(fd, NULL, ...)
  *               of a name there (or of an fd's object there), link(at) and rename(at)(2)
  *               of a name that is not a directory between two names there: made by the
  *               tracer on the upper object as the overlay makes them, logged, the result
  *               emulated (_fastpath_owned.c).
+ * A signal-delivery stop of an eligible thread is delivered here, as Python delivers it.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (in a plain directory only without W_OK: read-only rules deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
@@ -54,6 +55,13 @@ static int try_stop(Engine *self, pid_t tid, int status)
             return FALLBACK;
         self->exit_stops++;
         finish_open(self, p, tid);
+        return ANSWERED;
+    }
+    if ((status >> 16) == 0 && self->eligible[tid]) {
+        /* A signal-delivery stop (SIGCHLD to a shell ...): delivered, as the Python loop
+         * delivers it to a thread with nothing in flight. */
+        ptrace(PTRACE_CONT, tid, 0, (void *)(long)WSTOPSIG(status));
+        self->signal_stops++;
         return ANSWERED;
     }
     if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || !self->eligible[tid])
@@ -178,7 +186,8 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKN)", self->seccomp_stops, self->exit_stops, by_nr);
+    return Py_BuildValue("(KKKN)", self->seccomp_stops, self->exit_stops, self->signal_stops,
+                         by_nr);
 }
 
 static PyObject *Engine_get_stat_ok(Engine *self, void *c)
@@ -359,7 +368,7 @@ static PyMethodDef Engine_methods[] = {
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
-     "counts() -> (seccomp stops, exit stops, {nr: stops}) answered here."},
+     "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here."},
     {NULL}
 };
 

@@ -30,6 +30,7 @@
 #define AT_NO_AUTOMOUNT_ 0x800
 #define AT_EMPTY_PATH_ 0x1000
 #define AT_SYMLINK_FOLLOW_ 0x400
+#define AT_REMOVEDIR_ 0x200
 #define O_TMPFILE_BIT 020000000
 #define VALID_OPEN_FLAGS 037777703
 #define O_PATH_FLAGS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
@@ -41,8 +42,8 @@
 
 enum { ANSWERED, FALLBACK };
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME };   /* what a directory (a name) is to the engine */
-enum Change { UNLINK, UNLINKAT, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT, UTIMENSAT,
-              LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
+enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
+              UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
 /* How a record shows an argument: log/records.py's ArgFormat, the same numbers. */
 enum ArgFormat { ARG_PATH, ARG_UNSIGNED, ARG_INT, ARG_UINT, ARG_OCTAL, ARG_POINTER, ARG_HEX,
                  ARG_SYMBOLIC, N_ARG_FORMATS };
@@ -112,7 +113,7 @@ typedef struct {
     Py_ssize_t tids;
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;
-    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops;
+    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops, signal_stops;
     pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
     int held_status;
     struct timespec t0;              /* when the current stop was reported */

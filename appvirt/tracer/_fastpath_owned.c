@@ -2,14 +2,14 @@
  *
  * In an owned directory the view of every name is the upper directory's own (OverlayFS.
  * owned_dir), so a change there is the same change made to the upper object: what the
- * overlay's own operations (Overlay.unlink, mkdir, chmod, chown, utimens, link, rename) do
- * for such a name, with nothing else to update but the index, which Python brings in step
- * afterwards from the guest paths in `made` (fastpath.FastPath.drain), before it decides
- * anything again. Each change is made relative to a descriptor of the upper directory (or of
- * the object) opened without crossing a symlink, so no symlink the program plants on the way
- * can move it out of the upper layer. Only a change that succeeds is answered here: when the
- * kernel refuses one, nothing was changed and the stop goes to Python, whose handlers explain
- * it (and log it) as before.
+ * overlay's own operations (Overlay.unlink, rmdir, mkdir, chmod, chown, utimens, link,
+ * rename) do for such a name, with nothing else to update but the index, which Python
+ * brings in step afterwards from the guest paths in `made` (fastpath.FastPath.drain), before
+ * it decides anything again. Each change is made relative to a descriptor of the upper
+ * directory (or of the object) opened without crossing a symlink, so no symlink the program
+ * plants on the way can move it out of the upper layer. Only a change that succeeds is
+ * answered here: when the kernel refuses one, nothing was changed and the stop goes to
+ * Python, whose handlers explain it (and log it) as before.
  */
 #include "_fastpath.h"
 
@@ -93,12 +93,14 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
     return rc;
 }
 
-static int remove_name(const Operand *op)
+/* unlink, or rmdir (flags AT_REMOVEDIR_): the kernel refuses a directory that is not empty,
+ * overlay marks included, and Python then explains (Overlay.rmdir). */
+static int remove_name(const Operand *op, int flags)
 {
     int dfd = pin_dir(op);
     if (dfd < 0)
         return -1;
-    int rc = unlinkat(dfd, name_of(op), 0);
+    int rc = unlinkat(dfd, name_of(op), flags);
     close(dfd);
     return rc;
 }
@@ -225,21 +227,22 @@ static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_sysc
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
  * enum Change), made here. Only the forms whose operand needs no more deciding: the name not
  * a symlink (unlink removes the link itself), present, except for mkdir (absent, in a
- * directory that is there). */
+ * directory that is there); rmdir's a directory, unlink's anything else. */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
     long dirfd = AT_FDCWD_;
     int path_arg = -1;               /* -1: the object of fd `dirfd` */
+    int removes_dir = c == RMDIR || (c == UNLINKAT && a[2] == AT_REMOVEDIR_);
     if (c >= LINK)
         return do_change2(self, tid, c, in);
     switch (c) {
-    case UNLINK: case MKDIR:
+    case UNLINK: case RMDIR: case MKDIR:
         path_arg = 0;
         break;
     case UNLINKAT:
-        if (a[2] != 0)
-            return FALLBACK;         /* AT_REMOVEDIR: a directory goes (decisions with it) */
+        if (a[2] != 0 && !removes_dir)
+            return FALLBACK;
         /* fall through */
     case MKDIRAT: case FCHMODAT:
         dirfd = (long)(int)a[0];
@@ -261,7 +264,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     default:
         return FALLBACK;
     }
-    int removes = c == UNLINK || c == UNLINKAT, makes = c == MKDIR || c == MKDIRAT;
+    int removes = c == UNLINK || c == UNLINKAT || c == RMDIR;
+    int makes = c == MKDIR || c == MKDIRAT;
     if (removes && !self->stat_ok)
         return FALLBACK;             /* its recorded owner must go with it: Python's */
     Operand op;
@@ -270,8 +274,9 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
         if (rc > 0 || op.kind != OWNED)
             return FALLBACK;
-        if (makes ? rc == 0 : rc < 0 || (S_ISLNK(st.st_mode) && !removes))
-            return FALLBACK;         /* EEXIST, ENOENT ...: Python explains */
+        if (makes ? rc == 0 : rc < 0 || (S_ISLNK(st.st_mode) && !removes)
+                              || removes_dir != !!S_ISDIR(st.st_mode))
+            return FALLBACK;         /* EEXIST, ENOENT, ENOTDIR, EISDIR ...: Python explains */
     } else {
         int in_upper;
         Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, dirfd, op.guest,
@@ -292,13 +297,16 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     const struct timespec *t = NULL;
     if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
         return FALLBACK;
-    int rc = removes ? remove_name(&op) : makes ? make_dir(self, tid, &op, a[path_arg + 1])
-                                                : change_object(&op, c, a, t);
+    int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
+             : makes ? make_dir(self, tid, &op, a[path_arg + 1])
+             : change_object(&op, c, a, t);
     if (rc < 0)
         return FALLBACK;
     CallRecord r = {0};
     if (path_arg >= 0)
         r.paths[path_arg] = op.path;
-    const Operand *names[] = {&op};     /* chmod, chown and times change no name */
+    /* chmod, chown and times change no name; a directory removed is empty: only its own
+     * decision goes (made), the index drops it with its subtree (FastPath.drain) */
+    const Operand *names[] = {&op};
     return made(self, tid, in, &r, &op, names, removes || makes);
 }

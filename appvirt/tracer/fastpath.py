@@ -48,8 +48,8 @@ except ImportError:             # built without a C compiler: the Python loop do
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
 # The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
 # order of its enum Change.
-CHANGES = ("unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown", "fchmodat",
-           "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "renameat2")
+CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
+           "fchmodat", "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "renameat2")
 LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
@@ -247,7 +247,8 @@ class FastPath:
         e = self.engine.log_errno
         return os.strerror(e) if e else None
 
-    def counts(self) -> tuple[int, int, dict[str, int]]:
-        """(seccomp stops, exit stops, stops by syscall name) answered by the engine."""
-        seccomp, exits, by_nr = self.engine.counts()
-        return seccomp, exits, {sysnums.name(nr): n for nr, n in by_nr.items()}
+    def counts(self) -> tuple[int, int, int, dict[str, int]]:
+        """(seccomp stops, exit stops, signal-delivery stops, seccomp stops by syscall name)
+        answered by the engine."""
+        seccomp, exits, signals, by_nr = self.engine.counts()
+        return seccomp, exits, signals, {sysnums.name(nr): n for nr, n in by_nr.items()}

@@ -51,7 +51,7 @@ class Stats:
     """What a run's stops were (appvirt run --stats)."""
 
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
-                 "internal_errors", "by_syscall", "compiled_by_syscall")
+                 "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -62,6 +62,7 @@ class Stats:
         self.internal_errors = 0
         self.by_syscall: Counter = Counter()
         self.compiled_by_syscall: Counter = Counter()    # its seccomp stops
+        self.compiled_signals = 0    # its signal-delivery stops
 
     @property
     def total(self) -> int:
@@ -148,10 +149,12 @@ class Tracer:
             if fast is not None:
                 self._serve_fast(fast, pid)
         if fast is not None:
-            seccomp, exits, by_syscall = fast.counts()
+            seccomp, exits, signals, by_syscall = fast.counts()
             self.stats.seccomp_stops += seccomp
             self.stats.exit_stops += exits
-            self.stats.compiled = seccomp + exits
+            self.stats.other_stops += signals
+            self.stats.compiled = seccomp + exits + signals
+            self.stats.compiled_signals = signals
             self.stats.by_syscall.update(by_syscall)
             self.stats.compiled_by_syscall.update(by_syscall)
             if fast.error is not None and self.first_error is None:

@@ -242,6 +242,23 @@ attempt("create in new dir", lambda: os.open(os.path.join(d, "newdir", "inner", 
 attempt("rmdir", lambda: os.rmdir(os.path.join(d, "sub")))
 attempt("rmdir at", lambda: os.unlink("newdir/inner/x", dir_fd=dfd))
 attempt("rmdir at dir", lambda: os.rmdir("newdir/inner", dir_fd=dfd))
+attempt("stat in removed dir", lambda: str(os.stat(os.path.join(d, "newdir", "inner", "x")).st_size))
+attempt("rmdir again", lambda: os.rmdir(os.path.join(d, "newdir", "inner")))
+attempt("remade", lambda: os.mkdir(os.path.join(d, "newdir", "inner"), 0o711))
+attempt("create in remade", lambda: os.open(os.path.join(d, "newdir", "inner", "z"), os.O_WRONLY | os.O_CREAT, 0o600))
+attempt("rmdir file", lambda: os.rmdir(os.path.join(d, "newdir", "inner", "z")))
+attempt("rmdir link", lambda: os.rmdir(os.path.join(d, "ln1")))
+attempt("rmdir at file", lambda: os.rmdir("f5", dir_fd=dfd))
+attempt("rmdir full", lambda: os.rmdir(os.path.join(d, "newdir", "inner")))
+attempt("empty again", lambda: os.unlink(os.path.join(d, "newdir", "inner", "z")))
+attempt("rmdir at empty", lambda: os.rmdir("newdir/inner", dir_fd=dfd))
+attempt("create in removed", lambda: os.open(os.path.join(d, "newdir", "inner", "w"), os.O_WRONLY | os.O_CREAT, 0o600))
+os.mkdir(os.path.join(d, "newdir", "gone"))
+attempt("rmdir empty", lambda: os.rmdir(os.path.join(d, "newdir", "gone")))
+attempt("stat removed", lambda: str(os.stat(os.path.join(d, "newdir", "gone")).st_size))
+attempt("python's stat", lambda: str(os.stat(os.path.join(d, "newdir", "gone") + "/").st_size))
+attempt("python's listing", lambda: str(os.listdir(os.path.join(d, "newdir") + "/.")))
+attempt("python's mkdir", lambda: os.mkdir(os.path.join(d, "newdir", "gone") + "/"))  # "/": Python's
 attempt("link", lambda: os.link(os.path.join(d, "f13"), os.path.join(d, "f13.hard")))
 attempt("link exists", lambda: os.link(os.path.join(d, "f13"), os.path.join(d, "f14")))
 attempt("linkat", lambda: os.link("f14", "newdir/f14.hard", src_dir_fd=dfd, dst_dir_fd=dfd))
@@ -310,12 +327,18 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "f10 0o100604 1234 5678 1000000123 2000000456" in out and "f11 0o100711" in out
     assert "f12 0o100640 42 43" in out and "newdir2 0o40750" in out and "rmdir errno 39" in out
     assert "link exists errno 17" in out and "rename missing errno 2" in out
+    assert "stat in removed dir errno 2" in out and "rmdir again errno 2" in out
+    assert "create in remade ok" in out and "rmdir file errno 20" in out
+    assert "rmdir link errno 20" in out and "rmdir at file errno 20" in out
+    assert "rmdir full errno 39" in out and "rmdir at empty ok" in out
+    assert "create in removed errno 2" in out and "rmdir empty ok" in out
+    assert "stat removed errno 2" in out and "python's mkdir ok" in out
     assert "f13.hard 0o100640 13" in out and "f17 0o100640 16" in out
     assert "ln1.hard 0o120777" in out and "ln3.target 0o100600" in out
     assert "made-by-link 0o100600" in out and "b'on the host\\nH'" in out
     done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
     assert done, fast.stderr
-    for call in ("openat", "unlink", "unlinkat", "mkdir", "mkdirat", "fchmod", "fchown",
+    for call in ("openat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
                  "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "access",
                  "getdents64", "newfstatat"):
         assert re.search(rf"\b{call} \d+", done.group(1)), (call, done.group(1))
@@ -563,3 +586,46 @@ def test_paths_through_dotdot_match_the_python_loop(appvirt, home, tmp_path):
     assert _records(home, "dfast") == _records(home, "dslow")
     assert _same_tree(home, "dfast", "dslow")
     assert tree_digest(top) == before and not (top / "made").exists()
+
+
+SIGNALS = r"""
+import os, signal, sys, time
+got = []
+signal.signal(signal.SIGUSR1, lambda s, f: got.append("usr1"))
+signal.signal(signal.SIGCHLD, lambda s, f: got.append("chld"))
+for i in range(20):
+    os.kill(os.getpid(), signal.SIGUSR1)
+children = []
+for i in range(5):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(i)
+    children.append(pid)
+codes = sorted(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children)
+pid = os.fork()
+if pid == 0:                              # stops itself: a group stop, then continued
+    os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(7)
+_, st = os.waitpid(pid, os.WUNTRACED)
+stopped = os.WSTOPSIG(st) if os.WIFSTOPPED(st) else None
+os.kill(pid, signal.SIGCONT)
+_, st = os.waitpid(pid, 0)
+pid = os.fork()
+if pid == 0:                              # killed by a signal it does not handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    os._exit(0)
+_, killed = os.waitpid(pid, 0)
+print(got.count("usr1"), "chld" in got, codes, stopped, os.waitstatus_to_exitcode(st),
+      os.WTERMSIG(killed))
+"""
+
+
+def test_signals_are_delivered_as_the_python_loop_delivers_them(appvirt, tmp_path):
+    """Signal-delivery stops answered by the compiled loop: handled signals, SIGCHLD, a
+    group stop and its SIGCONT, a fatal signal; the same program output both ways."""
+    out, done = _in_both_loops(appvirt, SIGNALS, tmp_path, "sig")
+    assert out.strip() == "20 True [0, 1, 2, 3, 4] 19 7 15", out
+    delivered = re.search(r"signal deliveries (\d+)", done)
+    assert delivered and int(delivered.group(1)) >= 20, done
