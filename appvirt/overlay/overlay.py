@@ -215,13 +215,13 @@ class Overlay(OverlayView):
         except OSError as e:
             raise guest_error(e, guest) from None
 
-    def refresh(self, guest: bytes) -> None:
+    def record(self, guest: bytes, kind: int) -> None:
         """Bring the index in step with the upper object at guest, which the compiled loop
-        made, removed or moved itself (a name in an owned directory, tracer/fastpath.py:
-        there is no lower object there, so no whiteout or opaque mark is involved)."""
-        st = hostio.lstat(self.upper(guest))
-        if st is not None:
-            self._ix.kinds[guest] = stat.S_IFMT(st.st_mode)
+        made, removed or moved itself and then found to be of this S_IFMT (0: nothing there).
+        A name in an owned directory (tracer/fastpath.py): there is no lower object there, so
+        no whiteout or opaque mark is involved."""
+        if kind:
+            self._ix.kinds[guest] = kind
         elif self._ix.kinds.get(guest) == DIR:
             self._ix.drop_subtree(guest)
         else:

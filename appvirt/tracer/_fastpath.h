@@ -96,7 +96,7 @@ typedef struct {
     PyObject *learn;                 /* learn(dir): decides a directory not in it */
     PyObject *names, *learn_name;    /* path -> bool, and its learn */
     int owned;                       /* owned directories are served */
-    PyObject *made;                  /* list: guest paths the engine changed, for the index */
+    PyObject *made;                  /* list: (guest path, S_IFMT) it changed (note_made) */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
     int nr_access, nr_faccessat, nr_faccessat2;
@@ -144,7 +144,7 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
              Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st);
-int forget_decision(Engine *self, const char *guest);
+int note_made(Engine *self, const char *guest);
 int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen);
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                      int follow, char *host);

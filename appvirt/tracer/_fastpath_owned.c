@@ -180,13 +180,9 @@ static int made(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
     r->has_result = 1;
     r->result = 0;
     log_call(self, tid, (int)in->seccomp.nr, in->seccomp.args, r);
-    for (int i = 0; i < n; i++) {
-        PyObject *g = PyBytes_FromString(names[i]->guest);
-        if (g == NULL || PyList_Append(self->made, g) < 0
-                || forget_decision(self, names[i]->guest) < 0)
+    for (int i = 0; i < n; i++)
+        if (note_made(self, names[i]->guest) < 0)
             PyErr_WriteUnraisable(self->made);  /* out of memory: the next load has it */
-        Py_XDECREF(g);
-    }
     emulate(tid, 0);
     return ANSWERED;
 }

@@ -234,19 +234,32 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
     return kind;
 }
 
-/* Forget what was decided for guest (a name the engine just made, removed or moved): 0, or
- * -1 with an exception set. */
-int forget_decision(Engine *self, const char *guest)
+/* guest, a name in an owned directory the engine just made, removed or moved: the index
+ * learns what its upper object is now ((guest, S_IFMT or 0 for nothing) appended to `made`,
+ * applied in order by fastpath.FastPath.drain), and what was decided of the name is
+ * forgotten. 0, or -1 with an exception set. */
+int note_made(Engine *self, const char *guest)
 {
-    PyObject *key = PyBytes_FromString(guest);
-    if (key == NULL)
+    char host[PATH_MAX_];
+    struct stat st;
+    size_t len = strlen(guest);
+    if ((size_t)self->upper_len + len >= sizeof host) {
+        PyErr_SetString(PyExc_OSError, "an upper path longer than PATH_MAX");
         return -1;
-    int rc = PyDict_DelItem(self->plain, key);
-    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+    }
+    memcpy(host, self->upper, (size_t)self->upper_len);
+    memcpy(host + self->upper_len, guest, len + 1);
+    unsigned ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
+    PyObject *key = PyBytes_FromStringAndSize(guest, (Py_ssize_t)len);
+    PyObject *entry = key != NULL ? Py_BuildValue("(OI)", key, ifmt) : NULL;
+    int rc = entry != NULL ? PyList_Append(self->made, entry) : -1;
+    if (rc == 0 && (rc = PyDict_DelItem(self->plain, key)) < 0
+            && PyErr_ExceptionMatches(PyExc_KeyError)) {
         PyErr_Clear();
         rc = 0;
     }
-    Py_DECREF(key);
+    Py_XDECREF(entry);
+    Py_XDECREF(key);
     return rc;
 }
 

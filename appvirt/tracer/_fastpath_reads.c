@@ -291,11 +291,10 @@ void finish_open(Engine *self, Pending *p, pid_t tid)
     }
     ptrace(PTRACE_SETREGS, tid, 0, &regs);
     if (owned && !restart) {
-        /* A file made: the overlay's index learns it (Python refreshes it from the upper
-         * layer, fastpath.FastPath.drain), and what was decided of the name is forgotten. */
+        /* A file made: the overlay's index learns it, and what was decided of the name is
+         * forgotten (note_made). */
         if (created != NULL && (long long)regs.rax >= 0
-                && (PyList_Append(self->made, created) < 0
-                    || forget_decision(self, PyBytes_AS_STRING(created)) < 0))
+                && note_made(self, PyBytes_AS_STRING(created)) < 0)
             PyErr_WriteUnraisable(self->made);      /* out of memory: the next load has it */
         if (seq > 0)
             log_result(self, tid, seq, (long)regs.rax);

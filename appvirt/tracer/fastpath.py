@@ -89,7 +89,7 @@ class FastPath:
         # directory, ...) (owned, see _owned), 0 (ask `names` for each name), False
         self.plain: dict[bytes, bool | int | tuple] = {}
         self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
-        self.made: list[bytes] = []           # guest paths the engine changed (drain)
+        self.made: list[tuple[bytes, int]] = []   # (guest path, S_IFMT) it changed (drain)
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
@@ -128,16 +128,17 @@ class FastPath:
                 self.drain()
 
     def drain(self) -> None:
-        """Bring the overlay's index in step with the names the engine made, removed or moved.
-        That changes no other decision (names in owned directories are decided by the upper
-        layer alone, and the engine removes and moves no directory; it forgot its decisions
-        of those names itself), so the index's new version counts as seen."""
-        changed = set(self.made)
+        """Bring the overlay's index in step with the names the engine made, removed or moved,
+        in the order it did (each with the kind it found there right after, note_made). That
+        changes no other decision (names in owned directories are decided by the upper layer
+        alone, and the engine moves no directory and removes only empty ones; it forgot its
+        decisions of those names itself), so the index's new version counts as seen."""
+        made = self.made[:]
         self.made.clear()
         before = self._index.version
-        refresh = self.fs.ov.refresh
-        for guest in changed:
-            refresh(guest)
+        record = self.fs.ov.record
+        for guest, kind in made:
+            record(guest, kind)
         if self._version == before:
             self._version = self._index.version
 

@@ -320,34 +320,49 @@ def test_a_host_name_is_the_hosts_object(ops, rules):
                     assert _view_object(walk, p) == _host_object(p) != None, (p, ops, rules)
 
 
-def _as_the_engine(op: str, a: bytes, b: bytes) -> None:
-    """A change as _fastpath_owned.c makes it on upper objects (it moves no directory)."""
+def _as_the_engine(op: str, a: bytes, b: bytes) -> list[bytes]:
+    """A change as _fastpath_owned.c makes it on upper objects (it moves no directory and
+    removes only empty ones): the names it hands to note_made, in its order."""
     if op == "create":
         open(a, "xb").close()
     elif op == "mkdir":
         os.mkdir(a)
     elif op == "unlink":
         os.unlink(a)
+    elif op == "rmdir":
+        os.rmdir(a)
     elif op == "link":
         os.link(a, b)
+        return [b]
     elif os.path.isdir(a):
         raise IsADirectoryError(errno.EISDIR, "a directory")
     else:
         os.rename(a, b)
+        return [b, a]
+    return [a]
+
+
+def _kind_now(p: bytes) -> int:
+    """What note_made finds at an upper path right after the change: S_IFMT, 0 nothing."""
+    try:
+        return stat.S_IFMT(os.lstat(p).st_mode)
+    except FileNotFoundError:
+        return 0
 
 
 ENGINE_OPS = st.lists(st.tuples(
-    st.sampled_from(["create", "mkdir", "unlink", "rename", "link"]),
+    st.sampled_from(["create", "mkdir", "unlink", "rmdir", "rename", "link"]),
     st.sampled_from([b"a", b"b", b"d", b"d/c", b"d/e"]), st.sampled_from([b"a", b"b", b"d/c"])),
     max_size=8)
 
 
 @settings(max_examples=150, deadline=None)
 @given(ENGINE_OPS)
-def test_refreshing_the_names_the_engine_changed_gives_the_index_a_load_gives(ops):
+def test_recording_the_names_the_engine_changed_gives_the_index_a_load_gives(ops):
     """The engine makes its changes in an owned directory on the upper objects themselves
-    (_fastpath_owned.c) and hands the names to FastPath.drain: Overlay.refresh of those names
-    must leave the index as a fresh load of the upper layer finds it."""
+    (_fastpath_owned.c) and hands each name with what it found there right after to
+    FastPath.drain: Overlay.record of those, in order, must leave the index as a fresh load
+    of the upper layer finds it (a rename onto another link of the same file leaves both)."""
     from appvirt.overlay.index import UpperIndex
     with tempfile.TemporaryDirectory() as lower, tempfile.TemporaryDirectory() as upper:
         top = os.fsencode(os.path.realpath(lower))
@@ -356,16 +371,17 @@ def test_refreshing_the_names_the_engine_changed_gives_the_index_a_load_gives(op
         made = top + b"/tmp/made"
         ov.mkdir(made, 0o755)
         assert OverlayFS(ov, ()).owned_dir(made) == ov.upper(made)
-        changed = []
+        noted = []
         for op, a, b in ops:
             ga, gb = made + b"/" + a, made + b"/" + b
             try:
-                _as_the_engine(op, ov.upper(ga), ov.upper(gb))
+                names = _as_the_engine(op, ov.upper(ga), ov.upper(gb))
             except OSError:
                 continue
-            changed += [ga, gb]
-        for g in set(changed):
-            ov.refresh(g)
+            noted += [(g, _kind_now(ov.upper(g))) for g in (ga if n == ov.upper(ga) else gb
+                                                             for n in names)]
+        for g, kind in noted:
+            ov.record(g, kind)
         loaded = UpperIndex.load(ov.upper_root, recover=False)
         assert dict(ov._ix.kinds) == dict(loaded.kinds), ops
         assert set(ov._ix.whiteouts) == set(loaded.whiteouts) and \
