@@ -4,12 +4,12 @@
  * owned_dir), so a change there is the same change made to the upper object: what the
  * overlay's own operations (Overlay.unlink, rmdir, mkdir, chmod, chown, utimens, link,
  * rename) do for such a name, with nothing else to update but the index, which Python
- * brings in step afterwards from the guest paths in `made` (fastpath.FastPath.drain), before
- * it decides anything again. Each change is made relative to a descriptor of the upper
- * directory (or of the object) opened without crossing a symlink, so no symlink the program
- * plants on the way can move it out of the upper layer. Only a change that succeeds is
- * answered here: when the kernel refuses one, nothing was changed and the stop goes to
- * Python, whose handlers explain it (and log it) as before.
+ * brings in step afterwards from what `made` tells of each name (note_made, applied by
+ * fastpath.FastPath.drain), before it decides anything again. Each change is made relative
+ * to a descriptor of the upper directory (or of the object) opened without crossing a
+ * symlink, so no symlink the program plants on the way can move it out of the upper layer.
+ * Only a change that succeeds is answered here: when the kernel refuses one, nothing was
+ * changed and the stop goes to Python, whose handlers explain it (and log it) as before.
  */
 #include "_fastpath.h"
 
