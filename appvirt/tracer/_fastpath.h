@@ -67,6 +67,7 @@ typedef struct {
     char rule[RULE_MAX];                      /* OWNED: the JSON text of the policy rule */
     Py_ssize_t rule_len;                      /* that decides every name in the directory, */
     unsigned long long dotdot;                /* and the view's inode of its parent */
+    int dir_there;                            /* find_object: the directory exists */
 } Operand;
 
 /* How the records of one syscall are made (records.py's arg_specs, see _fastpath_log.c). */

@@ -369,7 +369,8 @@ static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *pa
  * (FALLBACK) when Python must decide. With `follow`, a symlink is followed as the view's
  * walk follows it (its text read from its host object, relative to its guest directory),
  * while each step lands in a plain or owned directory; without, it is the object. A name
- * missing in an owned directory is -ENOENT only while that directory is there. */
+ * missing in an owned directory is -ENOENT only while that directory is there; in a plain
+ * one op->dir_there tells whether the directory itself is. */
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
                 int follow, Operand *op, struct stat *st)
 {
@@ -400,6 +401,7 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
      * directories' decisions could explain it, in Python. */
     if (rc < 0 && (op->kind == NAME || (op->kind == OWNED && !parent_ok)))
         return FALLBACK;
+    op->dir_there = parent_ok;
     return rc;
 }
 

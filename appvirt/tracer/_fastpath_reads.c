@@ -163,8 +163,16 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     unsigned long long mode = 0;
     int create = 0;
     if (op.kind == PLAIN || op.kind == NAME) {
-        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
+        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC)) {
+            /* A write or a creation in a plain directory that is itself absent (git's
+             * objects/XX before its first object) fails as the kernel fails it, before any
+             * mode is asked: the handlers log nothing of it either. */
+            if (rc < 0 && op.kind == PLAIN && !op.dir_there) {
+                emulate(tid, rc);
+                return ANSWERED;
+            }
             return FALLBACK;
+        }
         if (rc < 0) {
             emulate(tid, rc);
             return ANSWERED;

@@ -198,6 +198,12 @@ attempt("missing", lambda: os.open(os.path.join(d, "nope"), os.O_RDONLY))
 attempt("trunc", lambda: os.open(os.path.join(d, "f2"), os.O_WRONLY | os.O_TRUNC))
 attempt("append", lambda: os.write(os.open(os.path.join(d, "f3"), os.O_WRONLY | os.O_APPEND), b"yy"))
 attempt("creat existing", lambda: os.open(os.path.join(d, "f4"), os.O_RDONLY | os.O_CREAT, 0o600))
+for where in (os.path.join(d, "absent"), os.path.join(top, "absent"), "/nonexistent-appvirt",
+              os.path.join(d, "absent", "deeper")):     # absent directories: ENOENT
+    attempt("create in " + where, lambda: os.open(os.path.join(where, "x"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    attempt("write in " + where, lambda: os.open(os.path.join(where, "y"), os.O_RDWR))
+attempt("create in host dir", lambda: os.open(os.path.join(top, "hostdir", "new"), os.O_WRONLY | os.O_CREAT, 0o600))
+attempt("create in file", lambda: os.open(os.path.join(d, "f4", "x"), os.O_WRONLY | os.O_CREAT, 0o600))
 attempt("dir", lambda: os.open(os.path.join(d, "sub"), os.O_RDONLY | os.O_DIRECTORY))
 attempt("not dir", lambda: os.open(os.path.join(d, "f5"), os.O_RDONLY | os.O_DIRECTORY))
 dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
@@ -316,6 +322,7 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     top = tmp_path / "top"
     top.mkdir()
     (top / "host.txt").write_text("on the host\n")
+    (top / "hostdir").mkdir()               # plain: a creation there goes to the overlay
     before = tree_digest(top)
     fast, _ = _both_loops(appvirt, WRITER, top, "w")
     out = fast.stdout
@@ -333,6 +340,10 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "rmdir full errno 39" in out and "rmdir at empty ok" in out
     assert "create in removed errno 2" in out and "rmdir empty ok" in out
     assert "stat removed errno 2" in out and "python's mkdir ok" in out
+    for where in (f"{top}/made/absent", f"{top}/absent", "/nonexistent-appvirt",
+                  f"{top}/made/absent/deeper"):
+        assert f"create in {where} errno 2" in out and f"write in {where} errno 2" in out
+    assert "create in host dir ok fd" in out and "create in file errno 20" in out
     assert "f13.hard 0o100640 13" in out and "f17 0o100640 16" in out
     assert "ln1.hard 0o120777" in out and "ln3.target 0o100600" in out
     assert "made-by-link 0o100600" in out and "b'on the host\\nH'" in out
