@@ -152,10 +152,6 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
     return 0;
 }
 
-/* What dir is (PLAIN, OWNED with its upper directory in host, NAMES, NEITHER), as the
- * `plain` dict says or learn() decides; for an OWNED one, the JSON text of the rule deciding
- * its names and the view's inode of its parent go to info (unless NULL). -1: an exception is
- * set (the stop then goes to Python after it). */
 /* What the `plain` dict says of dir, deciding it first (learn) when it says nothing: a new
  * reference, or NULL with an exception set. */
 static PyObject *decision(Engine *self, const char *dir, Py_ssize_t len)
@@ -195,6 +191,10 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
     return real;
 }
 
+/* What dir is (PLAIN or NAMES with its host path in host, OWNED with its upper directory
+ * there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one, the JSON
+ * text of the rule deciding its names and the view's inode of its parent go to info (unless
+ * NULL). -1: an exception is set (the stop then goes to Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info)
 {
@@ -207,7 +207,9 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
     if (first != NULL && !(PyBytes_Check(first) && PyBytes_GET_SIZE(first) < PATH_MAX_))
         first = NULL;
     if (PyLong_CheckExact(v)) {
-        kind = NAMES;
+        kind = NAMES;                /* a real directory reached without a symlink: its */
+        memcpy(host, dir, (size_t)len + 1);     /* host path is its path */
+        *host_len = len;
     } else if (v == Py_True) {
         kind = PLAIN;
         memcpy(host, dir, (size_t)len + 1);
@@ -407,9 +409,10 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 
 /* -- the calls ---------------------------------------------------------------------------- */
 
-/* The plain or owned directory a path names by itself (".", "dir/.", "dir/", or a name whose
- * own directory is neither, as "/usr" in "/"): its kind (PLAIN or OWNED) and its host path
- * (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
+/* The plain, owned or name-by-name directory a path names by itself (".", "/", "dir/.",
+ * "dir/", or a name whose own directory is neither, as "/usr" in "/"): its kind (PLAIN,
+ * OWNED or NAMES: the view of a NAMES directory itself is the host's, OverlayFS.host_names)
+ * and its host path (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
  * the kernel's walk does; without following, only a directory reached crossing no symlink
  * (its host path is its guest path) or an owned one. Its existence is not checked. */
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
@@ -423,6 +426,9 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
     }
     if (len == 1 && path[0] == '.') {
         n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
+    } else if (len == 1 && path[0] == '/') {
+        memcpy(guest, "/", 2);
+        n = 1;
     } else {
         const char *name;
         if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
@@ -433,5 +439,6 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
     if (n < 0)
         return -1;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);
-    return kind == OWNED || (kind == PLAIN && (follow || strcmp(host, guest) == 0)) ? kind : -1;
+    return kind == OWNED || ((kind == PLAIN || kind == NAMES)
+                             && (follow || strcmp(host, guest) == 0)) ? kind : -1;
 }

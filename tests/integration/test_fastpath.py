@@ -486,7 +486,7 @@ def show(tag, p, follow=True, ino=True):    # (each run has its own upper copies
         print(tag, p, "errno", e.errno)
 made = os.path.join(top, "made")
 os.makedirs(os.path.join(made, "inner", "deeper"))
-for d in ("/", "/usr", top, made, os.path.join(made, "inner")):
+for d in ("/", "/usr", "/dev", top, made, os.path.join(made, "inner")):
     os.chdir(d)
     print("cwd", os.getcwd())
     show("stat", ".", ino=not d.startswith(top))
@@ -502,10 +502,12 @@ def legacy(nr, p):                       # stat(2) and lstat(2) themselves, not 
     rv = libc.syscall(nr, p.encode(), buf)
     nlink, mode = struct.unpack_from("<QI", buf.raw, 16)
     return ("errno", ctypes.get_errno()) if rv else (oct(mode), nlink)
-for p in ("/usr", "/usr/", "/usr/.", "/usr/lib/.", "/lib", "/lib/", made + "/ln", made + "/ln/",
-          made + "/inner/.", top + "/host.txt", top + "/host.txt/", "/nowhere", "/nowhere/"):
+for p in ("/", "//", "/.", "/dev", "/dev/", "/usr", "/usr/", "/usr/.", "/usr/lib/.", "/lib",
+          "/lib/", made + "/ln", made + "/ln/", made + "/inner/.", top + "/host.txt",
+          top + "/host.txt/", "/nowhere", "/nowhere/"):
     for call in (lambda: os.readlink(p), lambda: os.access(p, os.R_OK),
                  lambda: os.access(p, os.X_OK, follow_symlinks=False),
+                 lambda: os.access(p, os.W_OK),
                  lambda: legacy(4, p), lambda: legacy(6, p)):
         try:
             print(p, call())
@@ -640,3 +642,30 @@ def test_signals_are_delivered_as_the_python_loop_delivers_them(appvirt, tmp_pat
     assert out.strip() == "20 True [0, 1, 2, 3, 4] 19 7 15", out
     delivered = re.search(r"signal deliveries (\d+)", done)
     assert delivered and int(delivered.group(1)) >= 20, done
+
+
+NAMES_ITSELF = r"""
+import os, sys
+os.chdir("/dev")
+for i in range(50):
+    a, b, c = os.stat("/dev"), os.stat("."), os.stat("/dev/")
+    assert (a.st_ino, a.st_nlink, a.st_mode) == (b.st_ino, b.st_nlink, b.st_mode) == \
+        (c.st_ino, c.st_nlink, c.st_mode)
+    assert os.getcwd() == "/dev"
+print(oct(os.stat(".").st_mode), os.access(".", os.R_OK), os.access(".", os.W_OK))
+os.chdir("/")                              # holds the registry tree: Python's
+print(os.getcwd(), os.stat(".").st_ino == os.stat("/").st_ino)
+"""
+
+
+def test_a_name_by_name_directory_itself_is_answered_in_c(appvirt, tmp_path):
+    """/dev is decided name by name (rules for some of its names); its own attributes and a
+    cwd there are the host's: stat and getcwd answered by the compiled loop, as Python answers
+    them; a write check stays Python's (a rule may refuse it), "/" too (it holds the
+    registry tree)."""
+    fast, _ = _both_loops(appvirt, NAMES_ITSELF, tmp_path, "names")
+    assert fast.stdout.startswith("0o40"), fast.stdout
+    seen, done = (dict((c, int(n)) for c, n in re.findall(r"(\w+) (\d+)", line.split(":")[-1]))
+                  for line in fast.stderr.splitlines() if line.startswith("appvirt: "))
+    left = {c: seen.get(c, 0) - done.get(c, 0) for c in ("newfstatat", "getcwd")}
+    assert left["newfstatat"] < 20 and left["getcwd"] < 5, (left, fast.stderr)
