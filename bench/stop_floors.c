@@ -1,0 +1,234 @@
+/* stop_floors: what one intercepted call costs the program under each way a tracer can
+ * answer it, for choosing where appvirt's compiled loop goes next (never run by the tests).
+ *
+ *   cc -O2 -o stop_floors bench/stop_floors.c && ./stop_floors MODE [unpinned]
+ *
+ * A child makes 100,000 calls of one kind, newfstatat("/usr/bin/env") or, with a MODE
+ * ending in "-open", openat("/usr/bin/env") + close, and prints the microseconds per call.
+ * Tracer and child share one CPU, as appvirt keeps them, unless "unpinned".
+ *   native             no filter
+ *   ptrace             seccomp RET_TRACE; the tracer only resumes (the physical limit)
+ *   ptrace-emulate     ... and answers as appvirt's compiled loop does: GET_SYSCALL_INFO,
+ *                      the path read, its own openat2(RESOLVE_NO_SYMLINKS) + fstat, the stat
+ *                      written back, the call skipped with two POKEUSERs
+ *   ptrace-open        an open as appvirt makes it from the slot: registers rewritten at the
+ *                      seccomp stop, restored at the exit stop (two stops)
+ *   unotify            seccomp RET_USER_NOTIF; the supervisor only lets the call continue
+ *   unotify-emulate    ... and answers it as ptrace-emulate does, checking the notification
+ *                      is still alive before answering
+ *   unotify-emulate-open  the supervisor opens the file itself (openat2) and installs the fd
+ *                      as the call's result (SECCOMP_IOCTL_NOTIF_ADDFD, ADDFD_FLAG_SEND)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CALLS 100000
+static const char *TARGET = "/usr/bin/env";
+static int opens;             /* the call measured: openat (else newfstatat) */
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* The child's filter: the measured call traced or notified, everything else allowed. The
+ * listener of a notifying filter goes to the parent through fd 3 (its number; the parent
+ * takes it with pidfd_getfd). */
+static void install(unsigned ret)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, opens ? SYS_openat : SYS_newfstatat, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, ret),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {4, f};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                      ret == SECCOMP_RET_USER_NOTIF ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &prog);
+    if (fd < 0) {
+        perror("seccomp");
+        _exit(1);
+    }
+    char n = (char)fd;
+    if (ret == SECCOMP_RET_USER_NOTIF && write(3, &n, 1) != 1)
+        _exit(1);
+}
+
+static void measure(void)
+{
+    struct stat st;
+    double t = now();
+    for (int i = 0; i < CALLS; i++) {
+        if (opens) {
+            long fd = syscall(SYS_openat, AT_FDCWD, TARGET, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                _exit(1);
+            close((int)fd);
+        } else if (syscall(SYS_newfstatat, AT_FDCWD, TARGET, &st, 0) != 0 || !st.st_size) {
+            _exit(1);
+        }
+    }
+    printf("%.2f\n", (now() - t) / CALLS * 1e6);
+    fflush(stdout);
+}
+
+/* The tracer's own stat of the path at addr, written to the program's buffer. */
+static int stat_for(pid_t pid, unsigned long long addr, unsigned long long buf)
+{
+    char path[4096];
+    struct iovec l = {path, sizeof path}, r = {(void *)addr, sizeof path};
+    if (process_vm_readv(pid, &l, 1, &r, 1, 0) <= 0)
+        return -EFAULT;
+    path[sizeof path - 1] = 0;
+    struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                           .resolve = RESOLVE_NO_SYMLINKS};
+    long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int rc = fstat((int)fd, &st);
+    close((int)fd);
+    if (rc < 0)
+        return -EIO;
+    struct iovec l2 = {&st, sizeof st}, r2 = {(void *)buf, sizeof st};
+    return process_vm_writev(pid, &l2, 1, &r2, 1, 0) == sizeof st ? 0 : -EFAULT;
+}
+
+/* The program's exit status, once it has run under the tracer. */
+static int trace(pid_t c, int emulate)
+{
+    int status;
+    waitpid(c, &status, 0);
+    ptrace(PTRACE_SETOPTIONS, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
+    ptrace(PTRACE_CONT, c, 0, 0);
+    while (waitpid(c, &status, __WALL) == c && !WIFEXITED(status)) {
+        int seccomp = (status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8));
+        struct __ptrace_syscall_info info;
+        struct user_regs_struct regs;
+        if (seccomp && opens) {
+            ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
+            ptrace(PTRACE_GETREGS, c, 0, &regs);
+            ptrace(PTRACE_SETREGS, c, 0, &regs);       /* the rewrite to the slot */
+            ptrace(PTRACE_SYSCALL, c, 0, 0);
+            waitpid(c, &status, __WALL);              /* the exit stop */
+            ptrace(PTRACE_GETREGS, c, 0, &regs);
+            ptrace(PTRACE_SETREGS, c, 0, &regs);       /* the program's registers back */
+        } else if (seccomp && emulate) {
+            ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
+            long rc = stat_for(c, info.seccomp.args[1], info.seccomp.args[2]);
+            ptrace(PTRACE_POKEUSER, c, offsetof(struct user_regs_struct, orig_rax), -1L);
+            ptrace(PTRACE_POKEUSER, c, offsetof(struct user_regs_struct, rax), rc);
+        }
+        ptrace(PTRACE_CONT, c, 0, 0);
+    }
+    return status;
+}
+
+static void supervise(pid_t c, int channel, int emulate)
+{
+    char n;
+    if (read(channel, &n, 1) != 1)
+        return;
+    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
+    int listener = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
+    struct seccomp_notif_sizes sizes;
+    syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes);
+    struct seccomp_notif *req = calloc(1, sizes.seccomp_notif);
+    struct seccomp_notif_resp *resp = calloc(1, sizes.seccomp_notif_resp);
+    for (;;) {
+        memset(req, 0, sizes.seccomp_notif);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
+            break;                                     /* the child is gone */
+        memset(resp, 0, sizes.seccomp_notif_resp);
+        resp->id = req->id;
+        if (emulate && opens) {
+            char path[4096];
+            struct iovec l = {path, sizeof path}, r = {(void *)req->data.args[1], sizeof path};
+            if (process_vm_readv(req->pid, &l, 1, &r, 1, 0) <= 0)
+                continue;
+            path[sizeof path - 1] = 0;
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) < 0)
+                continue;
+            struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+                                   .resolve = RESOLVE_NO_SYMLINKS};
+            int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+            struct seccomp_notif_addfd add = {.id = req->id, .flags = SECCOMP_ADDFD_FLAG_SEND,
+                                              .srcfd = (unsigned)fd,
+                                              .newfd_flags = O_CLOEXEC};
+            ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+            close(fd);
+            continue;
+        }
+        if (emulate) {
+            int rc = stat_for(req->pid, req->data.args[1], req->data.args[2]);
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) < 0)
+                continue;
+            resp->error = rc;
+        } else {
+            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        }
+        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "native";
+    opens = strstr(mode, "-open") != NULL;
+    int native = !strncmp(mode, "native", 6), traced = !strncmp(mode, "ptrace", 6);
+    if (argc < 3 || strcmp(argv[2], "unpinned")) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        sched_setaffinity(0, sizeof one, &one);       /* the child inherits it */
+    }
+    int channel[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, channel);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        dup2(channel[1], 3);
+        if (traced) {
+            ptrace(PTRACE_TRACEME, 0, 0, 0);
+            raise(SIGSTOP);
+            install(SECCOMP_RET_TRACE);
+        } else if (!native) {
+            install(SECCOMP_RET_USER_NOTIF);
+        }
+        measure();
+        _exit(0);
+    }
+    int status;
+    if (traced) {
+        status = trace(c, strstr(mode, "emulate") != NULL);
+    } else {
+        if (!native)
+            supervise(c, channel[0], strstr(mode, "emulate") != NULL);
+        waitpid(c, &status, 0);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
