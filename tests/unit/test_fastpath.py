@@ -320,9 +320,9 @@ def test_a_host_name_is_the_hosts_object(ops, rules):
                     assert _view_object(walk, p) == _host_object(p) != None, (p, ops, rules)
 
 
-def _as_the_engine(op: str, a: bytes, b: bytes) -> list[bytes]:
+def _as_the_engine(op: str, a: bytes, b: bytes) -> tuple[int, ...]:
     """A change as _fastpath_owned.c makes it on upper objects (it moves no directory and
-    removes only empty ones): the names it hands to note_made, in its order."""
+    removes only empty ones): which operands (0: a, 1: b) it hands to note_made, in order."""
     if op == "create":
         open(a, "xb").close()
     elif op == "mkdir":
@@ -333,13 +333,13 @@ def _as_the_engine(op: str, a: bytes, b: bytes) -> list[bytes]:
         os.rmdir(a)
     elif op == "link":
         os.link(a, b)
-        return [b]
+        return (1,)
     elif os.path.isdir(a):
         raise IsADirectoryError(errno.EISDIR, "a directory")
     else:
         os.rename(a, b)
-        return [b, a]
-    return [a]
+        return (1, 0)
+    return (0,)
 
 
 def _kind_now(p: bytes) -> int:
@@ -375,11 +375,10 @@ def test_recording_the_names_the_engine_changed_gives_the_index_a_load_gives(ops
         for op, a, b in ops:
             ga, gb = made + b"/" + a, made + b"/" + b
             try:
-                names = _as_the_engine(op, ov.upper(ga), ov.upper(gb))
+                handed = _as_the_engine(op, ov.upper(ga), ov.upper(gb))
             except OSError:
                 continue
-            noted += [(g, _kind_now(ov.upper(g))) for g in (ga if n == ov.upper(ga) else gb
-                                                             for n in names)]
+            noted += [(g, _kind_now(ov.upper(g))) for g in ((ga, gb)[i] for i in handed)]
         for g, kind in noted:
             ov.record(g, kind)
         loaded = UpperIndex.load(ov.upper_root, recover=False)
