@@ -273,6 +273,11 @@ class OverlayFS:
         got = _reached(d) if self.host_names(d) else None
         return got is not None and statmod.S_ISDIR(got.st_mode)
 
+    def shows_itself(self, d: bytes) -> bool:
+        """Whether the view of directory d itself (its stat, a cwd there) is the host's, its
+        names being decided elsewhere: host_name_dir."""
+        return self.host_name_dir(d)
+
     def host_name(self, p: bytes) -> bool:
         """Whether the object at p is the host's own for the reads the compiled loop answers
         (stat, an open for reading, access): p and its ancestors are the host's (no upper

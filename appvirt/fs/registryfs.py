@@ -119,6 +119,13 @@ class RegistryFS:
         it."""
         return not self._holds_tree(d) and self.inner.host_name_dir(d)
 
+    def shows_itself(self, d: bytes) -> bool:
+        """See OverlayFS.shows_itself: a directory holding the tree ("/", "/run") is itself
+        the host's when the host has it; the tree and the ancestors only appvirt shows are
+        not."""
+        return (self.registry_rel(d) is None and not self.is_virtual_dir(d)
+                and self.inner.host_name_dir(d))
+
     def host_name(self, p: bytes) -> bool:
         return not self._holds_tree(p) and self.inner.host_name(p)
 

@@ -23,16 +23,17 @@
  *               emulated (_fastpath_owned.c).
  * A signal-delivery stop of an eligible thread is delivered here, as Python delivers it.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
- * host or upper object (in a plain directory only without W_OK: read-only rules deny it).
+ * host or upper object (outside an owned directory only without W_OK: rules may deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
  * remembers the answer in the `plain` dict: True plain; (canonical,) a path whose walk in the
  * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
  * a merged-/usr system, whose names are canonical's; (upper directory, rule) an owned one,
  * with the JSON text of the policy rule that decides its names; 0 its names are decided one
  * by one, in the `names` dict (learn_name(path): True when the object is the host's own, an
- * existing file answered as in a plain directory); False neither). A directory fd or cwd
- * inside the upper layer names the guest directory below the upper root. Everything else
- * (other stops, a symlink on the way, a directory that is neither, any error the Python
+ * existing file answered as in a plain directory); 1 only the directory itself is the host's
+ * (its stat, a cwd there: "/", which holds the registry tree); False neither). A directory fd
+ * or cwd inside the upper layer names the guest directory below the upper root. Everything
+ * else (other stops, a symlink on the way, a directory that is neither, any error the Python
  * handlers would explain) returns to Python unchanged.
  */
 #include "_fastpath.h"

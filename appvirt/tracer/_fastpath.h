@@ -41,7 +41,7 @@
 #define MAX_ARGS 6
 
 enum { ANSWERED, FALLBACK };
-enum { NEITHER, PLAIN, OWNED, NAMES, NAME };   /* what a directory (a name) is to the engine */
+enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF };  /* a directory (a name) to the engine */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
               UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
 /* How a record shows an argument: log/records.py's ArgFormat, the same numbers. */

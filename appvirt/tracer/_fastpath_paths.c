@@ -191,8 +191,8 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
     return real;
 }
 
-/* What dir is (PLAIN or NAMES with its host path in host, OWNED with its upper directory
- * there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one, the JSON
+/* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED with its upper
+ * directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one, the JSON
  * text of the rule deciding its names and the view's inode of its parent go to info (unless
  * NULL). -1: an exception is set (the stop then goes to Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
@@ -206,10 +206,10 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
                                                                   : NULL;
     if (first != NULL && !(PyBytes_Check(first) && PyBytes_GET_SIZE(first) < PATH_MAX_))
         first = NULL;
-    if (PyLong_CheckExact(v)) {
-        kind = NAMES;                /* a real directory reached without a symlink: its */
-        memcpy(host, dir, (size_t)len + 1);     /* host path is its path */
-        *host_len = len;
+    if (PyLong_CheckExact(v)) {      /* 0: NAMES, 1: ITSELF (fastpath.ITSELF) */
+        kind = PyLong_AsLong(v) == 0 ? NAMES : ITSELF;
+        memcpy(host, dir, (size_t)len + 1);     /* a real directory reached without a */
+        *host_len = len;                        /* symlink: its host path is its path */
     } else if (v == Py_True) {
         kind = PLAIN;
         memcpy(host, dir, (size_t)len + 1);
@@ -411,8 +411,8 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 
 /* The plain, owned or name-by-name directory a path names by itself (".", "/", "dir/.",
  * "dir/", or a name whose own directory is neither, as "/usr" in "/"): its kind (PLAIN,
- * OWNED or NAMES: the view of a NAMES directory itself is the host's, OverlayFS.host_names)
- * and its host path (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
+ * OWNED, NAMES or ITSELF: the view of those two directories themselves is the host's,
+ * OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
  * the kernel's walk does; without following, only a directory reached crossing no symlink
  * (its host path is its guest path) or an owned one. Its existence is not checked. */
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
@@ -439,6 +439,6 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
     if (n < 0)
         return -1;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);
-    return kind == OWNED || ((kind == PLAIN || kind == NAMES)
+    return kind == OWNED || ((kind == PLAIN || kind == NAMES || kind == ITSELF)
                              && (follow || strcmp(host, guest) == 0)) ? kind : -1;
 }

@@ -77,7 +77,7 @@ int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     if (n < 0)
         return FALLBACK;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);
-    if (kind != PLAIN && kind != OWNED && kind != NAMES)
+    if (kind != PLAIN && kind != OWNED && kind != NAMES && kind != ITSELF)
         return FALLBACK;
     long result = n + 1;
     if (in->seccomp.args[1] < (uint64_t)n + 1)
@@ -260,7 +260,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
             return FALLBACK;
         rc = 0;
     }
-    if ((op.kind == PLAIN || op.kind == NAME || op.kind == NAMES) && mode & W_OK)
+    if (op.kind != OWNED && mode & W_OK)
         return FALLBACK;
     long result = rc;
     if (rc == 0)

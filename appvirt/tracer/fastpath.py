@@ -46,6 +46,7 @@ except ImportError:             # built without a C compiler: the Python loop do
     _fastpath = None
 
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
+ITSELF = 1                      # a decision: only the directory itself is the host's (see plain)
 # The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
 # order of its enum Change.
 CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
@@ -86,7 +87,8 @@ class FastPath:
         assert _fastpath is not None
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), (its upper
-        # directory, ...) (owned, see _owned), 0 (ask `names` for each name), False
+        # directory, ...) (owned, see _owned), 0 (ask `names` for each name), ITSELF (only
+        # its own stat and a cwd there are the host's), False
         self.plain: dict[bytes, bool | int | tuple] = {}
         self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
         self.made: list[tuple[bytes, int]] = []   # (guest path, S_IFMT) it changed (drain)
@@ -187,6 +189,8 @@ class FastPath:
                 kind = self._alias(d)
             if not kind and self.fs.host_name_dir(d):
                 kind = 0
+            elif not kind and self.fs.shows_itself(d):
+                kind = ITSELF
         except Exception as e:  # noqa: BLE001 - neither: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(d)}: {type(e).__name__}: {e}"

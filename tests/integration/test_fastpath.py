@@ -653,19 +653,25 @@ for i in range(50):
         (c.st_ino, c.st_nlink, c.st_mode)
     assert os.getcwd() == "/dev"
 print(oct(os.stat(".").st_mode), os.access(".", os.R_OK), os.access(".", os.W_OK))
-os.chdir("/")                              # holds the registry tree: Python's
-print(os.getcwd(), os.stat(".").st_ino == os.stat("/").st_ino)
+os.chdir("/")              # holds the registry tree: only "/" itself is the host's
+for i in range(50):
+    a, b = os.stat("/"), os.stat(".")
+    assert (a.st_ino, a.st_nlink, a.st_mode) == (b.st_ino, b.st_nlink, b.st_mode)
+    assert os.getcwd() == "/"
+print(oct(os.stat("/").st_mode), os.access("/", os.R_OK), os.access(".", os.W_OK),
+      sorted(os.listdir("/run/appvirt")))
 """
 
 
 def test_a_name_by_name_directory_itself_is_answered_in_c(appvirt, tmp_path):
-    """/dev is decided name by name (rules for some of its names); its own attributes and a
-    cwd there are the host's: stat and getcwd answered by the compiled loop, as Python answers
-    them; a write check stays Python's (a rule may refuse it), "/" too (it holds the
-    registry tree)."""
+    """/dev is decided name by name (rules for some of its names), "/" holds the registry
+    tree (its names are Python's); the attributes of both and a cwd there are the host's:
+    stat and getcwd answered by the compiled loop, as Python answers them; a write check
+    stays Python's (a rule may refuse it)."""
     fast, _ = _both_loops(appvirt, NAMES_ITSELF, tmp_path, "names")
     assert fast.stdout.startswith("0o40"), fast.stdout
     seen, done = (dict((c, int(n)) for c, n in re.findall(r"(\w+) (\d+)", line.split(":")[-1]))
                   for line in fast.stderr.splitlines() if line.startswith("appvirt: "))
     left = {c: seen.get(c, 0) - done.get(c, 0) for c in ("newfstatat", "getcwd")}
     assert left["newfstatat"] < 20 and left["getcwd"] < 5, (left, fast.stderr)
+    assert "['registry']" in fast.stdout, fast.stdout

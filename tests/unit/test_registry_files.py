@@ -336,6 +336,10 @@ class HostFS:
     def redirected(self, g: bytes) -> bool:
         return False
 
+    def host_name_dir(self, d: bytes) -> bool:
+        st = self.lstat(d)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
 
 @pytest.fixture
 def mounted(tmp_path: Path, spool: RegistrySpool) -> RegistryFS:
@@ -356,6 +360,18 @@ def test_the_mount_and_its_parents_appear_in_the_view(mounted: RegistryFS) -> No
     assert mounted.fast_lookup(b"/run/user", False) is None
     assert mounted.fast_lookup(MOUNT + b"/app", False) is None
     assert mounted.inner.fast == [b"/run/user"]
+
+
+def test_only_the_hosts_own_holders_of_the_tree_show_themselves(mounted: RegistryFS) -> None:
+    """The compiled loop may answer the stat of "/" and /run (and a cwd there) from the
+    host, whose names it leaves to Python: never the tree's, nor an ancestor only appvirt
+    shows, even where the host has a directory at the mount's path."""
+    assert mounted.shows_itself(b"/") and mounted.shows_itself(b"/run")
+    assert not mounted.shows_itself(b"/run/appvirt")          # only appvirt has it
+    os.makedirs(mounted.inner.run + b"/appvirt/registry")    # the host's, hidden by the tree
+    assert mounted.shows_itself(b"/run/appvirt")              # the host's now
+    assert not mounted.shows_itself(MOUNT) and not mounted.shows_itself(MOUNT + b"/app")
+    assert not mounted.host_name_dir(b"/") and not mounted.host_name_dir(b"/run")
 
 
 def test_spool_paths_are_shown_as_the_programs_paths(mounted: RegistryFS) -> None:
