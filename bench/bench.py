@@ -184,7 +184,10 @@ def workloads(build: Path) -> dict[str, Workload]:
                          "`find /usr/share -type f`"),
         "syscalls": Workload("syscalls", (loop, "1000000"),
                              "1,000,000 getppid calls (never intercepted)"),
-        "python": Workload("python", ("python3", "-c", "import " + ", ".join(PY_MODULES)),
+        # The interpreter itself: a version manager's `python3` on PATH may be a shim (pyenv's
+        # runs bash and a few programs before Python), which is not what this measures.
+        "python": Workload("python", (os.path.realpath(sys.executable), "-c",
+                                      "import " + ", ".join(PY_MODULES)),
                            "Python start-up importing 30 standard modules"),
         "tar": Workload("tar", ("sh", "-c", f"d=$(mktemp -d) && tar -xf {tarball} -C $d && "
                                 "find $d -type f | wc -l && rm -rf $d"),
