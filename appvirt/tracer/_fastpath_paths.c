@@ -170,9 +170,10 @@ static PyObject *decision(Engine *self, const char *dir, Py_ssize_t len)
 
 /* 1 when dir (len bytes, not "/") is a directory the view shows as itself, reached without a
  * symlink, so that its ".." is its parent by name: an owned directory, one whose names are
- * decided one by one, or a plain one that is a directory on the host now (a plain directory
- * may be absent or a file: the view has nothing in it then, and its ".." fails). 0: not (an
- * alias reached through a symlink, anything else); -1: an exception is set. */
+ * decided one by one or that alone is the host's (NAMES, ITSELF), or a plain one that is a
+ * directory on the host now (a plain directory may be absent or a file: the view has nothing
+ * in it then, and its ".." fails). 0: not (an alias reached through a symlink, anything
+ * else); -1: an exception is set. */
 static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
 {
     PyObject *v = decision(self, dir, len);
@@ -192,9 +193,9 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
 }
 
 /* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED with its upper
- * directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one, the JSON
- * text of the rule deciding its names and the view's inode of its parent go to info (unless
- * NULL). -1: an exception is set (the stop then goes to Python after it). */
+ * directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one,
+ * the JSON text of the rule deciding its names and the view's inode of its parent go to info
+ * (unless NULL). -1: an exception is set (the stop then goes to Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info)
 {
@@ -309,12 +310,8 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
                    &op->guest_dir, &name) < 0)
         return -1;
     op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir, op);
-    if (op->kind == NAMES) {         /* the name alone may be the host's */
-        memcpy(op->host, op->guest, (size_t)op->guest_dir + 1);
-        op->host_dir = op->guest_dir;
-    } else if (op->kind != PLAIN && op->kind != OWNED) {
-        return -1;
-    }
+    if (op->kind != PLAIN && op->kind != OWNED && op->kind != NAMES)
+        return -1;                   /* (in a NAMES directory the name alone may be the host's) */
     Py_ssize_t nlen = len - (name - path);
     if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
             append_name(op->host, op->host_dir, name, nlen) < 0)
@@ -412,9 +409,10 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 /* The plain, owned or name-by-name directory a path names by itself (".", "/", "dir/.",
  * "dir/", or a name whose own directory is neither, as "/usr" in "/"): its kind (PLAIN,
  * OWNED, NAMES or ITSELF: the view of those two directories themselves is the host's,
- * OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's). A trailing "/" or "/." follows a final symlink, as
- * the kernel's walk does; without following, only a directory reached crossing no symlink
- * (its host path is its guest path) or an owned one. Its existence is not checked. */
+ * OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's). A trailing
+ * "/" or "/." follows a final symlink, as the kernel's walk does; without following, only a
+ * directory reached crossing no symlink (its host path is its guest path) or an owned one.
+ * Its existence is not checked. */
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                      int follow, char *host)
 {

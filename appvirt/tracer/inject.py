@@ -23,10 +23,9 @@ import struct
 from ..core import sysnums
 from ..core.slotlayout import AREA_SIZE, SLOT_BASE
 from . import _ptrace as pt
-from .memory import TraceeMemory
+from .memory import PAGE, TraceeMemory
 from .slots import MAP_FIXED_NOREPLACE, SlotArena
 
-PAGE = 4096
 USER64_CS = 0x33                 # the code segment of 64-bit user code (0x23: a 32-bit program)
 FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE})
 O_RDONLY_CLOEXEC = 0o2000000

@@ -39,6 +39,8 @@ STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal
 RESTART_CODES = frozenset({512, 513, 514, 516})     # -ERESTART*: the kernel re-runs the call
 MAX_RESTARTS = 16
 CLONE_THREAD = 0x00010000
+# What can fail the slot area's mapping in a new program: the process is killed, with why.
+_MAPPING_FAILED = (InjectionFailed, OSError, GuestErrno, pt.PtraceError)
 _LOGGED = {
     LogLevel.ALL: frozenset(Decision),
     LogLevel.CHANGES: frozenset({Decision.REDIRECTED, Decision.EMULATED, Decision.DENIED,
@@ -348,7 +350,7 @@ class Tracer:
         try:
             task.injection = Injection(task.tid, self.arena, self.memory,
                                        hide_vdso=self.policy.time.virtual)
-        except (InjectionFailed, OSError, GuestErrno, pt.PtraceError) as e:
+        except _MAPPING_FAILED as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
 
     @staticmethod
@@ -368,7 +370,7 @@ class Tracer:
                     task.held_signals.append(sig)
                 pt.cont(task.tid)
                 return
-        except (InjectionFailed, OSError, GuestErrno, pt.PtraceError) as e:
+        except _MAPPING_FAILED as e:
             task.injection = None
             self._kill_process(task, str(e))
             return
