@@ -1,0 +1,41 @@
+"""What an installed copy (`pip install .`, not editable) needs besides the code."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "appvirt"
+CODE = ("*.py", "*.pyc", "*.c", "*.h", "*.so")
+
+
+def _package_data() -> list[str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["setuptools"]["package-data"]["appvirt"]
+
+
+def test_every_data_file_of_the_package_is_installed():
+    """A file the package reads at run time (the default policy, the policy schema) is
+    installed only when package-data names it: a run without --policy failed on an
+    installed copy while the default policy was left out."""
+    globs = _package_data()
+    data = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+            and not any(fnmatch.fnmatch(p.name, c) for c in CODE)]
+    assert "policy/default.yaml" in data and "policy/schema.json" in data
+    missing = [d for d in data if not any(fnmatch.fnmatch(d, g) for g in globs)]
+    assert missing == []
+
+
+def test_every_package_data_pattern_names_a_file():
+    for g in _package_data():
+        assert list(PACKAGE.glob(g)), g
+
+
+def test_the_packaged_default_policy_is_the_shipped_one():
+    """`appvirt run` without --policy uses the package's copy; the README's commands use
+    policies/default.yaml: one policy."""
+    assert (PACKAGE / "policy" / "default.yaml").read_bytes() == \
+        (REPO / "policies" / "default.yaml").read_bytes()
