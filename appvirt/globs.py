@@ -6,8 +6,6 @@ path its pattern matches and to everything below those paths, like a mount point
 `/etc/**` both cover the whole tree under /etc.
 """
 
-from __future__ import annotations
-
 import re
 from typing import NamedTuple
 

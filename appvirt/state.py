@@ -5,8 +5,6 @@
 layer (`upper/`), the configuration store (`store.sqlite`) and the intercept logs (`logs/`).
 """
 
-from __future__ import annotations
-
 import os
 import re
 from pathlib import Path

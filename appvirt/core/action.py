@@ -4,8 +4,6 @@ memory writes, so every change to a tracee goes through one audited place.
 The records are named tuples compared by kind (kind.py): made at every stop, and defined at
 every start, where frozen dataclasses cost a millisecond each."""
 
-from __future__ import annotations
-
 import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Union

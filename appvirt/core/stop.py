@@ -1,11 +1,8 @@
 """A decoded syscall stop: a value with no tracer handle and no I/O."""
 
-from __future__ import annotations
+from typing import NamedTuple
 
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from .table import SyscallEntry
+from .table import SyscallEntry
 
 
 class Stop(NamedTuple):

@@ -11,8 +11,6 @@ turns any exception of a handler into EPERM). Every x86_64 syscall is either in 
 numbers, and the dispatcher refuses them with ENOSYS (fail closed).
 """
 
-from __future__ import annotations
-
 import enum
 import importlib
 from collections.abc import Callable, Iterable

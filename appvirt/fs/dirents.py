@@ -6,8 +6,6 @@ offset (the tracer has the kernel lseek it), so lseek(fd, 0), rewinddir, telldir
 behave as on any directory.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 import struct

@@ -7,8 +7,6 @@ the same object. The result is an absolute path with no symlink in it, which the
 told to open with RESOLVE_NO_SYMLINKS, so a swap after this walk fails instead of escaping.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import stat as statmod

@@ -10,8 +10,6 @@ What the store refuses (a well-known value of another type, a value too large) i
 dropped: the program's write had already succeeded.
 """
 
-from __future__ import annotations
-
 import errno
 import fcntl
 import os
@@ -37,7 +35,7 @@ class Fingerprint(NamedTuple):
     ctime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> Fingerprint:
+    def of(cls, st: os.stat_result) -> "Fingerprint":
         return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

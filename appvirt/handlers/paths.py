@@ -5,8 +5,6 @@ the call does to the file (its intent), and whether an empty or NULL path names 
 own object. `decide` resolves it in the program's view and applies the file modes.
 """
 
-from __future__ import annotations
-
 import errno
 from collections.abc import Callable
 from typing import NamedTuple

@@ -6,8 +6,6 @@ buffer, so the call never reaches the kernel from the program (no exit stop, not
 race). The others (chdir, inotify ...) give the kernel the host path from the slot.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 from collections.abc import Callable

@@ -1,7 +1,5 @@
 """What goes in a record: decoded arguments (python-ptrace's formatting where it helps)."""
 
-from __future__ import annotations
-
 import enum
 import errno
 import functools

@@ -1,7 +1,5 @@
 """Socket addresses as the kernel reads them, decoded once into typed records."""
 
-from __future__ import annotations
-
 import enum
 import ipaddress
 import struct

@@ -1,7 +1,5 @@
 """The policy's network rules and how an address is decided (later rules win)."""
 
-from __future__ import annotations
-
 import enum
 import errno
 import functools
@@ -28,7 +26,7 @@ class NetAction(enum.Enum):
 
 
 @functools.cache
-def _addr_kind() -> type[AddrKind]:
+def _addr_kind() -> "type[AddrKind]":
     """AddrKind, imported at the first address decided: every start builds a policy's rules,
     only a program's network call decodes an address (net.addresses)."""
     from .addresses import AddrKind
@@ -48,7 +46,7 @@ class NetRule(NamedTuple):
     errno: int = 0
     target: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None
 
-    def matches(self, direction: Direction, addr: SockAddr) -> bool:
+    def matches(self, direction: Direction, addr: "SockAddr") -> bool:
         AddrKind = _addr_kind()
         if direction not in self.directions:
             return False
@@ -94,7 +92,7 @@ class NetworkPolicy(NamedTuple):
         return self.default is not NetAction.ALLOW or any(
             r.action is not NetAction.ALLOW for r in self.rules)
 
-    def decide(self, direction: Direction, addr: SockAddr) -> NetVerdict:
+    def decide(self, direction: Direction, addr: "SockAddr") -> NetVerdict:
         AddrKind = _addr_kind()
         for rule in reversed(self.rules):
             if rule.matches(direction, addr):

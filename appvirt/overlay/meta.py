@@ -7,8 +7,6 @@ overlay drops a record when it removes the file's last link, and opening the tab
 records whose inode is no longer in the upper layer (a file removed behind its back).
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 import sqlite3

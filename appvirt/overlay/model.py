@@ -1,7 +1,5 @@
 """The typed records of the overlay: layers, entries, directory entries and changes."""
 
-from __future__ import annotations
-
 import enum
 import os
 import stat

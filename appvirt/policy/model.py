@@ -2,8 +2,6 @@
 costs a fraction of a dataclass; FilesPolicy keeps a cache, so it is a small class of its own).
 Built only by the loader, after validation."""
 
-from __future__ import annotations
-
 import enum
 import os
 import re

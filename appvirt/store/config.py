@@ -5,8 +5,6 @@ then builds typed values and checks what a schema cannot (limits, well-known typ
 used both as a value and a subkey), raising PolicyError with the offending key.
 """
 
-from __future__ import annotations
-
 import binascii
 from collections.abc import Mapping
 from typing import Any, NamedTuple

@@ -6,8 +6,6 @@ they follow file-name rules: 1 to `max_name_bytes` bytes of UTF-8, no '/', not '
 and, so that listings and exports stay readable, no control characters (C0, DEL, C1).
 """
 
-from __future__ import annotations
-
 import re
 from typing import NamedTuple
 

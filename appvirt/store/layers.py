@@ -6,8 +6,6 @@ values it wrote, deletion markers (a deleted base key leaves a whiteout, a delet
 a tombstone) and opaque marks. Reads see the writable layer first, then the base.
 """
 
-from __future__ import annotations
-
 import enum
 import json
 import types
@@ -86,7 +84,7 @@ class BaseLayer(NamedTuple):
 
     @classmethod
     def build(cls, keys: Mapping[str, Mapping[str, Value]] | None,
-              limits: Limits = DEFAULT_LIMITS) -> BaseLayer:
+              limits: Limits = DEFAULT_LIMITS) -> "BaseLayer":
         """Validate and complete (add missing ancestor keys) a base layer, or raise InvalidBase."""
         full: dict[str, dict[str, Value]] = {}
         for path, values in (keys or {}).items():

@@ -14,8 +14,6 @@ Values cannot live at the root (EACCES); renaming a key gives EXDEV, so `mv` cop
 Store failures (busy, corrupt, I/O) surface as EIO with the StoreError as `__cause__`.
 """
 
-from __future__ import annotations
-
 import contextlib
 import enum
 import errno

@@ -14,8 +14,6 @@ The logic reads through `LayerReader`, implemented over SQL (one key at a time) 
 in-memory copy of all rows (whole-store walks: export, diff, snapshot).
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 

@@ -13,8 +13,6 @@ a wrong type is a `WrongType` error (EINVAL inside the sandbox).
     app/...                  the application's own settings, free-form
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from .keys import join

@@ -6,8 +6,6 @@ GET_SYSCALL_INFO reads number, arguments and arch at once. It does not use pytho
 binding: importing that costs every start-up a run of ldconfig (ctypes.util.find_library).
 """
 
-from __future__ import annotations
-
 import ctypes
 import errno
 import struct

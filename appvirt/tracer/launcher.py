@@ -6,8 +6,6 @@ no_new_privs, installs the seccomp filter, and execs. The tracer has PTRACE_O_EX
 a child subreaper, so orphans come back to it and nothing outlives it.
 """
 
-from __future__ import annotations
-
 import ctypes
 import errno
 import os

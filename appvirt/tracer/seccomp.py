@@ -11,8 +11,6 @@ exit stop. The tracer cross-checks it against the kernel's syscall info (a trace
 forge it, #4), so it is a hint, never trusted for a decision.
 """
 
-from __future__ import annotations
-
 import ctypes
 import errno
 import struct

@@ -1,7 +1,5 @@
 """Who is in the sandbox: every traced thread, grouped into processes."""
 
-from __future__ import annotations
-
 import ctypes
 import errno
 import os

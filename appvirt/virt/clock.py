@@ -11,8 +11,6 @@ monotonic clocks are the host's. A time set inside (date -s) moves only this clo
 in the app's store, so later runs see it.
 """
 
-from __future__ import annotations
-
 import enum
 import re
 import time

@@ -9,8 +9,6 @@ by the rules of credentials.py, without ever reaching the kernel: the program's 
 appvirt's own.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -42,7 +40,7 @@ class IdentityPolicy(NamedTuple):
     gid: int
     groups: tuple[int, ...] = ()
 
-    def start(self) -> Credentials:
+    def start(self) -> "Credentials":
         """The credentials the program starts with: for uid 0, every capability appvirt's
         own bounding set holds, as a real root would have here."""
         from dataclasses import replace     # here: only runs with an identity use them
@@ -78,7 +76,7 @@ def identity_policy(section: Any) -> IdentityPolicy | None:
 class VirtualIdentity:
     """Credentials by thread id, following clone, exec and exit."""
 
-    def __init__(self, start: Credentials) -> None:
+    def __init__(self, start: "Credentials") -> None:
         self.start = start
         self.by_tid: dict[int, Credentials] = {}
 
@@ -91,13 +89,13 @@ class VirtualIdentity:
         store.set(IDENTITY_KEY, IDENTITY_GROUPS,
                   Value.multi([str(g) for g in policy.groups]))
 
-    def of(self, tid: int, tgid: int | None = None) -> Credentials:
+    def of(self, tid: int, tgid: int | None = None) -> "Credentials":
         creds = self.by_tid.get(tid)
         if creds is None and tgid is not None:
             creds = self.by_tid.get(tgid)         # a thread seen before its creator's event
         return self.start if creds is None else creds
 
-    def set(self, tid: int, creds: Credentials) -> None:
+    def set(self, tid: int, creds: "Credentials") -> None:
         self.by_tid[tid] = creds
 
     def cloned(self, parent_tid: int, child_tid: int) -> None:

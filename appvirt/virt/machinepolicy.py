@@ -3,8 +3,6 @@
 Each is optional; without it the operation is refused (EPERM) and never reaches the kernel.
 """
 
-from __future__ import annotations
-
 import enum
 from typing import Any, NamedTuple
 

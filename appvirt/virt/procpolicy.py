@@ -9,8 +9,6 @@ and which processes /proc shows.
       proc: own                              # /proc lists the sandbox's processes only
 """
 
-from __future__ import annotations
-
 import enum
 from typing import Any, NamedTuple
 

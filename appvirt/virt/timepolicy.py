@@ -1,7 +1,5 @@
 """The policy's `time:` section."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 from .clock import ClockSpec, ClockSpecError, parse_clock_spec
