@@ -16,11 +16,14 @@
  *   openat      any open but O_TMPFILE of a name that exists, or a creation: openat2 of the
  *               upper path from the slot, as the handlers make it, logged as they log it
  *               (_fastpath_log.c); a created file goes to the overlay's index;
- *   unlink(at), rmdir, mkdir(at), fchmod(at), fchown(at), utimensat(fd, NULL, ...)
- *               of a name there (or of an fd's object there), link(at) and rename(at)(2)
- *               of a name that is not a directory between two names there: made by the
- *               tracer on the upper object as the overlay makes them, logged, the result
- *               emulated (_fastpath_owned.c).
+ *   unlink(at), rmdir, mkdir(at), chmod, fchmod(at), chown, lchown, fchown(at),
+ *               utimensat of a name there (or of an fd's object there), link(at) and
+ *               rename(at)(2) of a name that is not a directory between two names there:
+ *               made by the tracer on the upper object as the overlay makes them, logged,
+ *               the result emulated; ENOENT for a missing name, EEXIST for mkdir of a
+ *               present one, as the handlers fail them (_fastpath_owned.c).
+ * Each directory decided plain or owned is held open while its decision stands, and its
+ * names are looked up relative to it (_fastpath_paths.c).
  * A signal-delivery stop of an eligible thread is delivered here, as Python delivers it.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (outside an owned directory only without W_OK: rules may deny it).
@@ -111,6 +114,7 @@ static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
         return Py_BuildValue("(ii)", pid, self->held_status);
     }
     for (;;) {
+        close_forgotten(self);       /* no stop in hand: no operand holds them */
         if (PyErr_CheckSignals() < 0)
             return NULL;
         int status;
@@ -169,6 +173,12 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
         clear_pending(&self->pending[slot]);
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_forget_dirs(Engine *self, PyObject *Py_UNUSED(ignored))
+{
+    forget_dirs(self);
     Py_RETURN_NONE;
 }
 
@@ -328,6 +338,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->owned = made != Py_None;
     Py_INCREF(made);
     self->made = made;
+    if ((self->dirfds = PyDict_New()) == NULL || (self->closing = PyList_New(0)) == NULL)
+        return -1;
     Py_XINCREF(programs);
     self->programs = programs;
     Py_XINCREF(errnames);
@@ -349,6 +361,12 @@ static void Engine_dealloc(Engine *self)
     Py_CLEAR(self->programs);
     Py_CLEAR(self->errnames);
     Py_CLEAR(self->spec_of);
+    if (self->dirfds != NULL && self->closing != NULL) {
+        forget_dirs(self);
+        close_forgotten(self);
+    }
+    Py_CLEAR(self->dirfds);
+    Py_CLEAR(self->closing);
     free_specs(self);
     if (self->pending != NULL)
         for (Py_ssize_t i = 0; i < self->slots; i++)
@@ -368,6 +386,8 @@ static PyMethodDef Engine_methods[] = {
     {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
+    {"forget_dirs", (PyCFunction)Engine_forget_dirs, METH_NOARGS,
+     "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
      "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here."},
     {NULL}

@@ -43,7 +43,8 @@
 enum { ANSWERED, FALLBACK };
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF };  /* a directory (a name) to the engine */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
-              UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2, N_CHANGES };
+              CHMOD, CHOWN, LCHOWN, UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2,
+              N_CHANGES };
 /* How a record shows an argument: log/records.py's ArgFormat, the same numbers. */
 enum ArgFormat { ARG_PATH, ARG_UNSIGNED, ARG_INT, ARG_UINT, ARG_OCTAL, ARG_POINTER, ARG_HEX,
                  ARG_SYMBOLIC, N_ARG_FORMATS };
@@ -68,7 +69,14 @@ typedef struct {
     Py_ssize_t rule_len;                      /* that decides every name in the directory, */
     unsigned long long dotdot;                /* and the view's inode of its parent */
     int dir_there;                            /* find_object: the directory exists */
+    int dfd;                                  /* its directory held open (dirfds), or -1 */
 } Operand;
+
+/* The name of op's object in its host directory. */
+static inline const char *name_of(const Operand *op)
+{
+    return op->host + (op->host_dir > 1 ? op->host_dir : 0) + 1;
+}
 
 /* How the records of one syscall are made (records.py's arg_specs, see _fastpath_log.c). */
 typedef struct {
@@ -98,6 +106,8 @@ typedef struct {
     PyObject *names, *learn_name;    /* path -> bool, and its learn */
     int owned;                       /* owned directories are served */
     PyObject *made;                  /* list: (guest path, S_IFMT) it changed (note_made) */
+    PyObject *dirfds;                /* dict: decided directory -> its O_PATH fd (dir_fd) */
+    PyObject *closing;               /* list: fds of forgotten ones, closed between stops */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
     int nr_access, nr_faccessat, nr_faccessat2;
@@ -145,7 +155,10 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
              Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st);
+ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 int note_made(Engine *self, const char *guest);
+void forget_dirs(Engine *self);
+void close_forgotten(Engine *self);
 int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen);
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                      int follow, char *host);

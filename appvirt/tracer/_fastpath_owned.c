@@ -20,25 +20,29 @@
 #define UTIME_OMIT_ ((1L << 30) - 2)
 #define TMP_PREFIX ".wh..wh..tmp."       /* overlay/names.py: removed by the next load */
 
-/* The object's name in its upper directory. */
-static const char *name_of(const Operand *op)
-{
-    return op->host + (op->host_dir > 1 ? op->host_dir : 0) + 1;
-}
-
-/* An O_PATH descriptor of op's upper directory, reached without a symlink; -1: none. */
+/* An O_PATH descriptor of op's upper directory, reached without a symlink (the one held
+ * for it, or opened now); -1: none. unpin_dir when done. */
 static int pin_dir(const Operand *op)
 {
+    if (op->dfd >= 0)
+        return op->dfd;
     char dir[PATH_MAX_];
     memcpy(dir, op->host, (size_t)op->host_dir);
     dir[op->host_dir] = 0;
     return (int)openat2_(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
+static void unpin_dir(const Operand *op, int fd)
+{
+    if (fd >= 0 && fd != op->dfd)
+        close(fd);
+}
+
 /* An O_PATH descriptor of op's object, never a symlink; -1: none. */
 static int pin_object(const Operand *op)
 {
-    int fd = (int)openat2_(op->host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    int fd = op->dfd >= 0 ? openat(op->dfd, name_of(op), O_PATH | O_NOFOLLOW | O_CLOEXEC)
+                          : (int)openat2_(op->host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
     if (fd >= 0 && (fstat(fd, &st) < 0 || S_ISLNK(st.st_mode))) {
         close(fd);
@@ -89,7 +93,7 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
         if (rc < 0)
             unlinkat(dfd, tmp, AT_REMOVEDIR);
     }
-    close(dfd);
+    unpin_dir(op, dfd);
     return rc;
 }
 
@@ -101,7 +105,7 @@ static int remove_name(const Operand *op, int flags)
     if (dfd < 0)
         return -1;
     int rc = unlinkat(dfd, name_of(op), flags);
-    close(dfd);
+    unpin_dir(op, dfd);
     return rc;
 }
 
@@ -112,10 +116,8 @@ static int link_or_move(const Operand *src, const Operand *dst, int link)
     if (sfd >= 0 && dfd >= 0)
         rc = link ? linkat(sfd, name_of(src), dfd, name_of(dst), 0)
                   : renameat(sfd, name_of(src), dfd, name_of(dst));
-    if (sfd >= 0)
-        close(sfd);
-    if (dfd >= 0)
-        close(dfd);
+    unpin_dir(src, sfd);
+    unpin_dir(dst, dfd);
     return rc;
 }
 
@@ -137,9 +139,11 @@ static int change_object(const Operand *op, int c, const uint64_t *a,
     snprintf(at, sizeof at, "/proc/self/fd/%d", fd);
     int rc;
     switch (c) {
-    case FCHMOD: rc = chmod(at, (mode_t)(a[1] & 07777)); break;
+    case FCHMOD: case CHMOD: rc = chmod(at, (mode_t)(a[1] & 07777)); break;
     case FCHMODAT: rc = chmod(at, (mode_t)(a[2] & 07777)); break;
-    case FCHOWN: rc = fchownat(fd, "", id_arg(a[1]), id_arg(a[2]), AT_EMPTY_PATH_); break;
+    case FCHOWN: case CHOWN: case LCHOWN:
+        rc = fchownat(fd, "", id_arg(a[1]), id_arg(a[2]), AT_EMPTY_PATH_);
+        break;
     case FCHOWNAT: rc = fchownat(fd, "", id_arg(a[2]), id_arg(a[3]), AT_EMPTY_PATH_); break;
     default: rc = utimensat(AT_FDCWD_, at, times, 0); break;
     }
@@ -222,8 +226,11 @@ static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_sysc
 
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
  * enum Change), made here. Only the forms whose operand needs no more deciding: the name not
- * a symlink (unlink removes the link itself), present, except for mkdir (absent, in a
- * directory that is there); rmdir's a directory, unlink's anything else. */
+ * a symlink (unlink removes the link itself; chown, utimensat and fchownat without
+ * AT_SYMLINK_NOFOLLOW would follow it), present, except for mkdir (absent, in a directory
+ * that is there); rmdir's a directory, unlink's anything else. A name that is missing (or,
+ * for mkdir, present) is answered as the handlers answer it, ENOENT (EEXIST) without a
+ * record: they fail it after deciding the name, which every name there passes alike. */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -233,7 +240,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (c >= LINK)
         return do_change2(self, tid, c, in);
     switch (c) {
-    case UNLINK: case RMDIR: case MKDIR:
+    case UNLINK: case RMDIR: case MKDIR: case CHMOD: case CHOWN: case LCHOWN:
         path_arg = 0;
         break;
     case UNLINKAT:
@@ -245,14 +252,21 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         path_arg = 1;
         break;
     case FCHOWNAT:
-        if (a[4] != 0)
-            return FALLBACK;
+        if (a[4] & ~(unsigned long long)AT_SYMLINK_NOFOLLOW_)
+            return FALLBACK;         /* AT_EMPTY_PATH */
         dirfd = (long)(int)a[0];
         path_arg = 1;
         break;
     case UTIMENSAT:
-        if (a[1] != 0 || a[3] != 0)
-            return FALLBACK;         /* only futimens(): utimensat(fd, NULL, times, 0) */
+        if (a[1] != 0) {             /* a path, followed or not (never a symlink here) */
+            if (a[3] & ~(unsigned long long)AT_SYMLINK_NOFOLLOW_)
+                return FALLBACK;
+            dirfd = (long)(int)a[0];
+            path_arg = 1;
+            break;
+        }
+        if (a[3] != 0)
+            return FALLBACK;         /* futimens(): utimensat(fd, NULL, times, 0) */
         /* fall through */
     case FCHMOD: case FCHOWN:
         dirfd = (long)(int)a[0];
@@ -270,9 +284,13 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
         if (rc > 0 || op.kind != OWNED)
             return FALLBACK;
-        if (makes ? rc == 0 : rc < 0 || (S_ISLNK(st.st_mode) && !removes)
-                              || removes_dir != !!S_ISDIR(st.st_mode))
-            return FALLBACK;         /* EEXIST, ENOENT, ENOTDIR, EISDIR ...: Python explains */
+        if (makes ? rc == 0 : rc == -ENOENT) {
+            emulate(tid, rc == 0 ? -EEXIST : -ENOENT);
+            return ANSWERED;
+        }
+        if (!makes && (rc < 0 || (S_ISLNK(st.st_mode) && !removes)
+                       || (removes && removes_dir != !!S_ISDIR(st.st_mode))))
+            return FALLBACK;         /* ENOTDIR, EISDIR, a symlink ...: Python explains */
     } else {
         int in_upper;
         Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, dirfd, op.guest,

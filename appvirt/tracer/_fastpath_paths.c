@@ -152,20 +152,104 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
     return 0;
 }
 
-/* What the `plain` dict says of dir, deciding it first (learn) when it says nothing: a new
- * reference, or NULL with an exception set. */
-static PyObject *decision(Engine *self, const char *dir, Py_ssize_t len)
+/* What the `plain` dict says of directory `key`, deciding it first (learn) when it says
+ * nothing: a new reference, or NULL with an exception set. */
+static PyObject *decision_of(Engine *self, PyObject *key)
 {
-    PyObject *key = PyBytes_FromStringAndSize(dir, len);
-    if (key == NULL)
-        return NULL;
     PyObject *v = PyDict_GetItemWithError(self->plain, key);    /* borrowed */
     if (v != NULL)
         Py_INCREF(v);
     else if (!PyErr_Occurred())
         v = PyObject_CallOneArg(self->learn, key);             /* it records the answer */
+    return v;
+}
+
+static PyObject *decision(Engine *self, const char *dir, Py_ssize_t len)
+{
+    PyObject *key = PyBytes_FromStringAndSize(dir, len);
+    if (key == NULL)
+        return NULL;
+    PyObject *v = decision_of(self, key);
     Py_DECREF(key);
     return v;
+}
+
+/* -- decided directories held open --------------------------------------------------------
+ * A directory the engine answers names in is opened once (O_PATH, reached without a symlink,
+ * as every walk here) and held while its decision stands: a name in it is then looked up
+ * with one fstatat of that name, not a walk of its whole path twice (the object, then its
+ * directory when the name is missing), and changes are made relative to it. Its fd goes
+ * with its decision (note_made, forget_dirs); at most DIRFDS_MAX are held (then all go, as
+ * the decisions do at fastpath.MAX_DIRS). A forgotten fd is closed only between stops
+ * (close_forgotten): an operand of the stop in hand may still hold it, and its number must
+ * not name another directory before that stop is answered. */
+#define DIRFDS_MAX 256
+
+/* fd to `closing` (the engine's own fds must not leak: when even that fails, it stays open,
+ * which is only a leak). */
+static void close_later(Engine *self, PyObject *fd)
+{
+    if (PyList_Append(self->closing, fd) < 0)
+        PyErr_Clear();
+}
+
+void forget_dirs(Engine *self)
+{
+    PyObject *key, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(self->dirfds, &pos, &key, &v))
+        close_later(self, v);
+    PyDict_Clear(self->dirfds);
+}
+
+void close_forgotten(Engine *self)
+{
+    Py_ssize_t n = PyList_GET_SIZE(self->closing);
+    if (n == 0)
+        return;
+    for (Py_ssize_t i = 0; i < n; i++)
+        close((int)PyLong_AsLong(PyList_GET_ITEM(self->closing, i)));
+    PyList_SetSlice(self->closing, 0, n, NULL);
+}
+
+/* The fd of decided directory `key`, whose host path is host: held, or opened now; -1 when
+ * it cannot be opened (absent, not a directory, no fd left: the walk of the path does). */
+static int dir_fd(Engine *self, PyObject *key, const char *host)
+{
+    PyObject *v = PyDict_GetItemWithError(self->dirfds, key);  /* borrowed */
+    if (v != NULL)
+        return (int)PyLong_AsLong(v);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (PyDict_GET_SIZE(self->dirfds) >= DIRFDS_MAX)
+        forget_dirs(self);
+    PyObject *n = PyLong_FromLong(fd);
+    if (n == NULL || PyDict_SetItem(self->dirfds, key, n) < 0) {
+        Py_XDECREF(n);
+        PyErr_Clear();
+        close((int)fd);
+        return -1;
+    }
+    Py_DECREF(n);
+    return (int)fd;
+}
+
+/* Directory `key` changed (the engine removed it, or made it anew): its fd goes. */
+static void forget_dir(Engine *self, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(self->dirfds, key);  /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    close_later(self, v);
+    if (PyDict_DelItem(self->dirfds, key) < 0)
+        PyErr_Clear();
 }
 
 /* 1 when dir (len bytes, not "/") is a directory the view shows as itself, reached without a
@@ -195,14 +279,22 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
 /* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED with its upper
  * directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one,
  * the JSON text of the rule deciding its names and the view's inode of its parent go to info
- * (unless NULL). -1: an exception is set (the stop then goes to Python after it). */
+ * (unless NULL), and to info->dfd the fd of a PLAIN, OWNED or NAMES one (dir_fd) or -1. -1:
+ * an exception is set (the stop then goes to Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info)
 {
     int kind = NEITHER;
-    PyObject *v = decision(self, dir, len);
-    if (v == NULL)
+    if (info != NULL)
+        info->dfd = -1;
+    PyObject *key = PyBytes_FromStringAndSize(dir, len);
+    if (key == NULL)
         return -1;
+    PyObject *v = decision_of(self, key);
+    if (v == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
     PyObject *first = PyTuple_Check(v) && PyTuple_GET_SIZE(v) > 0 ? PyTuple_GET_ITEM(v, 0)
                                                                   : NULL;
     if (first != NULL && !(PyBytes_Check(first) && PyBytes_GET_SIZE(first) < PATH_MAX_))
@@ -234,6 +326,9 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
         }
     }
     Py_DECREF(v);
+    if (info != NULL && (kind == PLAIN || kind == OWNED || kind == NAMES))
+        info->dfd = dir_fd(self, key, host);
+    Py_DECREF(key);
     return kind;
 }
 
@@ -256,6 +351,8 @@ int note_made(Engine *self, const char *guest)
     PyObject *key = PyBytes_FromStringAndSize(guest, (Py_ssize_t)len);
     PyObject *entry = key != NULL ? Py_BuildValue("(OI)", key, ifmt) : NULL;
     int rc = entry != NULL ? PyList_Append(self->made, entry) : -1;
+    if (rc == 0)
+        forget_dir(self, key);
     if (rc == 0 && (rc = PyDict_DelItem(self->plain, key)) < 0
             && PyErr_ExceptionMatches(PyExc_KeyError)) {
         PyErr_Clear();
@@ -306,6 +403,7 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
                  Operand *op)
 {
     const char *name;
+    op->dfd = -1;
     if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
                    &op->guest_dir, &name) < 0)
         return -1;
@@ -339,9 +437,19 @@ static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
  * it is missing (*parent_ok: dir is there), -ENOENT/-ENOTDIR when dir is missing or not a
  * directory (a plain directory may be absent: its plain parent shows that it is); 1 for
  * anything the Python side must explain. */
-static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *parent_ok)
+static int lookup(const Operand *op, struct stat *st, int *parent_ok)
 {
     *parent_ok = 0;
+    if (op->dfd >= 0) {              /* its directory held open: the name alone */
+        if (fstatat(op->dfd, name_of(op), st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
+            *parent_ok = 1;
+            return 0;
+        }
+        *parent_ok = errno == ENOENT;
+        return errno == ENOENT ? -ENOENT : 1;
+    }
+    const char *full = op->host;
+    Py_ssize_t dir_len = op->host_dir;
     long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
         int rc = fstat((int)fd, st);
@@ -363,6 +471,13 @@ static int lookup(const char *full, Py_ssize_t dir_len, struct stat *st, int *pa
     return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
 }
 
+/* readlink of op's object (relative to its directory when that is held open). */
+ssize_t readlink_of(const Operand *op, char *buf, size_t size)
+{
+    return op->dfd >= 0 ? readlinkat(op->dfd, name_of(op), buf, size)
+                        : readlink(op->host, buf, size);
+}
+
 /* The object a call names by (dirfd, path at addr) in a plain or owned directory, *op then
  * where it lies: 0 and *st; -ENOENT/-ENOTDIR as the kernel would answer (see lookup); 1
  * (FALLBACK) when Python must decide. With `follow`, a symlink is followed as the view's
@@ -376,10 +491,10 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
     if (operand(self, tid, dirfd, addr, op) < 0)
         return FALLBACK;
     int parent_ok;
-    int rc = lookup(op->host, op->host_dir, st, &parent_ok);
+    int rc = lookup(op, st, &parent_ok);
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
         char target[PATH_MAX_], next[PATH_MAX_];
-        ssize_t n = readlink(op->host, target, sizeof target - 1);
+        ssize_t n = readlink_of(op, target, sizeof target - 1);
         if (++links > MAXSYMLINKS_ || n <= 0)
             return FALLBACK;             /* ELOOP and the rest: Python says it */
         Py_ssize_t len = 0;
@@ -394,7 +509,7 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
         len += n;
         if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
             return FALLBACK;
-        rc = lookup(op->host, op->host_dir, st, &parent_ok);
+        rc = lookup(op, st, &parent_ok);
     }
     /* A host name gone since it was decided, or an owned directory gone: only their
      * directories' decisions could explain it, in Python. */

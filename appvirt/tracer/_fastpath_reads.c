@@ -55,7 +55,7 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     long result = rc;
     if (rc == 0) {
         char text[PATH_MAX_];
-        ssize_t n = size <= 0 ? -1 : readlink(op.host, text, sizeof text);
+        ssize_t n = size <= 0 ? -1 : readlink_of(&op, text, sizeof text);
         if (size <= 0)
             result = -EINVAL;
         else if (n < 0)
@@ -178,10 +178,17 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             return ANSWERED;
         }
     } else {
-        /* As do_open() makes it: a creation, a write or a read of the upper object. A
-         * missing name without O_CREAT and O_EXCL on an existing one are Python's to log. */
+        /* As do_open() makes it: a creation, a write or a read of the upper object; a
+         * missing name without O_CREAT fails as it fails it, before any mode is asked, with
+         * no record. O_EXCL on an existing name is Python's to explain. */
         int exists = rc == 0;
-        if ((!exists && !(flags & O_CREAT)) || (exists && flags & O_CREAT && flags & O_EXCL))
+        if (!exists && !(flags & O_CREAT)) {
+            if (rc != -ENOENT)
+                return FALLBACK;
+            emulate(tid, rc);
+            return ANSWERED;
+        }
+        if (exists && flags & O_CREAT && flags & O_EXCL)
             return FALLBACK;
         create = !exists;
         if (flags & O_CREAT)
@@ -258,15 +265,17 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
                                                       follow, op.host) : -1;
         if (op.kind < 0)
             return FALLBACK;
+        op.dfd = -1;                 /* op.host is that directory's whole path */
         rc = 0;
     }
     if (op.kind != OWNED && mode & W_OK)
         return FALLBACK;
     long result = rc;
+    int at_flags = (flags & AT_EACCESS) | (follow ? 0 : AT_SYMLINK_NOFOLLOW_);
     if (rc == 0)
-        result = syscall(SYS_faccessat2, AT_FDCWD_, op.host, mode,
-                         (flags & AT_EACCESS) | (follow ? 0 : AT_SYMLINK_NOFOLLOW_)) < 0
-                 ? -errno : 0;
+        result = (op.dfd >= 0 ? syscall(SYS_faccessat2, op.dfd, name_of(&op), mode, at_flags)
+                              : syscall(SYS_faccessat2, AT_FDCWD_, op.host, mode, at_flags))
+                 < 0 ? -errno : 0;
     emulate(tid, result);
     return ANSWERED;
 }

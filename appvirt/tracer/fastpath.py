@@ -50,7 +50,8 @@ ITSELF = 1                      # a decision: only the directory itself is the h
 # The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
 # order of its enum Change.
 CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
-           "fchmodat", "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "renameat2")
+           "fchmodat", "fchownat", "chmod", "chown", "lchown", "utimensat", "link", "linkat",
+           "rename", "renameat", "renameat2")
 LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
@@ -149,6 +150,7 @@ class FastPath:
         stop: `busy` tells the tracer's timer so)."""
         if len(self.plain) >= MAX_DIRS:
             self.plain.clear()
+            self.engine.forget_dirs()
         self.busy = True
         try:
             if self.made:
@@ -234,6 +236,7 @@ class FastPath:
             self._version = v
             self.plain.clear()
             self.names.clear()
+            self.engine.forget_dirs()       # the directories it held open with them
         self.engine.stat_ok = not self._meta
 
     def serve(self, tid: int, slot: int | None, pid: int = 0) -> None:

@@ -241,6 +241,26 @@ attempt("chmod", lambda: os.chmod(os.path.join(d, "f11"), 0o711))
 attempt("chmod link", lambda: os.chmod(os.path.join(d, "ln1"), 0o600))
 attempt("chmod missing", lambda: os.chmod(os.path.join(d, "nope"), 0o600))
 attempt("chown at", lambda: os.chown("f12", 42, 43, dir_fd=dfd))
+sub = os.path.join(d, "sub")             # directories, and the path forms tar uses on them
+attempt("chmod dir", lambda: os.chmod(sub, 0o751))
+attempt("lchown dir", lambda: os.chown(sub, 7, 8, follow_symlinks=False))
+attempt("chown file", lambda: os.chown(os.path.join(d, "f9"), 9, 10))
+attempt("lchown link", lambda: os.chown(os.path.join(d, "ln1"), 11, 12, follow_symlinks=False))
+attempt("utime dir", lambda: os.utime(sub, ns=(3_000_000_789, 4_000_000_012)))
+attempt("utime nofollow", lambda: os.utime(os.path.join(d, "f9"), ns=(5, 6), follow_symlinks=False))
+attempt("utime at", lambda: os.utime("f11", ns=(7, 8), dir_fd=dfd))
+attempt("utime link", lambda: os.utime(os.path.join(d, "ln2"), ns=(9, 10), follow_symlinks=False))
+attempt("utime now", lambda: os.utime(os.path.join(d, "f8")))
+for name in ("sub", "f9", "f11"):
+    st = os.stat(os.path.join(d, name))
+    print(name, oct(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
+for what, fn in (("chmod", lambda p: os.chmod(p, 0o600)), ("chown", lambda p: os.chown(p, 1, 1)),
+                 ("lchown", lambda p: os.chown(p, 1, 1, follow_symlinks=False)),
+                 ("utime", lambda p: os.utime(p, ns=(1, 1))), ("rmdir", os.rmdir),
+                 ("unlink", os.unlink), ("open", lambda p: os.open(p, os.O_RDWR))):
+    attempt(what + " missing name", lambda: fn(os.path.join(d, "nope")))
+attempt("mkdir existing file", lambda: os.mkdir(os.path.join(d, "f9")))
+attempt("mkdir existing link", lambda: os.mkdir(os.path.join(d, "dangling")))
 attempt("mkdir", lambda: os.mkdir(os.path.join(d, "newdir"), 0o750))
 attempt("mkdir again", lambda: os.mkdir(os.path.join(d, "newdir")))
 attempt("mkdirat", lambda: os.mkdir("./newdir/inner", 0o700, dir_fd=dfd))
@@ -333,6 +353,11 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "excl via link errno 17" in out and "nofollow errno 40" in out
     assert "f10 0o100604 1234 5678 1000000123 2000000456" in out and "f11 0o100711" in out
     assert "f12 0o100640 42 43" in out and "newdir2 0o40750" in out and "rmdir errno 39" in out
+    assert "sub 0o40751 7 8 3000000789 4000000012" in out and "f9 0o100640 9 10 5 6" in out
+    assert "f11 0o100711 0 0 7 8" in out and "utime link ok" in out
+    for what in ("chmod", "chown", "lchown", "utime", "rmdir", "unlink", "open"):
+        assert f"{what} missing name errno 2" in out
+    assert "mkdir existing file errno 17" in out and "mkdir existing link errno 17" in out
     assert "link exists errno 17" in out and "rename missing errno 2" in out
     assert "stat in removed dir errno 2" in out and "rmdir again errno 2" in out
     assert "create in remade ok" in out and "rmdir file errno 20" in out
@@ -350,8 +375,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
     assert done, fast.stderr
     for call in ("openat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
-                 "fchownat", "utimensat", "link", "linkat", "rename", "renameat", "access",
-                 "getdents64", "newfstatat"):
+                 "fchownat", "chmod", "chown", "utimensat", "link", "linkat", "rename",
+                 "renameat", "access", "getdents64", "newfstatat"):
         assert re.search(rf"\b{call} \d+", done.group(1)), (call, done.group(1))
     assert _records(home, "wfast") == _records(home, "wslow")
     assert _same_tree(home, "wfast", "wslow")
@@ -675,3 +700,44 @@ def test_a_name_by_name_directory_itself_is_answered_in_c(appvirt, tmp_path):
     left = {c: seen.get(c, 0) - done.get(c, 0) for c in ("newfstatat", "getcwd")}
     assert left["newfstatat"] < 20 and left["getcwd"] < 5, (left, fast.stderr)
     assert "['registry']" in fast.stdout, fast.stdout
+
+
+MANY_DIRS = r"""
+import os, sys
+top = sys.argv[1]
+for i in range(700):                     # each a directory the engine holds open, for a while
+    d = os.path.join(top, f"d{i}")
+    os.mkdir(d)
+    open(os.path.join(d, "f"), "w").close()
+    os.stat(os.path.join(d, "f"))
+    os.path.exists(os.path.join(d, "missing"))
+for i in range(700):                     # again, after all went at least once
+    os.stat(os.path.join(top, f"d{i}", "f"))
+print("ready", flush=True)
+sys.stdin.readline()
+print(sum(os.path.isfile(os.path.join(top, f"d{i}", "f")) for i in range(700)))
+"""
+
+
+def test_the_directories_the_engine_holds_open_are_bounded(home, ptrace_ok, tmp_path):
+    """The compiled loop holds each directory it answers names in open; after 1,400 visits
+    of 700 directories the tracer holds a bounded number of descriptors, and the program
+    saw every name."""
+    from tests.conftest import appvirt_cmd
+    top = tmp_path / "top"
+    top.mkdir()
+    p = subprocess.Popen(appvirt_cmd("run", "--app", "many", "--", "python3", "-c", MANY_DIRS,
+                                     str(top)), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "ready\n", p.stderr.read()
+        held = len(os.listdir(f"/proc/{p.pid}/fd"))
+        out, err = p.communicate("go\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    assert out.split() == ["700"]
+    assert 10 < held < 320, held            # DIRFDS_MAX (256) and the tracer's own
+    assert list(top.iterdir()) == []        # all of it in the overlay
