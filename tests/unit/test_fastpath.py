@@ -13,7 +13,7 @@ import os
 import stat
 import tempfile
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from appvirt.errors import GuestErrno
 from appvirt.fs.overlayfs import OverlayFS
@@ -156,6 +156,41 @@ def test_an_owned_directory_is_its_upper_directory_for_every_name(ops, rules):
                 except FileNotFoundError:
                     want = None
                 assert _view_object(walk, p) == want, (p, ops, rules)
+
+
+@settings(max_examples=100, deadline=None)
+@given(OWNED_OPS, st.sets(st.integers(0, len(RULES) - 1)))
+@example([], set())
+@example([("unlink", b"etc/app/conf"), ("unlink", b"etc/app/sub/deep"), ("rmdir", b"etc/app/sub"),
+          ("rmdir", b"etc/app"), ("mkdir", b"etc/app"), ("mkdir", b"etc/app/sub")], set())
+def test_a_name_in_an_owned_directory_is_decided_from_it_as_the_long_way_decides(ops, rules):
+    """FastPath decides a directory in an owned one from the owned one's upper directory
+    alone (git probes every objects/XX before making it, then uses it): missing there and on
+    the host, plain (the view and the host have nothing in it); a directory there, owned, as
+    owned_dir and the rules say."""
+    from appvirt.tracer.fastpath import FastPath
+    made = [("mkdir", b"made"), ("create", b"made/f"), ("mkdir", b"made/sub"),
+            ("mkdir", b"made/sub/deeper")]
+    with _changed_view(RULES, rules, made + ops) as (top, ov, fs):
+        fast = FastPath.__new__(FastPath)
+        fast.fs, fast._index, fast.plain, fast.error = fs, ov._ix, {}, None
+        fast._rule_of = FilesPolicy(FileMode.OVERLAY, tuple(fs._rules)).mode_for
+        seen = set()
+        for d in [top] + [g for g in ov._ix.kinds if g.startswith(top + b"/")]:
+            owned = fast._owned(d) if fs.owned_dir(d) else False
+            if not owned:
+                continue
+            for name in NAMES + [b"new", b"made", b"f", b"sub", b"deeper", b".wh.x"]:
+                got = fast._below_owned(owned, d + b"/" + name)
+                seen.add((d[len(top):], name, got if got in (True, None) else "owned"))
+                if got is True:
+                    p = d + b"/" + name
+                    assert ov.lstat(p) is None and not os.path.lexists(p), (p, ops, rules)
+                elif got is not None:
+                    assert got == fast._owned(d + b"/" + name), (d, name, ops, rules)
+        if not ops and not rules:            # the program's own tree: both answers given
+            assert {(b"/made", b"sub", "owned"), (b"/made", b"nope", True),
+                    (b"/made", b"f", None), (b"/made/sub", b"deeper", "owned")} <= seen
 
 
 def test_what_is_never_owned(tmp_path):
