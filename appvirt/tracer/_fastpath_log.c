@@ -43,16 +43,42 @@ static void puts_(Line *l, const char *s)
     put(l, s, strlen(s));
 }
 
-static void putf(Line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(Line *l, const char *fmt, ...)
+/* Numbers, written by hand: printf's parsing of its format was a tenth of the engine's time
+ * on a write-heavy program (seven numbers a record). */
+static void put_base(Line *l, unsigned long long v, unsigned base, int min_digits)
 {
-    char buf[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        put(l, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    static const char digits[] = "0123456789abcdef";
+    char buf[24];
+    int n = 0;
+    do {
+        buf[sizeof buf - 1 - n++] = digits[v % base];
+        v /= base;
+    } while (v != 0 || n < min_digits);
+    put(l, buf + sizeof buf - n, (size_t)n);
+}
+
+static void put_u64(Line *l, unsigned long long v)
+{
+    put_base(l, v, 10, 1);
+}
+
+static void put_i64(Line *l, long long v)
+{
+    if (v < 0) {
+        put(l, "-", 1);
+        put_base(l, 0ULL - (unsigned long long)v, 10, 1);
+    } else {
+        put_base(l, (unsigned long long)v, 10, 1);
+    }
+}
+
+/* "0x..." (base 16) or "0o..." (base 8), quoted, as records.py shows them. */
+static void put_quoted(Line *l, const char *prefix, unsigned long long v, unsigned base)
+{
+    put(l, "\"", 1);
+    put(l, prefix, 2);
+    put_base(l, v, base, 1);
+    put(l, "\"", 1);
 }
 
 /* A JSON string of bytes as json.dumps(os.fsdecode(b), ensure_ascii=False) gives it once
@@ -111,7 +137,7 @@ static void put_bytes(Line *l, PyObject *b)
     put(l, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
 }
 
-/* round(time.time(), 6), as its repr shows it. */
+/* round(time.time(), 6), as its repr shows it (trailing zeros dropped, one kept). */
 static void put_time(Line *l)
 {
     struct timespec now;
@@ -122,11 +148,21 @@ static void put_time(Line *l)
         sec++;
         us = 0;
     }
-    char buf[48];
-    int n = snprintf(buf, sizeof buf, "%lld.%06ld", sec, us);
-    while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.')
-        n--;
-    put(l, buf, (size_t)n);
+    int digits = 6;
+    for (; digits > 1 && us % 10 == 0; digits--)
+        us /= 10;
+    put_i64(l, sec);
+    put(l, ".", 1);
+    put_base(l, (unsigned long long)us, 10, digits);
+}
+
+/* A non-negative duration in microseconds to one decimal ("%.1f"). */
+static void put_tenths(Line *l, double us)
+{
+    unsigned long long tenths = us > 0 ? (unsigned long long)(us * 10 + 0.5) : 0;
+    put_u64(l, tenths / 10);
+    put(l, ".", 1);
+    put_base(l, tenths % 10, 10, 1);
 }
 
 /* The text python-ptrace gives a value (remembered). */
@@ -163,18 +199,18 @@ static void put_arg(Line *l, const ArgSpec *a, uint64_t v, const char *path)
         return;
     }
     switch (a->fmt) {
-    case ARG_UNSIGNED: putf(l, "%llu", (unsigned long long)v); break;
-    case ARG_INT: putf(l, "%d", (int32_t)(uint32_t)v); break;
-    case ARG_UINT: putf(l, "%u", (uint32_t)v); break;
-    case ARG_OCTAL: putf(l, "\"0o%llo\"", (unsigned long long)(v & 07777)); break;
+    case ARG_UNSIGNED: put_u64(l, (unsigned long long)v); break;
+    case ARG_INT: put_i64(l, (int32_t)(uint32_t)v); break;
+    case ARG_UINT: put_u64(l, (uint32_t)v); break;
+    case ARG_OCTAL: put_quoted(l, "0o", (unsigned long long)(v & 07777), 8); break;
     case ARG_POINTER:
         if (v == 0)
             puts_(l, "\"NULL\"");
         else
-            putf(l, "\"0x%llx\"", (unsigned long long)v);
+            put_quoted(l, "0x", (unsigned long long)v, 16);
         break;
     case ARG_SYMBOLIC: put_symbolic(l, a, v); break;
-    default: putf(l, "\"0x%llx\"", (unsigned long long)v); break;
+    default: put_quoted(l, "0x", (unsigned long long)v, 16); break;
     }
 }
 
@@ -182,9 +218,15 @@ static void put_arg(Line *l, const ArgSpec *a, uint64_t v, const char *path)
 static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int tid,
                      PyObject *program, const uint64_t *args, const CallRecord *r, double us)
 {
-    putf(l, "{\"seq\":%lld,\"time\":", seq);
+    puts_(l, "{\"seq\":");
+    put_i64(l, seq);
+    puts_(l, ",\"time\":");
     put_time(l);
-    putf(l, ",\"kind\":\"syscall\",\"pid\":%d,\"tid\":%d,\"program\":", pid, tid);
+    puts_(l, ",\"kind\":\"syscall\",\"pid\":");
+    put_i64(l, pid);
+    puts_(l, ",\"tid\":");
+    put_i64(l, tid);
+    puts_(l, ",\"program\":");
     put_pystr(l, program);
     puts_(l, ",");
     put_bytes(l, spec->head);
@@ -208,9 +250,13 @@ static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int 
         puts_(l, ",\"host_path\":");
         put_str(l, r->host_path, strlen(r->host_path));
     }
-    if (r->has_result)
-        putf(l, ",\"result\":%ld", r->result);
-    putf(l, ",\"tracer_us\":%.1f}\n", us);
+    if (r->has_result) {
+        puts_(l, ",\"result\":");
+        put_i64(l, r->result);
+    }
+    puts_(l, ",\"tracer_us\":");
+    put_tenths(l, us);
+    puts_(l, "}\n");
 }
 
 /* One write of the whole line (LogWriter.write): a short one is cut off, and the first
@@ -297,10 +343,18 @@ void log_result(Engine *self, pid_t tid, long long call, long result)
     Line *l = &self->line;
     l->len = 0;
     l->failed = 0;
-    putf(l, "{\"seq\":%lld,\"time\":", ++self->seq);
+    puts_(l, "{\"seq\":");
+    put_i64(l, ++self->seq);
+    puts_(l, ",\"time\":");
     put_time(l);
-    putf(l, ",\"kind\":\"result\",\"call\":%lld,\"pid\":%d,\"tid\":%d,\"result\":%ld", call,
-         pid, tid, result);
+    puts_(l, ",\"kind\":\"result\",\"call\":");
+    put_i64(l, call);
+    puts_(l, ",\"pid\":");
+    put_i64(l, pid);
+    puts_(l, ",\"tid\":");
+    put_i64(l, tid);
+    puts_(l, ",\"result\":");
+    put_i64(l, result);
     if (result < 0 && result > -4096) {
         PyObject *key = PyLong_FromLong(-result);
         PyObject *name = key ? PyDict_GetItemWithError(self->errnames, key) : NULL;
