@@ -16,6 +16,7 @@
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE 1
 #endif
+#define SYS_fchmodat2_ 452               /* x86_64; Linux 6.6 */
 #define UTIME_NOW_ ((1L << 30) - 1)
 #define UTIME_OMIT_ ((1L << 30) - 2)
 #define TMP_PREFIX ".wh..wh..tmp."       /* overlay/names.py: removed by the next load */
@@ -127,11 +128,43 @@ static uid_t id_arg(uint64_t v)
     return (uid_t)(v & 0xFFFFFFFFu);
 }
 
-/* chmod, chown or utimensat of op's object itself (through /proc/self/fd, which names the
- * pinned object whatever happens to its path meanwhile). */
+/* The mode, owner or times of op's object, by its name in its directory held open, the name
+ * never followed (a symlink swapped in meanwhile is changed itself, inside the upper
+ * directory): 0, or -1 and errno (ENOSYS: a kernel without fchmodat2, before Linux 6.6). */
+static int change_at(const Operand *op, int c, const uint64_t *a, const struct timespec *times)
+{
+    const char *name = name_of(op);
+    switch (c) {
+    case FCHMOD: case CHMOD:
+        return (int)syscall(SYS_fchmodat2_, op->dfd, name, (mode_t)(a[1] & 07777),
+                            AT_SYMLINK_NOFOLLOW_);
+    case FCHMODAT:
+        return (int)syscall(SYS_fchmodat2_, op->dfd, name, (mode_t)(a[2] & 07777),
+                            AT_SYMLINK_NOFOLLOW_);
+    case FCHOWN: case CHOWN: case LCHOWN:
+        return fchownat(op->dfd, name, id_arg(a[1]), id_arg(a[2]), AT_SYMLINK_NOFOLLOW_);
+    case FCHOWNAT:
+        return fchownat(op->dfd, name, id_arg(a[2]), id_arg(a[3]), AT_SYMLINK_NOFOLLOW_);
+    default:
+        return utimensat(op->dfd, name, times, AT_SYMLINK_NOFOLLOW_);
+    }
+}
+
+/* chmod, chown or utimensat of op's object itself, never a symlink: relative to its
+ * directory held open (change_at), or through /proc/self/fd of the object pinned, which
+ * names it whatever happens to its path meanwhile. */
 static int change_object(const Operand *op, int c, const uint64_t *a,
                          const struct timespec *times)
 {
+    if (op->dfd >= 0) {
+        struct stat st;
+        if (fstatat(op->dfd, name_of(op), &st, AT_SYMLINK_NOFOLLOW_) < 0
+                || S_ISLNK(st.st_mode))
+            return -1;
+        int rc = change_at(op, c, a, times);
+        if (rc == 0 || errno != ENOSYS)
+            return rc;
+    }
     int fd = pin_object(op);
     if (fd < 0)
         return -1;

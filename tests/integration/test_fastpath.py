@@ -251,6 +251,8 @@ attempt("utime nofollow", lambda: os.utime(os.path.join(d, "f9"), ns=(5, 6), fol
 attempt("utime at", lambda: os.utime("f11", ns=(7, 8), dir_fd=dfd))
 attempt("utime link", lambda: os.utime(os.path.join(d, "ln2"), ns=(9, 10), follow_symlinks=False))
 attempt("utime now", lambda: os.utime(os.path.join(d, "f8")))
+attempt("chmod at", lambda: os.chmod("f19", 0o604, dir_fd=dfd))
+print("f19", oct(os.stat(os.path.join(d, "f19")).st_mode))
 for name in ("sub", "f9", "f11"):
     st = os.stat(os.path.join(d, name))
     print(name, oct(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
@@ -354,7 +356,7 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "f10 0o100604 1234 5678 1000000123 2000000456" in out and "f11 0o100711" in out
     assert "f12 0o100640 42 43" in out and "newdir2 0o40750" in out and "rmdir errno 39" in out
     assert "sub 0o40751 7 8 3000000789 4000000012" in out and "f9 0o100640 9 10 5 6" in out
-    assert "f11 0o100711 0 0 7 8" in out and "utime link ok" in out
+    assert "f11 0o100711 0 0 7 8" in out and "utime link ok" in out and "f19 0o100604" in out
     for what in ("chmod", "chown", "lchown", "utime", "rmdir", "unlink", "open"):
         assert f"{what} missing name errno 2" in out
     assert "mkdir existing file errno 17" in out and "mkdir existing link errno 17" in out
@@ -375,8 +377,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
     assert done, fast.stderr
     for call in ("openat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
-                 "fchownat", "chmod", "chown", "utimensat", "link", "linkat", "rename",
-                 "renameat", "access", "getdents64", "newfstatat"):
+                 "fchownat", "chmod", "fchmodat", "chown", "utimensat", "link", "linkat",
+                 "rename", "renameat", "access", "getdents64", "newfstatat"):
         assert re.search(rf"\b{call} \d+", done.group(1)), (call, done.group(1))
     assert _records(home, "wfast") == _records(home, "wslow")
     assert _same_tree(home, "wfast", "wslow")
