@@ -311,6 +311,12 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     int makes = c == MKDIR || c == MKDIRAT;
     if (removes && !self->stat_ok)
         return FALLBACK;             /* its recorded owner must go with it: Python's */
+    /* The times are read and checked first, as the kernel and the handler do: a bad pointer
+     * or time is EFAULT or EINVAL even for a missing name. */
+    struct timespec times[2];
+    const struct timespec *t = NULL;
+    if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
+        return FALLBACK;
     Operand op;
     if (path_arg >= 0) {
         struct stat st;
@@ -340,10 +346,6 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
                 || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)
             return FALLBACK;
     }
-    struct timespec times[2];
-    const struct timespec *t = NULL;
-    if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
-        return FALLBACK;
     int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
              : makes ? make_dir(self, tid, &op, a[path_arg + 1])
              : change_object(&op, c, a, t);

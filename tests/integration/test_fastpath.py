@@ -262,6 +262,14 @@ for what, fn in (("chmod", lambda p: os.chmod(p, 0o600)), ("chown", lambda p: os
                  ("unlink", os.unlink), ("open", lambda p: os.open(p, os.O_RDWR))):
     attempt(what + " missing name", lambda: fn(os.path.join(d, "nope")))
 attempt("mkdir existing file", lambda: os.mkdir(os.path.join(d, "f9")))
+import ctypes                            # times the kernel refuses before it looks at the name
+libc = ctypes.CDLL(None, use_errno=True)
+def utimensat(p, times):
+    r = libc.utimensat(-100, p.encode(), times, 0)
+    return r if r == 0 else -ctypes.get_errno()
+for name in ("nope", "f9"):
+    attempt("utime bad pointer " + name, lambda: utimensat(os.path.join(d, name), ctypes.c_void_p(8)))
+    attempt("utime bad time " + name, lambda: utimensat(os.path.join(d, name), (ctypes.c_long * 4)(0, 2_000_000_000, 0, 0)))
 attempt("mkdir existing link", lambda: os.mkdir(os.path.join(d, "dangling")))
 attempt("mkdir", lambda: os.mkdir(os.path.join(d, "newdir"), 0o750))
 attempt("mkdir again", lambda: os.mkdir(os.path.join(d, "newdir")))
@@ -360,6 +368,8 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     for what in ("chmod", "chown", "lchown", "utime", "rmdir", "unlink", "open"):
         assert f"{what} missing name errno 2" in out
     assert "mkdir existing file errno 17" in out and "mkdir existing link errno 17" in out
+    for name in ("nope", "f9"):
+        assert f"utime bad pointer {name} ok -14" in out and f"utime bad time {name} ok -22" in out
     assert "link exists errno 17" in out and "rename missing errno 2" in out
     assert "stat in removed dir errno 2" in out and "rmdir again errno 2" in out
     assert "create in remade ok" in out and "rmdir file errno 20" in out
