@@ -260,6 +260,29 @@ class OverlayFS:
         got = self._lstat_walked(up)
         return up if got is not None and statmod.S_ISDIR(got.st_mode) else None
 
+    def merged_dir(self, d: bytes) -> bytes | None:
+        """The upper-layer directory that, merged name by name with the host's directory d,
+        makes up the view of d, when one does: d is an upper directory that is not opaque over
+        a real host directory reached without a symlink, in overlay mode, reached through
+        upper directories only, with no rule, hidden place or machine file that could tell
+        names in d apart. Then the object at d/NAME is the upper directory's NAME when it has
+        one, nothing when it has NAME's whiteout, else the host's d/NAME (OverlayView._entry),
+        and the compiled loop may answer reads there (tracer/fastpath.py). None whenever
+        unsure; valid while the upper index does not change."""
+        ov = self.ov
+        if ov.lower_root != b"/" or not self._kernel_lookups or d == b"/" \
+                or self._shown(d) is not Shown.UPPER or ov._ix.kinds.get(d) != DIR \
+                or d in ov._ix.opaque or self._mode_of(d) is not FileMode.OVERLAY:
+            return None
+        lower = ov._lower_at(d)
+        if lower is None or not statmod.S_ISDIR(lower.st_mode) or not self._names_alike(d):
+            return None
+        host = self._lstat_walked(d)
+        up = ov.upper(d)
+        got = self._lstat_walked(up)
+        return up if host is not None and statmod.S_ISDIR(host.st_mode) and got is not None \
+            and statmod.S_ISDIR(got.st_mode) else None
+
     def host_names(self, d: bytes) -> bool:
         """Whether the names of d, a directory that is not plain (a rule for some of them,
         as /dev's device nodes), may be decided one by one with host_name: d and its

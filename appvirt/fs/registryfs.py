@@ -114,6 +114,10 @@ class RegistryFS:
         """See OverlayFS.owned_dir: never the tree, its virtual ancestors or what holds them."""
         return None if self._holds_tree(d) else self.inner.owned_dir(d)
 
+    def merged_dir(self, d: bytes) -> bytes | None:
+        """See OverlayFS.merged_dir: never the tree, its virtual ancestors or what holds them."""
+        return None if self._holds_tree(d) else self.inner.merged_dir(d)
+
     def host_name_dir(self, d: bytes) -> bool:
         """See OverlayFS.host_name_dir: never the tree, its virtual ancestors or what holds
         it."""

@@ -22,16 +22,24 @@
  *               made by the tracer on the upper object as the overlay makes them, logged,
  *               the result emulated; ENOENT for a missing name, EEXIST for mkdir of a
  *               present one, as the handlers fail them (_fastpath_owned.c).
- * Each directory decided plain or owned is held open while its decision stands, and its
- * names are looked up relative to it (_fastpath_paths.c).
+ * In a *merged* directory (an upper-layer directory over the host's, OverlayFS.merged_dir: a
+ * host directory where the program made, removed or changed names) a name is the upper
+ * directory's object when it has one, nothing when it has its whiteout, else the host's;
+ * stat, access, readlink and opens for reading of those are answered as in a plain one (an
+ * open of an upper object logged as the handlers log it, redirected); writes, a directory
+ * in the upper layer and listings are Python's.
+ * Each directory decided plain, owned or merged is held open while its decision stands (a
+ * merged one with the host's directory), and its names are looked up relative to it
+ * (_fastpath_paths.c).
  * A signal-delivery stop of an eligible thread is delivered here, as Python delivers it.
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (outside an owned directory only without W_OK: rules may deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
  * remembers the answer in the `plain` dict: True plain; (canonical,) a path whose walk in the
  * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
- * a merged-/usr system, whose names are canonical's; (upper directory, rule) an owned one,
- * with the JSON text of the policy rule that decides its names; 0 its names are decided one
+ * a merged-/usr system, whose names are canonical's; (upper directory, rule, inode of "..")
+ * an owned one, with the JSON text of the policy rule that decides its names; (upper
+ * directory, rule) a merged one; 0 its names are decided one
  * by one, in the `names` dict (learn_name(path): True when the object is the host's own, an
  * existing file answered as in a plain directory); 1 only the directory itself is the host's
  * (its stat, a cwd there: "/", which holds the registry tree); False neither). A directory fd

@@ -41,7 +41,7 @@
 #define MAX_ARGS 6
 
 enum { ANSWERED, FALLBACK };
-enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF };  /* a directory (a name) to the engine */
+enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF, MERGED };  /* a directory (a name) */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
               CHMOD, CHOWN, LCHOWN, UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2,
               N_CHANGES };
@@ -53,7 +53,8 @@ typedef struct {
     pid_t tid;                       /* 0: free */
     int restarts;
     unsigned long long nr, args[4];  /* the program's own call, restored at its exit */
-    int owned;                       /* an open in an owned directory: its end is recorded */
+    int owned;                       /* a redirected open (owned, or an upper object in a */
+                                     /* merged directory): its end is recorded */
     long long seq;                   /* its log record (0: none) */
     PyObject *created;               /* the guest path it creates (NULL: none) */
 } Pending;
@@ -70,6 +71,8 @@ typedef struct {
     unsigned long long dotdot;                /* and the view's inode of its parent */
     int dir_there;                            /* find_object: the directory exists */
     int dfd;                                  /* its directory held open (dirfds), or -1 */
+    int lower_dfd;                            /* MERGED: the host's directory held open */
+    int upper_obj;                            /* MERGED: the name is the upper directory's */
 } Operand;
 
 /* The name of op's object in its host directory. */

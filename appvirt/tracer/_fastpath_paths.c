@@ -276,17 +276,19 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
     return real;
 }
 
-/* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED with its upper
- * directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED one,
- * the JSON text of the rule deciding its names and the view's inode of its parent go to info
- * (unless NULL), and to info->dfd the fd of a PLAIN, OWNED or NAMES one (dir_fd) or -1. -1:
- * an exception is set (the stop then goes to Python after it). */
+/* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED or MERGED with its
+ * upper directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED
+ * or MERGED one, the JSON text of the rule deciding its names (and for an OWNED one the
+ * view's inode of its parent) go to info (unless NULL), and to info->dfd the fd of a PLAIN,
+ * OWNED, NAMES or MERGED one (dir_fd; for a MERGED one that of its upper directory, and to
+ * info->lower_dfd that of the host's) or -1. -1: an exception is set (the stop then goes to
+ * Python after it). */
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info)
 {
     int kind = NEITHER;
     if (info != NULL)
-        info->dfd = -1;
+        info->dfd = info->lower_dfd = -1;
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
     if (key == NULL)
         return -1;
@@ -324,10 +326,36 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
             memcpy(info->rule, PyBytes_AS_STRING(rule), (size_t)info->rule_len);
             info->dotdot = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 2));
         }
+    } else if (first != NULL && PyTuple_GET_SIZE(v) == 2 && self->owned
+               && PyBytes_Check(PyTuple_GET_ITEM(v, 1))
+               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX) {
+        kind = MERGED;               /* (upper directory, rule): merged with the host's dir */
+        *host_len = PyBytes_GET_SIZE(first);
+        memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
+        if (info != NULL) {
+            PyObject *rule = PyTuple_GET_ITEM(v, 1);
+            info->rule_len = PyBytes_GET_SIZE(rule);
+            memcpy(info->rule, PyBytes_AS_STRING(rule), (size_t)info->rule_len);
+        }
     }
     Py_DECREF(v);
-    if (info != NULL && (kind == PLAIN || kind == OWNED || kind == NAMES))
+    if (info != NULL && (kind == PLAIN || kind == OWNED || kind == NAMES || kind == MERGED))
         info->dfd = dir_fd(self, key, host);
+    if (info != NULL && kind == MERGED) {
+        /* The host's directory is held too, under a key no path is (it starts with NUL). */
+        PyObject *lower_key = PyBytes_FromStringAndSize(NULL, len + 1);
+        if (lower_key != NULL) {
+            PyBytes_AS_STRING(lower_key)[0] = 0;
+            memcpy(PyBytes_AS_STRING(lower_key) + 1, dir, (size_t)len);
+            char lower[PATH_MAX_];
+            memcpy(lower, dir, (size_t)len);
+            lower[len] = 0;
+            info->lower_dfd = dir_fd(self, lower_key, lower);
+            Py_DECREF(lower_key);
+        } else {
+            PyErr_Clear();
+        }
+    }
     Py_DECREF(key);
     return kind;
 }
@@ -408,7 +436,7 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
                    &op->guest_dir, &name) < 0)
         return -1;
     op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir, op);
-    if (op->kind != PLAIN && op->kind != OWNED && op->kind != NAMES)
+    if (op->kind != PLAIN && op->kind != OWNED && op->kind != NAMES && op->kind != MERGED)
         return -1;                   /* (in a NAMES directory the name alone may be the host's) */
     Py_ssize_t nlen = len - (name - path);
     if (append_name(op->guest, op->guest_dir, name, nlen) < 0 ||
@@ -433,12 +461,54 @@ static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
     return place(self, tid, dirfd, op->path, op->path_len, op);
 }
 
+/* lookup in a MERGED directory, as OverlayView._entry finds a name there: the upper
+ * directory's object when it has one (a directory there is Python's: merged again, or the
+ * program's, with the view's own link count), nothing when it has the name's whiteout, else
+ * the host's object, op then naming it in the host's directory. upper_obj tells which. */
+static int merged_lookup(Operand *op, struct stat *st, int *parent_ok)
+{
+    *parent_ok = 0;
+    const char *name = name_of(op);
+    size_t nlen = strlen(name);
+    if (op->dfd < 0 || op->lower_dfd < 0 || nlen + 4 > NAME_MAX_)
+        return 1;
+    op->upper_obj = 1;
+    if (fstatat(op->dfd, name, st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
+        *parent_ok = 1;
+        return S_ISDIR(st->st_mode) ? 1 : 0;
+    }
+    if (errno != ENOENT)
+        return 1;
+    char whiteout[NAME_MAX_ + 1];
+    struct stat ws;
+    memcpy(whiteout, ".wh.", 4);     /* overlay/names.py's whiteout_name */
+    memcpy(whiteout + 4, name, nlen + 1);
+    if (fstatat(op->dfd, whiteout, &ws, AT_SYMLINK_NOFOLLOW_) == 0) {
+        *parent_ok = 1;
+        return -ENOENT;
+    }
+    if (errno != ENOENT)
+        return 1;
+    op->upper_obj = 0;               /* the host's: its path is the guest path */
+    memcpy(op->host, op->guest, strlen(op->guest) + 1);
+    op->host_dir = op->guest_dir;
+    op->dfd = op->lower_dfd;
+    if (fstatat(op->dfd, name_of(op), st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
+        *parent_ok = 1;
+        return 0;
+    }
+    *parent_ok = errno == ENOENT;
+    return errno == ENOENT ? -ENOENT : 1;
+}
+
 /* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when
  * it is missing (*parent_ok: dir is there), -ENOENT/-ENOTDIR when dir is missing or not a
  * directory (a plain directory may be absent: its plain parent shows that it is); 1 for
  * anything the Python side must explain. */
-static int lookup(const Operand *op, struct stat *st, int *parent_ok)
+static int lookup(Operand *op, struct stat *st, int *parent_ok)
 {
+    if (op->kind == MERGED)
+        return merged_lookup(op, st, parent_ok);
     *parent_ok = 0;
     if (op->dfd >= 0) {              /* its directory held open: the name alone */
         if (fstatat(op->dfd, name_of(op), st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
@@ -513,7 +583,8 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
     }
     /* A host name gone since it was decided, or an owned directory gone: only their
      * directories' decisions could explain it, in Python. */
-    if (rc < 0 && (op->kind == NAME || (op->kind == OWNED && !parent_ok)))
+    if (rc < 0 && (op->kind == NAME || ((op->kind == OWNED || op->kind == MERGED)
+                                         && !parent_ok)))
         return FALLBACK;
     op->dir_there = parent_ok;
     return rc;

@@ -177,6 +177,14 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             emulate(tid, rc);
             return ANSWERED;
         }
+    } else if (op.kind == MERGED) {
+        /* Only reads: a write copies the host's object up, which Python does. */
+        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
+            return FALLBACK;
+        if (rc < 0) {
+            emulate(tid, rc);
+            return ANSWERED;
+        }
     } else {
         /* As do_open() makes it: a creation, a write or a read of the upper object; a
          * missing name without O_CREAT fails as it fails it, before any mode is asked, with
@@ -204,7 +212,8 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         return FALLBACK;
     long long seq = 0;
     PyObject *created = NULL;
-    if (op.kind == OWNED) {          /* the handlers' record: a redirected open */
+    int redirected = op.kind == OWNED || (op.kind == MERGED && op.upper_obj);
+    if (redirected) {                /* the handlers' record: a redirected open */
         if (create && (created = PyBytes_FromString(op.guest)) == NULL)
             return FALLBACK;
         CallRecord r = {.rule = op.rule, .rule_len = op.rule_len, .path = op.guest,
@@ -228,7 +237,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     p->tid = tid;
     p->nr = in->seccomp.nr;
     p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
-    p->owned = op.kind == OWNED;
+    p->owned = redirected;
     p->seq = seq;
     p->created = created;
     regs.rdi = (unsigned long long)AT_FDCWD_;

@@ -3,12 +3,15 @@
 Most stops of a program that reads files (find, a compiler reading headers, Python importing
 its modules) are a stat, an open for reading or a listing in a directory the program's view
 shows as the host has it; most stops of one that writes files (tar, a build, a test suite)
-are opens, creations and removals in directories it made itself in the overlay.
+are opens, creations and removals in directories it made itself in the overlay, and reads
+in host directories where it changed something (merged: the upper layer's names over the
+host's).
 `_fastpath.Engine.wait()` answers those itself, exactly as the handlers would, and logs them
 as they would (see _fastpath.c), and hands every other stop to the Python loop. This module
 decides the directories the engine meets for the first time: plain (the filesystem's
 `plain_dir`), owned (`owned_dir`: the upper directory that makes up the view, whose names the
-engine opens, creates, changes and removes itself) or neither. It brings the overlay's index
+engine opens, creates, changes and removes itself), merged (`merged_dir`: an upper directory
+over the host's, whose names the engine reads) or neither. It brings the overlay's index
 in step with what the engine changed before Python decides anything again (`drain`), forgets
 every decision whenever the index changes otherwise, and says which threads the engine may
 serve: those whose stops Python has nothing in flight for.
@@ -88,8 +91,8 @@ class FastPath:
         assert _fastpath is not None
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), (its upper
-        # directory, ...) (owned, see _owned), 0 (ask `names` for each name), ITSELF (only
-        # its own stat and a cwd there are the host's), False
+        # directory, ...) (owned, see _owned; merged, see _merged), 0 (ask `names` for each
+        # name), ITSELF (only its own stat and a cwd there are the host's), False
         self.plain: dict[bytes, bool | int | tuple] = {}
         self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
         self.made: list[tuple[bytes, int]] = []   # (guest path, S_IFMT) it changed (drain)
@@ -190,7 +193,7 @@ class FastPath:
             if kind is None:
                 kind = self.fs.plain_dir(d, parent_plain is True)
                 if not kind and self._rule_of is not None:
-                    kind = self._owned(d)
+                    kind = self._owned(d) or self._merged(d)
                 if not kind:
                     kind = self._alias(d)
                 if not kind and self.fs.host_name_dir(d):
@@ -263,6 +266,18 @@ class FastPath:
         rule = self._rule_of(d)[1]      # every name's: owned_dir admits no rule telling apart
         above = self.fs.ov.entry(parent(d))
         return upper, encode(rule) if rule else b"", above.st.st_ino if above else 0
+
+    def _merged(self, d: bytes) -> tuple[bytes, bytes] | bool:
+        """(its upper directory, the JSON text of the rule that decides every name in it)
+        when d is merged name by name from that directory and the host's d (merged_dir): a
+        directory where the program changed something, as a build's after its first object
+        file, whose reads would otherwise all be Python's."""
+        upper = self.fs.merged_dir(d)
+        if not upper:
+            return False
+        assert self._rule_of is not None
+        rule = self._rule_of(d)[1]      # every name's: merged_dir admits no rule telling apart
+        return upper, encode(rule) if rule else b""
 
     def fresh(self) -> None:
         """Forget every plain directory if the overlay changed since they were decided, and

@@ -753,3 +753,76 @@ def test_the_directories_the_engine_holds_open_are_bounded(home, ptrace_ok, tmp_
     assert out.split() == ["700"]
     assert 10 < held < 320, held            # DIRFDS_MAX (256) and the tracer's own
     assert list(top.iterdir()) == []        # all of it in the overlay
+
+
+MERGED = r"""
+import os, sys
+top = sys.argv[1]
+def attempt(tag, fn):
+    try:
+        r = fn()
+        if isinstance(r, int) and r > 2 and tag.startswith("open"):
+            os.close(r)
+            r = "fd"
+        print(tag, "ok", r)
+    except OSError as e:
+        print(tag, "errno", e.errno)
+def read(p):
+    with open(p, "rb") as f:
+        return f.read()
+def look(phase):
+    for name in ("a.txt", "b.txt", "gone.txt", "made.txt", "changed.txt", "link", "uplink",
+                 "hostdir", "madedir", "nope", "hostdir/in.txt", "madedir/x"):
+        p = os.path.join(top, name)
+        attempt(f"{phase} read {name}", lambda: read(p))
+        attempt(f"{phase} stat {name}", lambda: (oct(os.stat(p).st_mode), os.stat(p).st_size))
+        attempt(f"{phase} lstat {name}", lambda: oct(os.lstat(p).st_mode))
+        attempt(f"{phase} access {name}", lambda: os.access(p, os.R_OK))
+        attempt(f"{phase} readlink {name}", lambda: os.readlink(p))
+        attempt(f"{phase} open-dir {name}", lambda: os.open(p, os.O_RDONLY | os.O_DIRECTORY))
+look("host")
+with open(os.path.join(top, "made.txt"), "w") as f:      # the directory is merged from here
+    f.write("made\n")
+os.unlink(os.path.join(top, "gone.txt"))                   # a whiteout
+with open(os.path.join(top, "changed.txt"), "a") as f:     # a copy-up
+    f.write("more\n")
+os.symlink("made.txt", os.path.join(top, "uplink"))
+os.mkdir(os.path.join(top, "madedir"))
+open(os.path.join(top, "madedir", "x"), "w").close()
+for i in range(3):
+    look(f"merged{i}")
+attempt("write host file", lambda: os.write(os.open(os.path.join(top, "b.txt"), os.O_WRONLY | os.O_APPEND), b"w"))
+look("after write")
+"""
+
+
+def test_reads_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_path):
+    """A host directory where the program made, removed and changed names is merged from
+    the upper layer and the host: reads there (stat, lstat, access, readlink, opens) are
+    answered in C, with the same output, log records and overlay as the Python loop, and
+    the host untouched."""
+    top = tmp_path / "top"
+    top.mkdir()
+    for name, text in (("a.txt", "a\n"), ("b.txt", "b\n"), ("gone.txt", "g\n"),
+                       ("changed.txt", "c\n")):
+        (top / name).write_text(text)
+    (top / "link").symlink_to("a.txt")
+    (top / "hostdir").mkdir()
+    (top / "hostdir" / "in.txt").write_text("in\n")
+    before = tree_digest(top)
+    fast, _ = _both_loops(appvirt, MERGED, top, "m")
+    out = fast.stdout
+    assert "merged0 read made.txt ok b'made\\n'" in out and "merged0 read gone.txt errno 2" in out
+    assert "merged0 read changed.txt ok b'c\\nmore\\n'" in out
+    assert "merged0 read a.txt ok b'a\\n'" in out and "merged0 readlink uplink ok made.txt" in out
+    assert "merged2 read uplink ok b'made\\n'" in out and "merged2 stat madedir/x ok" in out
+    assert "after write read b.txt ok b'b\\nw'" in out
+    # Every readlink and access of the program is in the directory, merged or not: all in C.
+    asked = re.search(r"intercepted: (.*)", fast.stderr).group(1)
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr).group(1)
+    for call in ("readlink", "access"):
+        count = re.compile(rf"\b{call} (\d+)")
+        assert count.search(asked).group(1) == count.search(done).group(1), fast.stderr
+    assert _records(home, "mfast") == _records(home, "mslow")
+    assert _same_tree(home, "mfast", "mslow")
+    assert tree_digest(top) == before

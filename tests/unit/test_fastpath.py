@@ -193,6 +193,43 @@ def test_a_name_in_an_owned_directory_is_decided_from_it_as_the_long_way_decides
                     (b"/made", b"f", None), (b"/made/sub", b"deeper", "owned")} <= seen
 
 
+MERGED_OPS = st.lists(st.tuples(
+    st.sampled_from(["create", "mkdir", "unlink", "rmdir", "copy up"]),
+    st.lists(st.sampled_from(NAMES[:8] + [b"new", b"f"]), min_size=1, max_size=3).map(
+        b"/".join)), max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(MERGED_OPS, st.sets(st.integers(0, len(RULES) - 1)))
+@example([("create", b"etc/new"), ("unlink", b"etc/hosts"), ("copy up", b"etc/link")], set())
+@example([("unlink", b"etc/app/sub/deep"), ("rmdir", b"etc/app/sub"), ("mkdir", b"etc/app/sub"),
+          ("create", b"etc/app/new")], set())            # opaque over the host's: not merged
+def test_a_merged_directory_is_its_upper_directory_over_the_hosts(ops, rules):
+    """Wherever merged_dir names an upper directory, the view's walk finds, for every name,
+    what the compiled loop's lookup there finds (_fastpath_paths.c merged_lookup): that
+    directory's object of the name, nothing for a whiteout of it, else the host's."""
+    with _changed_view(RULES, rules, ops) as (top, ov, fs):
+        walk = _Walk(fs)
+        merged = 0
+        for d in [top] + [g for g in ov._ix.kinds if g.startswith(top + b"/")]:
+            upper = fs.merged_dir(d)
+            if upper is None:
+                continue
+            merged += 1
+            assert upper == ov.upper(d) and fs.owned_dir(d) is None, d
+            for name in NAMES + [b"new", b"f"]:
+                p = d + b"/" + name
+                try:
+                    st_ = os.lstat(upper + b"/" + name)
+                    want = (st_.st_mode, st_.st_ino, st_.st_size)
+                except FileNotFoundError:
+                    want = None if os.path.lexists(upper + b"/.wh." + name) \
+                        else _host_object(p)
+                assert _view_object(walk, p) == want, (p, ops, rules)
+        if not rules and ops[:1] == [("create", b"etc/new")]:
+            assert merged >= 1                 # /etc made merged by the new file
+
+
 def test_what_is_never_owned(tmp_path):
     lower = tmp_path / "lower"
     (lower / "merged").mkdir(parents=True)

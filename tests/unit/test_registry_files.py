@@ -340,6 +340,12 @@ class HostFS:
         st = self.lstat(d)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
+    def owned_dir(self, d: bytes) -> bytes:
+        return b"/upper" + d              # every directory, as far as this stand-in knows
+
+    def merged_dir(self, d: bytes) -> bytes:
+        return b"/upper" + d
+
 
 @pytest.fixture
 def mounted(tmp_path: Path, spool: RegistrySpool) -> RegistryFS:
@@ -372,6 +378,14 @@ def test_only_the_hosts_own_holders_of_the_tree_show_themselves(mounted: Registr
     assert mounted.shows_itself(b"/run/appvirt")              # the host's now
     assert not mounted.shows_itself(MOUNT) and not mounted.shows_itself(MOUNT + b"/app")
     assert not mounted.host_name_dir(b"/") and not mounted.host_name_dir(b"/run")
+
+
+def test_the_tree_and_its_holders_are_never_owned_or_merged(mounted: RegistryFS) -> None:
+    """The compiled loop answers names in owned and merged directories from the upper layer
+    and the host: never in the tree, nor in a directory that holds it."""
+    for d in (b"/", b"/run", b"/run/appvirt", MOUNT, MOUNT + b"/app"):
+        assert mounted.owned_dir(d) is None and mounted.merged_dir(d) is None, d
+    assert mounted.merged_dir(b"/run/user") == b"/upper/run/user"     # the overlay's say
 
 
 def test_spool_paths_are_shown_as_the_programs_paths(mounted: RegistryFS) -> None:
