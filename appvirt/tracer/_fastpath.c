@@ -25,9 +25,11 @@
  * In a *merged* directory (an upper-layer directory over the host's, OverlayFS.merged_dir: a
  * host directory where the program made, removed or changed names) a name is the upper
  * directory's object when it has one, nothing when it has its whiteout, else the host's;
- * stat, access, readlink and opens for reading of those are answered as in a plain one (an
- * open of an upper object logged as the handlers log it, redirected); writes, a directory
- * in the upper layer and listings are Python's.
+ * stat, access, readlink and opens for reading of those are answered as in a plain one, and
+ * opens of an upper object or creations of a name in neither layer as in an owned one (both
+ * logged as the handlers log them, redirected); a write of the host's object (a copy-up), a
+ * creation over a whiteout, other changes, a directory in the upper layer and listings are
+ * Python's.
  * Each directory decided plain, owned or merged is held open while its decision stands (a
  * merged one with the host's directory), and its names are looked up relative to it
  * (_fastpath_paths.c).

@@ -73,6 +73,7 @@ typedef struct {
     int dfd;                                  /* its directory held open (dirfds), or -1 */
     int lower_dfd;                            /* MERGED: the host's directory held open */
     int upper_obj;                            /* MERGED: the name is the upper directory's */
+                                              /* (found: it has it; missing: whited out if 0) */
 } Operand;
 
 /* The name of op's object in its host directory. */

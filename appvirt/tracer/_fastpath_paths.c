@@ -464,7 +464,9 @@ static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 /* lookup in a MERGED directory, as OverlayView._entry finds a name there: the upper
  * directory's object when it has one (a directory there is Python's: merged again, or the
  * program's, with the view's own link count), nothing when it has the name's whiteout, else
- * the host's object, op then naming it in the host's directory. upper_obj tells which. */
+ * the host's object, op then naming it in the host's directory. upper_obj tells which; for
+ * a name in neither layer, op names the upper directory's (where a creation makes it) and
+ * upper_obj is 1; for a name whited out, 0. */
 static int merged_lookup(Operand *op, struct stat *st, int *parent_ok)
 {
     *parent_ok = 0;
@@ -485,20 +487,21 @@ static int merged_lookup(Operand *op, struct stat *st, int *parent_ok)
     memcpy(whiteout + 4, name, nlen + 1);
     if (fstatat(op->dfd, whiteout, &ws, AT_SYMLINK_NOFOLLOW_) == 0) {
         *parent_ok = 1;
+        op->upper_obj = 0;
         return -ENOENT;
     }
     if (errno != ENOENT)
         return 1;
+    if (fstatat(op->lower_dfd, name, st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) < 0) {
+        *parent_ok = errno == ENOENT;
+        return errno == ENOENT ? -ENOENT : 1;     /* in neither: op stays the upper's */
+    }
     op->upper_obj = 0;               /* the host's: its path is the guest path */
     memcpy(op->host, op->guest, strlen(op->guest) + 1);
     op->host_dir = op->guest_dir;
     op->dfd = op->lower_dfd;
-    if (fstatat(op->dfd, name_of(op), st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
-        *parent_ok = 1;
-        return 0;
-    }
-    *parent_ok = errno == ENOENT;
-    return errno == ENOENT ? -ENOENT : 1;
+    *parent_ok = 1;
+    return 0;
 }
 
 /* The object at dir/name, as a walk that crosses no symlink finds it: 0 and *st; -ENOENT when

@@ -177,8 +177,9 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             emulate(tid, rc);
             return ANSWERED;
         }
-    } else if (op.kind == MERGED) {
-        /* Only reads: a write copies the host's object up, which Python does. */
+    } else if (op.kind == MERGED && !op.upper_obj) {
+        /* The host's object, or a name whited out: only reads (a write copies the object
+         * up, a creation removes the whiteout: Python does those). */
         if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
             return FALLBACK;
         if (rc < 0) {
@@ -186,9 +187,10 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             return ANSWERED;
         }
     } else {
-        /* As do_open() makes it: a creation, a write or a read of the upper object; a
-         * missing name without O_CREAT fails as it fails it, before any mode is asked, with
-         * no record. O_EXCL on an existing name is Python's to explain. */
+        /* As do_open() makes it (in an owned directory, or in a merged one for an upper
+         * object or a name in neither layer): a creation, a write or a read of the upper
+         * object; a missing name without O_CREAT fails as it fails it, before any mode is
+         * asked, with no record. O_EXCL on an existing name is Python's to explain. */
         int exists = rc == 0;
         if (!exists && !(flags & O_CREAT)) {
             if (rc != -ENOENT)

@@ -793,6 +793,26 @@ for i in range(3):
     look(f"merged{i}")
 attempt("write host file", lambda: os.write(os.open(os.path.join(top, "b.txt"), os.O_WRONLY | os.O_APPEND), b"w"))
 look("after write")
+def write(name, flags, data=b"w"):
+    fd = os.open(os.path.join(top, name), flags, 0o640)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+W = os.O_WRONLY
+for name in ("new1.txt", "new2.txt"):                      # in neither layer: made upper
+    attempt("create " + name, lambda: write(name, W | os.O_CREAT | os.O_EXCL, name.encode()))
+attempt("append upper", lambda: write("made.txt", W | os.O_APPEND, b"+"))
+attempt("excl upper", lambda: write("made.txt", W | os.O_CREAT | os.O_EXCL))
+attempt("excl host", lambda: write("a.txt", W | os.O_CREAT | os.O_EXCL))
+attempt("creat host", lambda: write("a.txt", W | os.O_CREAT | os.O_APPEND, b"+"))   # copy-up
+attempt("create whited out", lambda: write("gone.txt", W | os.O_CREAT | os.O_EXCL, b"again"))
+attempt("trunc upper", lambda: write("new2.txt", W | os.O_TRUNC, b"t"))
+attempt("create in neither, no creat", lambda: write("absent.txt", W))
+look("after creations")
+for name in ("new1.txt", "new2.txt", "made.txt", "gone.txt", "a.txt"):
+    attempt("final " + name, lambda: (read(os.path.join(top, name)), oct(os.stat(os.path.join(top, name)).st_mode)))
+print(sorted(os.listdir(top)))
 """
 
 
@@ -817,6 +837,10 @@ def test_reads_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_pa
     assert "merged0 read a.txt ok b'a\\n'" in out and "merged0 readlink uplink ok made.txt" in out
     assert "merged2 read uplink ok b'made\\n'" in out and "merged2 stat madedir/x ok" in out
     assert "after write read b.txt ok b'b\\nw'" in out
+    assert "final new1.txt ok (b'new1.txt', '0o100640')" in out and "excl upper errno 17" in out
+    assert "final made.txt ok (b'made\\n+'" in out and "final gone.txt ok (b'again'" in out
+    assert "final new2.txt ok (b't', " in out and "final a.txt ok (b'a\\n+'" in out
+    assert "create in neither, no creat errno 2" in out and "excl host errno 17" in out
     # Every readlink and access of the program is in the directory, merged or not: all in C.
     asked = re.search(r"intercepted: (.*)", fast.stderr).group(1)
     done = re.search(r"answered by the compiled loop: (.*)", fast.stderr).group(1)
