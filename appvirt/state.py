@@ -24,6 +24,22 @@ def appvirt_home(environ: os._Environ[str] | dict[str, str] | None = None) -> Pa
     return Path(data) / "appvirt"
 
 
+def replace_quietly(path: Path, data: bytes) -> None:
+    """Put data at path atomically (a temporary beside it, renamed over it), making its
+    directory. For caches: a failure (a read-only home, a full disk) is not raised and
+    leaves nothing behind; losing the file costs the next run only time."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def check_app_name(name: str) -> str:
     """Return `name` if it is a valid app name, else raise StateDirError."""
     if not APP_NAME_RE.match(name):

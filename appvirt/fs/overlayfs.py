@@ -248,17 +248,11 @@ class OverlayFS:
         compiled loop may open, create and remove there (tracer/fastpath.py). None whenever
         unsure; valid while the upper index changes only by what is done there."""
         ov = self.ov
-        if ov.lower_root != b"/" or not self._kernel_lookups or d == b"/" \
-                or self._shown(d) is not Shown.UPPER or ov._ix.kinds.get(d) != DIR \
-                or self._mode_of(d) is not FileMode.OVERLAY:
+        if not self._upper_in_overlay(d):
             return None
         if d not in ov._ix.opaque and ov._lower_at(d) is not None:
             return None                  # merged with the host's directory
-        if not self._names_alike(d):
-            return None
-        up = ov.upper(d)
-        got = self._lstat_walked(up)
-        return up if got is not None and statmod.S_ISDIR(got.st_mode) else None
+        return self._upper_alike(d)
 
     def merged_dir(self, d: bytes) -> bytes | None:
         """The upper-layer directory that, merged name by name with the host's directory d,
@@ -270,18 +264,29 @@ class OverlayFS:
         and the compiled loop may answer reads there (tracer/fastpath.py). None whenever
         unsure; valid while the upper index does not change."""
         ov = self.ov
-        if ov.lower_root != b"/" or not self._kernel_lookups or d == b"/" \
-                or self._shown(d) is not Shown.UPPER or ov._ix.kinds.get(d) != DIR \
-                or d in ov._ix.opaque or self._mode_of(d) is not FileMode.OVERLAY:
-            return None
-        lower = ov._lower_at(d)
-        if lower is None or not statmod.S_ISDIR(lower.st_mode) or not self._names_alike(d):
+        if not self._upper_in_overlay(d) or d in ov._ix.opaque \
+                or not ov._ancestors_unmasked(d):
             return None
         host = self._lstat_walked(d)
-        up = ov.upper(d)
+        return self._upper_alike(d) if host is not None and statmod.S_ISDIR(host.st_mode) \
+            else None
+
+    def _upper_in_overlay(self, d: bytes) -> bool:
+        """d is an upper directory in overlay mode reached through upper directories only,
+        each name a kernel lookup finds (where owned_dir and merged_dir start)."""
+        ov = self.ov
+        return (ov.lower_root == b"/" and self._kernel_lookups and d != b"/"
+                and self._shown(d) is Shown.UPPER and ov._ix.kinds.get(d) == DIR
+                and self._mode_of(d) is FileMode.OVERLAY)
+
+    def _upper_alike(self, d: bytes) -> bytes | None:
+        """d's upper directory, reached without a symlink, when nothing tells names in d
+        apart (where owned_dir and merged_dir end)."""
+        if not self._names_alike(d):
+            return None
+        up = self.ov.upper(d)
         got = self._lstat_walked(up)
-        return up if host is not None and statmod.S_ISDIR(host.st_mode) and got is not None \
-            and statmod.S_ISDIR(got.st_mode) else None
+        return up if got is not None and statmod.S_ISDIR(got.st_mode) else None
 
     def host_names(self, d: bytes) -> bool:
         """Whether the names of d, a directory that is not plain (a rule for some of them,

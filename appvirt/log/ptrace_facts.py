@@ -17,9 +17,10 @@ import importlib.machinery
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from ..state import appvirt_home
+from ..state import appvirt_home, replace_quietly
 
 # The files of python-ptrace the facts come from (the formatters' constants included).
 _SOURCES = ("version.py", "tools.py", "syscall/prototypes.py", "syscall/posix_arg.py",
@@ -110,19 +111,9 @@ class _Facts:
         if not self.dirty:
             return
         self.dirty = False
-        body = json.dumps({"stamp": self.stamp, "prototypes": self.prototypes,
-                           "texts": self.texts}, sort_keys=True).encode()
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self.path)
-        except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        replace_quietly(Path(self.path), json.dumps(
+            {"stamp": self.stamp, "prototypes": self.prototypes, "texts": self.texts},
+            sort_keys=True).encode())
 
 
 @functools.cache

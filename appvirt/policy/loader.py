@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
 from ..hashes import sha256
-from ..state import APP_NAME_RE, appvirt_home
+from ..state import APP_NAME_RE, appvirt_home, replace_quietly
 from ..net.config import NETWORK_SCHEMA, network_policy
 from ..store.config import registry_config
 from ..virt.machinepolicy import (HOSTNAME_SCHEMA, MODULES_SCHEMA, REBOOT_SCHEMA, ModulesAction,
@@ -112,16 +111,7 @@ def _remember(path: Path, text: str) -> None:
     """Store checked data (as JSON text) at `path`, after the digest of that text, atomically.
     Failing (a read-only home) only costs the next start-up the parse and the validation."""
     body = text.encode()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(sha256(body).hexdigest().encode() + b"\n" + body)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    replace_quietly(path, sha256(body).hexdigest().encode() + b"\n" + body)
 
 
 KeyPath = tuple[str | int, ...]

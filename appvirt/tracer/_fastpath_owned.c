@@ -355,7 +355,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (path_arg >= 0)
         r.paths[path_arg] = op.path;
     /* chmod, chown and times change no name; a directory removed is empty: only its own
-     * decision goes (made), the index drops it with its subtree (FastPath.drain) */
+     * name goes, from the decisions and the index (note_made, Overlay.record) */
     const Operand *names[] = {&op};
     return made(self, tid, in, &r, &op, names, removes || makes);
 }

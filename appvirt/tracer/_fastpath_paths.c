@@ -276,8 +276,9 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
     return real;
 }
 
-/* What dir is (PLAIN, NAMES or ITSELF with its host path in host, OWNED or MERGED with its
- * upper directory there, NEITHER), as the `plain` dict says or learn() decides; for an OWNED
+/* What dir (len bytes, then a NUL) is (PLAIN, NAMES or ITSELF with its host path in host,
+ * OWNED or MERGED with its upper directory there, NEITHER), as the `plain` dict says or
+ * learn() decides; for an OWNED
  * or MERGED one, the JSON text of the rule deciding its names (and for an OWNED one the
  * view's inode of its parent) go to info (unless NULL), and to info->dfd the fd of a PLAIN,
  * OWNED, NAMES or MERGED one (dir_fd; for a MERGED one that of its upper directory, and to
@@ -313,29 +314,21 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
         kind = PLAIN;                /* (canonical,): another path of a plain directory */
         *host_len = PyBytes_GET_SIZE(first);
         memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
-    } else if (first != NULL && PyTuple_GET_SIZE(v) == 3 && self->owned
-               && PyBytes_Check(PyTuple_GET_ITEM(v, 1))
-               && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX
-               && PyLong_Check(PyTuple_GET_ITEM(v, 2))) {
-        kind = OWNED;                /* (upper directory, rule, inode of "..") */
-        *host_len = PyBytes_GET_SIZE(first);
-        memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
-        if (info != NULL) {
-            PyObject *rule = PyTuple_GET_ITEM(v, 1);
-            info->rule_len = PyBytes_GET_SIZE(rule);
-            memcpy(info->rule, PyBytes_AS_STRING(rule), (size_t)info->rule_len);
-            info->dotdot = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 2));
-        }
-    } else if (first != NULL && PyTuple_GET_SIZE(v) == 2 && self->owned
+    } else if (first != NULL && self->owned && (PyTuple_GET_SIZE(v) == 2 || (
+                   PyTuple_GET_SIZE(v) == 3 && PyLong_Check(PyTuple_GET_ITEM(v, 2))))
                && PyBytes_Check(PyTuple_GET_ITEM(v, 1))
                && PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 1)) < RULE_MAX) {
-        kind = MERGED;               /* (upper directory, rule): merged with the host's dir */
+        /* (upper directory, rule, inode of ".."): owned; (upper directory, rule): merged
+         * with the host's directory */
+        kind = PyTuple_GET_SIZE(v) == 3 ? OWNED : MERGED;
         *host_len = PyBytes_GET_SIZE(first);
         memcpy(host, PyBytes_AS_STRING(first), (size_t)*host_len + 1);
         if (info != NULL) {
             PyObject *rule = PyTuple_GET_ITEM(v, 1);
             info->rule_len = PyBytes_GET_SIZE(rule);
             memcpy(info->rule, PyBytes_AS_STRING(rule), (size_t)info->rule_len);
+            if (kind == OWNED)
+                info->dotdot = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 2));
         }
     }
     Py_DECREF(v);
@@ -347,10 +340,7 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
         if (lower_key != NULL) {
             PyBytes_AS_STRING(lower_key)[0] = 0;
             memcpy(PyBytes_AS_STRING(lower_key) + 1, dir, (size_t)len);
-            char lower[PATH_MAX_];
-            memcpy(lower, dir, (size_t)len);
-            lower[len] = 0;
-            info->lower_dfd = dir_fd(self, lower_key, lower);
+            info->lower_dfd = dir_fd(self, lower_key, dir);
             Py_DECREF(lower_key);
         } else {
             PyErr_Clear();

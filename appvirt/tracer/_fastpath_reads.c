@@ -162,7 +162,9 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         return FALLBACK;                               /* EEXIST or O_PATH: Python's */
     unsigned long long mode = 0;
     int create = 0;
-    if (op.kind == PLAIN || op.kind == NAME) {
+    if (op.kind == PLAIN || op.kind == NAME || (op.kind == MERGED && !op.upper_obj)) {
+        /* The host's object (or, in a merged directory, a name whited out): only reads. A
+         * write copies the object up, a creation removes the whiteout: Python does those. */
         if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC)) {
             /* A write or a creation in a plain directory that is itself absent (git's
              * objects/XX before its first object) fails as the kernel fails it, before any
@@ -173,15 +175,6 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             }
             return FALLBACK;
         }
-        if (rc < 0) {
-            emulate(tid, rc);
-            return ANSWERED;
-        }
-    } else if (op.kind == MERGED && !op.upper_obj) {
-        /* The host's object, or a name whited out: only reads (a write copies the object
-         * up, a creation removes the whiteout: Python does those). */
-        if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC))
-            return FALLBACK;
         if (rc < 0) {
             emulate(tid, rc);
             return ANSWERED;
