@@ -271,6 +271,36 @@ class OverlayFS:
         return self._upper_alike(d) if host is not None and statmod.S_ISDIR(host.st_mode) \
             else None
 
+    def upper_dir_stat(self, g: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+        """How the view answers a stat of g when g is a directory of the upper layer under
+        upper-layer directories (fast_lookup's UPPER: $TMPDIR's ancestors once the program
+        made something there): the upper directory's own stat, with merged_nlink's link count
+        when it is merged with the host's. Then (the upper directory, that count or -1 for
+        the upper directory's own, the host path the count also depends on or b"" for none,
+        that path's inode and ctime in ns, (0, 0) when it is absent); None otherwise. Valid
+        while the upper index and that host object do not change (the compiled loop checks
+        the host object at every answer: a directory made or removed there changes its
+        ctime)."""
+        if self._shown(g) is not Shown.UPPER:
+            return None
+        got = self.fast_lookup(g, follow=False)
+        if got is None or got.st is None or not statmod.S_ISDIR(got.st.st_mode):
+            return None
+        upper = self.ov.upper(g)
+        nlink = self.merged_nlink(g)
+        if nlink is None:
+            return upper, -1, b"", 0, 0
+        lower = self.ov.lower(g)
+        try:
+            host = os.lstat(lower)
+        except (FileNotFoundError, NotADirectoryError):
+            return upper, nlink, lower, 0, 0
+        except OSError:
+            return None
+        if not statmod.S_ISDIR(host.st_mode):
+            return None          # (a symlink's target could change unseen)
+        return upper, nlink, lower, host.st_ino, host.st_ctime_ns
+
     def _upper_in_overlay(self, d: bytes) -> bool:
         """d is an upper directory in overlay mode reached through upper directories only,
         each name a kernel lookup finds (where owned_dir and merged_dir start)."""

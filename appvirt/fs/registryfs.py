@@ -118,6 +118,11 @@ class RegistryFS:
         """See OverlayFS.merged_dir: never the tree, its virtual ancestors or what holds them."""
         return None if self._holds_tree(d) else self.inner.merged_dir(d)
 
+    def upper_dir_stat(self, g: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+        """See OverlayFS.upper_dir_stat: never the tree, its virtual ancestors or what holds
+        them (a holder's listing shows the tree's top too)."""
+        return None if self._holds_tree(g) else self.inner.upper_dir_stat(g)
+
     def host_name_dir(self, d: bytes) -> bool:
         """See OverlayFS.host_name_dir: never the tree, its virtual ancestors or what holds
         it."""

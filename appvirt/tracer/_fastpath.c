@@ -29,7 +29,10 @@
  * opens of an upper object or creations of a name in neither layer as in an owned one (both
  * logged as the handlers log them, redirected); a write of the host's object (a copy-up), a
  * creation over a whiteout, other changes, a directory in the upper layer and listings are
- * Python's.
+ * Python's. The stat of a directory of the upper layer under upper-layer directories ($TMPDIR's
+ * ancestors once the program made something there) is answered from the upper directory, with
+ * the view's link count while the host's directory it also counts is unchanged (learnt with
+ * learn_name, as OverlayFS.upper_dir_stat says).
  * Each directory decided plain, owned or merged is held open while its decision stands (a
  * merged one with the host's directory), and its names are looked up relative to it
  * (_fastpath_paths.c).
@@ -41,10 +44,11 @@
  * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
  * a merged-/usr system, whose names are canonical's; (upper directory, rule, inode of "..")
  * an owned one, with the JSON text of the policy rule that decides its names; (upper
- * directory, rule) a merged one; 0 its names are decided one
- * by one, in the `names` dict (learn_name(path): True when the object is the host's own, an
- * existing file answered as in a plain directory); 1 only the directory itself is the host's
- * (its stat, a cwd there: "/", which holds the registry tree); False neither). A directory fd
+ * directory, rule) a merged one; 0 its names are decided one by one, in the `names` dict
+ * (learn_name(path): True when the object is the host's own, an existing file answered as in
+ * a plain directory; an upper directory's stat answer, above); 1 only the directory itself is
+ * the host's (its stat, a cwd there: "/", which holds the registry tree); False neither). A
+ * directory fd
  * or cwd inside the upper layer names the guest directory below the upper root. Everything
  * else (other stops, a symlink on the way, a directory that is neither, any error the Python
  * handlers would explain) returns to Python unchanged.

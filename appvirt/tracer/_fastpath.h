@@ -107,7 +107,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *plain;                 /* dict: directory -> what it is (see _fastpath.c) */
     PyObject *learn;                 /* learn(dir): decides a directory not in it */
-    PyObject *names, *learn_name;    /* path -> bool, and its learn */
+    PyObject *names, *learn_name;    /* path -> bool or a stat answer, and its learn */
     int owned;                       /* owned directories are served */
     PyObject *made;                  /* list: (guest path, S_IFMT) it changed (note_made) */
     PyObject *dirfds;                /* dict: decided directory -> its O_PATH fd (dir_fd) */
@@ -161,9 +161,13 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, in
                 Operand *op, struct stat *st);
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 int note_made(Engine *self, const char *guest);
+int name_entry(Engine *self, const char *path, PyObject **shown);
+int forget_name(Engine *self, const char *path, Py_ssize_t len);
 void forget_dirs(Engine *self);
 void close_forgotten(Engine *self);
 int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen);
+Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                       char *guest, int *follow);
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                      int follow, char *host);
 

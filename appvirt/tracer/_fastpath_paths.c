@@ -253,7 +253,8 @@ static void forget_dir(Engine *self, PyObject *key)
 }
 
 /* 1 when dir (len bytes, not "/") is a directory the view shows as itself, reached without a
- * symlink, so that its ".." is its parent by name: an owned directory, one whose names are
+ * symlink, so that its ".." is its parent by name: an owned or a merged directory (reached
+ * through upper-layer directories only), one whose names are
  * decided one by one or that alone is the host's (NAMES, ITSELF), or a plain one that is a
  * directory on the host now (a plain directory may be absent or a file: the view has nothing
  * in it then, and its ".." fails). 0: not (an alias reached through a symlink, anything
@@ -264,7 +265,7 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
     if (v == NULL)
         return -1;
     int real = PyLong_CheckExact(v) || (self->owned && PyTuple_Check(v)
-                                        && PyTuple_GET_SIZE(v) == 3);
+                                        && PyTuple_GET_SIZE(v) >= 2);
     if (v == Py_True) {
         char host[PATH_MAX_];
         struct stat st;
@@ -350,10 +351,25 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
     return kind;
 }
 
+/* What `names` says of the first len bytes of path is forgotten. 0, or -1 with an exception
+ * set. */
+int forget_name(Engine *self, const char *path, Py_ssize_t len)
+{
+    PyObject *key = PyBytes_FromStringAndSize(path, len);
+    int rc = key != NULL ? PyDict_DelItem(self->names, key) : -1;
+    Py_XDECREF(key);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    return rc;
+}
+
 /* guest, a name in an owned directory the engine just made, removed or moved: the index
  * learns what its upper object is now ((guest, S_IFMT or 0 for nothing) appended to `made`,
  * applied in order by fastpath.FastPath.drain), and what was decided of the name is
- * forgotten. 0, or -1 with an exception set. */
+ * forgotten, with the stat answer of its directory (whose link count it may change). 0, or
+ * -1 with an exception set. */
 int note_made(Engine *self, const char *guest)
 {
     char host[PATH_MAX_];
@@ -376,31 +392,39 @@ int note_made(Engine *self, const char *guest)
         PyErr_Clear();
         rc = 0;
     }
+    const char *slash = strrchr(guest, '/');
+    if (rc == 0)
+        rc = forget_name(self, guest, (Py_ssize_t)len);
+    if (rc == 0 && slash != NULL)
+        rc = forget_name(self, guest, slash > guest ? slash - guest : 1);
     Py_XDECREF(entry);
     Py_XDECREF(key);
     return rc;
 }
 
-/* 1: the object at path (a name in a NAMES directory) is the host's own; 0: not; -1: an
- * exception is set. */
-static int name_is_host(Engine *self, const char *path)
+/* What the `names` dict says of path (learn_name deciding it first): 1 the host's own object
+ * (a name in a NAMES directory); 2 a directory of the upper layer whose stat is answered from
+ * its upper object (OverlayFS.upper_dir_stat), *shown (unless NULL) then a new reference to
+ * that tuple; 0 neither; -1 an exception is set. */
+int name_entry(Engine *self, const char *path, PyObject **shown)
 {
     PyObject *key = PyBytes_FromString(path);
     if (key == NULL)
         return -1;
     PyObject *v = PyDict_GetItemWithError(self->names, key);    /* borrowed */
-    int host;
     if (v != NULL)
-        host = v == Py_True;
-    else if (PyErr_Occurred())
-        host = -1;
-    else {
+        Py_INCREF(v);
+    else if (!PyErr_Occurred())
         v = PyObject_CallOneArg(self->learn_name, key);        /* it records the answer */
-        host = v == NULL ? -1 : v == Py_True;
-        Py_XDECREF(v);
-    }
     Py_DECREF(key);
-    return host;
+    if (v == NULL)
+        return -1;
+    int got = v == Py_True ? 1 : PyTuple_Check(v) ? 2 : 0;
+    if (got == 2 && shown != NULL)
+        *shown = v;
+    else
+        Py_DECREF(v);
+    return got;
 }
 
 /* dir_len bytes of buf (a directory), then "/" and the name: 0, or -1 when too long. */
@@ -433,8 +457,7 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
             append_name(op->host, op->host_dir, name, nlen) < 0)
         return -1;
     if (op->kind == NAMES) {
-        int host = name_is_host(self, op->guest);
-        if (host != 1)
+        if (name_entry(self, op->guest, NULL) != 1)
             return -1;
         op->kind = NAME;
     }
@@ -585,21 +608,17 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 
 /* -- the calls ---------------------------------------------------------------------------- */
 
-/* The plain, owned or name-by-name directory a path names by itself (".", "/", "dir/.",
- * "dir/", or a name whose own directory is neither, as "/usr" in "/"): its kind (PLAIN,
- * OWNED, NAMES or ITSELF: the view of those two directories themselves is the host's,
- * OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's). A trailing
- * "/" or "/." follows a final symlink, as the kernel's walk does; without following, only a
- * directory reached crossing no symlink (its host path is its guest path) or an owned one.
- * Its existence is not checked. */
-int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                     int follow, char *host)
+/* The guest path (in guest, its length returned) of the directory a path names by itself
+ * (".", "/", "dir/.", "dir/", or a name whose own directory is neither, as "/usr" in "/"),
+ * *follow set when a trailing "/" or "/." follows a final symlink, as the kernel's walk
+ * does; -1: Python's. */
+Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                       char *guest, int *follow)
 {
-    char guest[PATH_MAX_];
-    Py_ssize_t n, host_len;
+    Py_ssize_t n;
     while (len > 1 && (path[len - 1] == '/' || (path[len - 1] == '.' && path[len - 2] == '/'))) {
         len--;
-        follow = 1;
+        *follow = 1;
     }
     if (len == 1 && path[0] == '.') {
         n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
@@ -613,6 +632,19 @@ int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_s
             return -1;
         n = (Py_ssize_t)strlen(guest);
     }
+    return n;
+}
+
+/* The plain, owned or name-by-name directory a path names by itself (itself_path): its kind
+ * (PLAIN, OWNED, NAMES or ITSELF: the view of those two directories themselves is the
+ * host's, OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's).
+ * Without following a final symlink, only a directory reached crossing no symlink (its host
+ * path is its guest path) or an owned one. Its existence is not checked. */
+int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
+                     int follow, char *host)
+{
+    char guest[PATH_MAX_];
+    Py_ssize_t host_len, n = itself_path(self, tid, dirfd, path, len, guest, &follow);
     if (n < 0)
         return -1;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);

@@ -101,6 +101,68 @@ int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     return ANSWERED;
 }
 
+/* A stat answer of OverlayFS.upper_dir_stat (upper directory, link count or -1, host path or
+ * b"", its inode, its ctime in ns): 0 and *st; 1 when the host's object it depends on has
+ * changed since; -1 (Python's). */
+static int shown_answer(PyObject *v, struct stat *st)
+{
+    PyObject *upper = PyTuple_GET_SIZE(v) == 5 ? PyTuple_GET_ITEM(v, 0) : NULL;
+    PyObject *lower = upper != NULL ? PyTuple_GET_ITEM(v, 2) : NULL;
+    if (upper == NULL || !PyBytes_Check(upper) || !PyBytes_Check(lower))
+        return -1;
+    long long nlink = PyLong_AsLongLong(PyTuple_GET_ITEM(v, 1));
+    unsigned long long ino = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 3));
+    long long ctime = PyLong_AsLongLong(PyTuple_GET_ITEM(v, 4));
+    if (PyErr_Occurred())
+        return -1;
+    if (nlink >= 0) {                /* merged: while the host's object is what it was */
+        struct stat host;
+        unsigned long long now_ino = 0;
+        long long now_ctime = 0;
+        if (lstat(PyBytes_AS_STRING(lower), &host) == 0) {
+            now_ino = host.st_ino;
+            now_ctime = host.st_ctim.tv_sec * 1000000000LL + host.st_ctim.tv_nsec;
+        } else if (errno != ENOENT && errno != ENOTDIR) {
+            return -1;
+        }
+        if (now_ino != ino || now_ctime != ctime)
+            return 1;
+    }
+    long fd = openat2_(PyBytes_AS_STRING(upper), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int ok = fd >= 0 && fstat((int)fd, st) == 0;
+    if (fd >= 0)
+        close((int)fd);
+    if (ok && nlink >= 0)
+        st->st_nlink = (nlink_t)nlink;
+    return ok ? 0 : -1;
+}
+
+/* The stat of a directory of the upper layer under upper-layer directories (a name learn_name
+ * gave its OverlayFS.upper_dir_stat tuple: $TMPDIR's ancestors once the program made something
+ * there), answered as the handler answers it: the upper directory's own stat, with the merged
+ * link count learnt while the host object it depends on is what it was then (learnt again
+ * otherwise). 0 and *st, or -1 (Python's). */
+static int stat_shown(Engine *self, pid_t tid, long dirfd, const Operand *op, struct stat *st)
+{
+    char guest[PATH_MAX_];
+    int follow = 0;                  /* (a directory: following changes nothing) */
+    if (op->path_len < 0 || PyErr_Occurred()
+            || itself_path(self, tid, dirfd, op->path, op->path_len, guest, &follow) < 0)
+        return -1;
+    for (int learnt = 0; learnt < 2; learnt++) {
+        PyObject *v = NULL;
+        if (name_entry(self, guest, &v) != 2)
+            return -1;
+        int rc = shown_answer(v, st);
+        Py_DECREF(v);
+        if (rc <= 0)
+            return rc;
+        if (forget_name(self, guest, (Py_ssize_t)strlen(guest)) < 0)
+            return -1;
+    }
+    return -1;
+}
+
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -128,8 +190,9 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     struct stat st;
     int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
     int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
-    if (rc > 0) {                    /* a directory named by itself (".", "/usr") */
-        if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0)
+    if (rc > 0) {                    /* a directory named by itself (".", "/usr"), or one */
+        if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0   /* upper */
+                && stat_shown(self, tid, (long)(int)a[0], &op, &st) < 0)
             return FALLBACK;
         emulate(tid, write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT : 0);
         return ANSWERED;

@@ -94,7 +94,9 @@ class FastPath:
         # directory, ...) (owned, see _owned; merged, see _merged), 0 (ask `names` for each
         # name), ITSELF (only its own stat and a cwd there are the host's), False
         self.plain: dict[bytes, bool | int | tuple] = {}
-        self.names: dict[bytes, bool] = {}    # path -> the host's own object (host_name)
+        # path -> the host's own object (host_name), or an upper directory's stat answer
+        # (upper_dir_stat), see _learn_name
+        self.names: dict[bytes, bool | tuple] = {}
         self.made: list[tuple[bytes, int]] = []   # (guest path, S_IFMT) it changed (drain)
         self._index = fs.ov._ix
         self._version = self._index.version
@@ -162,23 +164,26 @@ class FastPath:
         finally:
             self.busy = False
 
-    def _learn_name(self, p: bytes) -> bool:
-        """Called by the engine for a name in a directory decided 0 (see `plain`)."""
+    def _learn_name(self, p: bytes) -> bool | tuple:
+        """Called by the engine for a name in a directory decided 0 (see `plain`), and for
+        the object of a stat it could not answer otherwise: True when it is the host's own;
+        a directory of the upper layer under upper-layer directories, the upper_dir_stat
+        tuple (its stat is answered in C); else False."""
         if len(self.names) >= MAX_DIRS:
             self.names.clear()
         self.busy = True
         try:
             if self.made:
                 self.drain()
-            host = self.fs.host_name(p)
+            got = self.fs.host_name(p) or self.fs.upper_dir_stat(p) or False
         except Exception as e:  # noqa: BLE001 - not the host's: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(p)}: {type(e).__name__}: {e}"
-            host = False
+            got = False
         finally:
             self.busy = False
-        self.names[p] = host
-        return host
+        self.names[p] = got
+        return got
 
     def _decide(self, d: bytes) -> bool | int | tuple:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""

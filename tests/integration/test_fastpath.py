@@ -8,11 +8,12 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_policy
+from tests.conftest import appvirt_cmd, write_policy
 
 pytestmark = pytest.mark.integration
 
@@ -849,4 +850,94 @@ def test_reads_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_pa
         assert count.search(asked).group(1) == count.search(done).group(1), fast.stderr
     assert _records(home, "mfast") == _records(home, "mslow")
     assert _same_tree(home, "mfast", "mslow")
+    assert tree_digest(top) == before
+
+
+UPPER_DIRS = r"""
+import os, sys
+top = sys.argv[1]
+NAMES = ("", "/a", "/a/b", "/a/b/made", "/a/b/made/sub", "/a/b/h1", "/a/b/made2", "/c")
+def show(tag):
+    for n in NAMES:
+        for how, fn in (("stat", os.stat), ("lstat", os.lstat)):
+            try:
+                st = fn(top + n)
+                print(tag, how, n or "/", oct(st.st_mode), st.st_nlink, st.st_uid, st.st_size)
+            except OSError as e:
+                print(tag, how, n or "/", "errno", e.errno)
+    fd = os.open(top + "/a", os.O_RDONLY | os.O_DIRECTORY)
+    print(tag, "at b", os.stat("b", dir_fd=fd).st_nlink)
+    os.close(fd)
+    here = os.getcwd()
+    os.chdir(top + "/a")
+    print(tag, "relative b", os.stat("b").st_nlink, "dotdot", os.stat("../a").st_nlink)
+    os.chdir(here)
+show("host")
+os.mkdir(top + "/a/b/made")       # top, a and b copied up: upper directories over the host's
+show("made")
+os.mkdir(top + "/a/b/made/sub")   # in an owned directory: the compiled loop's mkdir
+show("sub")
+os.mkdir(top + "/a/b/made2")      # in a merged one: Python's
+show("made2")
+os.rmdir(top + "/a/b/made/sub")
+os.rmdir(top + "/a/b/h1")         # the host's: a whiteout
+show("removed")
+os.unlink(top + "/c/f")
+os.rmdir(top + "/c")
+os.mkdir(top + "/c")              # opaque over the host's
+show("opaque")
+print("ready", flush=True)
+sys.stdin.readline()              # meanwhile a directory appears in the host's a/b
+show("host changed")
+"""
+
+
+def test_stats_of_upper_directories_match_the_python_loop(home, ptrace_ok, tmp_path):
+    """A directory of the upper layer under upper-layer directories ($TMPDIR's ancestors
+    once the program made something there: git stats /tmp a hundred times a commit) is
+    answered in C: the upper directory's stat with the view's link count, which follows
+    subdirectories made and removed by either loop, whiteouts, an opaque directory and a
+    directory made on the host meanwhile; the same output as the Python loop, the host
+    untouched but for the test's own directory."""
+    top = tmp_path / "top"
+    (top / "a" / "b" / "h1").mkdir(parents=True)
+    (top / "c").mkdir()
+    (top / "c" / "f").write_text("f\n")
+    before = tree_digest(top)
+    b_times = (top / "a" / "b").stat()
+    python = os.path.realpath(sys.executable)     # the interpreter itself, not a shim
+    runs = {}
+    for flag in ("1", "0"):
+        p = subprocess.Popen(appvirt_cmd("run", "--stats", "--app", "u" + flag, "--", python,
+                                         "-c", UPPER_DIRS, str(top)),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "APPVIRT_FASTPATH": flag})
+        try:
+            first = []
+            for line in p.stdout:
+                if line == "ready\n":
+                    break
+                first.append(line)
+            (top / "a" / "b" / "hostnew").mkdir()
+            out, err = p.communicate("go\n", timeout=60)
+        finally:
+            p.kill()
+        (top / "a" / "b" / "hostnew").rmdir()
+        os.utime(top / "a" / "b", ns=(b_times.st_atime_ns, b_times.st_mtime_ns))
+        assert p.returncode == 0, err
+        runs[flag] = ("".join(first) + out, err)
+    (fast, fast_err), (slow, _) = runs["1"], runs["0"]
+    assert fast == slow
+    for tag, b_links in (("host", 3), ("made", 4), ("sub", 4), ("made2", 5), ("removed", 4),
+                         ("host changed", 5)):
+        assert f"{tag} stat /a/b 0o40755 {b_links} " in fast, (tag, fast)
+        assert f"{tag} at b {b_links}\n" in fast and f"{tag} relative b {b_links} " in fast
+    assert "sub stat /a/b/made 0o40755 3 " in fast and "removed stat /a/b/made 0o40755 2 " in fast
+    assert "opaque stat /c 0o40755 2 " in fast and "removed stat /a/b/h1 errno 2" in fast
+    asked = re.search(r"intercepted: .*\bnewfstatat (\d+)", fast_err)
+    done = re.search(r"answered by the compiled loop: .*\bnewfstatat (\d+)", fast_err)
+    assert asked and done, fast_err
+    assert asked.group(1) == done.group(1), fast_err
+    assert _same_tree(home, "u1", "u0")
     assert tree_digest(top) == before

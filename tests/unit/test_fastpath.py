@@ -230,6 +230,45 @@ def test_a_merged_directory_is_its_upper_directory_over_the_hosts(ops, rules):
             assert merged >= 1                 # /etc made merged by the new file
 
 
+@settings(max_examples=100, deadline=None)
+@given(MERGED_OPS, st.sets(st.integers(0, len(RULES) - 1)))
+@example([("mkdir", b"etc/new"), ("unlink", b"etc/app/sub/deep"), ("unlink", b"etc/hosts")],
+         set())
+@example([("unlink", b"etc/app/sub/deep"), ("rmdir", b"etc/app/sub"), ("mkdir", b"etc/app/sub"),
+          ("mkdir", b"etc/app/sub/new")], set())            # opaque: its own link count
+def test_an_upper_directorys_stat_is_answered_as_the_view_answers_it(ops, rules):
+    """Wherever upper_dir_stat gives an answer (the compiled loop's stat of an upper
+    directory under upper directories), it is the handler's: the object the view's walk
+    finds at that path is that upper directory, the link count is merged_nlink's (-1: the
+    upper directory's own), and the host object that count depends on is recorded as it is."""
+    with _changed_view(RULES, rules, ops) as (top, ov, fs):
+        walk = _Walk(fs)
+        answered = set()
+        host_dirs = [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr",
+                                                b"usr/lib", b"home/u", b"tmp", b"etc/dirlink")]
+        for g in sorted(set(ov._ix.kinds) | set(host_dirs)):
+            got = fs.upper_dir_stat(g)
+            if got is None:
+                continue
+            answered.add(g[len(top):])
+            upper, nlink, lower, ino, ctime = got
+            st_ = os.lstat(upper)
+            assert upper == ov.upper(g) and stat.S_ISDIR(st_.st_mode), g
+            assert _view_object(walk, g) == (st_.st_mode, st_.st_ino, st_.st_size), (g, ops)
+            merged = fs.merged_nlink(g)
+            assert nlink == (-1 if merged is None else merged), (g, ops, rules)
+            if nlink < 0:
+                assert (lower, ino, ctime) == (b"", 0, 0)
+            else:
+                assert lower == ov.lower(g)
+                host = os.lstat(lower) if os.path.lexists(lower) else None
+                assert (ino, ctime) == ((host.st_ino, host.st_ctime_ns) if host else (0, 0))
+            assert fs.upper_dir_stat(g + b"/nope") is None
+        if not rules and ops[:1] == [("mkdir", b"etc/new")]:
+            assert {b"", b"/etc", b"/etc/new", b"/etc/app", b"/etc/app/sub"} <= answered
+            assert fs.upper_dir_stat(top + b"/etc")[1] == 2 + 2     # app, new (host: app)
+
+
 def test_what_is_never_owned(tmp_path):
     lower = tmp_path / "lower"
     (lower / "merged").mkdir(parents=True)

@@ -346,6 +346,9 @@ class HostFS:
     def merged_dir(self, d: bytes) -> bytes:
         return b"/upper" + d
 
+    def upper_dir_stat(self, g: bytes) -> tuple:
+        return b"/upper" + g, -1, b"", 0, 0
+
 
 @pytest.fixture
 def mounted(tmp_path: Path, spool: RegistrySpool) -> RegistryFS:
@@ -381,11 +384,14 @@ def test_only_the_hosts_own_holders_of_the_tree_show_themselves(mounted: Registr
 
 
 def test_the_tree_and_its_holders_are_never_owned_or_merged(mounted: RegistryFS) -> None:
-    """The compiled loop answers names in owned and merged directories from the upper layer
-    and the host: never in the tree, nor in a directory that holds it."""
+    """The compiled loop answers names in owned and merged directories, and the stat of
+    upper directories, from the upper layer and the host: never in the tree, nor in a
+    directory that holds it."""
     for d in (b"/", b"/run", b"/run/appvirt", MOUNT, MOUNT + b"/app"):
         assert mounted.owned_dir(d) is None and mounted.merged_dir(d) is None, d
+        assert mounted.upper_dir_stat(d) is None, d       # nor is their stat answered in C
     assert mounted.merged_dir(b"/run/user") == b"/upper/run/user"     # the overlay's say
+    assert mounted.upper_dir_stat(b"/run/user")[0] == b"/upper/run/user"
 
 
 def test_spool_paths_are_shown_as_the_programs_paths(mounted: RegistryFS) -> None:
