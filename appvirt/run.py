@@ -80,3 +80,6 @@ def _report(result: RunResult, stats: bool) -> None:
             done.append(f"signal deliveries {s.compiled_signals}")
         if done:
             _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")
+        if s.dirs_compiled or s.dirs_python:
+            _count_line(f"appvirt: directories decided: {s.dirs_compiled} by the compiled "
+                        f"loop, {s.dirs_python} by Python")

@@ -211,8 +211,8 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKN)", self->seccomp_stops, self->exit_stops, self->signal_stops,
-                         by_nr);
+    return Py_BuildValue("(KKKNK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
+                         by_nr, self->decided);
 }
 
 static PyObject *Engine_get_stat_ok(Engine *self, void *c)
@@ -403,7 +403,8 @@ static PyMethodDef Engine_methods[] = {
     {"forget_dirs", (PyCFunction)Engine_forget_dirs, METH_NOARGS,
      "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
-     "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here."},
+     "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here, "
+     "and the directories decided here."},
     {NULL}
 };
 
@@ -487,6 +488,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_DIRS", MAX_DIRS_) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
         Py_DECREF(&EngineType);

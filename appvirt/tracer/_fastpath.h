@@ -39,6 +39,7 @@
 #define MAXSYMLINKS_ 40                /* the kernel's, and the resolver's */
 #define NR_MAX 512
 #define MAX_ARGS 6
+#define MAX_DIRS_ (1 << 16)            /* fastpath.MAX_DIRS: decisions remembered */
 
 enum { ANSWERED, FALLBACK };
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF, MERGED };  /* a directory (a name) */
@@ -129,6 +130,7 @@ typedef struct {
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;
     unsigned long long answered[NR_MAX], seccomp_stops, exit_stops, signal_stops;
+    unsigned long long decided;      /* directories decided here, not by learn */
     pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
     int held_status;
     struct timespec t0;              /* when the current stop was reported */

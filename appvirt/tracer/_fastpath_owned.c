@@ -98,6 +98,28 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
     return rc;
 }
 
+/* A directory just made in an owned one, where the host has nothing, is owned as
+ * FastPath._below_owned decides it (no rule tells it from its parent, whose rule it gets; its
+ * ".." is the parent's upper directory): decided now rather than learnt at its first use (git
+ * makes each objects/XX, then writes in it). Failing leaves it to learn. */
+static void decide_made_dir(Engine *self, const Operand *op)
+{
+    struct stat host, parent;
+    if (lstat(op->guest, &host) == 0 || (errno != ENOENT && errno != ENOTDIR)
+            || op->dfd < 0 || fstat(op->dfd, &parent) < 0
+            || PyDict_Size(self->plain) >= MAX_DIRS_)
+        return;
+    PyObject *key = PyBytes_FromString(op->guest);
+    PyObject *v = Py_BuildValue("(yy#K)", op->host, op->rule, op->rule_len,
+                                (unsigned long long)parent.st_ino);
+    if (key == NULL || v == NULL || PyDict_SetItem(self->plain, key, v) < 0)
+        PyErr_Clear();               /* out of memory: learn decides it */
+    else
+        self->decided++;
+    Py_XDECREF(key);
+    Py_XDECREF(v);
+}
+
 /* unlink, or rmdir (flags AT_REMOVEDIR_): the kernel refuses a directory that is not empty,
  * overlay marks included, and Python then explains (Overlay.rmdir). */
 static int remove_name(const Operand *op, int flags)
@@ -357,5 +379,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     /* chmod, chown and times change no name; a directory removed is empty: only its own
      * name goes, from the decisions and the index (note_made, Overlay.record) */
     const Operand *names[] = {&op};
-    return made(self, tid, in, &r, &op, names, removes || makes);
+    made(self, tid, in, &r, &op, names, removes || makes);
+    if (makes)
+        decide_made_dir(self, &op);
+    return ANSWERED;
 }

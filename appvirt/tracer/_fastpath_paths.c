@@ -152,15 +152,61 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
     return 0;
 }
 
+/* A directory `key` in an owned one where neither the host nor the owned one's upper
+ * directory has anything (git probes each objects/XX before making it), decided as
+ * FastPath._below_owned decides it: plain (absent: every name in it is ENOENT, in the view as
+ * on the host), and remembered. 0: so; 1: not so, or not known here (learn decides); -1: an
+ * exception is set. */
+static int absent_below_owned(Engine *self, PyObject *key)
+{
+    const char *d = PyBytes_AS_STRING(key);
+    Py_ssize_t len = PyBytes_GET_SIZE(key);
+    const char *slash = memrchr(d, '/', (size_t)len);
+    if (slash == NULL || slash == d || (len - (slash + 1 - d) >= 4
+                                        && memcmp(slash + 1, ".wh.", 4) == 0)
+            || PyDict_Size(self->plain) >= MAX_DIRS_)
+        return 1;                    /* ("/" is never owned; the overlay's reserved names) */
+    PyObject *parent_key = PyBytes_FromStringAndSize(d, slash - d);
+    if (parent_key == NULL)
+        return -1;
+    PyObject *parent = PyDict_GetItemWithError(self->plain, parent_key);     /* borrowed */
+    Py_DECREF(parent_key);
+    if (parent == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    PyObject *upper = PyTuple_Check(parent) && PyTuple_GET_SIZE(parent) == 3
+                      ? PyTuple_GET_ITEM(parent, 0) : NULL;
+    char path[PATH_MAX_];
+    struct stat st;
+    if (upper == NULL || !PyBytes_Check(upper)
+            || PyBytes_GET_SIZE(upper) + (len - (slash - d)) >= PATH_MAX_)
+        return 1;
+    if (lstat(d, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+        return 1;                    /* the host's (an opaque directory above hides it) */
+    memcpy(path, PyBytes_AS_STRING(upper), (size_t)PyBytes_GET_SIZE(upper));
+    memcpy(path + PyBytes_GET_SIZE(upper), slash, (size_t)(len - (slash - d)));
+    path[PyBytes_GET_SIZE(upper) + len - (slash - d)] = 0;
+    if (lstat(path, &st) == 0 || errno != ENOENT)
+        return 1;
+    if (PyDict_SetItem(self->plain, key, Py_True) < 0)
+        return -1;
+    self->decided++;
+    return 0;
+}
+
 /* What the `plain` dict says of directory `key`, deciding it first (learn) when it says
  * nothing: a new reference, or NULL with an exception set. */
 static PyObject *decision_of(Engine *self, PyObject *key)
 {
     PyObject *v = PyDict_GetItemWithError(self->plain, key);    /* borrowed */
-    if (v != NULL)
+    if (v != NULL) {
         Py_INCREF(v);
-    else if (!PyErr_Occurred())
-        v = PyObject_CallOneArg(self->learn, key);             /* it records the answer */
+    } else if (!PyErr_Occurred()) {
+        int absent = absent_below_owned(self, key);
+        if (absent == 0)
+            v = Py_NewRef(Py_True);
+        else if (absent > 0)
+            v = PyObject_CallOneArg(self->learn, key);         /* it records the answer */
+    }
     return v;
 }
 

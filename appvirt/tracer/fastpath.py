@@ -98,6 +98,7 @@ class FastPath:
         # (upper_dir_stat), see _learn_name
         self.names: dict[bytes, bool | tuple] = {}
         self.made: list[tuple[bytes, int]] = []   # (guest path, S_IFMT) it changed (drain)
+        self.decided = 0                  # directories decided here (_decide)
         self._index = fs.ov._ix
         self._version = self._index.version
         self._meta = fs.meta
@@ -187,6 +188,7 @@ class FastPath:
 
     def _decide(self, d: bytes) -> bool | int | tuple:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""
+        self.decided += 1
         parent = d[:d.rfind(b"/")] or b"/"
         parent_plain = self.plain.get(parent)
         if parent_plain is None and parent != b"/":
@@ -311,8 +313,9 @@ class FastPath:
         e = self.engine.log_errno
         return os.strerror(e) if e else None
 
-    def counts(self) -> tuple[int, int, int, dict[str, int]]:
+    def counts(self) -> tuple[int, int, int, dict[str, int], int, int]:
         """(seccomp stops, exit stops, signal-delivery stops, seccomp stops by syscall name)
-        answered by the engine."""
-        seccomp, exits, signals, by_nr = self.engine.counts()
-        return seccomp, exits, signals, {sysnums.name(nr): n for nr, n in by_nr.items()}
+        answered by the engine, and the directories it decided itself and Python decided."""
+        seccomp, exits, signals, by_nr, decided = self.engine.counts()
+        return (seccomp, exits, signals, {sysnums.name(nr): n for nr, n in by_nr.items()},
+                decided, self.decided)

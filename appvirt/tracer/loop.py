@@ -53,7 +53,8 @@ class Stats:
     """What a run's stops were (appvirt run --stats)."""
 
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
-                 "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals")
+                 "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals",
+                 "dirs_compiled", "dirs_python")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -65,6 +66,8 @@ class Stats:
         self.by_syscall: Counter = Counter()
         self.compiled_by_syscall: Counter = Counter()    # its seccomp stops
         self.compiled_signals = 0    # its signal-delivery stops
+        self.dirs_compiled = 0       # directories it decided itself
+        self.dirs_python = 0         # directories the Python side decided for it
 
     @property
     def total(self) -> int:
@@ -151,7 +154,8 @@ class Tracer:
             if fast is not None:
                 self._serve_fast(fast, pid)
         if fast is not None:
-            seccomp, exits, signals, by_syscall = fast.counts()
+            seccomp, exits, signals, by_syscall, self.stats.dirs_compiled, \
+                self.stats.dirs_python = fast.counts()
             self.stats.seccomp_stops += seccomp
             self.stats.exit_stops += exits
             self.stats.other_stops += signals

@@ -269,6 +269,13 @@ def test_an_upper_directorys_stat_is_answered_as_the_view_answers_it(ops, rules)
             assert fs.upper_dir_stat(top + b"/etc")[1] == 2 + 2     # app, new (host: app)
 
 
+def test_the_engine_and_python_bound_the_decisions_alike():
+    """The engine decides some directories itself (below owned ones) and stops adding to the
+    `plain` dict at the bound where Python clears it."""
+    from appvirt.tracer.fastpath import MAX_DIRS
+    assert _fastpath.MAX_DIRS == MAX_DIRS
+
+
 def test_what_is_never_owned(tmp_path):
     lower = tmp_path / "lower"
     (lower / "merged").mkdir(parents=True)
@@ -378,6 +385,7 @@ def test_a_directory_reached_through_symlinks_takes_the_plain_directorys_names(t
     fs = _fs([(str(lower / "secret"), FileMode.HIDDEN)], str(tmp_path / "upper"))
     fast = FastPath.__new__(FastPath)        # its decisions, without an engine
     fast.fs, fast.plain, fast._rule_of, fast.error, fast.made = fs, {}, None, None, []
+    fast.decided = 0
     top = os.fsencode(lower)
     assert fast._decide(top + b"/lib/x") == (top + b"/usr/lib/x",)
     assert fast._decide(top + b"/abs") == (top + b"/usr/lib/x",)
@@ -399,7 +407,7 @@ def test_deciding_marks_the_engine_busy(tmp_path):
             return True
     fast = FastPath.__new__(FastPath)
     fast.fs, fast.plain, fast._rule_of, fast.error, fast.busy = Fs(), {}, None, None, False
-    fast.made = []
+    fast.made, fast.decided = [], 0
     assert fast._learn(b"/a/b") is True
     assert seen == [True, True] and fast.busy is False
 
