@@ -27,9 +27,11 @@
  * directory's object when it has one, nothing when it has its whiteout, else the host's;
  * stat, access, readlink and opens for reading of those are answered as in a plain one, and
  * opens of an upper object or creations of a name in neither layer as in an owned one (both
- * logged as the handlers log them, redirected); a write of the host's object (a copy-up), a
- * creation over a whiteout, other changes, a directory in the upper layer and listings are
- * Python's. The stat of a directory of the upper layer under upper-layer directories ($TMPDIR's
+ * logged as the handlers log them, redirected), as are changes of an upper object's
+ * attributes, removals of a name only the upper directory has and mkdir of a name in neither
+ * layer; a write of the host's object (a copy-up), a creation over a whiteout, a removal
+ * that needs one, links, renames, a directory in the upper layer and listings are Python's.
+ * The stat of a directory of the upper layer under upper-layer directories ($TMPDIR's
  * ancestors once the program made something there) is answered from the upper directory, with
  * the view's link count while the host's directory it also counts is unchanged (learnt with
  * learn_name, as OverlayFS.upper_dir_stat says).

@@ -1,4 +1,5 @@
-/* The changing calls the engine makes itself in owned directories (see _fastpath.c).
+/* The changing calls the engine makes itself in owned directories, and in merged ones those
+ * that touch the upper layer's objects alone (merged_change; see _fastpath.c).
  *
  * In an owned directory the view of every name is the upper directory's own (OverlayFS.
  * owned_dir), so a change there is the same change made to the upper object: what the
@@ -279,8 +280,24 @@ static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_sysc
     return made(self, tid, in, &r, link ? &dst : &src, names, link ? 1 : 2);
 }
 
+/* Whether a change of op, a name in a merged directory that lookup found (rc), is made as in an
+ * owned one: on an object of the upper directory (the host's would be copied up first), a
+ * removal only where the host has no object of the name (else a whiteout goes in its place),
+ * a directory made only where neither layer has the name (over a whiteout it is opaque); a
+ * missing name fails alike. All else is Python's. */
+static int merged_change(const Operand *op, int rc, int removes, int makes)
+{
+    if (rc == -ENOENT)
+        return !makes || op->upper_obj;
+    if (rc != 0 || !op->upper_obj || makes)
+        return rc == 0 && op->upper_obj && makes;        /* EEXIST */
+    struct stat st;
+    return !removes || (fstatat(op->lower_dfd, name_of(op), &st, AT_SYMLINK_NOFOLLOW_) < 0
+                        && errno == ENOENT);
+}
+
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
- * enum Change), made here. Only the forms whose operand needs no more deciding: the name not
+ * enum Change), made here; in a merged directory, the changes merged_change admits. Only the forms whose operand needs no more deciding: the name not
  * a symlink (unlink removes the link itself; chown, utimensat and fchownat without
  * AT_SYMLINK_NOFOLLOW would follow it), present, except for mkdir (absent, in a directory
  * that is there); rmdir's a directory, unlink's anything else. A name that is missing (or,
@@ -343,7 +360,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (path_arg >= 0) {
         struct stat st;
         int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
-        if (rc > 0 || op.kind != OWNED)
+        if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
+                                             && merged_change(&op, rc, removes, makes))))
             return FALLBACK;
         if (makes ? rc == 0 : rc == -ENOENT) {
             emulate(tid, rc == 0 ? -EEXIST : -ENOENT);
@@ -364,8 +382,9 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         char dir[PATH_MAX_];
         memcpy(dir, op.guest, (size_t)dl);
         dir[dl] = 0;
-        if (dir_kind(self, dir, dl, op.host, &op.host_dir, &op) != OWNED
-                || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)
+        op.kind = dir_kind(self, dir, dl, op.host, &op.host_dir, &op);
+        if ((op.kind != OWNED && op.kind != MERGED)       /* (an fd in the upper layer: its object */
+                || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)   /* is the upper's) */
             return FALLBACK;
     }
     int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
@@ -380,7 +399,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
      * name goes, from the decisions and the index (note_made, Overlay.record) */
     const Operand *names[] = {&op};
     made(self, tid, in, &r, &op, names, removes || makes);
-    if (makes)
+    if (makes && op.kind == OWNED)
         decide_made_dir(self, &op);
     return ANSWERED;
 }

@@ -814,19 +814,42 @@ attempt("create in neither, no creat", lambda: write("absent.txt", W))
 look("after creations")
 for name in ("new1.txt", "new2.txt", "made.txt", "gone.txt", "a.txt"):
     attempt("final " + name, lambda: (read(os.path.join(top, name)), oct(os.stat(os.path.join(top, name)).st_mode)))
+def attrs(p):
+    st = os.lstat(p)          # (a symlink's own time is when each run made it)
+    return oct(st.st_mode), st.st_uid, st.st_gid, "" if os.path.islink(p) else st.st_mtime_ns
+for name in ("made.txt", "new1.txt", "b.txt", "host.txt", "uplink", "nope", "madedir/x"):
+    p = os.path.join(top, name)
+    attempt("chmod " + name, lambda: os.chmod(p, 0o604))
+    attempt("chown " + name, lambda: os.chown(p, 1234, 5678))
+    attempt("utime " + name, lambda: os.utime(p, ns=(1000000123, 2000000456)))
+    attempt("attrs " + name, lambda: attrs(p))
+fd = os.open(os.path.join(top, "new2.txt"), os.O_RDONLY)
+attempt("fchmod upper", lambda: os.fchmod(fd, 0o640))
+attempt("fchown upper", lambda: os.fchown(fd, 7, 8))
+attempt("futimes upper", lambda: os.utime(fd, ns=(5, 6)))
+os.close(fd)
+attempt("attrs new2.txt", lambda: attrs(os.path.join(top, "new2.txt")))
+for name in ("new1.txt", "made.txt", "changed.txt", "a.txt", "uplink", "nope", "madedir", "link",
+             "only.txt"):
+    attempt("unlink " + name, lambda: os.unlink(os.path.join(top, name)))
+for name in ("newdir", "made.txt", "changed.txt", "gone.txt", "hostdir", "madedir"):
+    attempt("mkdir " + name, lambda: os.mkdir(os.path.join(top, name), 0o750))
+attempt("in newdir", lambda: write("newdir/f", W | os.O_CREAT, b"f"))
+look("after changes")
 print(sorted(os.listdir(top)))
 """
 
 
-def test_reads_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_path):
+def test_reads_and_changes_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_path):
     """A host directory where the program made, removed and changed names is merged from
-    the upper layer and the host: reads there (stat, lstat, access, readlink, opens) are
-    answered in C, with the same output, log records and overlay as the Python loop, and
-    the host untouched."""
+    the upper layer and the host: reads there (stat, lstat, access, readlink, opens), and
+    changes of the upper layer's objects alone (attributes, removals of names the host does
+    not have, mkdir of names in neither layer) are answered in C, with the same output, log
+    records and overlay as the Python loop, and the host untouched."""
     top = tmp_path / "top"
     top.mkdir()
     for name, text in (("a.txt", "a\n"), ("b.txt", "b\n"), ("gone.txt", "g\n"),
-                       ("changed.txt", "c\n")):
+                       ("changed.txt", "c\n"), ("host.txt", "h\n"), ("only.txt", "o\n")):
         (top / name).write_text(text)
     (top / "link").symlink_to("a.txt")
     (top / "hostdir").mkdir()
@@ -843,9 +866,23 @@ def test_reads_in_a_merged_directory_match_the_python_loop(appvirt, home, tmp_pa
     assert "final made.txt ok (b'made\\n+'" in out and "final gone.txt ok (b'again'" in out
     assert "final new2.txt ok (b't', " in out and "final a.txt ok (b'a\\n+'" in out
     assert "create in neither, no creat errno 2" in out and "excl host errno 17" in out
-    # Every readlink and access of the program is in the directory, merged or not: all in C.
+    assert "attrs made.txt ok ('0o100604', 1234, 5678, 2000000456)" in out
+    assert "attrs b.txt ok ('0o100604', 1234, 5678, 2000000456)" in out
+    assert "attrs host.txt ok ('0o100604', 1234, 5678, 2000000456)" in out    # copied up
+    assert "unlink only.txt ok" in out and "after changes" in out
+    assert "attrs new2.txt ok ('0o100640', 7, 8, 6)" in out and "chmod nope errno 2" in out
+    assert "unlink made.txt ok" in out and "unlink changed.txt ok" in out
+    assert "unlink nope errno 2" in out and "unlink madedir errno 21" in out
+    assert "mkdir gone.txt errno 17" in out and "mkdir hostdir errno 17" in out
+    assert "after changes stat made.txt ok ('0o40750'" in out and "mkdir changed.txt ok" in out
+    assert "in newdir ok 1" in out and "unlink uplink ok" in out
+    assert "after changes read a.txt errno 2" in out and "after changes read link errno 2" in out
+    # Every readlink and access of the program is in the directory, merged or not: all in C;
+    # so are the changes of upper objects, removals of upper-only names, mkdir in neither.
     asked = re.search(r"intercepted: (.*)", fast.stderr).group(1)
     done = re.search(r"answered by the compiled loop: (.*)", fast.stderr).group(1)
+    for call, least in (("chmod", 4), ("chown", 4), ("unlink", 4), ("mkdir", 4), ("fchmod", 1)):
+        assert int(re.search(rf"\b{call} (\d+)", done).group(1)) >= least, (call, done)
     for call in ("readlink", "access"):
         count = re.compile(rf"\b{call} (\d+)")
         assert count.search(asked).group(1) == count.search(done).group(1), fast.stderr
