@@ -401,6 +401,8 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
  * set. */
 int forget_name(Engine *self, const char *path, Py_ssize_t len)
 {
+    if (PyDict_GET_SIZE(self->names) == 0)
+        return 0;                    /* (most runs decide no name one by one) */
     PyObject *key = PyBytes_FromStringAndSize(path, len);
     int rc = key != NULL ? PyDict_DelItem(self->names, key) : -1;
     Py_XDECREF(key);
