@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from ..core import sysnums
 from ..core.action import Action, Allow, Decision, Deny, Note, Rewrite, SlotData
@@ -21,10 +22,14 @@ NR_EXECVE = sysnums.nr("execve")
 
 
 def _shebang(host: bytes) -> tuple[bytes, bytes | None] | None:
-    """(interpreter, optional argument) of a "#!" script, as the kernel parses them."""
+    """(interpreter, optional argument) of a "#!" script, as the kernel parses them. Only a
+    regular file is one (the kernel runs nothing else), and only a regular file is read: the
+    open of a FIFO the program names would block the tracer until someone writes to it."""
     try:
-        fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             head = os.read(fd, BINPRM_BUF_SIZE)
         finally:
             os.close(fd)

@@ -115,7 +115,8 @@ def create_empty(p: bytes, mode: int = 0o600) -> None:
 
 
 def open_read(p: bytes) -> int:
-    return os.open(_s(p), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A regular file's fd for reading; never blocks (a FIFO put in its place meanwhile)."""
+    return os.open(_s(p), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def open_new(p: bytes, mode: int = 0o600) -> int:

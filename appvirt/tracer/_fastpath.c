@@ -39,6 +39,8 @@
  * merged one with the host's directory), and its names are looked up relative to it
  * (_fastpath_paths.c).
  * A signal-delivery stop of an eligible thread is delivered here, as Python delivers it.
+ * execve of a path that names nothing in a plain directory fails here, and a program the host
+ * has where the program names it runs natively from here (do_execve).
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
  * host or upper object (outside an owned directory only without W_OK: rules may deny it).
  * A directory met for the first time is decided by the Python side (learn(dir), which also
@@ -77,6 +79,15 @@ static int try_stop(Engine *self, pid_t tid, int status)
         finish_open(self, p, tid);
         return ANSWERED;
     }
+    if ((status >> 16) == PTRACE_EVENT_EXEC) {
+        /* An exec made (or one a thread's exec ended): its call is over here, Python's
+         * event. The pending call of the thread that made it goes with it (Python forgets a
+         * thread that took another's tid). */
+        Pending *p = &self->pending[slot];
+        if (p->tid == tid)
+            clear_pending(p);
+        return FALLBACK;
+    }
     if ((status >> 16) == 0 && self->eligible[tid]) {
         /* A signal-delivery stop (SIGCHLD to a shell ...): delivered, as the Python loop
          * delivers it to a thread with nothing in flight. */
@@ -104,7 +115,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
     else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
         rc = do_readlink(self, tid, &info);
     else if (nr == self->nr_execve)
-        rc = do_execve(self, tid, &info);
+        rc = do_execve(self, tid, slot, &info);
     else if (self->owned) {
         for (int c = 0; c < N_CHANGES; c++)
             if (nr == self->nr_change[c]) {
@@ -228,6 +239,20 @@ static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
     if (t < 0)
         return -1;
     self->stat_ok = t;
+    return 0;
+}
+
+static PyObject *Engine_get_exec_native(Engine *self, void *c)
+{
+    return PyBool_FromLong(self->exec_native);
+}
+
+static int Engine_set_exec_native(Engine *self, PyObject *v, void *c)
+{
+    int t = v ? PyObject_IsTrue(v) : 0;
+    if (t < 0)
+        return -1;
+    self->exec_native = t;
     return 0;
 }
 
@@ -414,6 +439,9 @@ static PyGetSetDef Engine_getset[] = {
     {"stat_ok", (getter)Engine_get_stat_ok, (setter)Engine_set_stat_ok,
      "no recorded owners: stat answers need nothing patched in, removals nothing forgotten",
      NULL},
+    {"exec_native", (getter)Engine_get_exec_native, (setter)Engine_set_exec_native,
+     "no exec rules: execve of a program the host has where the program names it runs "
+     "natively from here", NULL},
     {"seq", (getter)Engine_get_seq, (setter)Engine_set_seq,
      "the number of the intercept log's last record (the engine's and Python's)", NULL},
     {"log_errno", (getter)Engine_get_log_errno, NULL,

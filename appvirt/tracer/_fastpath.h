@@ -122,6 +122,7 @@ typedef struct {
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
     int stat_ok;                     /* no recorded owners: nothing to patch or forget */
+    int exec_native;                 /* no exec rules: a host program may run natively */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
@@ -179,7 +180,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
 int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
-int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);
 

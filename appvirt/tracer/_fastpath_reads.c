@@ -88,16 +88,56 @@ int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     return ANSWERED;
 }
 
+/* Whether the regular file at path starts with "#!" (a script: Python runs its interpreter's
+ * checks); -1 when it cannot be read or is no regular file any more (Python says why; opened
+ * without blocking, as a FIFO put there meanwhile would block the tracer). */
+static int is_script(const char *path)
+{
+    char head[2];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, head, sizeof head) : -1;
+    close(fd);
+    return n < 0 ? -1 : n == 2 && head[0] == '#' && head[1] == '!';
+}
+
 /* execve of a path that names nothing in a plain directory (a shell's search of $PATH):
- * ENOENT or ENOTDIR, as the handler says it. */
-int do_execve(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+ * ENOENT or ENOTDIR, as the handler says it. A program the host has at the very path the
+ * program names (a regular file, not a script, in a plain directory reached without a
+ * symlink), under a policy with no exec rules: run natively, as the handler's Rewrite runs
+ * it, the path the program gave going to the kernel from the slot (the registers restored at
+ * the exit stop when the exec fails; PTRACE_EVENT_EXEC, Python's, ends the call otherwise). */
+int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in)
 {
     Operand op;
     struct stat st;
-    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st);
-    if (rc >= 0 || op.kind != PLAIN)
+    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 0, &op, &st);
+    if (rc < 0 && op.kind == PLAIN) {
+        emulate(tid, rc);
+        return ANSWERED;
+    }
+    if (rc != 0 || !self->exec_native || !S_ISREG(st.st_mode)
+            || (op.kind != PLAIN && op.kind != NAME) || strcmp(op.host, op.guest) != 0
+            || (size_t)op.path_len + 1 > self->slot_size || is_script(op.host) != 0)
         return FALLBACK;
-    emulate(tid, rc);
+    char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
+    memcpy(mine, op.path, (size_t)op.path_len + 1);
+    struct user_regs_struct regs;
+    Pending *p = &self->pending[slot];
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+        return ANSWERED;             /* gone: its exit report follows */
+    clear_pending(p);
+    p->tid = tid;
+    p->nr = in->seccomp.nr;
+    p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
+    regs.rdi = self->slot_base + (unsigned long long)slot * self->slot_size;
+    if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
+        clear_pending(p);
+        return ANSWERED;
+    }
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
     return ANSWERED;
 }
 
@@ -364,7 +404,8 @@ void finish_open(Engine *self, Pending *p, pid_t tid)
     }
     regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
     regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
-    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS;
+    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS
+                  && p->nr == (unsigned long long)self->nr_openat;    /* (not an exec) */
     if (restart) {
         /* A component became a symlink after the check: re-run the call, re-checked. */
         p->restarts++;

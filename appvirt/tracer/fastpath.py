@@ -127,6 +127,8 @@ class FastPath:
             clock_virtual=tracer is not None and tracer.policy.time.virtual)
         if tracer is not None:
             self.engine.seq = tracer.seq          # one numbering for both loops' records
+            # A host program run as the handler runs it, where no exec rule has a say.
+            self.engine.exec_native = not tracer.policy.processes.exec_rules
 
     def wait(self) -> tuple[int, int]:
         """The next stop (or exit) the Python loop must handle, the index in step."""

@@ -1068,3 +1068,89 @@ def test_directories_made_in_owned_ones_are_decided_in_c(appvirt, home, tmp_path
     assert _records(home, "ofast") == _records(home, "oslow")
     assert _same_tree(home, "ofast", "oslow")
     assert tree_digest(top) == before
+
+
+EXECS = r"""
+import os, shutil, subprocess, sys
+top, python = sys.argv[1], sys.argv[2]
+def run(tag, argv, **kw):
+    try:
+        r = subprocess.run(argv, capture_output=True, **kw)
+        print(tag, r.returncode, r.stdout.strip()[:80])
+    except OSError as e:
+        print(tag, "errno", e.errno)
+AT_EXECFN = "import ctypes; f = ctypes.CDLL(None).getauxval; f.restype = ctypes.c_char_p; print(f(31))"
+run("absolute", ["/usr/bin/expr", "1", "+", "2"])
+run("relative", ["./expr", "3", "+", "4"], cwd="/usr/bin")
+run("env", ["/usr/bin/env"], env={"X": "1"})
+run("execfn", ["./" + os.path.basename(python), "-c", AT_EXECFN], cwd=os.path.dirname(python))
+run("host symlink", [top + "/hostlink", "5", "+", "6"])
+run("alias", ["/bin/expr", "7", "+", "8"])
+run("script", [top + "/script.sh"])
+run("not executable", [top + "/plain.txt"])
+run("garbage", [top + "/garbage"])
+run("directory", [top])
+run("missing", [top + "/nope"])
+shutil.copy("/usr/bin/expr", top + "/mine")         # a program of the overlay
+os.chmod(top + "/mine", 0o755)
+run("upper program", [top + "/mine", "9", "+", "1"])
+os.symlink("/usr/bin/expr", top + "/uplink")         # the host's, through the overlay's link
+run("upper link", [top + "/uplink", "2", "+", "2"])
+os.symlink("/usr/bin", top + "/bindir")              # a directory of the host's, likewise
+run("upper dir link", [top + "/bindir/expr", "3", "+", "3"])
+with open(top + "/upscript", "w") as f:              # a script whose interpreter is the
+    f.write("#!" + top + "/mine\n")                  # overlay's: expr prints the script's path
+os.chmod(top + "/upscript", 0o755)
+run("upper interpreter", [top + "/upscript"])
+run("host script, upper interpreter", [sys.argv[3] + "/up.sh"])
+run("fifo", [sys.argv[3] + "/fifo"])                  # never read: it would block the tracer
+"""
+
+
+def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
+    """execve of a program the host has where the program names it (a regular file, not a
+    script, in a plain directory reached without a symlink) runs natively from the compiled
+    loop, the path as given reaching the kernel (AT_EXECFN), failures (EACCES, ENOEXEC) coming
+    back with the program's registers; symlinks, aliases, scripts, the overlay's programs and
+    links stay Python's, and a FIFO is never opened to look for "#!" (it would block the
+    tracer). The same output, log and overlay as the Python loop."""
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "hostlink").symlink_to("/usr/bin/expr")
+    (top / "script.sh").write_text("#!/bin/sh\necho from a script\n")
+    (top / "script.sh").chmod(0o755)
+    (top / "plain.txt").write_text("not a program\n")
+    (top / "garbage").write_text("xx")
+    (top / "garbage").chmod(0o755)
+    hostbin = tmp_path / "hostbin"                # a plain directory: the program writes none
+    hostbin.mkdir()
+    (hostbin / "up.sh").write_text(f"#!{top}/mine\n")
+    (hostbin / "up.sh").chmod(0o755)
+    os.mkfifo(hostbin / "fifo", 0o755)
+    before = tree_digest(top)
+    python = os.path.realpath(sys.executable)
+    runs = {}
+    for flag in ("1", "0"):
+        r = subprocess.run(appvirt_cmd("run", "--stats", "--app", "x" + flag, "--", python,
+                                       "-c", EXECS, str(top), python, str(hostbin)),
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "APPVIRT_FASTPATH": flag})
+        assert r.returncode == 0, r.stderr
+        runs[flag] = r
+    fast, slow = runs["1"], runs["0"]
+    assert fast.stdout == slow.stdout
+    out = fast.stdout
+    assert "absolute 0 b'3'" in out and "relative 0 b'7'" in out and "env 0 b'X=1'" in out
+    assert f"execfn 0 b\"b'./{os.path.basename(python)}'\"" in out, out
+    assert "host symlink 0 b'11'" in out and "alias 0 b'15'" in out
+    assert "script 0 b'from a script'" in out and "not executable errno 13" in out
+    assert "garbage errno 8" in out and "directory errno 13" in out and "missing errno 2" in out
+    assert "upper program 0 b'10'" in out and "upper link 0 b'4'" in out
+    assert "upper dir link 0 b'6'" in out and f"upper interpreter 0 b'{top}/upscript'" in out
+    assert f"host script, upper interpreter 0 b'{hostbin}/up.sh'" in out
+    assert "fifo errno 13" in out
+    done = re.search(r"answered by the compiled loop: .*\bexecve (\d+)", fast.stderr)
+    assert done and int(done.group(1)) >= 6, fast.stderr
+    assert _records(home, "x1") == _records(home, "x0")
+    assert _same_tree(home, "x1", "x0")
+    assert tree_digest(top) == before
