@@ -52,10 +52,9 @@
  * (learn_name(path): True when the object is the host's own, an existing file answered as in
  * a plain directory; an upper directory's stat answer, above); 1 only the directory itself is
  * the host's (its stat, a cwd there: "/", which holds the registry tree); False neither). A
- * directory fd
- * or cwd inside the upper layer names the guest directory below the upper root. Everything
- * else (other stops, a symlink on the way, a directory that is neither, any error the Python
- * handlers would explain) returns to Python unchanged.
+ * directory fd or cwd inside the upper layer names the guest directory below the upper root.
+ * Everything else (other stops, a symlink on the way, a directory that is neither, any error
+ * the Python handlers would explain) returns to Python unchanged.
  */
 #include "_fastpath.h"
 

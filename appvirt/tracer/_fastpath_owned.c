@@ -297,12 +297,14 @@ static int merged_change(const Operand *op, int rc, int removes, int makes)
 }
 
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
- * enum Change), made here; in a merged directory, the changes merged_change admits. Only the forms whose operand needs no more deciding: the name not
- * a symlink (unlink removes the link itself; chown, utimensat and fchownat without
- * AT_SYMLINK_NOFOLLOW would follow it), present, except for mkdir (absent, in a directory
- * that is there); rmdir's a directory, unlink's anything else. A name that is missing (or,
- * for mkdir, present) is answered as the handlers answer it, ENOENT (EEXIST) without a
- * record: they fail it after deciding the name, which every name there passes alike. */
+ * enum Change), made here; in a merged directory, the changes merged_change admits (and those
+ * of an fd's object in its upper directory). Only the forms whose operand needs no more
+ * deciding: the name not a symlink (unlink removes the link itself; chown, utimensat and
+ * fchownat without AT_SYMLINK_NOFOLLOW would follow it), present, except for mkdir (absent,
+ * in a directory that is there); rmdir's a directory, unlink's anything else. A name that is
+ * missing (or, for mkdir, present) is answered as the handlers answer it, ENOENT (EEXIST)
+ * without a record: they fail it after deciding the name, which every name there passes
+ * alike. */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -382,9 +384,10 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         char dir[PATH_MAX_];
         memcpy(dir, op.guest, (size_t)dl);
         dir[dl] = 0;
+        /* An fd in the upper layer: its object is the upper directory's, merged or not. */
         op.kind = dir_kind(self, dir, dl, op.host, &op.host_dir, &op);
-        if ((op.kind != OWNED && op.kind != MERGED)       /* (an fd in the upper layer: its object */
-                || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)   /* is the upper's) */
+        if ((op.kind != OWNED && op.kind != MERGED)
+                || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)
             return FALLBACK;
     }
     int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)

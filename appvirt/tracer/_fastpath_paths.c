@@ -300,11 +300,11 @@ static void forget_dir(Engine *self, PyObject *key)
 
 /* 1 when dir (len bytes, not "/") is a directory the view shows as itself, reached without a
  * symlink, so that its ".." is its parent by name: an owned or a merged directory (reached
- * through upper-layer directories only), one whose names are
- * decided one by one or that alone is the host's (NAMES, ITSELF), or a plain one that is a
- * directory on the host now (a plain directory may be absent or a file: the view has nothing
- * in it then, and its ".." fails). 0: not (an alias reached through a symlink, anything
- * else); -1: an exception is set. */
+ * through upper-layer directories only), one whose names are decided one by one or that
+ * alone is the host's (NAMES, ITSELF), or a plain one that is a directory on the host now (a
+ * plain directory may be absent or a file: the view has nothing in it then, and its ".."
+ * fails). 0: not (an alias reached through a symlink, anything else); -1: an exception is
+ * set. */
 static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
 {
     PyObject *v = decision(self, dir, len);
