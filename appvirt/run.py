@@ -78,6 +78,8 @@ def _report(result: RunResult, stats: bool) -> None:
         done = [f"{n} {c}" for n, c in s.compiled_by_syscall.most_common()]
         if s.compiled_signals:
             done.append(f"signal deliveries {s.compiled_signals}")
+        if s.compiled_stubs:
+            done.append(f"slot stubs' calls {s.compiled_stubs}")
         if done:
             _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")
         if s.dirs_compiled or s.dirs_python:

@@ -87,14 +87,22 @@ static int try_stop(Engine *self, pid_t tid, int status)
             clear_pending(p);
         return FALLBACK;
     }
-    if ((status >> 16) == 0 && self->eligible[tid]) {
+    if ((status >> 16) == 0 && self->eligible[tid] == SERVED) {
         /* A signal-delivery stop (SIGCHLD to a shell ...): delivered, as the Python loop
          * delivers it to a thread with nothing in flight. */
         ptrace(PTRACE_CONT, tid, 0, (void *)(long)WSTOPSIG(status));
         self->signal_stops++;
         return ANSWERED;
     }
-    if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || !self->eligible[tid])
+    if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) && self->eligible[tid] == STUB) {
+        /* The openat and mmap of the stub that maps the slot area into a new program, which
+         * no code of the program has run before (inject.py): resumed, as Python resumes
+         * them. Its int3, and any signal meanwhile, are Python's. */
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        self->stub_stops++;
+        return ANSWERED;
+    }
+    if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || self->eligible[tid] != SERVED)
         return FALLBACK;
     struct __ptrace_syscall_info info;
     if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
@@ -175,7 +183,17 @@ static PyObject *Engine_enable(Engine *self, PyObject *args)
         clear_pending(&self->pending[slot]);
     self->slot_of[tid] = slot + 1;
     self->pid_of[tid] = pid;
-    self->eligible[tid] = 1;
+    self->eligible[tid] = SERVED;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_stub(Engine *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    if (tid > 0 && tid < self->tids && self->slot_of[tid])
+        self->eligible[tid] = STUB;
     Py_RETURN_NONE;
 }
 
@@ -185,7 +203,7 @@ static PyObject *Engine_disable(Engine *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "i", &tid))
         return NULL;
     if (tid > 0 && tid < self->tids)
-        self->eligible[tid] = 0;     /* an open in flight still finishes here */
+        self->eligible[tid] = UNSERVED;  /* an open in flight still finishes here */
     Py_RETURN_NONE;
 }
 
@@ -198,7 +216,7 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
     if (slot >= 0 && self->pending[slot].tid == tid)
         clear_pending(&self->pending[slot]);
     if (tid > 0 && tid < self->tids)
-        self->slot_of[tid] = self->eligible[tid] = 0;
+        self->slot_of[tid] = self->eligible[tid] = UNSERVED;
     Py_RETURN_NONE;
 }
 
@@ -223,8 +241,8 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKNK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
-                         by_nr, self->decided);
+    return Py_BuildValue("(KKKNKK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
+                         by_nr, self->decided, self->stub_stops);
 }
 
 static PyObject *Engine_get_stat_ok(Engine *self, void *c)
@@ -426,11 +444,14 @@ static PyMethodDef Engine_methods[] = {
     {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
+    {"stub", (PyCFunction)Engine_stub, METH_VARARGS,
+     "stub(tid): it runs the slot stub (inject.py): the seccomp stops of its calls are "
+     "resumed here until Python serves it again (a thread with a slot)."},
     {"forget_dirs", (PyCFunction)Engine_forget_dirs, METH_NOARGS,
      "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
      "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here, "
-     "and the directories decided here."},
+     "the directories decided here, and the slot stubs' stops resumed here."},
     {NULL}
 };
 

@@ -42,6 +42,7 @@
 #define MAX_DIRS_ (1 << 16)            /* fastpath.MAX_DIRS: decisions remembered */
 
 enum { ANSWERED, FALLBACK };
+enum { UNSERVED, SERVED, STUB };   /* a thread: Python's; served here; running the slot stub */
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF, MERGED };  /* a directory (a name) */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
               CHMOD, CHOWN, LCHOWN, UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2,
@@ -126,11 +127,12 @@ typedef struct {
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
-    uint8_t *eligible;               /* tid -> its reads may be answered here */
+    uint8_t *eligible;               /* tid -> SERVED: its calls may be answered here; STUB: */
+                                     /* its slot stub's calls are resumed here (inject.py) */
     Py_ssize_t tids;
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;
-    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops, signal_stops;
+    unsigned long long answered[NR_MAX], seccomp_stops, exit_stops, signal_stops, stub_stops;
     unsigned long long decided;      /* directories decided here, not by learn */
     pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
     int held_status;

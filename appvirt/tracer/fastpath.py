@@ -21,13 +21,11 @@ APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: lo
 `all` (every call is logged), an `identity:` (owners shown by the tracer).
 """
 
-from __future__ import annotations
-
 import errno
 import functools
 import os
 import stat as statmod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..core import sysnums
 from ..core.action import Decision
@@ -80,6 +78,18 @@ def call_spec(entry: "SyscallEntry") -> tuple:
     return head, tuple((encode(a.name) + b":", int(a.fmt), a.dirfd,
                         {} if a.fmt is ArgFormat.SYMBOLIC else None, a.symbolic)
                        for a in arg_specs(entry.name, entry.path_args))
+
+
+class EngineCounts(NamedTuple):
+    """What the engine did in a run (appvirt run --stats)."""
+
+    seccomp: int                    # seccomp stops answered
+    exits: int                      # syscall-exit stops
+    signals: int                    # signal-delivery stops
+    stubs: int                      # seccomp stops of slot stubs, resumed
+    by_syscall: dict[str, int]      # the seccomp stops answered, by call
+    dirs_compiled: int              # directories it decided itself
+    dirs_python: int                # directories the Python side decided for it
 
 
 class FastPath:
@@ -307,6 +317,11 @@ class FastPath:
         else:
             self.engine.enable(tid, slot, pid)
 
+    def stub(self, tid: int) -> None:
+        """tid runs the slot stub (inject.py): its calls are resumed by the engine, its int3
+        and signals come to Python."""
+        self.engine.stub(tid)
+
     def forget(self, tid: int) -> None:
         self.engine.forget(tid)
 
@@ -315,9 +330,9 @@ class FastPath:
         e = self.engine.log_errno
         return os.strerror(e) if e else None
 
-    def counts(self) -> tuple[int, int, int, dict[str, int], int, int]:
-        """(seccomp stops, exit stops, signal-delivery stops, seccomp stops by syscall name)
-        answered by the engine, and the directories it decided itself and Python decided."""
-        seccomp, exits, signals, by_nr, decided = self.engine.counts()
-        return (seccomp, exits, signals, {sysnums.name(nr): n for nr, n in by_nr.items()},
-                decided, self.decided)
+    def counts(self) -> "EngineCounts":
+        """What the engine answered, and the directories it and Python decided."""
+        seccomp, exits, signals, by_nr, decided, stubs = self.engine.counts()
+        return EngineCounts(seccomp, exits, signals, stubs,
+                            {sysnums.name(nr): n for nr, n in by_nr.items()}, decided,
+                            self.decided)

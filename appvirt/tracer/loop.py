@@ -54,7 +54,7 @@ class Stats:
 
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
                  "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals",
-                 "dirs_compiled", "dirs_python")
+                 "compiled_stubs", "dirs_compiled", "dirs_python")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -66,6 +66,7 @@ class Stats:
         self.by_syscall: Counter = Counter()
         self.compiled_by_syscall: Counter = Counter()    # its seccomp stops
         self.compiled_signals = 0    # its signal-delivery stops
+        self.compiled_stubs = 0      # the slot stubs' seccomp stops it resumed
         self.dirs_compiled = 0       # directories it decided itself
         self.dirs_python = 0         # directories the Python side decided for it
 
@@ -154,15 +155,16 @@ class Tracer:
             if fast is not None:
                 self._serve_fast(fast, pid)
         if fast is not None:
-            seccomp, exits, signals, by_syscall, self.stats.dirs_compiled, \
-                self.stats.dirs_python = fast.counts()
-            self.stats.seccomp_stops += seccomp
-            self.stats.exit_stops += exits
-            self.stats.other_stops += signals
-            self.stats.compiled = seccomp + exits + signals
-            self.stats.compiled_signals = signals
-            self.stats.by_syscall.update(by_syscall)
-            self.stats.compiled_by_syscall.update(by_syscall)
+            done = fast.counts()
+            self.stats.seccomp_stops += done.seccomp
+            self.stats.exit_stops += done.exits
+            self.stats.other_stops += done.signals + done.stubs    # (Python counts stubs' so)
+            self.stats.compiled = done.seccomp + done.exits + done.signals + done.stubs
+            self.stats.compiled_signals = done.signals
+            self.stats.compiled_stubs = done.stubs
+            self.stats.by_syscall.update(done.by_syscall)
+            self.stats.compiled_by_syscall.update(done.by_syscall)
+            self.stats.dirs_compiled, self.stats.dirs_python = done.dirs_compiled, done.dirs_python
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
             failure = fast.log_failure()
@@ -191,6 +193,8 @@ class Tracer:
             except IndexError:
                 pass
         fast.serve(tid, slot, task.pid)
+        if task.injection is not None:
+            fast.stub(tid)          # its stub's calls are resumed there, as _inject_stop does
 
     def end_machine(self, event: PowerEvent, detail: str) -> None:
         """The program switched its machine off or restarted it: every process of the tree

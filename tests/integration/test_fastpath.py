@@ -1110,7 +1110,8 @@ run("fifo", [sys.argv[3] + "/fifo"])                  # never read: it would blo
 def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     """execve of a program the host has where the program names it (a regular file, not a
     script, in a plain directory reached without a symlink) runs natively from the compiled
-    loop, the path as given reaching the kernel (AT_EXECFN), failures (EACCES, ENOEXEC) coming
+    loop, which also resumes the calls of the stub that maps the slot area into each new
+    program, the path as given reaching the kernel (AT_EXECFN), failures (EACCES, ENOEXEC) coming
     back with the program's registers; symlinks, aliases, scripts, the overlay's programs and
     links stay Python's, and a FIFO is never opened to look for "#!" (it would block the
     tracer). The same output, log and overlay as the Python loop."""
@@ -1151,6 +1152,10 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     assert "fifo errno 13" in out
     done = re.search(r"answered by the compiled loop: .*\bexecve (\d+)", fast.stderr)
     assert done and int(done.group(1)) >= 6, fast.stderr
+    # Each new program's slot stub makes two calls (openat, mmap), resumed in C.
+    stubs = re.search(r"slot stubs' calls (\d+)", fast.stderr)
+    assert stubs and int(stubs.group(1)) >= 2 * 12, fast.stderr
+    assert "slot stubs' calls" not in slow.stderr
     assert _records(home, "x1") == _records(home, "x0")
     assert _same_tree(home, "x1", "x0")
     assert tree_digest(top) == before
