@@ -30,7 +30,8 @@
  * logged as the handlers log them, redirected), as are changes of an upper object's
  * attributes, removals of a name only the upper directory has and mkdir of a name in neither
  * layer; a write of the host's object (a copy-up), a creation over a whiteout, a removal
- * that needs one, links, renames, a directory in the upper layer and listings are Python's.
+ * that needs one, links, renames and a directory in the upper layer are Python's; listings
+ * of merged directories are served here (_fastpath_listing.c).
  * The stat of a directory of the upper layer under upper-layer directories ($TMPDIR's
  * ancestors once the program made something there) is answered from the upper directory, with
  * the view's link count while the host's directory it also counts is unchanged (learnt with

@@ -4,6 +4,7 @@
  * directory the program's fd is the upper directory itself, whose listing also holds the
  * overlay's own names (.wh.*); the engine serves the listing the handlers serve (listing.py,
  * fs/dirents.py): "." and "..", then the upper directory's names but the overlay's, sorted;
+ * of a merged one, the upper directory's names and the host's it neither has nor whites out;
  * entry i at position i, d_off the next one's, the position kept in the fd's own offset
  * (moved through a copy of the program's fd, pidfd_getfd), so that lseek, rewinddir, telldir
  * and seekdir behave as on any directory, whichever loop serves the next call.
@@ -76,9 +77,10 @@ static int by_name(const void *a, const void *b, void *names)
     return c ? c : (int)x->len - (int)y->len;
 }
 
-/* The view's names of an owned directory (pinned as dfd): its own but the overlay's, as
- * hostio.scan and OverlayView.listdir see them, sorted. 0, or -1. */
-static int upper_names(int dfd, Names *out)
+/* The names of a directory (read from dfd) but the overlay's (.wh.*), as hostio.scan and
+ * OverlayView.listdir see them, sorted; a whiteout's name, without its prefix, goes to
+ * `whiteouts` instead (unless NULL). 0, or -1. */
+static int dir_names(int dfd, Names *out, Names *whiteouts)
 {
     char buf[32768];
     for (;;) {
@@ -96,9 +98,14 @@ static int upper_names(int dfd, Names *out)
             const char *name = buf + at + DIRENT64_HEAD;
             at += reclen;
             size_t len = strlen(name);
-            if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')
-                    || (len >= 4 && memcmp(name, ".wh.", 4) == 0))
+            if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
                 continue;
+            if (len >= 4 && memcmp(name, ".wh.", 4) == 0) {
+                if (whiteouts != NULL && len > 4
+                        && add_name(whiteouts, name + 4, len - 4, 0, 0) < 0)
+                    return -1;
+                continue;
+            }
             if (type == DT_UNKNOWN) {
                 struct stat st;
                 if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW_) < 0)
@@ -110,7 +117,55 @@ static int upper_names(int dfd, Names *out)
         }
     }
     qsort_r(out->at, out->n, sizeof *out->at, by_name, out->names);
+    if (whiteouts != NULL)
+        qsort_r(whiteouts->at, whiteouts->n, sizeof *whiteouts->at, by_name, whiteouts->names);
     return 0;
+}
+
+/* Whether the first n names of l (sorted) hold name. */
+static int holds(const Names *l, size_t n, const char *name, size_t len)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const Name *m = &l->at[mid];
+        int c = memcmp(l->names + m->name, name, m->len < len ? m->len : len);
+        if (c == 0)
+            c = (int)m->len - (int)len;
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* The view's names of a merged directory, as OverlayView.listdir merges them: the upper
+ * directory's (pinned as dfd), then the host's (read from lower) that it neither has nor
+ * whites out; sorted. 0, or -1. */
+static int merged_names(int dfd, int lower, Names *out)
+{
+    Names whiteouts = {0}, host = {0};
+    int rc = -1;
+    if (dir_names(dfd, out, &whiteouts) < 0 || dir_names(lower, &host, NULL) < 0)
+        goto done;
+    size_t mine = out->n;            /* the upper directory's, sorted: searched below */
+    for (size_t i = 0; i < host.n; i++) {
+        const Name *h = &host.at[i];
+        const char *name = host.names + h->name;
+        if (!holds(out, mine, name, h->len) && !holds(&whiteouts, whiteouts.n, name, h->len)
+                && add_name(out, name, h->len, h->type, h->ino) < 0)
+            goto done;
+    }
+    if (out->n > mine)
+        qsort_r(out->at, out->n, sizeof *out->at, by_name, out->names);
+    rc = 0;
+done:
+    free_names(&whiteouts);
+    free_names(&host);
+    return rc;
 }
 
 /* Entries from position pos (of ".", "..", then names) that fit in count bytes, packed as
@@ -153,30 +208,50 @@ static int program_fd(pid_t tid, long fd)
     return mine;
 }
 
-static int owned_listing(Engine *self, pid_t tid, long fd, const char *dir, Py_ssize_t n,
-                         const uint64_t *a)
+/* The listing of an owned or merged directory dir (n bytes), read through fd, as the handlers
+ * serve it: "." the upper directory, ".." the view's parent (an owned directory's decision
+ * holds its inode; a merged one's parent is an upper directory too, below "/"). */
+static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py_ssize_t n,
+                           const uint64_t *a)
 {
     Operand info;
     char host[PATH_MAX_];
     Py_ssize_t host_len;
-    if (dir_kind(self, dir, n, host, &host_len, &info) != OWNED)
+    int kind = dir_kind(self, dir, n, host, &host_len, &info);
+    uint64_t dotdot = info.dotdot;
+    if (kind == MERGED) {
+        const char *slash = strrchr(host, '/');
+        char parent[PATH_MAX_];
+        struct stat up;
+        if (memchr(dir + 1, '/', (size_t)n - 1) == NULL || slash == NULL || slash == host)
+            return FALLBACK;             /* (a merged directory in "/": Python's) */
+        memcpy(parent, host, (size_t)(slash - host));
+        parent[slash - host] = 0;
+        if (lstat(parent, &up) < 0)
+            return FALLBACK;
+        dotdot = up.st_ino;
+    } else if (kind != OWNED) {
         return FALLBACK;
+    }
     size_t count = (size_t)(a[2] & 0xFFFFFFFFu);
     int dfd = (int)openat2_(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return FALLBACK;
+    int lower = kind == MERGED ? (int)openat2_(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     int mine = -1, rc = FALLBACK;
     Names names = {0};
     char *data = NULL;
     struct stat me;
     long long pos, next;
-    if (fstat(dfd, &me) < 0 || upper_names(dfd, &names) < 0 || (mine = program_fd(tid, fd)) < 0
-            || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
+    if ((kind == MERGED && lower < 0) || fstat(dfd, &me) < 0
+            || (kind == MERGED ? merged_names(dfd, lower, &names) : dir_names(dfd, &names, NULL))
+               < 0
+            || (mine = program_fd(tid, fd)) < 0 || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
         goto out;
     size_t room = count < (1u << 20) ? count : (1u << 20);  /* more than any listing here */
     if ((data = PyMem_Malloc(room ? room : 1)) == NULL)
         goto out;
-    size_t len = pack(&names, me.st_ino, info.dotdot, pos, room, data, &next);
+    size_t len = pack(&names, me.st_ino, dotdot, pos, room, data, &next);
     long result = (long)len;
     if (len == 0 && next < (long long)names.n + 2) {
         result = -EINVAL;                /* the buffer cannot hold one entry */
@@ -190,6 +265,8 @@ out:
     free_names(&names);
     if (mine >= 0)
         close(mine);
+    if (lower >= 0)
+        close(lower);
     close(dfd);
     return rc;
 }
@@ -206,8 +283,11 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     if (n < 0)
         return FALLBACK;
     if (in_upper)
-        return self->owned ? owned_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
-    if (dir_kind(self, dir, n, host, &host_len, NULL) != PLAIN)
+        return self->owned ? layered_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
+    int kind = dir_kind(self, dir, n, host, &host_len, NULL);
+    if (kind == MERGED)              /* the host's directory, merged since it was opened */
+        return layered_listing(self, tid, fd, dir, n, in->seccomp.args);
+    if (kind != PLAIN)
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;

@@ -1159,3 +1159,73 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     assert _records(home, "x1") == _records(home, "x0")
     assert _same_tree(home, "x1", "x0")
     assert tree_digest(top) == before
+
+
+MERGED_LISTER = r"""
+import ctypes, os, sys
+top = sys.argv[1]
+d = os.path.join(top, "src")                # the host's: 1,500 files, a directory, a link
+held = os.open(d, os.O_RDONLY | os.O_DIRECTORY)      # opened while it is still the host's
+for i in range(1500):                       # the program's beside them: merged from here
+    open(os.path.join(d, f"{i:05d}-an-output-file-beside-its-source.o"), "w").close()
+for i in range(0, 1500, 7):                 # some of the host's removed: whiteouts
+    os.unlink(os.path.join(d, f"{i:05d}-a-source-file-of-the-host.c"))
+os.mkdir(os.path.join(d, "made"))
+os.symlink("made", os.path.join(d, "madelink"))
+for i in (2, 1490, 1497):                   # copied up: in both layers, listed once
+    with open(os.path.join(d, f"{i:05d}-a-source-file-of-the-host.c"), "a") as f:
+        f.write("changed")
+names = os.listdir(d)                       # the order as served, not sorted
+print(len(names), names[:3], names[-3:])
+print(sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.inode() > 0)
+             for e in os.scandir(d) if not e.name[0].isdigit()))
+print("held", os.listdir(held) == names)    # through the fd of the host's directory
+
+class Dirent(ctypes.Structure):
+    _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort),
+                ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]
+libc = ctypes.CDLL(None)
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = libc.telldir.argtypes = libc.rewinddir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.telldir.restype = ctypes.c_long
+dirp = libc.opendir(d.encode())
+first = [libc.readdir(dirp).contents for _ in range(10)]
+dots = {e.name: e.ino for e in first if e.name in (b".", b"..")}
+print("dots", dots == {b".": os.stat(d).st_ino, b"..": os.stat(top).st_ino})
+mark = libc.telldir(dirp)
+after = [libc.readdir(dirp).contents.name for _ in range(5)]
+libc.seekdir(dirp, mark)
+print("seekdir", [libc.readdir(dirp).contents.name for _ in range(5)] == after)
+libc.rewinddir(dirp)
+print("rewind", libc.readdir(dirp).contents.name)
+os.rename(os.path.join(d, "00001-an-output-file-beside-its-source.o"), os.path.join(d, "moved"))
+print(len(os.listdir(d)), "moved" in os.listdir(d))
+"""
+
+
+def test_listings_of_merged_directories_match_the_python_loop(appvirt, home, tmp_path):
+    """Listings of a host directory where the program made, removed and changed names,
+    served by the compiled loop: the upper directory's names and the host's it neither has
+    nor whites out, in the same order, with the same positions (telldir, seekdir, rewinddir
+    across calls), "." and "..", types and inodes, through an fd of the upper directory or
+    of the host's opened before, as the Python loop serves them."""
+    top = tmp_path / "top"
+    src = top / "src"
+    src.mkdir(parents=True)
+    for i in range(1500):
+        (src / f"{i:05d}-a-source-file-of-the-host.c").write_text("")
+    (src / "hostdir").mkdir()
+    (src / "hostlink").symlink_to("hostdir")
+    before = tree_digest(top)
+    fast, _ = _both_loops(appvirt, MERGED_LISTER, top, "ml")
+    out = fast.stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("2789 ['00000-an-output-file-beside-its-source.o', '00001-a-"), out
+    assert "('hostdir', True, False, True)" in lines[1] and "('made', True, False, True)" in lines[1]
+    assert lines[2:] == ["held True", "dots True", "seekdir True", "rewind b'.'", "2789 True"]
+    done = re.search(r"answered by the compiled loop: .*\bgetdents64 (\d+)", fast.stderr)
+    assert done and int(done.group(1)) >= 10, fast.stderr
+    assert _records(home, "mlfast") == _records(home, "mlslow")
+    assert tree_digest(top) == before
