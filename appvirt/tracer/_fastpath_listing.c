@@ -218,8 +218,10 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     char host[PATH_MAX_];
     Py_ssize_t host_len;
     int kind = dir_kind(self, dir, n, host, &host_len, &info);
-    uint64_t dotdot = info.dotdot;
-    if (kind == MERGED) {
+    uint64_t dotdot = 0;
+    if (kind == OWNED) {
+        dotdot = info.dotdot;
+    } else if (kind == MERGED) {
         const char *slash = strrchr(host, '/');
         char parent[PATH_MAX_];
         struct stat up;

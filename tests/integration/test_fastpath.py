@@ -452,20 +452,8 @@ def test_times_set_to_now_follow_the_policys_clock(appvirt, tmp_path):
     assert not (tmp_path / "made").exists()
 
 
-LISTER = r"""
-import ctypes, os, shutil, sys
-top = sys.argv[1]
-d = os.path.join(top, "many")
-os.mkdir(d)
-for i in range(3000):                  # several getdents64 calls of 32 KiB each
-    open(os.path.join(d, f"{i:05d}-a-long-name-to-fill-the-buffer-sooner"), "w").close()
-os.mkdir(os.path.join(d, "sub"))
-os.symlink("sub", os.path.join(d, "ln"))
-names = os.listdir(d)
-print(len(names), sorted(names)[:2], sorted(names)[-2:])
-print(sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in os.scandir(d)
-             if not e.name[0].isdigit()))
-
+# Reads directory d of top with readdir, telldir, seekdir and rewinddir, and checks "." and "..".
+READDIR = r"""
 class Dirent(ctypes.Structure):
     _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort),
                 ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]
@@ -485,6 +473,23 @@ libc.seekdir(dirp, mark)
 print("seekdir", [libc.readdir(dirp).contents.name for _ in range(5)] == after)
 libc.rewinddir(dirp)
 print("rewind", libc.readdir(dirp).contents.name)
+"""
+
+LISTER = r"""
+import ctypes, os, shutil, sys
+top = sys.argv[1]
+d = os.path.join(top, "many")
+os.mkdir(d)
+for i in range(3000):                  # several getdents64 calls of 32 KiB each
+    open(os.path.join(d, f"{i:05d}-a-long-name-to-fill-the-buffer-sooner"), "w").close()
+os.mkdir(os.path.join(d, "sub"))
+os.symlink("sub", os.path.join(d, "ln"))
+names = os.listdir(d)
+print(len(names), sorted(names)[:2], sorted(names)[-2:])
+print(sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in os.scandir(d)
+             if not e.name[0].isdigit()))
+
+""" + READDIR + r"""
 for name in names[:2000]:
     os.unlink(os.path.join(d, name)) if name[0].isdigit() else None
 print(len(os.listdir(d)))
@@ -1181,25 +1186,7 @@ print(sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.inode()
              for e in os.scandir(d) if not e.name[0].isdigit()))
 print("held", os.listdir(held) == names)    # through the fd of the host's directory
 
-class Dirent(ctypes.Structure):
-    _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort),
-                ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]
-libc = ctypes.CDLL(None)
-libc.opendir.restype = ctypes.c_void_p
-libc.readdir.restype = ctypes.POINTER(Dirent)
-libc.readdir.argtypes = libc.telldir.argtypes = libc.rewinddir.argtypes = [ctypes.c_void_p]
-libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
-libc.telldir.restype = ctypes.c_long
-dirp = libc.opendir(d.encode())
-first = [libc.readdir(dirp).contents for _ in range(10)]
-dots = {e.name: e.ino for e in first if e.name in (b".", b"..")}
-print("dots", dots == {b".": os.stat(d).st_ino, b"..": os.stat(top).st_ino})
-mark = libc.telldir(dirp)
-after = [libc.readdir(dirp).contents.name for _ in range(5)]
-libc.seekdir(dirp, mark)
-print("seekdir", [libc.readdir(dirp).contents.name for _ in range(5)] == after)
-libc.rewinddir(dirp)
-print("rewind", libc.readdir(dirp).contents.name)
+""" + READDIR + r"""
 os.rename(os.path.join(d, "00001-an-output-file-beside-its-source.o"), os.path.join(d, "moved"))
 print(len(os.listdir(d)), "moved" in os.listdir(d))
 """
