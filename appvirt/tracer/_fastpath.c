@@ -59,6 +59,8 @@
  */
 #include "_fastpath.h"
 
+#include <structmember.h>
+
 static int slot_of(Engine *self, pid_t tid)
 {
     return tid > 0 && tid < self->tids ? self->slot_of[tid] - 1 : -1;
@@ -246,34 +248,6 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
                          by_nr, self->decided, self->stub_stops);
 }
 
-static PyObject *Engine_get_stat_ok(Engine *self, void *c)
-{
-    return PyBool_FromLong(self->stat_ok);
-}
-
-static int Engine_set_stat_ok(Engine *self, PyObject *v, void *c)
-{
-    int t = v ? PyObject_IsTrue(v) : 0;
-    if (t < 0)
-        return -1;
-    self->stat_ok = t;
-    return 0;
-}
-
-static PyObject *Engine_get_exec_native(Engine *self, void *c)
-{
-    return PyBool_FromLong(self->exec_native);
-}
-
-static int Engine_set_exec_native(Engine *self, PyObject *v, void *c)
-{
-    int t = v ? PyObject_IsTrue(v) : 0;
-    if (t < 0)
-        return -1;
-    self->exec_native = t;
-    return 0;
-}
-
 static PyObject *Engine_get_seq(Engine *self, void *c) { return PyLong_FromLongLong(self->seq); }
 
 static int Engine_set_seq(Engine *self, PyObject *v, void *c)
@@ -456,13 +430,16 @@ static PyMethodDef Engine_methods[] = {
     {NULL}
 };
 
-static PyGetSetDef Engine_getset[] = {
-    {"stat_ok", (getter)Engine_get_stat_ok, (setter)Engine_set_stat_ok,
-     "no recorded owners: stat answers need nothing patched in, removals nothing forgotten",
-     NULL},
-    {"exec_native", (getter)Engine_get_exec_native, (setter)Engine_set_exec_native,
+static PyMemberDef Engine_members[] = {
+    {"stat_ok", T_BOOL, offsetof(Engine, stat_ok), 0,
+     "no recorded owners: stat answers need nothing patched in, removals nothing forgotten"},
+    {"exec_native", T_BOOL, offsetof(Engine, exec_native), 0,
      "no exec rules: execve of a program the host has where the program names it runs "
-     "natively from here", NULL},
+     "natively from here"},
+    {NULL}
+};
+
+static PyGetSetDef Engine_getset[] = {
     {"seq", (getter)Engine_get_seq, (setter)Engine_set_seq,
      "the number of the intercept log's last record (the engine's and Python's)", NULL},
     {"log_errno", (getter)Engine_get_log_errno, NULL,
@@ -480,6 +457,7 @@ static PyTypeObject EngineType = {
     .tp_init = (initproc)Engine_init,
     .tp_dealloc = (destructor)Engine_dealloc,
     .tp_methods = Engine_methods,
+    .tp_members = Engine_members,
     .tp_getset = Engine_getset,
 };
 

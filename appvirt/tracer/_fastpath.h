@@ -122,8 +122,8 @@ typedef struct {
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
-    int stat_ok;                     /* no recorded owners: nothing to patch or forget */
-    int exec_native;                 /* no exec rules: a host program may run natively */
+    char stat_ok;                    /* no recorded owners: nothing to patch or forget */
+    char exec_native;                /* no exec rules: a host program may run natively */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
