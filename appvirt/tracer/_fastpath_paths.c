@@ -152,41 +152,52 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
     return 0;
 }
 
-/* A directory `key` in an owned one where neither the host nor the owned one's upper
- * directory has anything (git probes each objects/XX before making it), decided as
- * FastPath._below_owned decides it: plain (absent: every name in it is ENOENT, in the view as
- * on the host), and remembered. 0: so; 1: not so, or not known here (learn decides); -1: an
- * exception is set. */
-static int absent_below_owned(Engine *self, PyObject *key)
+/* A directory `key` decided here from its parent's decision alone, as FastPath._decide
+ * decides it (0: so, and remembered; 1: not so, or not known here: learn decides; -1: an
+ * exception is set):
+ * - below a plain directory (True): plain too, as OverlayFS.plain_dir(d, parent_plain) says,
+ *   when its name is not one of the overlay's reserved names and it is not a symlink (absent:
+ *   every name in it is ENOENT, in the view as on the host). find meets each directory of a
+ *   tree this way; only while nothing the engine made waits for Python (`made`), so that
+ *   the index it was decided with is current;
+ * - in an owned one, where neither the host nor the owned one's upper directory has anything
+ *   (git probes each objects/XX before making it): plain (absent), as _below_owned decides. */
+static int decided_by_parent(Engine *self, PyObject *key)
 {
     const char *d = PyBytes_AS_STRING(key);
     Py_ssize_t len = PyBytes_GET_SIZE(key);
     const char *slash = memrchr(d, '/', (size_t)len);
-    if (slash == NULL || slash == d || (len - (slash + 1 - d) >= 4
-                                        && memcmp(slash + 1, ".wh.", 4) == 0)
+    if (slash == NULL || slash + 1 == d + len
+            || (len - (slash + 1 - d) >= 4 && memcmp(slash + 1, ".wh.", 4) == 0)
             || PyDict_Size(self->plain) >= MAX_DIRS_)
-        return 1;                    /* ("/" is never owned; the overlay's reserved names) */
-    PyObject *parent_key = PyBytes_FromStringAndSize(d, slash - d);
+        return 1;                    /* (the overlay's reserved names) */
+    PyObject *parent_key = PyBytes_FromStringAndSize(d, slash == d ? 1 : slash - d);
     if (parent_key == NULL)
         return -1;
     PyObject *parent = PyDict_GetItemWithError(self->plain, parent_key);     /* borrowed */
     Py_DECREF(parent_key);
     if (parent == NULL)
         return PyErr_Occurred() ? -1 : 1;
-    PyObject *upper = PyTuple_Check(parent) && PyTuple_GET_SIZE(parent) == 3
-                      ? PyTuple_GET_ITEM(parent, 0) : NULL;
-    char path[PATH_MAX_];
     struct stat st;
-    if (upper == NULL || !PyBytes_Check(upper)
-            || PyBytes_GET_SIZE(upper) + (len - (slash - d)) >= PATH_MAX_)
-        return 1;
-    if (lstat(d, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
-        return 1;                    /* the host's (an opaque directory above hides it) */
-    memcpy(path, PyBytes_AS_STRING(upper), (size_t)PyBytes_GET_SIZE(upper));
-    memcpy(path + PyBytes_GET_SIZE(upper), slash, (size_t)(len - (slash - d)));
-    path[PyBytes_GET_SIZE(upper) + len - (slash - d)] = 0;
-    if (lstat(path, &st) == 0 || errno != ENOENT)
-        return 1;
+    if (parent == Py_True) {         /* (not ITSELF, 1: only that directory is the host's) */
+        if ((self->made != Py_None && PyList_GET_SIZE(self->made) > 0)
+                || (lstat(d, &st) == 0 ? S_ISLNK(st.st_mode) : errno != ENOENT))
+            return 1;
+    } else {
+        PyObject *upper = PyTuple_Check(parent) && PyTuple_GET_SIZE(parent) == 3
+                          ? PyTuple_GET_ITEM(parent, 0) : NULL;
+        char path[PATH_MAX_];
+        if (slash == d || upper == NULL || !PyBytes_Check(upper)
+                || PyBytes_GET_SIZE(upper) + (len - (slash - d)) >= PATH_MAX_)
+            return 1;                /* ("/" is never owned) */
+        if (lstat(d, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+            return 1;                /* the host's (an opaque directory above hides it) */
+        memcpy(path, PyBytes_AS_STRING(upper), (size_t)PyBytes_GET_SIZE(upper));
+        memcpy(path + PyBytes_GET_SIZE(upper), slash, (size_t)(len - (slash - d)));
+        path[PyBytes_GET_SIZE(upper) + len - (slash - d)] = 0;
+        if (lstat(path, &st) == 0 || errno != ENOENT)
+            return 1;
+    }
     if (PyDict_SetItem(self->plain, key, Py_True) < 0)
         return -1;
     self->decided++;
@@ -201,10 +212,10 @@ static PyObject *decision_of(Engine *self, PyObject *key)
     if (v != NULL) {
         Py_INCREF(v);
     } else if (!PyErr_Occurred()) {
-        int absent = absent_below_owned(self, key);
-        if (absent == 0)
+        int by_parent = decided_by_parent(self, key);
+        if (by_parent == 0)
             v = Py_NewRef(Py_True);
-        else if (absent > 0)
+        else if (by_parent > 0)
             v = PyObject_CallOneArg(self->learn, key);         /* it records the answer */
     }
     return v;

@@ -1216,3 +1216,73 @@ def test_listings_of_merged_directories_match_the_python_loop(appvirt, home, tmp
     assert done and int(done.group(1)) >= 10, fast.stderr
     assert _records(home, "mlfast") == _records(home, "mlslow")
     assert tree_digest(top) == before
+
+
+# Walks a host tree the way find does (a directory, then each directory in it), with the
+# names a directory may not be plain for: a symlink to a directory, an overlay-reserved name,
+# a hidden place, a missing directory, a file used as one; then changes a deep directory and
+# walks again.
+TREE_WALKER = r"""
+import os, sys
+top = sys.argv[1]
+def walk(tag):
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = os.path.join(dirpath, name)
+            print(tag, os.path.relpath(p, top), os.lstat(p).st_size)
+    for rel in ("d2/e/f", "d2/link/e/f", "d2/link/e", "d2/.wh.dir/f", "d1/e/secret",
+                "d1/e/secret/f", "d2/missing/e/f", "d3/e/f/x", "d4/e/new"):
+        try:
+            st = os.stat(os.path.join(top, rel))
+            print(tag, rel, oct(st.st_mode), st.st_size)
+        except OSError as e:
+            print(tag, rel, "errno", e.errno)
+walk("before")
+with open(os.path.join(top, "d4", "e", "new"), "w") as f:
+    f.write("made in a directory decided plain\n")
+os.unlink(os.path.join(top, "d5", "e", "f"))
+walk("after")
+"""
+
+
+def test_directories_below_plain_ones_are_decided_in_c(appvirt, home, tmp_path):
+    """A directory in a plain one is decided plain by the compiled loop, as FastPath._decide
+    decides it from its plain parent (find meets each directory of a tree so), unless it is a
+    symlink or has an overlay-reserved name; a hidden place below keeps its rule, and a
+    change there makes the decisions go. The same output as the Python loop, the same log and
+    overlay, the host untouched."""
+    top = tmp_path / "top"
+    for i in range(20):
+        (top / f"d{i}" / "e").mkdir(parents=True)
+        (top / f"d{i}" / "e" / "f").write_text("x" * i)
+    (top / "d1" / "e" / "secret").mkdir()
+    (top / "d1" / "e" / "secret" / "f").write_text("hidden\n")
+    (top / "d2" / "link").symlink_to("../d7")
+    (top / "d2" / ".wh.dir").mkdir()
+    (top / "d2" / ".wh.dir" / "f").write_text("reserved\n")
+    policy = write_policy(tmp_path / "p.yaml", f"""
+files:
+  default: overlay
+  rules:
+    - {{path: "{top}/d1/e/secret", mode: hidden}}
+""")
+    before = tree_digest(top)
+    runs = [appvirt("run", "--stats", "--policy", policy, "--app", "bp" + name, "--",
+                    "python3", "-c", TREE_WALKER, str(top), env={"APPVIRT_FASTPATH": flag})
+            for name, flag in (("fast", "1"), ("slow", "0"))]
+    fast, slow = runs
+    assert fast.returncode == 0 and slow.returncode == 0, fast.stderr + slow.stderr
+    assert fast.stdout == slow.stdout
+    out = fast.stdout
+    assert "before d19/e/f 19" in out and "before d2/e/f 0o100644 2" in out
+    assert "before d2/link/e/f 0o100644 7" in out and "before d2/.wh.dir/f errno 2" in out
+    assert "before d1/e/secret errno 2" in out and "before d1/e/secret/f errno 2" in out
+    assert "before d2/missing/e/f errno 2" in out and "before d3/e/f/x errno 20" in out
+    assert "after d4/e/new 34" in out and "after d4/e/new 0o100644 34" in out
+    assert "before d5/e/f 5" in out and "after d5/e/f" not in out
+    decided = re.search(r"directories decided: (\d+) by the compiled loop", fast.stderr)
+    assert decided and int(decided.group(1)) >= 40, fast.stderr
+    assert _records(home, "bpfast") == _records(home, "bpslow")
+    assert _same_tree(home, "bpfast", "bpslow")
+    assert tree_digest(top) == before
