@@ -56,6 +56,11 @@
  * directory fd or cwd inside the upper layer names the guest directory below the upper root.
  * Everything else (other stops, a symlink on the way, a directory that is neither, any error
  * the Python handlers would explain) returns to Python unchanged.
+ * At log level all (log_reads) every call answered here has its record, as the Python loop
+ * writes it: the stats, opens and listings of plain directories (each with its directory's
+ * rule, dir_rule's, its canonical path and result), an fd's own stat, and the opens and
+ * changes of owned and merged directories that have records at any level; every other call,
+ * and any answer that has no record at level changes, is Python's.
  */
 #include "_fastpath.h"
 
@@ -64,6 +69,17 @@
 static int slot_of(Engine *self, pid_t tid)
 {
     return tid > 0 && tid < self->tids ? self->slot_of[tid] - 1 : -1;
+}
+
+/* A changing call (CHANGES), made in an owned or merged directory (its record is the one
+ * written at any log level). */
+static int do_change_call(Engine *self, pid_t tid, int nr,
+                            const struct __ptrace_syscall_info *info)
+{
+    for (int c = 0; c < N_CHANGES; c++)
+        if (nr == self->nr_change[c])
+            return do_change(self, tid, c, info);
+    return FALLBACK;
 }
 
 /* ANSWERED when the stop was dealt with here. */
@@ -118,6 +134,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_openat(self, tid, slot, &info);
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
+    else if (self->log_reads)        /* log level all: only the calls it writes records of */
+        rc = self->owned ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
     else if (nr == self->nr_getcwd)
@@ -126,13 +144,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_readlink(self, tid, &info);
     else if (nr == self->nr_execve)
         rc = do_execve(self, tid, slot, &info);
-    else if (self->owned) {
-        for (int c = 0; c < N_CHANGES; c++)
-            if (nr == self->nr_change[c]) {
-                rc = do_change(self, tid, c, &info);
-                break;
-            }
-    }
+    else if (self->owned)
+        rc = do_change_call(self, tid, nr, &info);
     if (rc == ANSWERED) {
         self->seccomp_stops++;
         if (nr >= 0 && nr < NR_MAX)
@@ -275,10 +288,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "nr_faccessat2", "nr_getcwd", "nr_execve", "nr_stat", "nr_lstat",
                             "nr_readlink", "nr_readlinkat", "changes", "upper",
                             "made", "log_fd", "spec_of",
-                            "programs", "errnames", "clock_virtual", NULL};
+                            "programs", "errnames", "clock_virtual", "dir_rule", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
-    PyObject *errnames = NULL;
+    PyObject *errnames = NULL, *dir_rule = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
     const char *upper = "";
@@ -293,7 +306,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!p", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pO", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -304,7 +317,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &self->nr_readlinkat, &PyTuple_Type,
                                      &changes, &upper, &upper_len, &made, &self->log_fd,
                                      &spec_of, &PyDict_Type, &programs,
-                                     &PyDict_Type, &errnames, &self->clock_virtual))
+                                     &PyDict_Type, &errnames, &self->clock_virtual,
+                                     &dir_rule))
         return -1;
     if (changes != NULL) {
         if (PyTuple_GET_SIZE(changes) != N_CHANGES) {
@@ -328,6 +342,12 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     if (self->log_fd >= 0 && (spec_of == NULL || !PyCallable_Check(spec_of)
                               || programs == NULL || errnames == NULL)) {
         PyErr_SetString(PyExc_TypeError, "a log needs spec_of, programs and errnames");
+        return -1;
+    }
+    if (dir_rule == Py_None)
+        dir_rule = NULL;
+    if (dir_rule != NULL && (!PyCallable_Check(dir_rule) || self->log_fd < 0)) {
+        PyErr_SetString(PyExc_TypeError, "dir_rule: a callable, with a log");
         return -1;
     }
     if (PyObject_GetBuffer(area, &self->area, PyBUF_WRITABLE) < 0)
@@ -371,8 +391,11 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->owned = made != Py_None;
     Py_INCREF(made);
     self->made = made;
-    if ((self->dirfds = PyDict_New()) == NULL || (self->closing = PyList_New(0)) == NULL)
+    if ((self->dirfds = PyDict_New()) == NULL || (self->closing = PyList_New(0)) == NULL
+            || (self->rules = PyDict_New()) == NULL)
         return -1;
+    Py_XINCREF(dir_rule);
+    self->dir_rule = dir_rule;
     Py_XINCREF(programs);
     self->programs = programs;
     Py_XINCREF(errnames);
@@ -394,6 +417,8 @@ static void Engine_dealloc(Engine *self)
     Py_CLEAR(self->programs);
     Py_CLEAR(self->errnames);
     Py_CLEAR(self->spec_of);
+    Py_CLEAR(self->dir_rule);
+    Py_CLEAR(self->rules);
     if (self->dirfds != NULL && self->closing != NULL) {
         forget_dirs(self);
         close_forgotten(self);
@@ -436,6 +461,10 @@ static PyMemberDef Engine_members[] = {
     {"exec_native", T_BOOL, offsetof(Engine, exec_native), 0,
      "no exec rules: execve of a program the host has where the program names it runs "
      "natively from here"},
+    {"log_reads", T_BOOL, offsetof(Engine, log_reads), 0,
+     "log level all: only the calls whose records the engine writes are answered here (the "
+     "stats, opens and listings of plain directories, with dir_rule's rules, and the opens "
+     "and changes of owned and merged ones); every other call goes to Python"},
     {NULL}
 };
 

@@ -124,6 +124,10 @@ typedef struct {
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
     char stat_ok;                    /* no recorded owners: nothing to patch or forget */
     char exec_native;                /* no exec rules: a host program may run natively */
+    char log_reads;                  /* log level all: a read is answered only with its */
+                                     /* record (reads_record), the other calls are Python's */
+    PyObject *dir_rule, *rules;      /* dir_rule(dir): the JSON text of the rule of names in */
+                                     /* plain directory dir; rules: its answers (a dict) */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
@@ -194,16 +198,20 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
 
 /* _fastpath_log.c: the records */
 typedef struct {
+    const char *decision;            /* NULL: "redirected" */
     const char *paths[MAX_ARGS];     /* the path arguments as read, by argument (NULL: null) */
     const char *rule;                /* JSON text, or NULL */
     Py_ssize_t rule_len;
     const char *path, *host_path;    /* the record's path and host_path (NULL: none) */
     int has_result;
-    long result;
+    long result;                     /* a negative one, a failure, with its errno name */
 } CallRecord;
 long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const CallRecord *r);
 void log_result(Engine *self, pid_t tid, long long call, long result);
 int logged(Engine *self, int nr);
+long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                      int path_arg, const Operand *op, int has_rule, int has_result,
+                      long result);
 void free_specs(Engine *self);
 PyObject *format_call(PyObject *mod, PyObject *args);
 

@@ -284,12 +284,14 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, &in_upper);
     if (n < 0)
         return FALLBACK;
-    if (in_upper)
-        return self->owned ? layered_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
+    if (in_upper)                    /* (at log level all, only plain listings are answered) */
+        return self->owned && !self->log_reads
+               ? layered_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
     int kind = dir_kind(self, dir, n, host, &host_len, NULL);
     if (kind == MERGED)              /* the host's directory, merged since it was opened */
-        return layered_listing(self, tid, fd, dir, n, in->seccomp.args);
-    if (kind != PLAIN)
+        return self->log_reads ? FALLBACK : layered_listing(self, tid, fd, dir, n,
+                                                            in->seccomp.args);
+    if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0, 0) < 0))
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;

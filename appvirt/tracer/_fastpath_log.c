@@ -1,5 +1,6 @@
 /* The intercept log's records of the calls the engine makes or redirects in owned
- * directories: the same JSON lines, field for field, that the Python loop writes for them
+ * directories, and at log level all of the reads it answers in plain ones (read_record):
+ * the same JSON lines, field for field, that the Python loop writes for them
  * (Tracer.log_call and log_result, log/records.py's argument formats, log/writer.py's one
  * write per line), numbered from the same counter, each written before the call resumes.
  * Python hands the engine what only it knows, once: each logged syscall's spec (its name,
@@ -215,8 +216,25 @@ static void put_arg(Line *l, const ArgSpec *a, uint64_t v, const char *path)
 }
 
 /* Tracer.log_call's record of a call the engine made (has_result: emulated) or redirected. */
+/* ,"errno":"ENOENT": the name of errno e, as Python's records give it (none when unknown;
+ * errnames: errno -> name, or NULL). */
+static void put_errno(PyObject *errnames, Line *l, long e)
+{
+    if (e <= 0 || e >= 4096 || errnames == NULL)
+        return;
+    PyObject *key = PyLong_FromLong(e);
+    PyObject *name = key ? PyDict_GetItemWithError(errnames, key) : NULL;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    if (name != NULL) {
+        puts_(l, ",\"errno\":");
+        put_pystr(l, name);
+    }
+}
+
 static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int tid,
-                     PyObject *program, const uint64_t *args, const CallRecord *r, double us)
+                     PyObject *program, const uint64_t *args, const CallRecord *r, double us,
+                     PyObject *errnames)
 {
     puts_(l, "{\"seq\":");
     put_i64(l, seq);
@@ -237,7 +255,9 @@ static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int 
         put_bytes(l, spec->arg[i].key);
         put_arg(l, &spec->arg[i], args[i], r->paths[i]);
     }
-    puts_(l, "},\"decision\":\"redirected\"");
+    puts_(l, "},\"decision\":\"");
+    puts_(l, r->decision != NULL ? r->decision : "redirected");
+    puts_(l, "\"");
     if (r->rule != NULL && r->rule_len > 0) {
         puts_(l, ",\"rule\":");
         put(l, r->rule, (size_t)r->rule_len);
@@ -253,6 +273,8 @@ static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int 
     if (r->has_result) {
         puts_(l, ",\"result\":");
         put_i64(l, r->result);
+        if (r->result < 0)
+            put_errno(errnames, l, -r->result);
     }
     puts_(l, ",\"tracer_us\":");
     put_tenths(l, us);
@@ -329,7 +351,8 @@ long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const 
     l->len = 0;
     l->failed = 0;
     long long seq = ++self->seq;
-    put_call(l, seq, self->specs[nr], pid, tid, program, args, r, micros_since(&self->t0));
+    put_call(l, seq, self->specs[nr], pid, tid, program, args, r, micros_since(&self->t0),
+             self->errnames);
     write_line(self);
     return seq;
 }
@@ -355,16 +378,8 @@ void log_result(Engine *self, pid_t tid, long long call, long result)
     put_i64(l, tid);
     puts_(l, ",\"result\":");
     put_i64(l, result);
-    if (result < 0 && result > -4096) {
-        PyObject *key = PyLong_FromLong(-result);
-        PyObject *name = key ? PyDict_GetItemWithError(self->errnames, key) : NULL;
-        Py_XDECREF(key);
-        PyErr_Clear();
-        if (name != NULL) {
-            puts_(l, ",\"errno\":");
-            put_pystr(l, name);
-        }
-    }
+    if (result < 0)
+        put_errno(self->errnames, l, -result);
     puts_(l, "}\n");
     write_line(self);
 }
@@ -469,10 +484,62 @@ PyObject *format_call(PyObject *mod, PyObject *args)
     Line l = {0};
     PyObject *out = NULL;
     if (!PyErr_Occurred()) {
-        put_call(&l, seq, &s, pid, tid, program, a, &r, 0.0);
+        put_call(&l, seq, &s, pid, tid, program, a, &r, 0.0, NULL);
         out = l.failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize(l.buf, (Py_ssize_t)l.len);
     }
     PyMem_Free(l.buf);
     clear_spec(&s);
     return out;
+}
+
+/* The JSON text of the rule that decides the names in plain directory dir (dir_rule's, asked
+ * once a directory: the policy does not change during a run): a new reference, or NULL. */
+static PyObject *rule_of(Engine *self, const char *dir, Py_ssize_t len)
+{
+    PyObject *key = PyBytes_FromStringAndSize(dir, len);
+    if (key == NULL)
+        return NULL;
+    PyObject *rule = PyDict_GetItemWithError(self->rules, key);     /* borrowed */
+    if (rule != NULL) {
+        Py_INCREF(rule);
+    } else if (!PyErr_Occurred()) {
+        if (PyDict_Size(self->rules) >= MAX_DIRS_)
+            PyDict_Clear(self->rules);
+        rule = PyObject_CallOneArg(self->dir_rule, key);
+        if (rule != NULL && (!PyBytes_Check(rule) || PyBytes_GET_SIZE(rule) >= RULE_MAX
+                             || PyDict_SetItem(self->rules, key, rule) < 0))
+            Py_CLEAR(rule);
+    }
+    Py_DECREF(key);
+    return rule;
+}
+
+/* The record the Python loop writes of a read at log level all (Tracer.log_call): the call
+ * allowed; for a name in a plain directory (op), the object's path (its canonical one, the
+ * host's) and, with has_rule, the rule that decides the names there (an open of a missing
+ * name has none); the result the call gets (a failure with its errno name). path_arg: the argument that names it (an fd's own object: op NULL,
+ * the path ""). The record's number; -1 when the engine has no record for it (the stop is
+ * then Python's, nothing written; an exception may be set). */
+long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                      int path_arg, const Operand *op, int has_rule, int has_result,
+                      long result)
+{
+    int nr = (int)in->seccomp.nr;
+    if (!logged(self, nr) || self->dir_rule == NULL)
+        return -1;
+    CallRecord r = {.decision = "allowed", .has_result = has_result, .result = result};
+    PyObject *rule = NULL;
+    if (op != NULL && has_rule) {
+        if ((rule = rule_of(self, op->host, op->host_dir)) == NULL)
+            return -1;
+        r.rule = PyBytes_AS_STRING(rule);
+        r.rule_len = PyBytes_GET_SIZE(rule);
+    }
+    if (op != NULL)
+        r.path = op->host;
+    if (path_arg >= 0)
+        r.paths[path_arg] = op != NULL ? op->path : "";
+    long long seq = log_call(self, tid, nr, in->seccomp.args, &r);
+    Py_XDECREF(rule);
+    return seq;
 }

@@ -366,6 +366,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
                                              && merged_change(&op, rc, removes, makes))))
             return FALLBACK;
         if (makes ? rc == 0 : rc == -ENOENT) {
+            if (self->log_reads)
+                return FALLBACK;     /* (no record: at log level all, Python's) */
             emulate(tid, rc == 0 ? -EEXIST : -ENOENT);
             return ANSWERED;
         }

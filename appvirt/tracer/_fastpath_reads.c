@@ -203,6 +203,22 @@ static int stat_shown(Engine *self, pid_t tid, long dirfd, const Operand *op, st
     return -1;
 }
 
+/* A stat at log level all of a name in a plain directory (find_object's rc, *st: the object,
+ * or ENOENT where the directory is there; a walk that fails before, the handler logs with
+ * its detail), answered and logged as the handler answers and logs it: 0; -1 when Python
+ * must (nothing done). */
+static int stat_logged(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
+                       int path_arg, const Operand *op, int rc, const struct stat *st,
+                       uint64_t buf)
+{
+    if (rc == 0 && write_mem(tid, buf, st, sizeof *st) < 0)
+        return -1;                   /* EFAULT: Python explains */
+    if (read_record(self, tid, in, path_arg, op, 1, 1, rc) < 0)
+        return -1;
+    emulate(tid, rc);
+    return 0;
+}
+
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -218,10 +234,13 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     if (!self->stat_ok || a[3] & ~(unsigned long long)(AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_
                                                        | AT_EMPTY_PATH_))
         return FALLBACK;
+    int path_arg = a == as_at ? 0 : 1;
     if (a[3] & AT_EMPTY_PATH_) {
         char first;
         struct iovec local = {&first, 1}, remote = {(void *)(uintptr_t)a[1], 1};
         if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
+            if (self->log_reads && read_record(self, tid, in, path_arg, NULL, 0, 0, 0) < 0)
+                return FALLBACK;
             ptrace(PTRACE_CONT, tid, 0, 0);   /* fstat of the fd's own object: the kernel's */
             return ANSWERED;
         }
@@ -230,6 +249,10 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     struct stat st;
     int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
     int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
+    if (self->log_reads)             /* only the records of names in plain directories */
+        return rc > 0 || op.kind != PLAIN || (rc < 0 && (rc != -ENOENT || !op.dir_there))
+               || stat_logged(self, tid, in, path_arg, &op, rc, &st, a[2]) < 0
+               ? FALLBACK : ANSWERED;
     if (rc > 0) {                    /* a directory named by itself (".", "/usr"), or one */
         if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0   /* upper */
                 && stat_shown(self, tid, (long)(int)a[0], &op, &st) < 0)
@@ -265,20 +288,28 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         return FALLBACK;                               /* EEXIST or O_PATH: Python's */
     unsigned long long mode = 0;
     int create = 0;
-    if (op.kind == PLAIN || op.kind == NAME || (op.kind == MERGED && !op.upper_obj)) {
+    int redirected = op.kind == OWNED || (op.kind == MERGED && op.upper_obj);
+    if (self->log_reads && !redirected && op.kind != PLAIN)
+        return FALLBACK;             /* log level all: the records of plain reads only */
+    if (!redirected) {
         /* The host's object (or, in a merged directory, a name whited out): only reads. A
          * write copies the object up, a creation removes the whiteout: Python does those. */
         if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC)) {
             /* A write or a creation in a plain directory that is itself absent (git's
              * objects/XX before its first object) fails as the kernel fails it, before any
-             * mode is asked: the handlers log nothing of it either. */
-            if (rc < 0 && op.kind == PLAIN && !op.dir_there) {
+             * mode is asked: the handlers log nothing of it either (but at level all). */
+            if (rc < 0 && op.kind == PLAIN && !op.dir_there && !self->log_reads) {
                 emulate(tid, rc);
                 return ANSWERED;
             }
             return FALLBACK;
         }
         if (rc < 0) {
+            /* At level all, a name missing where its directory is there has its record
+             * (a walk that fails before, the handler logs with its detail: Python's). */
+            if (self->log_reads && (rc != -ENOENT || !op.dir_there
+                                    || read_record(self, tid, in, 1, &op, 0, 1, rc) < 0))
+                return FALLBACK;
             emulate(tid, rc);
             return ANSWERED;
         }
@@ -289,7 +320,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
          * asked, with no record. O_EXCL on an existing name is Python's to explain. */
         int exists = rc == 0;
         if (!exists && !(flags & O_CREAT)) {
-            if (rc != -ENOENT)
+            if (rc != -ENOENT || self->log_reads)   /* (no record: at level all, Python's) */
                 return FALLBACK;
             emulate(tid, rc);
             return ANSWERED;
@@ -310,7 +341,6 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         return FALLBACK;
     long long seq = 0;
     PyObject *created = NULL;
-    int redirected = op.kind == OWNED || (op.kind == MERGED && op.upper_obj);
     if (redirected) {                /* the handlers' record: a redirected open */
         if (create && (created = PyBytes_FromString(op.guest)) == NULL)
             return FALLBACK;
@@ -318,6 +348,8 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
                         .host_path = op.host};
         r.paths[1] = op.path;
         seq = log_call(self, tid, (int)in->seccomp.nr, a, &r);
+    } else if (self->log_reads && (seq = read_record(self, tid, in, 1, &op, 1, 0, 0)) < 0) {
+        return FALLBACK;             /* (its result is logged at the exit stop) */
     }
     char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
     unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
@@ -389,7 +421,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 
 /* The exit stop of an open made from the slot (the next syscall stop after resuming the
  * seccomp stop with PTRACE_SYSCALL): give the program its registers back; for an open in an
- * owned directory, the created file goes to the index and the result to the log. */
+ * owned directory, the created file goes to the index; a logged one's result to the log. */
 void finish_open(Engine *self, Pending *p, pid_t tid)
 {
     struct user_regs_struct regs;
@@ -415,15 +447,13 @@ void finish_open(Engine *self, Pending *p, pid_t tid)
         p->restarts = 0;
     }
     ptrace(PTRACE_SETREGS, tid, 0, &regs);
-    if (owned && !restart) {
-        /* A file made: the overlay's index learns it, and what was decided of the name is
-         * forgotten (note_made). */
-        if (created != NULL && (long long)regs.rax >= 0
-                && note_made(self, PyBytes_AS_STRING(created)) < 0)
-            PyErr_WriteUnraisable(self->made);      /* out of memory: the next load has it */
-        if (seq > 0)
-            log_result(self, tid, seq, (long)regs.rax);
-    }
+    /* A file made: the overlay's index learns it, and what was decided of the name is
+     * forgotten (note_made). */
+    if (owned && !restart && created != NULL && (long long)regs.rax >= 0
+            && note_made(self, PyBytes_AS_STRING(created)) < 0)
+        PyErr_WriteUnraisable(self->made);          /* out of memory: the next load has it */
+    if (seq > 0 && !restart)         /* a logged open (redirected, or a read at level all) */
+        log_result(self, tid, seq, (long)regs.rax);
     Py_XDECREF(created);
     ptrace(PTRACE_CONT, tid, 0, 0);
 }

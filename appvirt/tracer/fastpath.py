@@ -16,9 +16,14 @@ in step with what the engine changed before Python decides anything again (`drai
 every decision whenever the index changes otherwise, and says which threads the engine may
 serve: those whose stops Python has nothing in flight for.
 
+At log level `all` (every call is logged) the engine answers only the reads it writes the
+records of (READS_LOGGED and openat: stats, opens and listings in plain directories, and an
+fd's own stat) besides its changes in owned and merged directories, and every other call goes
+to Python.
+
 Off (every stop in Python, same behaviour) when the extension is not built, when
-APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: log level
-`all` (every call is logged), an `identity:` (owners shown by the tracer).
+APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: an
+`identity:` (owners shown by the tracer).
 """
 
 import errno
@@ -35,7 +40,7 @@ from ..fs.resolver import Caller, resolve
 from ..log.records import ArgFormat, arg_specs
 from ..log.writer import encode
 from ..overlay.names import WH_PREFIX, parent
-from ..policy.model import LogLevel, Policy
+from ..policy.model import Policy
 
 if TYPE_CHECKING:
     from ..core.table import SyscallEntry, SyscallTable
@@ -54,21 +59,22 @@ CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown"
            "fchmodat", "fchownat", "chmod", "chown", "lchown", "utimensat", "link", "linkat",
            "rename", "renameat", "renameat2")
 LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
+READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64")   # ... and at log level all
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
 def wanted(policy: Policy) -> bool:
     """Whether this run may use the compiled fast path."""
     return (_fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
-            and policy.log.level is not LogLevel.ALL and policy.identity is None)
+            and policy.identity is None)
 
 
-def record_spec(table: "SyscallTable", nr: int) -> tuple | None:
+def record_spec(table: "SyscallTable", logged: tuple[str, ...], nr: int) -> tuple | None:
     """How the engine writes the records of syscall nr (call_spec); None for a call it does
-    not log. Asked with its first record: the formats come from python-ptrace, whose import a
-    run that logs nothing does not pay."""
+    not log (not in `logged`). Asked with its first record: the formats come from
+    python-ptrace, whose import a run that logs nothing does not pay."""
     entry = table.lookup(nr)
-    return call_spec(entry) if entry is not None and entry.name in LOGGED else None
+    return call_spec(entry) if entry is not None and entry.name in logged else None
 
 
 def call_spec(entry: "SyscallEntry") -> tuple:
@@ -117,6 +123,8 @@ class FastPath:
         self.busy = False                 # Python code runs in the middle of a stop
         log = tracer.log if tracer is not None else None
         logs = log is not None and Decision.REDIRECTED in tracer.logged   # type: ignore[union-attr]
+        # Log level all: reads are logged too (Decision.ALLOWED), with their directory's rule.
+        log_reads = logs and Decision.ALLOWED in tracer.logged            # type: ignore[union-attr]
         self.engine = _fastpath.Engine(
             area=area, plain=self.plain, learn=self._learn, names=self.names,
             learn_name=self._learn_name, slot_base=SLOT_BASE,
@@ -130,15 +138,25 @@ class FastPath:
             changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
             made=self.made if tracer is not None else None,
             log_fd=log.fd if logs else -1,        # type: ignore[union-attr]
-            spec_of=functools.partial(record_spec, tracer.table) if logs  # type: ignore
-            else None,
+            spec_of=functools.partial(record_spec, tracer.table,  # type: ignore[union-attr]
+                                      LOGGED + READS_LOGGED if log_reads else LOGGED)
+            if logs else None,
             programs=tracer.tasks.program if tracer is not None else {},
             errnames=dict(errno.errorcode),
-            clock_virtual=tracer is not None and tracer.policy.time.virtual)
+            clock_virtual=tracer is not None and tracer.policy.time.virtual,
+            dir_rule=self._dir_rule if log_reads else None)
+        self.engine.log_reads = log_reads
         if tracer is not None:
             self.engine.seq = tracer.seq          # one numbering for both loops' records
             # A host program run as the handler runs it, where no exec rule has a say.
             self.engine.exec_native = not tracer.policy.processes.exec_rules
+
+    def _dir_rule(self, d: bytes) -> bytes:
+        """The JSON text of the rule that decides every name in plain directory d (the
+        engine's records at log level all): d's own, as plain_dir admits no rule telling
+        names there apart from d."""
+        assert self._rule_of is not None
+        return encode(self._rule_of(d)[1])
 
     def wait(self) -> tuple[int, int]:
         """The next stop (or exit) the Python loop must handle, the index in step."""

@@ -294,6 +294,11 @@ class Tracer:
             pass
         if pid != self.main_pid:
             self._adopted.add(pid)
+        if tgid not in self.tasks.program:      # its parent's event, which tells it, comes later
+            try:
+                self.tasks.program[tgid] = os.fsdecode(os.readlink(f"/proc/{tgid}/exe"))
+            except OSError:
+                pass
         return self.tasks.add(pid, tgid)
 
     def _on_clone(self, task: Task, event: int) -> None:

@@ -74,7 +74,7 @@ def test_a_record_is_the_python_loops_line(entry, args, paths, program, rule, pa
 
 
 def test_the_time_is_shown_as_python_shows_a_rounded_float():
-    spec = fastpath.record_spec(TABLE, sysnums.nr("unlink"))
+    spec = fastpath.record_spec(TABLE, fastpath.LOGGED, sysnums.nr("unlink"))
     for _ in range(2000):
         got = _fastpath.format_call(spec, 1, 1, 1, "", (0,) * 6, (b"/x",), None, None, None,
                                     None)
@@ -83,5 +83,7 @@ def test_the_time_is_shown_as_python_shows_a_rounded_float():
 
 
 def test_the_engine_logs_its_own_calls_only():
-    logged = [e.name for e in TABLE.entries if fastpath.record_spec(TABLE, e.nr) is not None]
-    assert sorted(logged) == sorted(fastpath.LOGGED)
+    for names in (fastpath.LOGGED, fastpath.LOGGED + fastpath.READS_LOGGED):
+        logged = [e.name for e in TABLE.entries
+                  if fastpath.record_spec(TABLE, names, e.nr) is not None]
+        assert sorted(logged) == sorted(names)
