@@ -18,35 +18,62 @@ from .names import META_PREFIX, OPAQUE_MARKER, WH_PREFIX, join, parent, under, w
 DIR = stat.S_IFDIR
 
 
+JOURNAL_MAX = 256               # changed paths kept between two takes (then: "any")
+
+
 class _Counter:
-    __slots__ = ("n",)
+    """The index's changes: how many, and the guest paths they were at since the last take
+    (None: too many, or a change of a whole collection)."""
+
+    __slots__ = ("n", "paths")
 
     def __init__(self) -> None:
         self.n = 0
+        self.paths: list[bytes] | None = []
+
+    def saw(self, path: bytes) -> None:
+        self.n += 1
+        if self.paths is not None:
+            self.paths.append(path)
+            if len(self.paths) > JOURNAL_MAX:
+                self.paths = None
+
+    def saw_any(self) -> None:
+        self.n += 1
+        self.paths = None
+
+    def take(self) -> list[bytes] | None:
+        paths, self.paths = self.paths, []
+        return paths
 
 
-def _counting(base: type, mutators: tuple[str, ...]) -> type:
-    """A dict or set type whose changes are counted: what the tracer remembers of the view
-    (its plain directories, tracer/fastpath.py) is valid while the count stays the same."""
+def _counting(base: type, keyed: tuple[str, ...], whole: tuple[str, ...]) -> type:
+    """A dict or set type whose changes are counted, with the keys they were at: what the
+    tracer remembers of the view (its decided directories, tracer/fastpath.py) is valid while
+    the count stays the same, and for the directories away from those paths after."""
     def wrap(name: str):
         method = getattr(base, name)
-
-        def counted(self, *args, **kw):
-            self.changes.n += 1
-            return method(self, *args, **kw)
+        if name in keyed:
+            def counted(self, *args, **kw):
+                self.changes.saw(args[0])
+                return method(self, *args, **kw)
+        else:
+            def counted(self, *args, **kw):
+                self.changes.saw_any()
+                return method(self, *args, **kw)
         counted.__name__ = name
         return counted
-    ns = {name: wrap(name) for name in mutators}
+    ns = {name: wrap(name) for name in keyed + whole}
     ns["__slots__"] = ("changes",)
     return type(f"Counted{base.__name__.capitalize()}", (base,), ns)
 
 
-_CountedDict = _counting(dict, ("__setitem__", "__delitem__", "pop", "popitem", "clear",
-                                "update", "setdefault", "__ior__"))
-_CountedSet = _counting(set, ("add", "discard", "remove", "pop", "clear", "update",
-                              "difference_update", "intersection_update",
-                              "symmetric_difference_update", "__ior__", "__isub__",
-                              "__iand__", "__ixor__"))
+_CountedDict = _counting(dict, ("__setitem__", "__delitem__", "pop", "setdefault"),
+                         ("popitem", "clear", "update", "__ior__"))
+_CountedSet = _counting(set, ("add", "discard", "remove"),
+                        ("pop", "clear", "update", "difference_update", "intersection_update",
+                         "symmetric_difference_update", "__ior__", "__isub__", "__iand__",
+                         "__ixor__"))
 
 
 def _counted(kind: type, changes: _Counter):
@@ -79,6 +106,11 @@ class UpperIndex:
     def version(self) -> int:
         """How many changes the index has had (any change to any of its collections)."""
         return self.changes.n
+
+    def take_changed(self) -> list[bytes] | None:
+        """The guest paths changed since the last take, in order (repeats included); None
+        when unknown (too many, or a whole collection changed)."""
+        return self.changes.take()
 
     @classmethod
     def load(cls, upper_root: bytes, *, recover: bool) -> "UpperIndex":

@@ -56,6 +56,9 @@
  * directory fd or cwd inside the upper layer names the guest directory below the upper root.
  * Everything else (other stops, a symlink on the way, a directory that is neither, any error
  * the Python handlers would explain) returns to Python unchanged.
+ * Under a virtual identity (`identity`) only reads are answered here: creations, changes and
+ * execve are Python's, whose handlers give made objects the identity's owners and check its
+ * capabilities.
  * At log level all (log_reads) every call answered here has its record, as the Python loop
  * writes it: the stats, opens and listings of plain directories (each with its directory's
  * rule, dir_rule's, its canonical path and result), an fd's own stat, and the opens and
@@ -135,13 +138,15 @@ static int try_stop(Engine *self, pid_t tid, int status)
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
     else if (self->log_reads)        /* log level all: only the calls it writes records of */
-        rc = self->owned ? do_change_call(self, tid, nr, &info) : FALLBACK;
+        rc = self->owned && !self->identity ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
     else if (nr == self->nr_getcwd)
         rc = do_getcwd(self, tid, &info);
     else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
         rc = do_readlink(self, tid, &info);
+    else if (self->identity)         /* the identity's: set-id programs, owners, capabilities */
+        rc = FALLBACK;
     else if (nr == self->nr_execve)
         rc = do_execve(self, tid, slot, &info);
     else if (self->owned)
@@ -461,6 +466,9 @@ static PyMemberDef Engine_members[] = {
     {"exec_native", T_BOOL, offsetof(Engine, exec_native), 0,
      "no exec rules: execve of a program the host has where the program names it runs "
      "natively from here"},
+    {"identity", T_BOOL, offsetof(Engine, identity), 0,
+     "a virtual identity: reads are answered here, but what the program creates, changes or "
+     "execs is Python's (owners, capabilities and set-id programs are the identity's)"},
     {"log_reads", T_BOOL, offsetof(Engine, log_reads), 0,
      "log level all: only the calls whose records the engine writes are answered here (the "
      "stats, opens and listings of plain directories, with dir_rule's rules, and the opens "

@@ -124,6 +124,8 @@ typedef struct {
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
     char stat_ok;                    /* no recorded owners: nothing to patch or forget */
     char exec_native;                /* no exec rules: a host program may run natively */
+    char identity;                   /* a virtual identity: what the program makes, changes */
+                                     /* or execs is Python's (owners, capabilities, set-id) */
     char log_reads;                  /* log level all: a read is answered only with its */
                                      /* record (reads_record), the other calls are Python's */
     PyObject *dir_rule, *rules;      /* dir_rule(dir): the JSON text of the rule of names in */

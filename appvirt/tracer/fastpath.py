@@ -21,9 +21,11 @@ records of (READS_LOGGED and openat: stats, opens and listings in plain director
 fd's own stat) besides its changes in owned and merged directories, and every other call goes
 to Python.
 
-Off (every stop in Python, same behaviour) when the extension is not built, when
-APPVIRT_FASTPATH=0, and for policies whose answers need Python at every read: an
-`identity:` (owners shown by the tracer).
+Under an `identity:` the engine answers reads only: what the program creates, changes or
+executes is Python's (the identity's owners, capabilities and set-id programs).
+
+Off (every stop in Python, same behaviour) when the extension is not built and when
+APPVIRT_FASTPATH=0.
 """
 
 import errno
@@ -52,6 +54,7 @@ except ImportError:             # built without a C compiler: the Python loop do
     _fastpath = None
 
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
+FORGET_SCAN_MAX = 8192          # decisions searched for those a change touches (more: all go)
 ITSELF = 1                      # a decision: only the directory itself is the host's (see plain)
 # The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
 # order of its enum Change.
@@ -65,8 +68,7 @@ _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never ask
 
 def wanted(policy: Policy) -> bool:
     """Whether this run may use the compiled fast path."""
-    return (_fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
-            and policy.identity is None)
+    return _fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
 
 
 def record_spec(table: "SyscallTable", logged: tuple[str, ...], nr: int) -> tuple | None:
@@ -117,6 +119,7 @@ class FastPath:
         self.decided = 0                  # directories decided here (_decide)
         self._index = fs.ov._ix
         self._version = self._index.version
+        self._index.take_changed()        # (what loading made: nothing is decided yet)
         self._meta = fs.meta
         self._rule_of = tracer.policy.files.mode_for if tracer is not None else None
         self.error: str | None = None     # the first failure deciding a directory
@@ -150,6 +153,7 @@ class FastPath:
             self.engine.seq = tracer.seq          # one numbering for both loops' records
             # A host program run as the handler runs it, where no exec rule has a say.
             self.engine.exec_native = not tracer.policy.processes.exec_rules
+            self.engine.identity = tracer.policy.identity is not None
 
     def _dir_rule(self, d: bytes) -> bytes:
         """The JSON text of the rule that decides every name in plain directory d (the
@@ -180,6 +184,7 @@ class FastPath:
             record(guest, kind)
         if self._version == before:
             self._version = self._index.version
+            self._index.take_changed()    # its own changes: it forgot those decisions itself
 
     def _learn(self, d: bytes) -> bool | int | tuple:
         """Called by the engine for a directory it has no answer for (in the middle of a
@@ -317,15 +322,51 @@ class FastPath:
         return upper, encode(rule) if rule else b""
 
     def fresh(self) -> None:
-        """Forget every plain directory if the overlay changed since they were decided, and
-        whether stat answers need recorded owners patched in."""
+        """Forget what was decided around each path the overlay's index changed at since
+        (every decision when it cannot tell), and whether stat answers need recorded owners
+        patched in."""
         v = self._index.version
         if v != self._version:
             self._version = v
-            self.plain.clear()
-            self.names.clear()
+            changed = self._index.take_changed()
+            if changed is None or len(self.plain) + len(self.names) > FORGET_SCAN_MAX:
+                self.plain.clear()
+                self.names.clear()
+            else:
+                self._forget_around(changed)
             self.engine.forget_dirs()       # the directories it held open with them
         self.engine.stat_ok = not self._meta
+
+    def _forget_around(self, changed: list[bytes]) -> None:
+        """Forget the decisions an upper-layer change at each of these guest paths can touch:
+        the path's own (a directory made, removed, made opaque, whited out), everything below
+        it (what was there), and its directory's stat answer (its link count) and decision,
+        unless that directory is owned or merged: the engine looks up each name of those in
+        the upper directory (and the host's) at every call, so a name Python made, removed or
+        copied up there changes no decision of theirs (as the engine's own changes, note_made).
+        The directories further up keep theirs: an upper object below a plain one comes with
+        an upper directory for each directory between, each a change of the index at its own
+        path; owned and merged ones are decided by their own names. So Python's changes in
+        one directory (a program under an identity writing its files, copy-ups in a build's
+        directories) leave the rest decided. A path that reaches a plain directory through
+        symlinks (an alias) goes too: its directory may be anywhere."""
+        plain, names = self.plain, self.names
+        doomed: set[bytes] = set()
+        below = []
+        for g in set(changed):
+            below.append(g + b"/")
+            doomed.add(g)
+            up = parent(g)
+            names.pop(up, None)
+            kept = plain.get(up)
+            if not (type(kept) is tuple and len(kept) in (2, 3)):       # owned, merged
+                doomed.add(up)
+        prefixes = tuple(below)
+        for k in [k for k, v in plain.items() if k in doomed or k.startswith(prefixes)
+                  or (type(v) is tuple and len(v) == 1)]:
+            del plain[k]
+        for k in [k for k in names if k in doomed or k.startswith(prefixes)]:
+            del names[k]
 
     def serve(self, tid: int, slot: int | None, pid: int = 0) -> None:
         """Let the engine answer tid's calls (from this slot; pid: its process), or not
