@@ -20,6 +20,7 @@ from appvirt.fs.overlayfs import OverlayFS
 from appvirt.fs.resolver import Caller, resolve
 from appvirt.globs import Glob
 from appvirt.overlay import Overlay
+from appvirt.overlay.names import parent
 from appvirt.policy.model import FileMode, FilesPolicy, PathRule
 from appvirt.tracer import _fastpath     # built by the install (setup.py): CI has a compiler
 
@@ -507,3 +508,51 @@ def test_recording_the_names_the_engine_changed_gives_the_index_a_load_gives(ops
         assert dict(ov._ix.kinds) == dict(loaded.kinds), ops
         assert set(ov._ix.whiteouts) == set(loaded.whiteouts) and \
             set(ov._ix.opaque) == set(loaded.opaque)
+
+
+def _deciding(fs, files) -> "object":
+    """A FastPath's deciding half, without an engine."""
+    from appvirt.tracer.fastpath import FastPath
+    fast = FastPath.__new__(FastPath)
+    fast.fs, fast.plain, fast.names, fast.error, fast.made = fs, {}, {}, None, []
+    fast._rule_of, fast._index, fast.decided = files.mode_for, fs.ov._ix, 0
+    return fast
+
+
+DIRS = [b"", b"/etc", b"/etc/app", b"/etc/app/sub", b"/etc/dirlink", b"/etc/dirlink/sub",
+        b"/usr", b"/usr/bin", b"/usr/lib", b"/usr/lib/x", b"/usr/lib/x/y", b"/home",
+        b"/home/u", b"/home/u/.ssh", b"/tmp", b"/tmp/new", b"/nope", b"/etc/app/new"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes, name_changes, st.sets(st.integers(0, len(RULES) - 1)))
+@example([("mkdir", b"tmp/new")], [("create", b"tmp/new/x")], set())
+@example([], [("copy up", b"etc/app/conf")], set())
+@example([], [("create", b"etc/app/new")], set())       # etc/dirlink reaches etc/app
+def test_decisions_kept_around_a_change_are_what_deciding_again_gives(before, after, rules):
+    """After the overlay changes (Python's handlers), FastPath forgets the decisions around
+    the changed paths only (_forget_around, from the index's journal): every decision it
+    keeps must be the one a fresh decision of that directory gives now."""
+    with _changed_view(RULES, rules, before) as (top, ov, fs):
+        files = FilesPolicy(FileMode.OVERLAY, tuple(fs._rules))
+        fast = _deciding(fs, files)
+        dirs = DIRS + [parent(b"/" + rel) for _, rel in before + after]
+        for d in dirs:
+            fast._decide(top + d if d else top)
+        ov._ix.take_changed()
+        for op, rel in after:
+            g = top + b"/" + rel
+            try:
+                {"create": lambda: create_file(ov, g, b"new"),
+                 "mkdir": lambda: ov.mkdir(g, 0o755),
+                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
+                 "copy up": lambda: ov.copy_up(g)}[op]()
+            except (GuestErrno, OSError):
+                pass
+        changed = ov._ix.take_changed()
+        if changed is None:
+            return                   # too many or unknown: every decision goes
+        fast._forget_around(changed)
+        again = _deciding(fs, files)
+        for d, kept in fast.plain.items():
+            assert again._decide(d) == kept, (d, kept, changed)

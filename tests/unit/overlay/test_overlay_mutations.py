@@ -309,3 +309,25 @@ def test_a_change_the_user_could_not_make_on_the_host_works_on_the_copy(
         os.unlink(lower + b"/etc/hosts")               # the host says no
     ov.unlink(b"/etc/hosts")                           # the program's view says yes
     assert ov.lstat(b"/etc/hosts") is None and os.path.exists(lower + b"/etc/hosts")
+
+
+def test_the_index_tells_the_paths_it_changed_at():
+    """UpperIndex.take_changed: the guest paths of its changes since the last take, in order;
+    None when a whole collection changed or when there were too many to keep."""
+    from appvirt.overlay.index import JOURNAL_MAX, UpperIndex
+    ix = UpperIndex()
+    ix.kinds[b"/a"] = 0o040000
+    ix.whiteouts.add(b"/a/gone")
+    ix.opaque.add(b"/a")
+    del ix.kinds[b"/a"]
+    ix.whiteouts.discard(b"/nothing")
+    assert ix.take_changed() == [b"/a", b"/a/gone", b"/a", b"/a", b"/nothing"]
+    assert ix.take_changed() == []
+    version = ix.version
+    ix.kinds.update({b"/b": 0o100000})
+    assert ix.take_changed() is None and ix.version == version + 1
+    for i in range(JOURNAL_MAX + 1):
+        ix.whiteouts.add(b"/w%d" % i)
+    assert ix.take_changed() is None
+    ix.opaque.add(b"/c")
+    assert ix.take_changed() == [b"/c"]
