@@ -56,9 +56,9 @@
  * directory fd or cwd inside the upper layer names the guest directory below the upper root.
  * Everything else (other stops, a symlink on the way, a directory that is neither, any error
  * the Python handlers would explain) returns to Python unchanged.
- * Under a virtual identity (`identity`) only reads are answered here: creations, changes and
- * execve are Python's, whose handlers give made objects the identity's owners and check its
- * capabilities.
+ * Under a virtual identity (`identity`) execve is Python's, and a thread whose virtual ids are
+ * not appvirt's own is served READS: its reads are answered here, what it creates or changes
+ * is Python's, whose handlers give made objects the identity's owners.
  * At log level all (log_reads) every call answered here has its record, as the Python loop
  * writes it: the stats, opens and listings of plain directories (each with its directory's
  * rule, dir_rule's, its canonical path and result), an fd's own stat, and the opens and
@@ -109,14 +109,15 @@ static int try_stop(Engine *self, pid_t tid, int status)
             clear_pending(p);
         return FALLBACK;
     }
-    if ((status >> 16) == 0 && self->eligible[tid] == SERVED) {
+    int served = self->eligible[tid];
+    if ((status >> 16) == 0 && (served == SERVED || served == READS)) {
         /* A signal-delivery stop (SIGCHLD to a shell ...): delivered, as the Python loop
          * delivers it to a thread with nothing in flight. */
         ptrace(PTRACE_CONT, tid, 0, (void *)(long)WSTOPSIG(status));
         self->signal_stops++;
         return ANSWERED;
     }
-    if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) && self->eligible[tid] == STUB) {
+    if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) && served == STUB) {
         /* The openat and mmap of the stub that maps the slot area into a new program, which
          * no code of the program has run before (inject.py): resumed, as Python resumes
          * them. Its int3, and any signal meanwhile, are Python's. */
@@ -124,7 +125,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         self->stub_stops++;
         return ANSWERED;
     }
-    if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) || self->eligible[tid] != SERVED)
+    if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))
+            || (served != SERVED && served != READS))
         return FALLBACK;
     struct __ptrace_syscall_info info;
     if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
@@ -138,18 +140,16 @@ static int try_stop(Engine *self, pid_t tid, int status)
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
     else if (self->log_reads)        /* log level all: only the calls it writes records of */
-        rc = self->owned && !self->identity ? do_change_call(self, tid, nr, &info) : FALLBACK;
+        rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
     else if (nr == self->nr_getcwd)
         rc = do_getcwd(self, tid, &info);
     else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
         rc = do_readlink(self, tid, &info);
-    else if (self->identity)         /* the identity's: set-id programs, owners, capabilities */
-        rc = FALLBACK;
-    else if (nr == self->nr_execve)
-        rc = do_execve(self, tid, slot, &info);
-    else if (self->owned)
+    else if (nr == self->nr_execve)  /* (under an identity, set-id programs: Python's) */
+        rc = self->identity ? FALLBACK : do_execve(self, tid, slot, &info);
+    else if (self->owned && served == SERVED)
         rc = do_change_call(self, tid, nr, &info);
     if (rc == ANSWERED) {
         self->seccomp_stops++;
@@ -195,8 +195,8 @@ static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Engine_enable(Engine *self, PyObject *args)
 {
-    int tid, slot, pid;
-    if (!PyArg_ParseTuple(args, "iii", &tid, &slot, &pid))
+    int tid, slot, pid, changes = 1;
+    if (!PyArg_ParseTuple(args, "iii|p", &tid, &slot, &pid, &changes))
         return NULL;
     if (tid <= 0 || tid >= self->tids || slot < 0 || slot >= self->slots)
         Py_RETURN_NONE;
@@ -204,7 +204,7 @@ static PyObject *Engine_enable(Engine *self, PyObject *args)
         clear_pending(&self->pending[slot]);
     self->slot_of[tid] = slot + 1;
     self->pid_of[tid] = pid;
-    self->eligible[tid] = SERVED;
+    self->eligible[tid] = changes ? SERVED : READS;
     Py_RETURN_NONE;
 }
 
@@ -445,7 +445,8 @@ static PyMethodDef Engine_methods[] = {
     {"wait", (PyCFunction)Engine_wait, METH_NOARGS,
      "wait() -> (pid, status): the next stop (or exit) Python must handle."},
     {"enable", (PyCFunction)Engine_enable, METH_VARARGS,
-     "enable(tid, slot, pid): its calls may be answered here (pid: its process's)."},
+     "enable(tid, slot, pid, changes=True): its calls may be answered here (pid: its "
+     "process's; changes False: only its reads, what it creates or changes is Python's)."},
     {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
@@ -467,8 +468,7 @@ static PyMemberDef Engine_members[] = {
      "no exec rules: execve of a program the host has where the program names it runs "
      "natively from here"},
     {"identity", T_BOOL, offsetof(Engine, identity), 0,
-     "a virtual identity: reads are answered here, but what the program creates, changes or "
-     "execs is Python's (owners, capabilities and set-id programs are the identity's)"},
+     "a virtual identity: execve is Python's (set-id programs change the identity)"},
     {"log_reads", T_BOOL, offsetof(Engine, log_reads), 0,
      "log level all: only the calls whose records the engine writes are answered here (the "
      "stats, opens and listings of plain directories, with dir_rule's rules, and the opens "

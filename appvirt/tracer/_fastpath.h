@@ -42,7 +42,9 @@
 #define MAX_DIRS_ (1 << 16)            /* fastpath.MAX_DIRS: decisions remembered */
 
 enum { ANSWERED, FALLBACK };
-enum { UNSERVED, SERVED, STUB };   /* a thread: Python's; served here; running the slot stub */
+/* A thread: Python's; served here; running the slot stub; served here, but what it creates or
+ * changes is Python's (a virtual identity's ids that are not appvirt's own) */
+enum { UNSERVED, SERVED, STUB, READS };
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF, MERGED };  /* a directory (a name) */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
               CHMOD, CHOWN, LCHOWN, UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2,
@@ -124,8 +126,9 @@ typedef struct {
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
     char stat_ok;                    /* no recorded owners: nothing to patch or forget */
     char exec_native;                /* no exec rules: a host program may run natively */
-    char identity;                   /* a virtual identity: what the program makes, changes */
-                                     /* or execs is Python's (owners, capabilities, set-id) */
+    char identity;                   /* a virtual identity: execve is Python's (set-id */
+                                     /* programs); a thread whose ids are not appvirt's is */
+                                     /* served READS (its creations and changes are Python's) */
     char log_reads;                  /* log level all: a read is answered only with its */
                                      /* record (reads_record), the other calls are Python's */
     PyObject *dir_rule, *rules;      /* dir_rule(dir): the JSON text of the rule of names in */

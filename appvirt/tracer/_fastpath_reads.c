@@ -328,7 +328,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         if (exists && flags & O_CREAT && flags & O_EXCL)
             return FALLBACK;
         create = !exists;
-        if (create && self->identity)
+        if (create && self->eligible[tid] == READS)
             return FALLBACK;         /* its owner is the identity's (own_created): Python's */
         if (flags & O_CREAT)
             mode = a[3] & 07777;

@@ -21,8 +21,8 @@ records of (READS_LOGGED and openat: stats, opens and listings in plain director
 fd's own stat) besides its changes in owned and merged directories, and every other call goes
 to Python.
 
-Under an `identity:` the engine answers reads only: what the program creates, changes or
-executes is Python's (the identity's owners, capabilities and set-id programs).
+Under an `identity:` execve is Python's (set-id programs), and so is what a thread creates or
+changes while its virtual ids are not appvirt's own (the objects it makes are the identity's).
 
 Off (every stop in Python, same behaviour) when the extension is not built and when
 APPVIRT_FASTPATH=0.
@@ -368,13 +368,13 @@ class FastPath:
         for k in [k for k in names if k in doomed or k.startswith(prefixes)]:
             del names[k]
 
-    def serve(self, tid: int, slot: int | None, pid: int = 0) -> None:
-        """Let the engine answer tid's calls (from this slot; pid: its process), or not
-        (None)."""
+    def serve(self, tid: int, slot: int | None, pid: int = 0, changes: bool = True) -> None:
+        """Let the engine answer tid's calls (from this slot; pid: its process; changes
+        False: its reads only), or not (None)."""
         if slot is None:
             self.engine.disable(tid)
         else:
-            self.engine.enable(tid, slot, pid)
+            self.engine.enable(tid, slot, pid, changes)
 
     def stub(self, tid: int) -> None:
         """tid runs the slot stub (inject.py): its calls are resumed by the engine, its int3

@@ -192,9 +192,17 @@ class Tracer:
                 slot = self.arena.slot_of(tid)
             except IndexError:
                 pass
-        fast.serve(tid, slot, task.pid)
+        fast.serve(tid, slot, task.pid, self._own_ids(tid))
         if task.injection is not None:
             fast.stub(tid)          # its stub's calls are resumed there, as _inject_stop does
+
+    def _own_ids(self, tid: int) -> bool:
+        """Whether what tid makes gets the owner it would get natively: without an identity,
+        or while its virtual filesystem ids are appvirt's own (a virtual root run by root)."""
+        if self.ctx.identity is None:
+            return True
+        creds = self.ctx.credentials(tid)
+        return creds.fsuid == os.geteuid() and creds.fsgid == os.getegid()
 
     def end_machine(self, event: PowerEvent, detail: str) -> None:
         """The program switched its machine off or restarted it: every process of the tree
