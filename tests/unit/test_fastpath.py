@@ -55,16 +55,21 @@ def _changed_view(rules_table, rules, ops):
             PathRule(Glob.of(os.fsdecode(top) + "/" + rules_table[i][0]), rules_table[i][1],
                      f"r{i}") for i in sorted(rules)))
         ov = Overlay(os.fsencode(upper), mode_of=lambda g: files.mode_for(g)[0])
-        for op, rel in ops:
-            g = top + b"/" + rel
-            try:
-                {"create": lambda: create_file(ov, g, b"new"),
-                 "mkdir": lambda: ov.mkdir(g, 0o755),
-                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
-                 "copy up": lambda: ov.copy_up(g)}[op]()
-            except (GuestErrno, OSError):
-                pass
+        _apply(ov, top, ops)
         yield top, ov, OverlayFS(ov, files.rules)
+
+
+def _apply(ov, top: bytes, ops) -> None:
+    """The changes ops make in the overlay below top (those it refuses are skipped)."""
+    for op, rel in ops:
+        g = top + b"/" + rel
+        try:
+            {"create": lambda: create_file(ov, g, b"new"),
+             "mkdir": lambda: ov.mkdir(g, 0o755),
+             "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
+             "copy up": lambda: ov.copy_up(g)}[op]()
+        except (GuestErrno, OSError):
+            pass
 
 
 def _host_object(p: bytes):
@@ -540,15 +545,7 @@ def test_decisions_kept_around_a_change_are_what_deciding_again_gives(before, af
         for d in dirs:
             fast._decide(top + d if d else top)
         ov._ix.take_changed()
-        for op, rel in after:
-            g = top + b"/" + rel
-            try:
-                {"create": lambda: create_file(ov, g, b"new"),
-                 "mkdir": lambda: ov.mkdir(g, 0o755),
-                 "unlink": lambda: ov.unlink(g), "rmdir": lambda: ov.rmdir(g),
-                 "copy up": lambda: ov.copy_up(g)}[op]()
-            except (GuestErrno, OSError):
-                pass
+        _apply(ov, top, after)
         changed = ov._ix.take_changed()
         if changed is None:
             return                   # too many or unknown: every decision goes
