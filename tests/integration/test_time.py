@@ -61,3 +61,28 @@ def test_without_a_time_section_time_calls_are_not_traced(appvirt):
                 "import time\nfor _ in range(10000): time.time()")
     line = next(x for x in r.stderr.splitlines() if "ptrace stops" in x)
     assert "clock_gettime" not in line and "gettimeofday" not in line
+
+
+CLOCKS = ("import sys, time\n"
+          "real = [time.clock_gettime_ns(time.CLOCK_REALTIME) for _ in range(50)]\n"
+          "mono = [time.clock_gettime_ns(time.CLOCK_MONOTONIC) for _ in range(300)]\n"
+          "print(real[0] // 10**9, mono[0], mono[-1] >= mono[0])")
+
+
+@pytest.mark.parametrize("spec,stops", [("'+1d'", "realtime"), ("'+1d x2'", "all")])
+def test_without_a_rate_only_the_realtime_clocks_stop(appvirt, tmp_path, spec, stops):
+    """A virtual clock without a rate changes the realtime clocks only: the monotonic ones are
+    the host's and read without a stop (with a rate they run at it, and stop); the program
+    sees the day ahead either way."""
+    policy = write_policy(tmp_path / "t.yaml", f"time: {spec}\n")
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    r = appvirt("run", "--stats", "--policy", policy, "--", "python3", "-c", CLOCKS)
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    assert r.returncode == 0, r.stderr
+    seconds, mono, rising = r.stdout.split()
+    assert abs(int(seconds) - (time.time() + 86400)) < 120 and rising == "True"
+    if stops == "realtime":
+        assert before <= int(mono) <= after              # the host's own monotonic clock
+    line = next(x for x in r.stderr.splitlines() if "ptrace stops" in x)
+    count = int(line.split("clock_gettime ")[1].split(",")[0])
+    assert (50 <= count < 300) if stops == "realtime" else count >= 350, line
