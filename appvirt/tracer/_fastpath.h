@@ -214,9 +214,11 @@ typedef struct {
 long long log_call(Engine *self, pid_t tid, int nr, const uint64_t *args, const CallRecord *r);
 void log_result(Engine *self, pid_t tid, long long call, long result);
 int logged(Engine *self, int nr);
+/* What a read's record holds besides the call (read_record): the rule of the directory, the
+ * object's path, the result (a failure with its errno name). */
+enum { REC_RULE = 1, REC_PATH = 2, REC_RESULT = 4 };
 long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
-                      int path_arg, const Operand *op, int has_rule, int has_result,
-                      long result);
+                      int path_arg, const Operand *op, int fields, long result);
 void free_specs(Engine *self);
 PyObject *format_call(PyObject *mod, PyObject *args);
 

@@ -291,7 +291,7 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     if (kind == MERGED)              /* the host's directory, merged since it was opened */
         return self->log_reads ? FALLBACK : layered_listing(self, tid, fd, dir, n,
                                                             in->seccomp.args);
-    if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0, 0) < 0))
+    if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0) < 0))
         return FALLBACK;
     ptrace(PTRACE_CONT, tid, 0, 0);
     return ANSWERED;

@@ -515,27 +515,27 @@ static PyObject *rule_of(Engine *self, const char *dir, Py_ssize_t len)
 }
 
 /* The record the Python loop writes of a read at log level all (Tracer.log_call): the call
- * allowed; for a name in a plain directory (op), the object's path (its canonical one, the
- * host's) and, with has_rule, the rule that decides the names there (an open of a missing
- * name has none); the result the call gets (a failure with its errno name). path_arg: the argument that names it (an fd's own object: op NULL,
- * the path ""). The record's number; -1 when the engine has no record for it (the stop is
- * then Python's, nothing written; an exception may be set). */
+ * allowed, with `fields` (REC_*) of op, a name in a plain directory: the rule that decides
+ * the names there, the object's path (its canonical one, the host's), the result the call
+ * gets. path_arg: the argument that names it (an fd's own
+ * object: op NULL, the path ""). The record's number; -1 when the engine has no record for
+ * it (the stop is then Python's, nothing written; an exception may be set). */
 long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
-                      int path_arg, const Operand *op, int has_rule, int has_result,
-                      long result)
+                      int path_arg, const Operand *op, int fields, long result)
 {
     int nr = (int)in->seccomp.nr;
     if (!logged(self, nr) || self->dir_rule == NULL)
         return -1;
-    CallRecord r = {.decision = "allowed", .has_result = has_result, .result = result};
+    CallRecord r = {.decision = "allowed", .has_result = !!(fields & REC_RESULT),
+                    .result = result};
     PyObject *rule = NULL;
-    if (op != NULL && has_rule) {
+    if (op != NULL && fields & REC_RULE) {
         if ((rule = rule_of(self, op->host, op->host_dir)) == NULL)
             return -1;
         r.rule = PyBytes_AS_STRING(rule);
         r.rule_len = PyBytes_GET_SIZE(rule);
     }
-    if (op != NULL)
+    if (op != NULL && fields & REC_PATH)
         r.path = op->host;
     if (path_arg >= 0)
         r.paths[path_arg] = op != NULL ? op->path : "";

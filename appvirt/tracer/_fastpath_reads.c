@@ -203,17 +203,26 @@ static int stat_shown(Engine *self, pid_t tid, long dirfd, const Operand *op, st
     return -1;
 }
 
-/* A stat at log level all of a name in a plain directory (find_object's rc, *st: the object,
- * or ENOENT where the directory is there; a walk that fails before, the handler logs with
- * its detail), answered and logged as the handler answers and logs it: 0; -1 when Python
- * must (nothing done). */
+/* The fields of the record of a read of op at log level all that failed with rc: ENOENT
+ * where its directory is there, the path (with the rule for a stat, has_rule). -1 for the
+ * rest, Python's: a walk that fails before the name is logged with the handlers' detail,
+ * which names the first missing directory or the whole path depending on how they looked. */
+static int missing_fields(const Operand *op, int rc, int has_rule)
+{
+    return rc == -ENOENT && op->dir_there ? REC_PATH | REC_RESULT | (has_rule ? REC_RULE : 0)
+                                          : -1;
+}
+
+/* A stat at log level all of a name in a plain directory (find_object's rc, *st), answered
+ * and logged as the handler answers and logs it: 0; -1 when Python must (nothing done). */
 static int stat_logged(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
                        int path_arg, const Operand *op, int rc, const struct stat *st,
                        uint64_t buf)
 {
-    if (rc == 0 && write_mem(tid, buf, st, sizeof *st) < 0)
+    int fields = rc == 0 ? REC_RULE | REC_PATH | REC_RESULT : missing_fields(op, rc, 1);
+    if (fields < 0 || (rc == 0 && write_mem(tid, buf, st, sizeof *st) < 0))
         return -1;                   /* EFAULT: Python explains */
-    if (read_record(self, tid, in, path_arg, op, 1, 1, rc) < 0)
+    if (read_record(self, tid, in, path_arg, op, fields, rc) < 0)
         return -1;
     emulate(tid, rc);
     return 0;
@@ -239,7 +248,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
         char first;
         struct iovec local = {&first, 1}, remote = {(void *)(uintptr_t)a[1], 1};
         if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
-            if (self->log_reads && read_record(self, tid, in, path_arg, NULL, 0, 0, 0) < 0)
+            if (self->log_reads && read_record(self, tid, in, path_arg, NULL, 0, 0) < 0)
                 return FALLBACK;
             ptrace(PTRACE_CONT, tid, 0, 0);   /* fstat of the fd's own object: the kernel's */
             return ANSWERED;
@@ -250,7 +259,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     int follow = !(a[3] & AT_SYMLINK_NOFOLLOW_);
     int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
     if (self->log_reads)             /* only the records of names in plain directories */
-        return rc > 0 || op.kind != PLAIN || (rc < 0 && (rc != -ENOENT || !op.dir_there))
+        return rc > 0 || op.kind != PLAIN
                || stat_logged(self, tid, in, path_arg, &op, rc, &st, a[2]) < 0
                ? FALLBACK : ANSWERED;
     if (rc > 0) {                    /* a directory named by itself (".", "/usr"), or one */
@@ -305,10 +314,9 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             return FALLBACK;
         }
         if (rc < 0) {
-            /* At level all, a name missing where its directory is there has its record
-             * (a walk that fails before, the handler logs with its detail: Python's). */
-            if (self->log_reads && (rc != -ENOENT || !op.dir_there
-                                    || read_record(self, tid, in, 1, &op, 0, 1, rc) < 0))
+            int fields = self->log_reads ? missing_fields(&op, rc, 0) : 0;
+            if (fields < 0 || (self->log_reads && read_record(self, tid, in, 1, &op, fields,
+                                                               rc) < 0))
                 return FALLBACK;
             emulate(tid, rc);
             return ANSWERED;
@@ -350,7 +358,8 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
                         .host_path = op.host};
         r.paths[1] = op.path;
         seq = log_call(self, tid, (int)in->seccomp.nr, a, &r);
-    } else if (self->log_reads && (seq = read_record(self, tid, in, 1, &op, 1, 0, 0)) < 0) {
+    } else if (self->log_reads
+               && (seq = read_record(self, tid, in, 1, &op, REC_RULE | REC_PATH, 0)) < 0) {
         return FALLBACK;             /* (its result is logged at the exit stop) */
     }
     char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
