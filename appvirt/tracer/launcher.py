@@ -160,6 +160,19 @@ def open_filesystem(policy: Policy, app: AppDir) -> tuple[Overlay, OverlayFS]:
     return ov, OverlayFS(ov, policy.files.rules, hidden=(home,))
 
 
+def _with_stored_rate(policy: Policy, store: Store | None) -> Policy:
+    """The policy with the clock's rate the app's store keeps (machine/clock rate_ppm: set with
+    `appvirt reg`, or kept by a time set under a rate), at which VirtualClock runs: the filter
+    then stops what that rate needs (the monotonic clocks, sleeps and timeouts)."""
+    spec = policy.time.spec
+    if spec is None or store is None:
+        return policy
+    rate_ppm = load_clock(store).rate_ppm
+    if not rate_ppm or rate_ppm / 1e6 == spec.rate:
+        return policy
+    return policy._replace(time=policy.time._replace(spec=spec._replace(rate=rate_ppm / 1e6)))
+
+
 def _virtual_machine(ctx: TracerContext, policy: Policy, store: Store | None, app: AppDir
                      ) -> MachineFiles:
     """Give the context the app's virtual machine state the policy asks for."""
@@ -191,6 +204,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
                   app: AppDir, env: dict[str, str] | None = None,
                   store: Store | None = None) -> RunResult:
     """Run argv in the sandbox; return its exit code (128+N if killed by signal N)."""
+    policy = _with_stored_rate(policy, store)
     env = dict(os.environ if env is None else env)
     path = find_program(argv[0], env)
     seccomp.check_available()

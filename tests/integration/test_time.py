@@ -86,3 +86,19 @@ def test_without_a_rate_only_the_realtime_clocks_stop(appvirt, tmp_path, spec, s
     line = next(x for x in r.stderr.splitlines() if "ptrace stops" in x)
     count = int(line.split("clock_gettime ")[1].split(",")[0])
     assert (50 <= count < 300) if stops == "realtime" else count >= 350, line
+
+
+def test_the_stored_rate_is_the_clocks_and_the_filters(appvirt, tmp_path):
+    """A rate the app's store keeps (machine/clock rate_ppm) is the one the clock runs at, the
+    policy's 'x1' notwithstanding: the monotonic clock stops and runs at it too."""
+    policy = write_policy(tmp_path / "t.yaml", "app: rate-kept\ntime: '+1d'\n")
+    r = appvirt("reg", "rate-kept", "set", "--create", "--type", "integer", "machine/clock",
+                "rate_ppm", "3000000")
+    assert r.returncode == 0, r.stderr
+    r = appvirt("run", "--policy", policy, "--", "python3", "-c",
+                "import time; a = time.time(); m = time.monotonic(); time.sleep(2); "
+                "print(round(time.time() - a), round(time.monotonic() - m))")
+    assert r.returncode == 0, r.stderr
+    # Both clocks saw the sleep's 2 s (with the policy's rate the sleep ran unscaled while
+    # the realtime clock ran at 3x: "6 2").
+    assert r.stdout.split() == ["2", "2"]
