@@ -133,12 +133,16 @@ static int try_stop(Engine *self, pid_t tid, int status)
             info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64_)
         return FALLBACK;
     int nr = (int)info.seccomp.nr, rc = FALLBACK;
+    if (nr < 0)
+        return FALLBACK;             /* (a negative number: ENOSYS, Python's) */
     if (nr == self->nr_newfstatat || nr == self->nr_stat || nr == self->nr_lstat)
         rc = do_newfstatat(self, tid, &info);
     else if (nr == self->nr_openat)
         rc = do_openat(self, tid, slot, &info);
     else if (nr == self->nr_getdents64)
         rc = do_getdents64(self, tid, &info);
+    else if (nr == self->nr_clock_gettime || nr == self->nr_gettimeofday || nr == self->nr_time)
+        rc = do_time_call(self, tid, &info);
     else if (self->log_reads)        /* log level all: only the calls it writes records of */
         rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
@@ -241,6 +245,23 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_set_clock(Engine *self, PyObject *args)
+{
+    PyObject *frozen;
+    VirtualTime c = {.known = 1};
+    if (!PyArg_ParseTuple(args, "OLLLLd", &frozen, &c.start_real, &c.start_virtual,
+                          &c.start_monotonic, &c.start_boottime, &c.rate))
+        return NULL;
+    if (frozen != Py_None) {
+        c.frozen = 1;
+        c.frozen_ns = PyLong_AsLongLong(frozen);
+        if (c.frozen_ns == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    self->clock = c;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_forget_dirs(Engine *self, PyObject *Py_UNUSED(ignored))
 {
     forget_dirs(self);
@@ -293,7 +314,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "nr_faccessat2", "nr_getcwd", "nr_execve", "nr_stat", "nr_lstat",
                             "nr_readlink", "nr_readlinkat", "changes", "upper",
                             "made", "log_fd", "spec_of",
-                            "programs", "errnames", "clock_virtual", "dir_rule", NULL};
+                            "programs", "errnames", "clock_virtual", "dir_rule",
+                            "nr_clock_gettime", "nr_gettimeofday", "nr_time", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
     PyObject *errnames = NULL, *dir_rule = NULL;
@@ -304,6 +326,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
     self->nr_getcwd = self->nr_execve = self->nr_stat = self->nr_lstat = -1;
     self->nr_readlink = self->nr_readlinkat = -1;
+    self->nr_clock_gettime = self->nr_gettimeofday = self->nr_time = -1;
     self->log_fd = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
@@ -311,7 +334,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pO", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiii", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -323,7 +346,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &changes, &upper, &upper_len, &made, &self->log_fd,
                                      &spec_of, &PyDict_Type, &programs,
                                      &PyDict_Type, &errnames, &self->clock_virtual,
-                                     &dir_rule))
+                                     &dir_rule, &self->nr_clock_gettime,
+                                     &self->nr_gettimeofday, &self->nr_time))
         return -1;
     if (changes != NULL) {
         if (PyTuple_GET_SIZE(changes) != N_CHANGES) {
@@ -453,6 +477,10 @@ static PyMethodDef Engine_methods[] = {
     {"stub", (PyCFunction)Engine_stub, METH_VARARGS,
      "stub(tid): it runs the slot stub (inject.py): the seccomp stops of its calls are "
      "resumed here until Python serves it again (a thread with a slot)."},
+    {"set_clock", (PyCFunction)Engine_set_clock, METH_VARARGS,
+     "set_clock(frozen_ns or None, start_real, start_virtual, start_monotonic, "
+     "start_boottime, rate): the virtual clock's state (VirtualClock); the time calls are "
+     "answered here from then on."},
     {"forget_dirs", (PyCFunction)Engine_forget_dirs, METH_NOARGS,
      "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,

@@ -107,6 +107,14 @@ typedef struct {
     int failed;                      /* out of memory: the record is not written */
 } Line;
 
+/* A virtual clock's state (virt/clock.py's VirtualClock, Engine.set_clock). */
+typedef struct {
+    int known;                       /* set: the time calls are answered here */
+    int frozen;
+    long long frozen_ns, start_real, start_virtual, start_monotonic, start_boottime;
+    double rate;
+} VirtualTime;
+
 typedef struct {
     PyObject_HEAD
     PyObject *plain;                 /* dict: directory -> what it is (see _fastpath.c) */
@@ -134,6 +142,8 @@ typedef struct {
     PyObject *dir_rule, *rules;      /* dir_rule(dir): the JSON text of the rule of names in */
                                      /* plain directory dir; rules: its answers (a dict) */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */
+    VirtualTime clock;               /* ... and its state (_fastpath_clock.c) */
+    int nr_clock_gettime, nr_gettimeofday, nr_time;
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
     uint8_t *eligible;               /* tid -> SERVED: its calls may be answered here; STUB: */
@@ -197,6 +207,9 @@ void clear_pending(Pending *p);
 
 /* _fastpath_listing.c: listings */
 int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+
+/* _fastpath_clock.c: the time calls of a virtual clock */
+int do_time_call(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 
 /* _fastpath_owned.c: changes in owned directories */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in);

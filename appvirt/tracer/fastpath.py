@@ -63,6 +63,7 @@ CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown"
            "rename", "renameat", "renameat2")
 LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
 READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64")   # ... and at log level all
+TIME_CALLS = ("clock_gettime", "gettimeofday", "time")    # ... and under a virtual clock
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
@@ -124,6 +125,8 @@ class FastPath:
         self._rule_of = tracer.policy.files.mode_for if tracer is not None else None
         self.error: str | None = None     # the first failure deciding a directory
         self.busy = False                 # Python code runs in the middle of a stop
+        # The virtual clock the engine answers the time calls from (None: the host's).
+        self._clock = tracer.ctx.clock if tracer is not None else None
         log = tracer.log if tracer is not None else None
         logs = log is not None and Decision.REDIRECTED in tracer.logged   # type: ignore[union-attr]
         # Log level all: reads are logged too (Decision.ALLOWED), with their directory's rule.
@@ -142,18 +145,30 @@ class FastPath:
             made=self.made if tracer is not None else None,
             log_fd=log.fd if logs else -1,        # type: ignore[union-attr]
             spec_of=functools.partial(record_spec, tracer.table,  # type: ignore[union-attr]
-                                      LOGGED + READS_LOGGED if log_reads else LOGGED)
+                                      LOGGED + (READS_LOGGED if log_reads else ())
+                                      + (TIME_CALLS if self._clock is not None else ()))
             if logs else None,
             programs=tracer.tasks.program if tracer is not None else {},
             errnames=dict(errno.errorcode),
             clock_virtual=tracer is not None and tracer.policy.time.virtual,
-            dir_rule=self._dir_rule if log_reads else None)
+            dir_rule=self._dir_rule if log_reads else None,
+            nr_clock_gettime=sysnums.nr("clock_gettime"),
+            nr_gettimeofday=sysnums.nr("gettimeofday"), nr_time=sysnums.nr("time"))
+        self._clock_changes = -1
+        self._clock_to_engine()
         self.engine.log_reads = log_reads
         if tracer is not None:
             self.engine.seq = tracer.seq          # one numbering for both loops' records
             # A host program run as the handler runs it, where no exec rule has a say.
             self.engine.exec_native = not tracer.policy.processes.exec_rules
             self.engine.identity = tracer.policy.identity is not None
+
+    def _clock_to_engine(self) -> None:
+        """Hand the engine the virtual clock's state when the program has set it since."""
+        clock = self._clock
+        if clock is not None and clock.changes != self._clock_changes:
+            self._clock_changes = clock.changes
+            self.engine.set_clock(*clock.state())
 
     def _dir_rule(self, d: bytes) -> bytes:
         """The JSON text of the rule that decides every name in plain directory d (the
@@ -336,6 +351,7 @@ class FastPath:
                 self._forget_around(changed)
             self.engine.forget_dirs()       # the directories it held open with them
         self.engine.stat_ok = not self._meta
+        self._clock_to_engine()
 
     def _forget_around(self, changed: list[bytes]) -> None:
         """Forget the decisions an upper-layer change at each of these guest paths can touch:

@@ -117,6 +117,7 @@ class VirtualClock:
     def __init__(self, spec: ClockSpec, stored: StoredClock,
                  host: Callable[[int], int] = _host_now) -> None:
         self.host = host
+        self.changes = 0                 # how many times the program set it (set_realtime)
         self.rate = stored.rate_ppm / 1e6 if stored.rate_ppm else spec.rate
         self._start_real = host(CLOCK_REALTIME)
         self._start_steady = {c: host(c) for c in (CLOCK_MONOTONIC, CLOCK_BOOTTIME)}
@@ -154,8 +155,17 @@ class VirtualClock:
         real = self.host(CLOCK_REALTIME)
         self.frozen = None
         self._start_real, self._start_virtual = real, ns
+        self.changes += 1
         return StoredClock(offset_ns=ns - real,
                            rate_ppm=int(self.rate * 1e6) if self.rate != 1.0 else None)
+
+    def state(self) -> tuple[int | None, int, int, int, int, float]:
+        """What now() computes from: the frozen reading (or None), the real and virtual
+        readings at the start, the monotonic and boot clocks' starts, the rate (the compiled
+        loop answers time calls from it, tracer/_fastpath_clock.c)."""
+        return (self.frozen, self._start_real, getattr(self, "_start_virtual", 0),
+                self._start_steady[CLOCK_MONOTONIC], self._start_steady[CLOCK_BOOTTIME],
+                self.rate)
 
     def real_duration(self, virtual_ns: int) -> int:
         """How long to really wait for a virtual duration (a sleep, a timeout)."""

@@ -1442,3 +1442,55 @@ def test_decisions_away_from_pythons_changes_stay(appvirt, home, tmp_path):
     assert "('E/f', 5), ('E/sub/f', 2), ('S/sub/f', 'errno 2')" in out
     assert _records(home, "aroundfast") == _records(home, "aroundslow")
     assert tree_digest(top) == before
+
+
+# Reads the clock every way glibc and the kernel offer, under a frozen virtual clock, then
+# sets it and reads the year.
+CLOCK_READER = r"""
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+class Timeval(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+for name, clock in (("CLOCK_REALTIME", 0), ("CLOCK_REALTIME_COARSE", 5), ("CLOCK_TAI", 11)):
+    print(name, time.clock_gettime_ns(clock))
+tv = Timeval()
+print("gettimeofday", libc.syscall(96, ctypes.byref(tv), None), tv.sec, tv.usec)
+t = ctypes.c_long()
+print("time", libc.syscall(201, ctypes.byref(t)), t.value, libc.syscall(201, None))
+print("bad pointer", libc.syscall(228, 0, ctypes.c_void_p(8)), ctypes.get_errno())
+ts = Timeval()                                   # (a timespec has the same two longs)
+libc.syscall(228, 0, ctypes.byref(ts))
+print("fractions", 0 <= ts.usec < 10**9, 0 <= tv.usec < 10**6)
+print("odd clock", libc.syscall(228, ctypes.c_long(1 << 32), ctypes.byref(tv)) == 0)
+for _ in range(300):
+    time.time()
+time.clock_settime(time.CLOCK_REALTIME, 2208988800)       # 2040-01-01
+print("set", time.gmtime().tm_year)
+"""
+
+
+@pytest.mark.parametrize("clock", ["2030-01-01 00:00:00", "-60y"])
+def test_time_calls_of_a_virtual_clock_match_the_python_loop(appvirt, home, tmp_path, clock):
+    """Under a virtual clock the compiled loop answers clock_gettime of the realtime clocks,
+    gettimeofday and time from the clock's state as VirtualClock computes it (before 1970
+    too), and from its new state once the program sets the time; it logs them as the
+    handlers do; a bad pointer stays Python's: the same output and records."""
+    policy = write_policy(tmp_path / "t.yaml", f"time: '{clock}'\n")
+    fast, slow = (appvirt("run", "--stats", "--policy", policy, "--app", "clock" + loop, "--",
+                          sys.executable, "-c", CLOCK_READER, env={"APPVIRT_FASTPATH": flag})
+                  for loop, flag in (("fast", "1"), ("slow", "0")))
+    assert fast.returncode == 0 and slow.returncode == 0, fast.stderr + slow.stderr
+    out = fast.stdout
+    assert "set 2040" in out and "bad pointer -1 14" in out and "fractions True True" in out
+    if clock == "-60y":              # a running clock: the readings differ run to run
+        assert int(out.split("CLOCK_REALTIME ")[1].split()[0]) < 0
+        return
+    assert fast.stdout == slow.stdout
+    assert "CLOCK_REALTIME 1893456000000000000" in out and "gettimeofday 0 1893456000 0" in out
+    assert "time 1893456000 1893456000 1893456000" in out
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
+    assert done, fast.stderr
+    for call, least in (("clock_gettime", 300), ("gettimeofday", 1), ("time", 2)):
+        got = re.search(rf"\b{call} (\d+)", done.group(1))
+        assert got and int(got.group(1)) >= least, (call, done.group(1))
+    assert _records(home, "clockfast") == _records(home, "clockslow")
