@@ -56,6 +56,7 @@
  * directory fd or cwd inside the upper layer names the guest directory below the upper root.
  * Everything else (other stops, a symlink on the way, a directory that is neither, any error
  * the Python handlers would explain) returns to Python unchanged.
+ * Under a virtual clock the time calls are answered from its state (_fastpath_clock.c).
  * Under a virtual identity (`identity`) execve is Python's, and a thread whose virtual ids are
  * not appvirt's own is served READS: its reads are answered here, what it creates or changes
  * is Python's, whose handlers give made objects the identity's owners.
