@@ -61,10 +61,10 @@
  * not appvirt's own is served READS: its reads are answered here, what it creates or changes
  * is Python's, whose handlers give made objects the identity's owners.
  * At log level all (log_reads) every call answered here has its record, as the Python loop
- * writes it: the stats, opens and listings of plain directories (each with its directory's
- * rule, dir_rule's, its canonical path and result), an fd's own stat, and the opens and
- * changes of owned and merged directories that have records at any level; every other call,
- * and any answer that has no record at level changes, is Python's.
+ * writes it: the stats, access checks, opens and listings of plain directories (each with its
+ * directory's rule, dir_rule's, its canonical path and result), an fd's own stat, and the
+ * opens and changes of owned and merged directories that have records at any level; every
+ * other call, and any answer that has no record at level changes, is Python's.
  */
 #include "_fastpath.h"
 
@@ -144,10 +144,10 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_getdents64(self, tid, &info);
     else if (nr == self->nr_clock_gettime || nr == self->nr_gettimeofday || nr == self->nr_time)
         rc = do_time_call(self, tid, &info);
-    else if (self->log_reads)        /* log level all: only the calls it writes records of */
-        rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
         rc = do_access(self, tid, &info);
+    else if (self->log_reads)        /* log level all: only the calls it writes records of */
+        rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, &info) : FALLBACK;
     else if (nr == self->nr_getcwd)
         rc = do_getcwd(self, tid, &info);
     else if (nr == self->nr_readlink || nr == self->nr_readlinkat)

@@ -410,6 +410,10 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     Operand op;
     struct stat st;
     int rc = find_object(self, tid, dirfd, addr, follow, &op, &st);
+    /* At log level all, only the names of plain directories, with their records. */
+    if (self->log_reads && (rc > 0 || op.kind != PLAIN || (rc < 0 && missing_fields(&op, rc, 1)
+                                                            < 0)))
+        return FALLBACK;
     if (rc > 0) {                    /* a directory named by itself (".", "dir/") */
         op.kind = op.path_len >= 0 ? directory_itself(self, tid, dirfd, op.path, op.path_len,
                                                       follow, op.host) : -1;
@@ -426,6 +430,9 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
         result = (op.dfd >= 0 ? syscall(SYS_faccessat2, op.dfd, name_of(&op), mode, at_flags)
                               : syscall(SYS_faccessat2, AT_FDCWD_, op.host, mode, at_flags))
                  < 0 ? -errno : 0;
+    if (self->log_reads && read_record(self, tid, in, plain_call ? 0 : 1, &op,
+                                       REC_RULE | REC_PATH | REC_RESULT, result) < 0)
+        return FALLBACK;
     emulate(tid, result);
     return ANSWERED;
 }

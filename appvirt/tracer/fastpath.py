@@ -17,9 +17,9 @@ every decision whenever the index changes otherwise, and says which threads the 
 serve: those whose stops Python has nothing in flight for.
 
 At log level `all` (every call is logged) the engine answers only the reads it writes the
-records of (READS_LOGGED and openat: stats, opens and listings in plain directories, and an
-fd's own stat) besides its changes in owned and merged directories, and every other call goes
-to Python.
+records of (READS_LOGGED and openat: stats, access checks, opens and listings in plain
+directories, and an fd's own stat) besides its changes in owned and merged directories, and
+every other call goes to Python.
 
 Under an `identity:` execve is Python's (set-id programs), and so is what a thread creates or
 changes while its virtual ids are not appvirt's own (the objects it makes are the identity's).
@@ -62,7 +62,8 @@ CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown"
            "fchmodat", "fchownat", "chmod", "chown", "lchown", "utimensat", "link", "linkat",
            "rename", "renameat", "renameat2")
 LOGGED = ("openat",) + CHANGES          # the calls whose records the engine writes
-READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64")   # ... and at log level all
+READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64", "access", "faccessat",
+                "faccessat2")           # ... and at log level all
 TIME_CALLS = ("clock_gettime", "gettimeofday", "time")    # ... and under a virtual clock
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
