@@ -69,7 +69,9 @@ _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never ask
 
 
 def wanted(policy: Policy) -> bool:
-    """Whether this run may use the compiled fast path."""
+    """Whether this run may use the compiled fast path: under every policy now (log level all
+    and identities restrict what it answers, see above), unless the extension is missing or
+    APPVIRT_FASTPATH=0."""
     return _fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
 
 
