@@ -500,8 +500,8 @@ static PyMemberDef Engine_members[] = {
      "a virtual identity: execve is Python's (set-id programs change the identity)"},
     {"log_reads", T_BOOL, offsetof(Engine, log_reads), 0,
      "log level all: only the calls whose records the engine writes are answered here (the "
-     "stats, opens and listings of plain directories, with dir_rule's rules, and the opens "
-     "and changes of owned and merged ones); every other call goes to Python"},
+     "stats, access checks, opens and listings of plain directories, with dir_rule's rules, "
+     "and the opens and changes of owned and merged ones); every other call goes to Python"},
     {NULL}
 };
 

@@ -138,7 +138,7 @@ typedef struct {
                                      /* programs); a thread whose ids are not appvirt's is */
                                      /* served READS (its creations and changes are Python's) */
     char log_reads;                  /* log level all: a read is answered only with its */
-                                     /* record (reads_record), the other calls are Python's */
+                                     /* record (read_record), the other calls are Python's */
     PyObject *dir_rule, *rules;      /* dir_rule(dir): the JSON text of the rule of names in */
                                      /* plain directory dir; rules: its answers (a dict) */
     int clock_virtual;               /* "now" is the policy's clock, not the kernel's */

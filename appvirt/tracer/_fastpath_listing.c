@@ -232,7 +232,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
         if (lstat(parent, &up) < 0)
             return FALLBACK;
         dotdot = up.st_ino;
-    } else if (kind != OWNED) {
+    } else {
         return FALLBACK;
     }
     size_t count = (size_t)(a[2] & 0xFFFFFFFFu);

@@ -215,7 +215,6 @@ static void put_arg(Line *l, const ArgSpec *a, uint64_t v, const char *path)
     }
 }
 
-/* Tracer.log_call's record of a call the engine made (has_result: emulated) or redirected. */
 /* ,"errno":"ENOENT": the name of errno e, as Python's records give it (none when unknown;
  * errnames: errno -> name, or NULL). */
 static void put_errno(PyObject *errnames, Line *l, long e)
@@ -232,6 +231,8 @@ static void put_errno(PyObject *errnames, Line *l, long e)
     }
 }
 
+/* Tracer.log_call's record of a call the engine made (has_result: emulated) or redirected,
+ * or (r->decision) of a read or time call it answered. */
 static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int tid,
                      PyObject *program, const uint64_t *args, const CallRecord *r, double us,
                      PyObject *errnames)
@@ -517,9 +518,9 @@ static PyObject *rule_of(Engine *self, const char *dir, Py_ssize_t len)
 /* The record the Python loop writes of a read at log level all (Tracer.log_call): the call
  * allowed, with `fields` (REC_*) of op, a name in a plain directory: the rule that decides
  * the names there, the object's path (its canonical one, the host's), the result the call
- * gets. path_arg: the argument that names it (an fd's own
- * object: op NULL, the path ""). The record's number; -1 when the engine has no record for
- * it (the stop is then Python's, nothing written; an exception may be set). */
+ * gets. path_arg: the argument that names it (an fd's own object: op NULL, the path "").
+ * The record's number; -1 when the engine has no record for it (the stop is then Python's,
+ * nothing written; an exception may be set). */
 long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
                       int path_arg, const Operand *op, int fields, long result)
 {

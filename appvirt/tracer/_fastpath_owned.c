@@ -289,8 +289,10 @@ static int merged_change(const Operand *op, int rc, int removes, int makes)
 {
     if (rc == -ENOENT)
         return !makes || op->upper_obj;
-    if (rc != 0 || !op->upper_obj || makes)
-        return rc == 0 && op->upper_obj && makes;        /* EEXIST */
+    if (rc != 0 || !op->upper_obj)
+        return 0;
+    if (makes)
+        return 1;                    /* EEXIST */
     struct stat st;
     return !removes || (fstatat(op->lower_dfd, name_of(op), &st, AT_SYMLINK_NOFOLLOW_) < 0
                         && errno == ENOENT);

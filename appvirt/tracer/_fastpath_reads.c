@@ -103,6 +103,33 @@ static int is_script(const char *path)
     return n < 0 ? -1 : n == 2 && head[0] == '#' && head[1] == '!';
 }
 
+/* The program's call (nr, and the four argument registers a rewrite may change) kept in its
+ * slot's Pending, to be given back at the exit stop (finish_open); *regs the registers to
+ * rewrite. NULL: the thread is gone (its exit report follows). */
+static Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
+                          struct user_regs_struct *regs)
+{
+    Pending *p = &self->pending[slot];
+    if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
+        return NULL;
+    clear_pending(p);
+    p->tid = tid;
+    p->nr = nr;
+    p->args[0] = regs->rdi; p->args[1] = regs->rsi; p->args[2] = regs->rdx;
+    p->args[3] = regs->r10;
+    return p;
+}
+
+/* The held call, rewritten as regs say, run to its exit stop. */
+static void run_held(Pending *p, pid_t tid, const struct user_regs_struct *regs)
+{
+    if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0) {
+        clear_pending(p);            /* gone: its exit report follows */
+        return;
+    }
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+}
+
 /* execve of a path that names nothing in a plain directory (a shell's search of $PATH):
  * ENOENT or ENOTDIR, as the handler says it. A program the host has at the very path the
  * program names (a regular file, not a script, in a plain directory reached without a
@@ -125,19 +152,11 @@ int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     char *mine = (char *)self->area.buf + (size_t)slot * self->slot_size;
     memcpy(mine, op.path, (size_t)op.path_len + 1);
     struct user_regs_struct regs;
-    Pending *p = &self->pending[slot];
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
-        return ANSWERED;             /* gone: its exit report follows */
-    clear_pending(p);
-    p->tid = tid;
-    p->nr = in->seccomp.nr;
-    p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
-    regs.rdi = self->slot_base + (unsigned long long)slot * self->slot_size;
-    if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
-        clear_pending(p);
+    Pending *p = hold_call(self, tid, slot, in->seccomp.nr, &regs);
+    if (p == NULL)
         return ANSWERED;
-    }
-    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    regs.rdi = self->slot_base + (unsigned long long)slot * self->slot_size;
+    run_held(p, tid, &regs);
     return ANSWERED;
 }
 
@@ -369,15 +388,11 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     memcpy(mine, op.host, plen);
     memcpy(mine + how_off, &how, sizeof how);
     struct user_regs_struct regs;
-    Pending *p = &self->pending[slot];
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+    Pending *p = hold_call(self, tid, slot, in->seccomp.nr, &regs);
+    if (p == NULL) {
         Py_XDECREF(created);
-        return ANSWERED;             /* gone: its exit report follows */
+        return ANSWERED;
     }
-    clear_pending(p);
-    p->tid = tid;
-    p->nr = in->seccomp.nr;
-    p->args[0] = regs.rdi; p->args[1] = regs.rsi; p->args[2] = regs.rdx; p->args[3] = regs.r10;
     p->owned = redirected;
     p->seq = seq;
     p->created = created;
@@ -386,11 +401,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     regs.rdx = at + how_off;
     regs.r10 = OPEN_HOW_SIZE;
     regs.orig_rax = (unsigned long long)self->nr_openat2;
-    if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0) {
-        clear_pending(p);
-        return ANSWERED;
-    }
-    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    run_held(p, tid, &regs);
     return ANSWERED;
 }
 
