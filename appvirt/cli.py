@@ -25,6 +25,7 @@ COMMANDS = {
     "overlay": ("appvirt.overlay.cli", "overlay", "Inspect and manage an app's file overlay."),
     "reg": ("appvirt.store.cli", "reg", "Read and change an app's configuration store."),
     "vmexit": ("appvirt.vmx.cli", "vmexit", "Simulate the same operations as Intel VMX exits."),
+    "server": ("appvirt.warm.cli", "server", "Start, stop or ask the warm-start server."),
 }
 
 

@@ -1,8 +1,10 @@
 """The `appvirt` executable.
 
-A plain `appvirt run` command line starts its run without loading click (click and the
+A plain `appvirt run` command line is first offered to a warm server (warm/client.py: one
+failed connect when there is none), then starts its run without loading click (click and the
 modules it needs are a tenth of the start-up), and ends it without the interpreter's teardown
-(_exit_at_once); every other command line goes to cli.main.
+(_exit_at_once); every other command line goes to cli.main. Hence the imports here are few
+and builtin, and the rest come when a command needs them.
 
 Plain means one click would parse the same way without a word: `run`, then --policy, --app
 and --log (each at most once, with a value) and --stats, an optional `--`, and the program
@@ -20,9 +22,9 @@ import os
 import stat
 import sys
 from types import ModuleType
-from typing import NoReturn
 
-from .errors import AppvirtError, ExitStatus
+if False:                           # for annotations only: typing costs a warm start 3 ms
+    from typing import NoReturn
 
 _VALUED = {"--policy": "policy_file", "--app": "app_name", "--log": "log_file"}
 _FILES = ("policy_file", "log_file")        # click.Path(dir_okay=False) in cli_run
@@ -31,7 +33,14 @@ _COMPLETION = "_APPVIRT_COMPLETE"           # click's shell completion asks thro
 
 def console() -> NoReturn:
     """The `appvirt` executable (and `python -m appvirt`)."""
-    status, ran = _command(sys.argv[1:])
+    args = sys.argv[1:]
+    if plain_run(args) is not None:
+        from .warm.client import run_warm
+        status = run_warm(args)
+        if status is not None:
+            sys.stderr.flush()
+            os._exit(status)
+    status, ran = _command(args)
     if ran:
         _exit_at_once(status)
     sys.exit(status)
@@ -44,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args: list[str]) -> tuple[int, bool]:
     """The exit status, and whether a plain run went through to its end."""
+    from .errors import ExitStatus
     params = plain_run(args)
     if params is None:
         from .cli import main as cli_main
@@ -155,6 +165,8 @@ def import_quietly(module: str) -> ModuleType:
 def report_failure(e: Exception) -> int:
     """Say what went wrong in one line; the exit status. Called while handling e."""
     import click
+
+    from .errors import AppvirtError, ExitStatus
     if isinstance(e, AppvirtError):
         click.echo(f"appvirt: {e.message}", err=True)
         return int(e.exit_status)

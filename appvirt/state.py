@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import StateDirError
+from .homepath import home_dir
 
 APP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def appvirt_home(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
     """Return the root of appvirt's state (not created)."""
-    env = os.environ if environ is None else environ
-    if env.get("APPVIRT_HOME"):
-        return Path(env["APPVIRT_HOME"])
-    data = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/root")) / ".local" / "share")
-    return Path(data) / "appvirt"
+    return Path(home_dir(environ))
 
 
 def replace_quietly(path: Path, data: bytes) -> None:

@@ -24,6 +24,7 @@ Not part of the test suite: timings belong here, never in assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -61,6 +62,8 @@ class Runner:
     prefix: tuple[str, ...]
     skip: dict[str, str] = field(default_factory=dict)    # workload name -> why it is not run
     is_tracer: bool = True     # its first process is the tracer (for the memory measurement)
+    env: dict[str, str] = field(default_factory=dict)     # added to the benchmark's own
+    tree_cpu: bool = True      # the tracer is in its process tree (not a server's child)
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,10 @@ class Cell:
     loop_seconds: list[float] = field(default_factory=list)
     not_run: str | None = None                               # why there are no timings
 
-    def add(self, run: Run) -> None:
+    def add(self, run: Run, tree_cpu: bool = True) -> None:
         self.seconds.append(run.seconds)
-        self.cores.append(run.cpu_seconds / run.seconds)
+        if tree_cpu:
+            self.cores.append(run.cpu_seconds / run.seconds)
         stops = ptrace_stops(run.stderr)
         if stops is not None:
             self.stops.append(stops)
@@ -252,6 +256,25 @@ def appvirt(policy: Path) -> tuple[str, ...]:
     return (sys.executable, "-m", "appvirt", "run", "--stats", "--policy", str(policy), "--")
 
 
+COLD = {"APPVIRT_SERVER": "off"}        # never a warm start, even with a server running
+WARM = "appvirt (warm)"
+
+
+@contextlib.contextmanager
+def warm_server(chosen: dict[str, Runner], env: dict[str, str]):
+    """The warm-start server of the benchmark's appvirt home, while WARM runs."""
+    if WARM not in chosen:
+        yield
+        return
+    subprocess.run([sys.executable, "-m", "appvirt", "server", "start", "--idle", "0"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        subprocess.run([sys.executable, "-m", "appvirt", "server", "stop"], env=env,
+                       check=False, stdout=subprocess.DEVNULL)
+
+
 def runners(home: Path) -> dict[str, Runner]:
     default = REPO / "policies" / "default.yaml"
     return {r.name: r for r in (
@@ -259,8 +282,9 @@ def runners(home: Path) -> dict[str, Runner]:
         Runner("seccomp floor", (sys.executable, str(BENCH / "seccomp_floor.py")),
                is_tracer=False),
         Runner("physical limit", physical_limit(home, default)),
-        Runner("appvirt", appvirt(default)),
-        Runner("appvirt (all virtual)", appvirt(BENCH / "all_virtual.yaml")),
+        Runner("appvirt", appvirt(default), env=COLD),
+        Runner(WARM, appvirt(default), is_tracer=False, tree_cpu=False),
+        Runner("appvirt (all virtual)", appvirt(BENCH / "all_virtual.yaml"), env=COLD),
         Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
         Runner("proot", ("proot",)),
         Runner("python-ptrace strace.py", python_ptrace_strace(), PYTHON_PTRACE_SKIPS),
@@ -360,12 +384,12 @@ def measure(w: Workload, chosen: dict[str, Runner], reps: int, env: dict[str, st
             if cell.not_run:
                 continue
             try:
-                run = run_once([*r.prefix, *w.argv], env, timeout)
+                run = run_once([*r.prefix, *w.argv], {**env, **r.env}, timeout)
                 if reference is None:
                     reference = (name, run.stdout)
                 elif run.stdout != reference[1]:
                     raise NotRun(f"output differs from {reference[0]}")
-                cell.add(run)
+                cell.add(run, r.tree_cpu)
             except NotRun as e:
                 cell.not_run = f"{e}; run {rep + 1} of {reps}" if reps > 1 else str(e)
                 print(f"{name} on {w.name}: {e}", file=sys.stderr)
@@ -529,7 +553,7 @@ def cost_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
                 if native is not None and n >= MIN_STOPS_FOR_COST:
                     per_stop = f"{(statistics.median(cell.seconds) - native) / n * 1e6:.1f}"
             in_c = f"{statistics.median(cell.compiled):,.0f}" if cell.compiled else ""
-            cores = f"{statistics.median(cell.cores):.2f}"
+            cores = f"{statistics.median(cell.cores):.2f}" if cell.cores else ""
             lines.append(f"| {w.note} | {name} | {stops} | {in_c} | {per_stop} | {cores} |")
     return lines
 
@@ -577,7 +601,12 @@ NOTES = [
     "- µs per stop = (the runner's median − native's median) / the runner's median stops; "
     f"given from {MIN_STOPS_FOR_COST:,} stops up.",
     "- CPU use = user + system seconds of the whole process tree, tracer included, / wall "
-    "seconds: above 1 only where a second core was used.",
+    "seconds: above 1 only where a second core was used. Not given for \"appvirt (warm)\", "
+    "whose tracer is a child of the warm-start server, outside its client's tree.",
+    "- \"appvirt (warm)\" is `appvirt run` with the default policy handed to a warm-start "
+    "server (`appvirt server start`, started for the benchmark) by a client without a "
+    "controlling terminal; \"appvirt\" and \"appvirt (all virtual)\" start cold "
+    "(`APPVIRT_SERVER=off`).",
     "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
     "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
     "sleeps (see its CPU use).",
@@ -634,7 +663,7 @@ def main() -> int:
                     default="true,find,syscalls,python,tar,git,make,compute,threads,procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--runners", default="native,seccomp floor,physical limit,appvirt,"
-                    "appvirt (all virtual),strace -f,proot,python-ptrace strace.py")
+                    f"{WARM},appvirt (all virtual),strace -f,proot,python-ptrace strace.py")
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds one run may take before it is killed and reported n/a")
     mem = ap.add_mutually_exclusive_group()
@@ -662,9 +691,10 @@ def main() -> int:
             rows = []
             if not args.memory:
                 all_w = workloads(tmpd)
-                for name in args.workloads.split(","):
-                    rows.append((all_w[name], measure(all_w[name], chosen_r, args.reps, env,
-                                                      args.timeout)))
+                with warm_server(chosen_r, env):
+                    for name in args.workloads.split(","):
+                        rows.append((all_w[name], measure(all_w[name], chosen_r, args.reps,
+                                                          env, args.timeout)))
             memory = None if args.no_memory else measure_memory(chosen_r, tmpd, env,
                                                                 args.timeout)
         finally:

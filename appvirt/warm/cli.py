@@ -1,0 +1,47 @@
+"""`appvirt server start|stop|status`: the warm-start server of an appvirt home."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import ExitStatus
+from ..homepath import home_dir
+from . import server as warm
+
+
+@click.group("server")
+def server() -> None:
+    """Keep a run's imports warm: `appvirt run` lines without a controlling terminal start in
+    a fork of the server instead of a new interpreter (see README, "Warm starts")."""
+
+
+@server.command("start")
+@click.option("--idle", type=click.FloatRange(min=0), default=1800.0, show_default=True,
+              help="Exit after this many seconds without a request (0: never).")
+def start(idle: float) -> None:
+    """Start the server of this appvirt home in the background."""
+    pid = warm.start(home_dir(), idle)
+    click.echo(f"appvirt: server started (pid {pid})")
+
+
+@server.command("stop")
+def stop() -> int:
+    """Stop the server (runs in progress finish)."""
+    if warm.ask(home_dir(), ("stop",)) is None:
+        click.echo("appvirt: no server runs", err=True)
+        return ExitStatus.FAILURE
+    click.echo("appvirt: server stopping")
+    return ExitStatus.OK
+
+
+@server.command("status")
+def status() -> int:
+    """Say whether a server runs, and what it has served and refused (exit 1: none runs)."""
+    answer = warm.ask(home_dir(), ("status",))
+    if answer is None:
+        click.echo("no server runs")
+        return ExitStatus.FAILURE
+    _, served, refused, last, running, pid = answer
+    click.echo(f"server pid {pid}: {served} runs served, {running} running, {refused} refused"
+               + (f" (last: {last})" if last else ""))
+    return ExitStatus.OK

@@ -1,0 +1,337 @@
+"""`appvirt server`: a process that has imported everything a run uses and forks a tracer for
+each warm run a client hands it (client.py), so runs skip the imports of a cold start.
+
+The server listens on `$APPVIRT_HOME/run/server.sock` (a directory only its user can enter),
+answers only its own user (SO_PEERCRED), and forks a run only for a client whose process
+context the run would inherit unchanged (peer.py) and whose appvirt is the server's own code,
+unchanged on disk since the server started (else it refuses, and exits when the code
+changed: the client starts cold). The forked tracer takes the client's standard fds, cwd,
+environment, umask, resource limits, CPUs and nice value, runs the command line as a cold
+appvirt would (entry.main), and sends the exit status; if the client goes away first, the
+tracer kills itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first
+is reported by the server. An idle server exits after `--idle` seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import pkgutil
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+from ..entry import import_quietly
+from ..errors import AppvirtError
+from . import peer, wire
+from .client import ORIGIN, PACKAGE, socket_path
+
+POLL_SECONDS = 0.2          # how soon a tracer killed by a signal is reported
+REQUEST_SECONDS = 10.0      # a client that connects and says nothing does not hold it up
+RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
+CODE_SUFFIXES = (".py", ".so", ".yaml", ".json")
+
+
+class ServerError(AppvirtError):
+    """The server cannot start, or cannot be reached."""
+
+
+class Counts(NamedTuple):
+    served: int
+    refused: int
+    last_refusal: str
+
+
+def code_stamp(package: str = PACKAGE) -> tuple:
+    """Name, size and mtime of every file of the package: a changed one makes the imported
+    modules stale."""
+    stamp = []
+    for root, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(CODE_SUFFIXES):
+                st = os.stat(os.path.join(root, name))
+                stamp.append((root, name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+def preload() -> None:
+    """Import what a run imports, including the handlers a run imports at its first stops."""
+    import_quietly("appvirt.run")
+    handlers = sys.modules["appvirt.handlers"]
+    for info in pkgutil.iter_modules(handlers.__path__, "appvirt.handlers."):
+        import_quietly(info.name)
+    import_quietly("appvirt.core.context")
+
+
+class Server:
+    def __init__(self, home: str, idle: float, lock: int) -> None:
+        self.idle, self.lock = idle, lock
+        self.path = socket_path(home)
+        self.stamp = code_stamp()
+        self.context = peer.read_context("self")
+        self.interpreter_env = peer.interpreter_env(dict(os.environb))
+        self.children: dict[int, socket.socket] = {}
+        self.counts = Counts(0, 0, "")
+        self.stopping = False
+        self.listener = _listen(self.path)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        last = time.monotonic()
+        self.listener.settimeout(POLL_SECONDS)
+        while not (self.stopping and not self.children):
+            self._reap()
+            if self.stopping:
+                time.sleep(POLL_SECONDS)
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                if self.idle and not self.children and time.monotonic() - last > self.idle:
+                    self._stop()
+                continue
+            last = time.monotonic()
+            conn.settimeout(REQUEST_SECONDS)
+            try:
+                self._answer(conn)
+            except (OSError, EOFError, ValueError):
+                pass
+            if conn.fileno() >= 0 and conn not in self.children.values():
+                conn.close()
+
+    def _answer(self, conn: socket.socket) -> None:
+        pid, uid, gid = _peer_credentials(conn)
+        if (uid, gid) != (os.getuid(), os.getgid()):
+            return                          # not our user: not a word
+        received = wire.receive(conn, max_fds=3)
+        if received is None:
+            return
+        message, fds = received
+        try:
+            kind = message[0]
+            if kind == "status":
+                self._reap()
+                wire.send(conn, ("status", *self.counts, len(self.children), os.getpid()))
+            elif kind == "stop":
+                wire.send(conn, ("stopping",))
+                self._stop()
+            elif kind == "run" and len(fds) == 3 and len(message) == 4:
+                reason = self._refusal(pid, message[1], message[3])
+                if reason is not None:
+                    self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
+                    wire.send(conn, ("refused", reason))
+                    return
+                conn.settimeout(None)   # the tracer's wait on it lasts the run
+                child = os.fork()
+                if child == 0:          # pragma: no cover - the forked tracer
+                    self.listener.close()
+                    os.close(self.lock)     # a new server may start while this run goes on
+                    for other in self.children.values():
+                        other.close()
+                    _run_forked(conn, pid, message[2], message[3], fds)
+                self.children[child] = conn
+                self.counts = self.counts._replace(served=self.counts.served + 1)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes]) -> str | None:
+        if origin != ORIGIN:
+            return f"the client's appvirt or interpreter is another ({origin})"
+        if peer.interpreter_env(environ) != self.interpreter_env:
+            return "the client's interpreter variables (PYTHON*, LC_*, LANG) differ"
+        if code_stamp() != self.stamp:
+            self._stop()
+            return "appvirt's code changed since the server started (it exits)"
+        try:
+            context = peer.read_context(pid)
+        except OSError as e:
+            return f"the client's /proc cannot be read ({e.strerror})"
+        return peer.refusal(self.context, context)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                try:            # a tracer that ended normally said so itself, and its
+                    wire.send(conn, ("status", status))     # client may be gone
+                except OSError:
+                    pass
+                conn.close()
+
+    def _stop(self) -> None:
+        """Take no more runs; the loop ends when the running ones have."""
+        if not self.stopping:
+            self.stopping = True
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.listener.close()
+
+
+def _listen(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        os.unlink(path)                 # a dead server's (the lock says none is alive)
+    except FileNotFoundError:
+        pass
+    dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{dirfd}/{wire.SOCKET_NAME}")   # any length of home
+    finally:
+        os.close(dirfd)
+    sock.listen(64)
+    return sock
+
+
+def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    import struct
+    data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", data)
+
+
+# -- the forked tracer -----------------------------------------------------------------------
+
+def _run_forked(conn: socket.socket, client: int, argv: list[str],
+                environ: dict[bytes, bytes], fds: list[int]) -> None:  # pragma: no cover
+    """Become the client's cold appvirt, run its command line, report; never returns."""
+    status = 125
+    try:
+        try:
+            _take_over(client, environ, fds)
+        except (OSError, ValueError) as e:
+            wire.send(conn, ("refused", f"its context could not be given to a run: {e}"))
+            os._exit(0)
+        wire.send(conn, ("pid", os.getpid()))
+        threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+        from ..entry import main
+        sys.argv = ["appvirt", *argv]
+        status = main(argv)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        wire.send(conn, ("exit", status))
+    finally:
+        os._exit(status)
+
+
+def _take_over(client: int, environ: dict[bytes, bytes], fds: list[int]) -> None:
+    """The client's standard fds, cwd, environment, umask, limits, CPUs and nice value."""
+    os.setpgid(0, 0)                    # the server's group signals are not the run's
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    atexit._clear()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    cwd = os.open(f"/proc/{client}/cwd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(cwd)
+    finally:
+        os.close(cwd)
+    os.umask(peer.read_context(client).umask)
+    for limit in RLIMITS:
+        resource.setrlimit(limit, resource.prlimit(client, limit))
+    os.sched_setaffinity(0, os.sched_getaffinity(client))
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, client))
+    os.environb.clear()
+    os.environb.update(environ)
+
+
+def _die_with_client(conn: socket.socket) -> None:  # pragma: no cover - the forked tracer
+    """The client sends nothing more: its end of the stream is its end (killed, say)."""
+    try:
+        conn.recv(1)
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- starting, stopping, asking --------------------------------------------------------------
+
+def start(home: str, idle: float) -> int:
+    """Start a server for this home in the background; its pid. ServerError if one runs."""
+    run_dir = os.path.join(home, "run")
+    try:
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        lock = os.open(os.path.join(run_dir, "server.lock"),
+                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ServerError(f"cannot use {run_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise ServerError(f"a server already runs for {home}") from None
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the daemon's parent and the daemon
+        os.close(ready_r)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        _daemon(home, idle, lock, ready_w)
+    os.close(ready_w)
+    os.close(lock)                      # the daemon holds it
+    os.waitpid(pid, 0)
+    with os.fdopen(ready_r, "rb") as f:
+        word = f.read().decode(errors="replace")
+    if not word.startswith("ok "):
+        raise ServerError(f"the server did not start: {word or 'it died'}")
+    return int(word[3:])
+
+
+def _daemon(home: str, idle: float, lock: int, ready: int) -> None:  # pragma: no cover - the daemon
+    status = 1
+    try:
+        os.chdir("/")
+        quiet = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(quiet, fd)
+        os.close(quiet)
+        preload()
+        server = Server(home, idle, lock)
+        os.write(ready, f"ok {os.getpid()}".encode())
+        os.close(ready)
+        server.serve()
+        status = 0
+    except BaseException as e:          # noqa: BLE001 - said to `appvirt server start`
+        try:
+            os.write(ready, f"{type(e).__name__}: {e}".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(status)
+
+
+def ask(home: str, message: tuple) -> tuple | None:
+    """The server's answer to status or stop; None when no server runs."""
+    from .client import connect
+    sock = connect(home)
+    if sock is None:
+        return None
+    try:
+        wire.send(sock, message)
+        answer = wire.receive(sock)
+    except (OSError, EOFError, ValueError) as e:
+        raise ServerError(f"the server did not answer: {e}") from None
+    finally:
+        sock.close()
+    return None if answer is None else answer[0]

@@ -1,0 +1,224 @@
+"""Warm starts (`appvirt server`): a run forked by the server sees what a cold run would see,
+its client ends the way the run ended, nothing outlives either of them, and a client whose
+context a forked run could not have is refused and starts cold."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from appvirt.warm import server as warm_server
+from tests.conftest import appvirt_cmd
+
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def _status(env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(appvirt_cmd("server", "status"), capture_output=True, text=True,
+                          timeout=30, env=env)
+
+
+def _counts() -> tuple[int, int, int, str]:
+    """(pid, served, refused, last refusal) of the running server."""
+    out = _status().stdout
+    m = re.match(r"server pid (\d+): (\d+) runs served, \d+ running, (\d+) refused"
+                 r"(?: \(last: (.*)\))?", out)
+    assert m, out
+    return int(m[1]), int(m[2]), int(m[3]), m[4] or ""
+
+
+@pytest.fixture
+def server(home: Path, ptrace_ok: None):
+    r = subprocess.run(appvirt_cmd("server", "start", "--idle", "300"), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(re.search(r"pid (\d+)", r.stdout)[1])
+    proc = psutil.Process(pid)
+    try:
+        yield proc
+    finally:
+        subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
+        try:
+            proc.wait(timeout=15)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the server did not stop") from None
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None,
+          timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`appvirt run ARGS` with no controlling terminal (a session of its own), as CI has it."""
+    return subprocess.run(appvirt_cmd("run", *args), capture_output=True, text=True,
+                          cwd=cwd, env=env, input=input, preexec_fn=preexec_fn,
+                          start_new_session=True, timeout=timeout)
+
+
+def test_a_warm_run_sees_what_a_cold_one_sees(server, tmp_path):
+    def context():
+        os.umask(0o027)
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (123, 456))
+        os.setpriority(os.PRIO_PROCESS, 0, 7)
+
+    script = ("echo \"$WARM_VAR\"; pwd; umask; ulimit -n; ulimit -Hn; "
+              "grep Cpus_allowed_list /proc/self/status; cut -d' ' -f19 /proc/self/stat; "
+              "read line; echo \"read $line\"; echo to-stderr >&2; exit 7")
+    env = {**os.environ, "WARM_VAR": "a value"}
+    results = {}
+    for mode in ("warm", "cold"):
+        before = _counts()[1]
+        r = _warm("--", "sh", "-c", script, cwd=tmp_path, input="a line\n",
+                  env={**env, "APPVIRT_SERVER": "on" if mode == "warm" else "off"},
+                  preexec_fn=context)
+        assert _counts()[1] == before + (mode == "warm"), mode
+        results[mode] = (r.returncode, r.stdout, r.stderr)
+    assert results["warm"] == results["cold"]
+    code, out, err = results["warm"]
+    cpu = min(os.sched_getaffinity(0))
+    assert code == 7
+    assert out.splitlines() == ["a value", str(tmp_path), "0027", "123", "456",
+                                f"Cpus_allowed_list:\t{cpu}", "7", "read a line"]
+    assert err == "to-stderr\n"
+
+
+def test_a_warm_run_changes_the_overlay_not_the_host(server, tmp_path):
+    target = Path("/etc/appvirt-warm-start-test")
+    assert not target.exists()
+    etc = hashlib.sha256(b"".join(sorted(p.name.encode() for p in Path("/etc").iterdir())))
+    r = _warm("--", "sh", "-c", f"echo made > {target} && cat {target}")
+    assert (r.returncode, r.stdout) == (0, "made\n"), r.stderr
+    assert _counts()[1] == 1
+    assert not target.exists()
+    assert hashlib.sha256(b"".join(sorted(p.name.encode() for p in Path("/etc").iterdir()))
+                          ).digest() == etc.digest()
+    diff = subprocess.run(appvirt_cmd("overlay", "default", "diff"), capture_output=True,
+                          text=True, timeout=60)
+    assert str(target) in diff.stdout
+
+
+def test_the_client_dies_the_way_the_run_ended(server):
+    r = _warm("--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + signal.SIGTERM
+    r = _warm("--", "/nonexistent/program")
+    assert r.returncode == 127 and r.stderr == "appvirt: /nonexistent/program: No such file " \
+        "or directory\n"
+    assert _counts()[1:3] == (2, 0)
+
+
+def _spawn_warm(*command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(appvirt_cmd("run", "--", *command), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _tracer_of(server: psutil.Process) -> psutil.Process:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = server.children()
+        if children:
+            return children[0]
+        time.sleep(0.05)
+    raise AssertionError("the server forked no tracer")
+
+
+def test_signals_to_the_client_reach_the_program(server):
+    p = _spawn_warm("sh", "-c", "trap 'echo got TERM; exit 42' TERM; echo ready; "
+                    "while :; do sleep 0.05; done")
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=20) == 42
+    assert p.stdout.read() == "got TERM\n"
+
+
+def test_a_killed_client_takes_its_run_with_it(server):
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    assert p.stdout.readline() == "ready\n"
+    tracer = _tracer_of(server)
+    program = tracer.children()
+    assert [c.name() for c in program if c.name() == "sleep"], program
+    p.kill()
+    p.wait(timeout=10)
+    gone, alive = psutil.wait_procs([tracer, *program], timeout=15)
+    assert not alive
+
+
+def test_a_killed_tracer_is_reported_as_its_death(server):
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    assert p.stdout.readline() == "ready\n"
+    tracer = _tracer_of(server)
+    program = tracer.children()
+    tracer.kill()
+    assert p.wait(timeout=20) == -signal.SIGKILL       # what a killed cold appvirt gives
+    gone, alive = psutil.wait_procs(program, timeout=15)
+    assert not alive
+
+
+def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server):
+    master, slave = os.openpty()
+
+    def with_terminal():
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    r = subprocess.run(appvirt_cmd("run", "--", "sh", "-c", "tty; echo ok"),
+                       stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       start_new_session=True, preexec_fn=with_terminal, timeout=60)
+    os.close(master)
+    os.close(slave)
+    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r.stderr
+    assert _counts()[1:] == (0, 1, "the client has a controlling terminal")
+
+    def no_new_privs():
+        assert ctypes.CDLL(None).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+
+    r = _warm("--", "sh", "-c", "echo ok", preexec_fn=no_new_privs)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    _, served, refused, last = _counts()
+    assert (served, refused) == (0, 2) and last.startswith("a different NoNewPrivs")
+
+
+def test_changed_code_is_refused_and_stops_the_server(server):
+    assert _warm("--", "true").returncode == 0 and _counts()[1] == 1
+    module = Path(warm_server.__file__).with_name("__init__.py")
+    st = module.stat()
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    try:
+        r = _warm("--", "sh", "-c", "echo cold")
+        assert (r.returncode, r.stdout) == (0, "cold\n"), r.stderr
+        server.wait(timeout=15)
+    finally:
+        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _status().returncode == 1
+
+
+def test_start_stop_status_and_idle_exit(home, ptrace_ok):
+    assert _status().returncode == 1
+    r = subprocess.run(appvirt_cmd("server", "start", "--idle", "0.5"), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    proc = psutil.Process(int(re.search(r"pid (\d+)", r.stdout)[1]))
+    try:
+        again = subprocess.run(appvirt_cmd("server", "start"), capture_output=True, text=True,
+                               timeout=60)
+        assert again.returncode == 2 and "already runs" in again.stderr
+        proc.wait(timeout=20)                       # idle for half a second: it exits
+    finally:
+        if proc.is_running():
+            proc.kill()
+    assert _status().returncode == 1
+    assert not (home / "run" / "server.sock").exists()
+    stop = subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, text=True,
+                          timeout=30)
+    assert stop.returncode == 1 and stop.stderr == "appvirt: no server runs\n"

@@ -1,0 +1,143 @@
+"""The warm server's plain logic: its messages, its refusals, its code stamp, and what its
+client imports (no ptrace)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, strategies as st
+
+from appvirt.homepath import home_dir
+from appvirt.state import appvirt_home
+from appvirt.warm import peer, wire
+from appvirt.warm.server import code_stamp
+
+SELF = peer.read_context("self")
+
+messages = st.tuples(st.sampled_from(["run", "status", "pid", "exit"]),
+                     st.lists(st.text()), st.dictionaries(st.binary(), st.binary()),
+                     st.integers(-2**63, 2**63 - 1))
+
+
+@given(messages, st.booleans())
+def test_a_message_and_its_fds_arrive_whole(message, with_fds):
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        wire.send(a, message, (r, w) if with_fds else ())
+        got, fds = wire.receive(b, max_fds=3)
+        assert got == message
+        assert len(fds) == (2 if with_fds else 0)
+        for fd in fds:
+            assert os.path.samestat(os.fstat(fd), os.fstat(r))
+            os.close(fd)
+        a.close()
+        assert wire.receive(b, max_fds=3) is None
+    finally:
+        for s in (a, b):
+            s.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_a_big_environment_crosses_in_parts():
+    a, b = socket.socketpair()
+    big = ("run", "origin", ["x"], {b"K%d" % i: b"v" * 1000 for i in range(3000)})
+    import threading
+    t = threading.Thread(target=wire.send, args=(a, big, (0,)))
+    t.start()
+    got, fds = wire.receive(b, max_fds=3)
+    t.join()
+    assert got == big and len(fds) == 1
+    os.close(fds[0])
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("data, error", [
+    ((wire.MAX_MESSAGE + 1).to_bytes(4, "little"), ValueError),
+    (b"\x05\x00\x00\x00ab", EOFError),
+    (b"\x01\x00\x00\x00N", ValueError),        # marshalled None: not a message
+])
+def test_a_bad_message_is_an_error_and_leaks_no_fd(data, error):
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    a.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, sys.byteorder))])
+    a.close()
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(error):
+        wire.receive(b, max_fds=3)
+    assert set(os.listdir("/proc/self/fd")) <= before
+    b.close()
+    os.close(r)
+    os.close(w)
+
+
+def test_this_process_is_refused_nothing_against_itself():
+    assert peer.refusal(SELF, SELF) is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(tracer_pid=77), "the client is being traced"),
+    (dict(tty_nr=34816), "the client has a controlling terminal"),
+    (dict(status=(("Uid", "1000\t1000\t1000\t1000"),) + SELF.status[1:]),
+     f"a different Uid (1000\t1000\t1000\t1000 against the server's {SELF.status[0][1]})"),
+    (dict(namespaces=SELF.namespaces[:3] + ("net:[1]",) + SELF.namespaces[4:]),
+     "another net namespace"),
+    (dict(files=(b"0::/other\n",) + SELF.files[1:]), "a different cgroup"),
+    (dict(files=SELF.files[:3] + (b"500\n",)), "a different oom_score_adj"),
+])
+def test_what_a_forked_run_could_not_inherit_is_refused(change, reason):
+    assert peer.refusal(SELF, SELF._replace(**change)) == reason
+
+
+def test_a_status_file_and_a_stat_line_are_read_as_the_kernel_writes_them():
+    status = peer.parse_status("Name:\tsh\nUmask:\t0027\nNoNewPrivs:\t1\nbroken line\n")
+    assert status == {"Name": "sh", "Umask": "0027", "NoNewPrivs": "1"}
+    assert peer.tty_of_stat(b"42 (a) b) c) S 1 42 42 34817 42 4194560 0") == 34817
+    assert SELF.umask == (lambda m: (os.umask(m), m)[1])(os.umask(0))
+
+
+def test_only_the_interpreters_variables_must_match():
+    env = {b"PYTHONPATH": b"/x", b"LC_ALL": b"C", b"LANG": b"C", b"HOME": b"/h",
+           b"LANGUAGES": b"x", b"MYPYTHON": b"y"}
+    assert peer.interpreter_env(env) == {b"PYTHONPATH": b"/x", b"LC_ALL": b"C", b"LANG": b"C"}
+
+
+def test_the_code_stamp_changes_with_any_code_file(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    for name in ("a.py", "b.so", "c.yaml", "d.json", "notes.txt"):
+        (tmp_path / "pkg" / name).write_text("1")
+    (tmp_path / "pkg" / "__pycache__" / "a.pyc").write_text("1")
+    stamp = code_stamp(str(tmp_path))
+    (tmp_path / "pkg" / "notes.txt").write_text("22")
+    (tmp_path / "pkg" / "__pycache__" / "a.pyc").write_text("22")
+    assert code_stamp(str(tmp_path)) == stamp
+    for name in ("a.py", "b.so", "c.yaml", "d.json"):
+        path = tmp_path / "pkg" / name
+        st_ = path.stat()
+        os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1))
+        assert code_stamp(str(tmp_path)) != stamp, name
+        stamp = code_stamp(str(tmp_path))
+
+
+@pytest.mark.parametrize("env", [
+    {"APPVIRT_HOME": "/a/b"}, {"XDG_DATA_HOME": "/x", "HOME": "/h"}, {"HOME": "/h/"},
+    {"HOME": ""}, {}, {"APPVIRT_HOME": "", "HOME": "/h"}])
+def test_the_client_finds_the_home_the_run_uses(env):
+    assert str(appvirt_home(env)) == os.path.normpath(home_dir(env))
+
+
+def test_the_client_imports_only_builtin_modules():
+    """What every `appvirt run` pays before it knows whether a server runs."""
+    code = ("import sys; before = set(sys.modules); import appvirt.entry, appvirt.warm.client; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.split())
+    assert {m for m in loaded if not m.startswith("appvirt")} <= {"_socket", "atexit", "gc"}
+    assert {"appvirt.errors", "appvirt.state", "appvirt.warm.server"}.isdisjoint(loaded)
