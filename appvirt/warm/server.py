@@ -22,7 +22,6 @@ import resource
 import signal
 import socket
 import sys
-import threading
 import time
 from typing import NamedTuple
 
@@ -217,7 +216,7 @@ def _run_forked(conn: socket.socket, client: int, argv: list[str],
             wire.send(conn, ("refused", f"its context could not be given to a run: {e}"))
             os._exit(0)
         wire.send(conn, ("pid", os.getpid()))
-        threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+        _die_with_client(conn)
         from ..entry import main
         sys.argv = ["appvirt", *argv]
         status = main(argv)
@@ -255,12 +254,26 @@ def _take_over(client: int, environ: dict[bytes, bytes], fds: list[int]) -> None
 
 
 def _die_with_client(conn: socket.socket) -> None:  # pragma: no cover - the forked tracer
-    """The client sends nothing more: its end of the stream is its end (killed, say)."""
-    try:
-        conn.recv(1)
-    except OSError:
-        pass
-    os.kill(os.getpid(), signal.SIGKILL)
+    """Die (and take the run along) when the client's end of the connection closes: the
+    client sends nothing more, so that is its end (killed, say). Told by SIGIO, not by a
+    thread waiting on it: a second thread would switch glibc to its multi-threaded paths
+    (locked malloc, cancellable syscalls), 5% more on find's 22,000 stops."""
+    fd = conn.fileno()
+
+    def check(_signum=None, _frame=None) -> None:
+        try:
+            if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    signal.signal(signal.SIGIO, check)
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    check()                             # gone before it could tell
 
 
 # -- starting, stopping, asking --------------------------------------------------------------
