@@ -144,6 +144,17 @@ def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: S
     os._exit(ExitStatus.INTERNAL)
 
 
+def traced_calls(table: SyscallTable, policy: Policy, overlay_empty: bool, overlay_meta: bool
+                 ) -> dict[str, tuple]:
+    """The calls that stop under the policy over an overlay in this state (for the filter)."""
+    traced: dict[str, tuple] = table.traced_for(policy)
+    if not overlay_empty:           # earlier changes show even where this policy makes none
+        traced.update((n, table.by_name[n].trace_if) for n in LISTING_CALLS)
+    if overlay_meta:                # recorded owners and devices show through fstat too
+        traced["fstat"] = ()
+    return traced
+
+
 def open_filesystem(policy: Policy, app: AppDir) -> tuple[Overlay, OverlayFS]:
     """The app's overlay as the program's filesystem. Locked for the run when the policy can
     write its upper layer (one run at a time may); a read-only look otherwise."""
@@ -217,12 +228,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
     overlay, fs = open_filesystem(policy, app)
-    traced = table.traced_for(policy)
-    if not overlay.empty:           # earlier changes show even where this policy makes none
-        traced.update((n, table.by_name[n].trace_if) for n in LISTING_CALLS)
-    if overlay.meta:                # recorded owners and devices show through fstat too
-        traced["fstat"] = ()
-    prog = seccomp.build_filter(table, traced)
+    prog = seccomp.build_filter(table, traced_calls(table, policy, overlay.empty,
+                                                    bool(overlay.meta)))
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)
     if store is not None:

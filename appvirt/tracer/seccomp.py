@@ -126,10 +126,24 @@ def trace_data(table: SyscallTable, entry: SyscallEntry) -> int:
     return index | (DATA_NEEDS_EXIT if entry.needs_exit else 0)
 
 
+_built: dict[tuple, tuple[Insn, ...]] = {}      # this process's filters (a warm server's too)
+
+
 def build_filter(table: SyscallTable,
                  traced: Mapping[str, tuple[TraceCondition, ...]] | None = None) -> list[Insn]:
-    """Build the filter program. `traced`: the entries the policy needs, with the conditions
-    under which each stops (SyscallEntry.conditions); default: every entry, as declared."""
+    """The filter program. `traced`: the entries the policy needs, with the conditions under
+    which each stops (SyscallEntry.conditions); default: every entry, as declared. Each one
+    is built once a process (2 ms): a warm server builds the default policy's, and its runs
+    find them built."""
+    key = (id(table), None if traced is None else tuple(sorted(traced.items())))
+    prog = _built.get(key)
+    if prog is None:
+        prog = _built[key] = tuple(_build(table, traced))
+    return list(prog)
+
+
+def _build(table: SyscallTable,
+           traced: Mapping[str, tuple[TraceCondition, ...]] | None) -> list[Insn]:
     if traced is None:
         traced = {e.name: e.trace_if for e in table.entries}
     # action per number: ("allow",) | ("trace", data) | ("cond", entry, data)
@@ -260,13 +274,21 @@ def install(prog: list[Insn]) -> None:
         raise OSError(err, f"seccomp(SET_MODE_FILTER): {errno.errorcode.get(err)}")
 
 
+_available = False      # a trial succeeded in this process (or the warm server it forked from)
+
+
 def check_available() -> None:
     """Raise EnvironmentUnsupported if seccomp filters cannot be installed here.
 
     The trial (an allow-everything filter) runs on a short-lived thread: no_new_privs and a
     filter installed without SECCOMP_FILTER_FLAG_TSYNC belong to the calling thread alone, so
-    the tracer is left as it was, without the cost of forking a copy of it for the test.
+    the tracer is left as it was, without the cost of forking a copy of it for the test. Once
+    it succeeded, the answer stands for the process and its forks (the warm server's runs have
+    its seccomp, no_new_privs and namespaces: warm/peer.py).
     """
+    global _available
+    if _available:
+        return
     failures: list[OSError] = []
 
     def trial() -> None:
@@ -283,3 +305,4 @@ def check_available() -> None:
         raise EnvironmentUnsupported(
             f"seccomp filters are not available here ({errno.errorcode.get(code, code)}): "
             "appvirt needs Linux seccomp-bpf (a container may block it)")
+    _available = True

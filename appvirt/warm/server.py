@@ -60,12 +60,21 @@ def code_stamp(package: str = PACKAGE) -> tuple:
 
 
 def preload() -> None:
-    """Import what a run imports, including the handlers a run imports at its first stops."""
-    import_quietly("appvirt.run")
+    """Import what a run imports, including the handlers a run imports at its first stops;
+    learn that seccomp filters work here (EnvironmentUnsupported: they do not); and work out
+    what a run of the default policy computes from the code alone (runs find it done)."""
+    run = import_quietly("appvirt.run")
     handlers = sys.modules["appvirt.handlers"]
     for info in pkgutil.iter_modules(handlers.__path__, "appvirt.handlers."):
         import_quietly(info.name)
     import_quietly("appvirt.core.context")
+    from ..policy import loader
+    from ..tracer import launcher, seccomp
+    seccomp.check_available()
+    loader._cache_salt()
+    policy = loader.load_policy(run.default_policy_path())
+    for empty, meta in ((True, False), (False, False), (False, True)):
+        seccomp.build_filter(run.TABLE, launcher.traced_calls(run.TABLE, policy, empty, meta))
 
 
 class Server:

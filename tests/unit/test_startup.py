@@ -19,15 +19,33 @@ def _own_status() -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def test_the_seccomp_probe_leaves_the_tracer_as_it_was(ptrace_ok):
+def test_the_seccomp_probe_leaves_the_tracer_as_it_was(ptrace_ok, monkeypatch):
     """check_available installs its trial filter on a thread of its own: the calling thread
     (the tracer) gets neither no_new_privs nor a filter."""
+    monkeypatch.setattr(seccomp, "_available", False)
     before = _own_status()
     seccomp.check_available()
     after = _own_status()
     for field in ("NoNewPrivs", "Seccomp", "Seccomp_filters"):
         assert after.get(field) == before.get(field), field
     assert not any(t.name == "appvirt-seccomp-check" for t in threading.enumerate())
+
+
+def test_the_seccomp_probe_runs_once_a_process(ptrace_ok, monkeypatch):
+    """A warm server probes before it forks its runs; they, and a cold run's restarts, do
+    not probe again."""
+    monkeypatch.setattr(seccomp, "_available", False)
+    started: list[str] = []
+    real = threading.Thread
+
+    def counting(*args, **kwargs):
+        started.append(kwargs.get("name", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seccomp.threading, "Thread", counting)
+    seccomp.check_available()
+    seccomp.check_available()
+    assert started == ["appvirt-seccomp-check"]
 
 
 def test_the_seccomp_probe_really_installs_a_filter(ptrace_ok):
@@ -102,6 +120,23 @@ def test_the_packed_filter_is_the_kernels_sock_filter_array():
         *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
     packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
     assert bytes(one_by_one) == packed
+
+
+def test_a_remembered_filter_is_the_one_built_for_the_same_calls(monkeypatch):
+    """build_filter builds each filter once a process (a warm server's runs find the default
+    policy's built); conditions of two kinds with the same fields are two filters."""
+    from appvirt.core.table import ArgIn, ArgNotIn
+    from appvirt.handlers import TABLE
+    monkeypatch.setattr(seccomp, "_built", {})
+    traced = {"openat": (ArgIn(2, frozenset({5})),), "unlinkat": ()}
+    other = {"openat": (ArgNotIn(2, frozenset({5})),), "unlinkat": ()}
+    first, second = seccomp.build_filter(TABLE, traced), seccomp.build_filter(TABLE, other)
+    assert first != second
+    assert first == seccomp._build(TABLE, traced) and second == seccomp._build(TABLE, other)
+    first.clear()                                  # a caller's copy, not the remembered one
+    assert seccomp.build_filter(TABLE, dict(reversed(traced.items()))) == \
+        seccomp._build(TABLE, traced)
+    assert len(seccomp._built) == 2
 
 
 def test_address_families_written_out_are_the_socket_modules():
