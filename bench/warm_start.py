@@ -5,7 +5,8 @@ appvirt's fixed start (0.07-0.1 s a run) is most of its excess on short workload
 of that start is importing Python modules. A server that keeps them imported and forks a
 tracer for each run (as Mercurial's chg does for hg) would pay only the fork and the run's own
 setup; its client would pay an interpreter's start (or nothing like it, written in C). This
-measures the parts of that trade on this machine, alternating, before anyone designs it:
+measured the parts of that trade on this machine, alternating, before the design that followed
+(`appvirt server`, appvirt/warm/):
 
   cold     `python -m appvirt run -- PROGRAM`, as every run starts today;
   warm     a fork of this process, which imported the run path, running the same command line;
