@@ -55,8 +55,8 @@ def connect(home: str):
 def run_warm(args: list[str]) -> int | None:
     """Run `appvirt ARGS` (a `run` line) in the server; its exit status, or None when the run
     is to start cold here (no server, or the server refused it)."""
-    if os.environ.get(SERVER_ENV) == "off":
-        return None
+    if os.environ.get(SERVER_ENV) == "off" or _has_terminal():
+        return None                 # (the server would refuse a terminal: no need to ask)
     sock = connect(home_dir())
     if sock is None:
         return None
@@ -70,6 +70,16 @@ def run_warm(args: list[str]) -> int | None:
         sock.close()
         return None
     return _wait(sock, answer[0][1])
+
+
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal (tty_nr of /proc/self/stat)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False                # the server reads it too, and refuses what it cannot
+    return stat[stat.rfind(b")") + 2:].split()[4] != b"0"
 
 
 def _wait(sock, tracer: int) -> int:
