@@ -222,3 +222,15 @@ def test_start_stop_status_and_idle_exit(home, ptrace_ok):
     stop = subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, text=True,
                           timeout=30)
     assert stop.returncode == 1 and stop.stderr == "appvirt: no server runs\n"
+
+
+def test_concurrent_clients_each_get_their_own_run(server, tmp_path):
+    procs = [subprocess.Popen(appvirt_cmd("run", "--app", f"app{i}", "--", "sh", "-c",
+                                          f"echo {i} > /tmp/warm-{i}; cat /tmp/warm-{i}; "
+                                          f"exit {i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for i in range(8)]
+    results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert results == [(i, f"{i}\n", "") for i in range(8)]
+    assert _counts()[1:3] == (8, 0)
+    assert not any(Path(f"/tmp/warm-{i}").exists() for i in range(8))
