@@ -17,6 +17,7 @@ from typing import NamedTuple
 from ..core.table import SyscallTable
 from ..syscalls.files import LISTING_CALLS
 from ..errors import EnvironmentUnsupported, ExitStatus, LaunchError
+from ..forwarding import forward_signals
 from ..log.writer import LogWriter
 from ..policy.model import Policy
 from . import _ptrace as pt
@@ -41,8 +42,6 @@ from .storefiles import serve_store
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
 
 
 class RunResult(NamedTuple):
@@ -261,16 +260,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
             "blocked here?)") from None
     if tty is not None:
         tracer.on_terminal_stop = lambda: _suspend_like_the_program(tty, pid)
-    old_handlers = {}
-
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for s in FORWARDED:
-        old_handlers[s] = signal.signal(s, forward)
+    old_handlers = forward_signals(pid)
     ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
         if tty is not None:

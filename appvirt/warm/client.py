@@ -16,6 +16,7 @@ import _socket
 import os
 import sys
 
+from ..forwarding import FORWARDED, forward_signals
 from ..homepath import home_dir
 from . import wire
 
@@ -23,9 +24,6 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The server runs only its own code, on its own interpreter and environment (python3 and
 # python in a venv are one).
 ORIGIN = (PACKAGE, sys.prefix, os.path.realpath(sys.executable))
-# What a cold appvirt forwards to its program (launcher.FORWARDED), as numbers.
-FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
-             _signal.SIGUSR1, _signal.SIGUSR2)
 SERVER_ENV = "APPVIRT_SERVER"       # "off": never ask the server
 
 
@@ -83,14 +81,7 @@ def _has_terminal() -> bool:
 
 
 def _wait(sock, tracer: int) -> int:
-    def forward(signum, _frame):
-        try:
-            os.kill(tracer, signum)
-        except OSError:
-            pass
-
-    for sig in FORWARDED:
-        _signal.signal(sig, forward)
+    forward_signals(tracer)             # the tracer passes them on to its program
     try:
         answer = wire.receive(sock)
     except (OSError, EOFError, ValueError):
