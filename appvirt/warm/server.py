@@ -221,7 +221,7 @@ def _run_forked(conn: socket.socket, client: int, argv: list[str],
     try:
         try:
             _take_over(client, environ, fds)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever it is, the client starts cold
             wire.send(conn, ("refused", f"its context could not be given to a run: {e}"))
             os._exit(0)
         wire.send(conn, ("pid", os.getpid()))
@@ -320,7 +320,8 @@ def start(home: str, idle: float) -> int:
     return int(word[3:])
 
 
-def _daemon(home: str, idle: float, lock: int, ready: int) -> None:  # pragma: no cover - the daemon
+def _daemon(home: str, idle: float, lock: int, ready: int) -> None:  # pragma: no cover
+    """The server process: says "ok PID" or what failed on `ready`, then serves."""
     status = 1
     try:
         os.chdir("/")
