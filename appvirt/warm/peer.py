@@ -23,6 +23,8 @@ SAME_FILES = ("cgroup", "attr/current", "personality", "oom_score_adj")
 # The interpreter's own start (its paths, its encodings) followed these when the server began.
 INTERPRETER_ENV_PREFIXES = (b"PYTHON", b"LC_")
 INTERPRETER_ENV_NAMES = (b"LANG", b"LANGUAGE")
+# ... except this one, which only says whether imports write bytecode (many shells set it).
+INTERPRETER_ENV_HARMLESS = (b"PYTHONDONTWRITEBYTECODE",)
 
 
 class ProcessContext(NamedTuple):
@@ -101,4 +103,5 @@ def refusal(server: ProcessContext, client: ProcessContext) -> str | None:
 def interpreter_env(environ: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """The variables that shaped the interpreter's start (PYTHON*, LC_*, LANG, LANGUAGE)."""
     return {k: v for k, v in environ.items()
-            if k.startswith(INTERPRETER_ENV_PREFIXES) or k in INTERPRETER_ENV_NAMES}
+            if (k.startswith(INTERPRETER_ENV_PREFIXES) or k in INTERPRETER_ENV_NAMES)
+            and k not in INTERPRETER_ENV_HARMLESS}

@@ -104,7 +104,7 @@ def test_a_status_file_and_a_stat_line_are_read_as_the_kernel_writes_them():
 
 def test_only_the_interpreters_variables_must_match():
     env = {b"PYTHONPATH": b"/x", b"LC_ALL": b"C", b"LANG": b"C", b"HOME": b"/h",
-           b"LANGUAGES": b"x", b"MYPYTHON": b"y"}
+           b"LANGUAGES": b"x", b"MYPYTHON": b"y", b"PYTHONDONTWRITEBYTECODE": b"1"}
     assert peer.interpreter_env(env) == {b"PYTHONPATH": b"/x", b"LC_ALL": b"C", b"LANG": b"C"}
 
 
