@@ -65,6 +65,7 @@ class Runner:
     is_tracer: bool = True     # its first process is the tracer (for the memory measurement)
     env: dict[str, str] = field(default_factory=dict)     # added to the benchmark's own
     tree_cpu: bool = True      # the tracer is in its process tree (not a server's child)
+    warm: bool = False         # its tracer is a child of the warm-start server
 
 
 @dataclass(frozen=True)
@@ -285,19 +286,20 @@ def appvirt(script: str, policy: Path) -> tuple[str, ...]:
 
 COLD = {"APPVIRT_SERVER": "off"}        # never a warm start, even with a server running
 WARM = "appvirt (warm)"
+SERVER_ROW = "the warm-start server itself"
 
 
 @contextlib.contextmanager
 def warm_server(chosen: dict[str, Runner], env: dict[str, str]):
-    """The warm-start server of the benchmark's appvirt home, while WARM runs."""
+    """The warm-start server of the benchmark's appvirt home, while WARM runs; its pid."""
     if WARM not in chosen:
-        yield
+        yield None
         return
     script = chosen[WARM].prefix[0]
-    subprocess.run([script, "server", "start", "--idle", "0"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    started = subprocess.run([script, "server", "start", "--idle", "0"], env=env, check=True,
+                             capture_output=True, text=True)
     try:
-        yield
+        yield int(re.search(r"pid (\d+)", started.stdout)[1])
     finally:
         subprocess.run([script, "server", "stop"], env=env, check=False,
                        stdout=subprocess.DEVNULL)
@@ -312,7 +314,7 @@ def runners(home: Path) -> dict[str, Runner]:
                is_tracer=False),
         Runner("physical limit", physical_limit(home, default)),
         Runner("appvirt", appvirt(script, default), env=COLD),
-        Runner(WARM, appvirt(script, default), is_tracer=False, tree_cpu=False),
+        Runner(WARM, appvirt(script, default), tree_cpu=False, warm=True),
         Runner("appvirt (all virtual)", appvirt(script, BENCH / "all_virtual.yaml"), env=COLD),
         Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
         Runner("proot", ("proot",)),
@@ -459,9 +461,16 @@ def _read_line(p: subprocess.Popen, timeout: float) -> str:
     return p.stdout.readline().decode().strip() if ready else ""
 
 
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is pid."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()
+            and (f := _stat_fields(int(e))) and int(f[1]) == pid and f[0] != b"Z"]
+
+
 def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
-                  timeout: float, tracees: int) -> Memory:
-    """Run hold_procs under a tracer and sample the tracer's memory (not the tracees')."""
+                  timeout: float, tracees: int, server: int | None = None) -> Memory:
+    """Run hold_procs under a tracer and sample the tracer's memory (not the tracees'). With
+    a warm-start server, the tracer is the server's child, and its client is a helper."""
     reset_appvirt_home(env)
     p = subprocess.Popen([*prefix, hold_procs, str(tracees)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/",
@@ -469,21 +478,29 @@ def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
     try:
         if _read_line(p, timeout) != f"ready {tracees}":
             raise NotRun(f"{tracees} processes did not start")
-        live = _status_kib(p.pid, "VmRSS") or 0
-        # Anything in the session that is neither the tracer nor the program (appvirt's slot
-        # keeper) is the tracer's too; Pss, as a helper may share pages with it.
-        helpers = sum(_status_kib(pid, "Pss", "smaps_rollup") or 0
-                      for pid in session_members(p.pid)
-                      if pid != p.pid and _comm(pid) != "hold_procs")
-        peak = _status_kib(p.pid, "VmHWM") or 0
+        if server is None:
+            tracer = p.pid
+            # Anything in the session that is neither the tracer nor the program (appvirt's
+            # slot keeper) is the tracer's too; Pss, as a helper may share pages with it.
+            helpers = [pid for pid in session_members(p.pid) if pid != p.pid]
+        else:
+            forked = children_of(server)
+            if len(forked) != 1:
+                raise NotRun(f"the server runs {len(forked)} tracers, not one")
+            tracer = forked[0]
+            helpers = [p.pid, *children_of(tracer)]
+        live = _status_kib(tracer, "VmRSS") or 0
+        helpers_kib = sum(_status_kib(pid, "Pss", "smaps_rollup") or 0
+                          for pid in helpers if _comm(pid) != "hold_procs")
+        peak = _status_kib(tracer, "VmHWM") or 0
         p.stdin.close()                      # the children go; the tracer follows them out
         deadline = time.monotonic() + timeout
-        while (hwm := _status_kib(p.pid, "VmHWM")) is not None and time.monotonic() < deadline:
+        while (hwm := _status_kib(tracer, "VmHWM")) is not None and time.monotonic() < deadline:
             peak = max(peak, hwm)            # gone once it exits: read it until then
             time.sleep(0.005)
         if p.wait(timeout) != 0 or _read_line(p, 1) != f"done {tracees}":
             raise NotRun("hold_procs did not finish cleanly")
-        return Memory(peak, live, helpers, 0)
+        return Memory(peak, live, helpers_kib, 0)
     except subprocess.TimeoutExpired:
         raise NotRun(f"timed out after {timeout:.0f} s") from None
     finally:
@@ -493,14 +510,17 @@ def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
 
 
 def measure_memory(chosen: dict[str, Runner], build: Path, env: dict[str, str],
-                   timeout: float) -> dict[str, Memory | str]:
+                   timeout: float, server: int | None) -> dict[str, Memory | str]:
     hold_procs = _cc(BENCH / "hold_procs.c", build)
     results: dict[str, Memory | str] = {}
     for name, r in chosen.items():
         if r.is_tracer:
+            through, run_env = server if r.warm else None, {**env, **r.env}
             try:
-                one = tracer_memory(r.prefix, hold_procs, env, timeout, 1)
-                many = tracer_memory(r.prefix, hold_procs, env, timeout, LIVE_TRACEES)
+                run_once([*r.prefix, "true"], run_env, timeout)   # its caches, as in use
+                one = tracer_memory(r.prefix, hold_procs, run_env, timeout, 1, through)
+                many = tracer_memory(r.prefix, hold_procs, run_env, timeout, LIVE_TRACEES,
+                                     through)
                 results[name] = replace(many, one_tracee_kib=one.live_kib)
             except NotRun as e:
                 results[name] = f"n/a ({e})"
@@ -718,14 +738,18 @@ def main() -> int:
             all_r = runners(tmpd)
             chosen_r = {n: all_r[n] for n in args.runners.split(",")}
             rows = []
-            if not args.memory:
-                all_w = workloads(tmpd)
-                with warm_server(chosen_r, env):
+            with warm_server(chosen_r, env) as server:
+                if not args.memory:
+                    all_w = workloads(tmpd)
                     for name in args.workloads.split(","):
                         rows.append((all_w[name], measure(all_w[name], chosen_r, args.reps,
                                                           env, args.timeout)))
-            memory = None if args.no_memory else measure_memory(chosen_r, tmpd, env,
-                                                                args.timeout)
+                memory = None if args.no_memory else measure_memory(chosen_r, tmpd, env,
+                                                                    args.timeout, server)
+                if server is not None and memory is not None:
+                    rss = (_status_kib(server, "VmRSS") or 0) / 1024
+                    memory[SERVER_ROW] = (f"RSS {rss:.1f}, one for every warm run (a warm "
+                                          "tracer's RSS counts the pages it shares with it)")
         finally:
             if fs == "tmpfs":
                 subprocess.run(["umount", "-l", str(tmpd)], check=False)
