@@ -48,6 +48,11 @@ def server(home: Path, ptrace_ok: None):
     try:
         yield proc
     finally:
+        try:                    # a failed test's run: the server waits for its runs to end
+            for left in proc.children(recursive=True):
+                left.kill()
+        except psutil.NoSuchProcess:
+            pass                                        # it has stopped already
         subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
         try:
             proc.wait(timeout=15)
@@ -124,14 +129,15 @@ def _spawn_warm(*command: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _tracer_of(server: psutil.Process) -> psutil.Process:
+def _tracer_of(server: psutil.Process, program: str) -> psutil.Process:
+    """The tracer the server forked, once its program runs `program`."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        children = server.children()
-        if children:
-            return children[0]
+        for tracer in server.children():
+            if any(c.name() == program for c in tracer.children()):
+                return tracer
         time.sleep(0.05)
-    raise AssertionError("the server forked no tracer")
+    raise AssertionError(f"the server forked no tracer running {program}")
 
 
 def test_signals_to_the_client_reach_the_program(server):
@@ -146,9 +152,8 @@ def test_signals_to_the_client_reach_the_program(server):
 def test_a_killed_client_takes_its_run_with_it(server):
     p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
     assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server)
+    tracer = _tracer_of(server, "sleep")
     program = tracer.children()
-    assert [c.name() for c in program if c.name() == "sleep"], program
     p.kill()
     p.wait(timeout=10)
     gone, alive = psutil.wait_procs([tracer, *program], timeout=15)
@@ -158,7 +163,7 @@ def test_a_killed_client_takes_its_run_with_it(server):
 def test_a_killed_tracer_is_reported_as_its_death(server):
     p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
     assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server)
+    tracer = _tracer_of(server, "sleep")
     program = tracer.children()
     tracer.kill()
     assert p.wait(timeout=20) == -signal.SIGKILL       # what a killed cold appvirt gives
