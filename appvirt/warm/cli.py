@@ -18,8 +18,13 @@ def server() -> None:
 @server.command("start")
 @click.option("--idle", type=click.FloatRange(min=0), default=1800.0, show_default=True,
               help="Exit after this many seconds without a request (0: never).")
-def start(idle: float) -> None:
+@click.option("--foreground", is_flag=True,
+              help="Serve in this process (for a service manager) instead of in the background.")
+def start(idle: float, foreground: bool) -> None:
     """Start the server of this appvirt home in the background."""
+    if foreground:
+        warm.serve_here(home_dir(), idle)
+        return
     pid = warm.start(home_dir(), idle)
     click.echo(f"appvirt: server started (pid {pid})")
 

@@ -92,10 +92,17 @@ class Server:
     # -- the loop ----------------------------------------------------------------------------
 
     def serve(self) -> None:
+        """Answer until stopped (a stop request, SIGTERM or SIGINT, or --idle) and the runs
+        in progress have ended."""
+        asked_to_stop: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: asked_to_stop.append(signum))
         last = time.monotonic()
         self.listener.settimeout(POLL_SECONDS)
         while not (self.stopping and not self.children):
             self._reap()
+            if asked_to_stop:
+                self._stop()
             if self.stopping:
                 time.sleep(POLL_SECONDS)
                 continue
@@ -287,8 +294,8 @@ def _die_with_client(conn: socket.socket) -> None:  # pragma: no cover - the for
 
 # -- starting, stopping, asking --------------------------------------------------------------
 
-def start(home: str, idle: float) -> int:
-    """Start a server for this home in the background; its pid. ServerError if one runs."""
+def _lock(home: str) -> int:
+    """The home's server lock, held (an fd); ServerError if another server holds it."""
     run_dir = os.path.join(home, "run")
     try:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
@@ -302,6 +309,20 @@ def start(home: str, idle: float) -> int:
     except BlockingIOError:
         os.close(lock)
         raise ServerError(f"a server already runs for {home}") from None
+    return lock
+
+
+def serve_here(home: str, idle: float) -> None:
+    """Serve in this process until stopped or idle (`start --foreground`, for a service
+    manager: it keeps the standard fds, and SIGTERM ends it as it ends any process)."""
+    lock = _lock(home)
+    preload()
+    Server(home, idle, lock).serve()
+
+
+def start(home: str, idle: float) -> int:
+    """Start a server for this home in the background; its pid. ServerError if one runs."""
+    lock = _lock(home)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the daemon's parent and the daemon

@@ -239,3 +239,59 @@ def test_concurrent_clients_each_get_their_own_run(server, tmp_path):
     assert results == [(i, f"{i}\n", "") for i in range(8)]
     assert _counts()[1:3] == (8, 0)
     assert not any(Path(f"/tmp/warm-{i}").exists() for i in range(8))
+
+
+def _wait_for_server(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _status().returncode != 0:
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.05)
+
+
+def test_a_foreground_server_serves_until_sigterm(home, ptrace_ok):
+    """`start --foreground`, as a service manager runs it: SIGTERM ends it, socket gone."""
+    proc = subprocess.Popen(appvirt_cmd("server", "start", "--foreground", "--idle", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_server()
+        r = _warm("--", "sh", "-c", "echo served")
+        assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
+        assert _counts()[0] == proc.pid and _counts()[1] == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout.read() == proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (home / "run" / "server.sock").exists()
+    assert _status().returncode == 1
+
+
+def test_sigterm_stops_a_background_server_after_its_runs(server, home):
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    assert p.stdout.readline() == "ready\n"
+    server.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while (home / "run" / "server.sock").exists():     # no more runs taken...
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert server.is_running()                          # ...but the one running goes on
+    p.kill()
+    p.wait(timeout=20)
+    server.wait(timeout=20)
+
+
+def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrace_ok):
+    home = tmp_path / ("a-long-appvirt-home-" * 6)
+    monkeypatch.setenv("APPVIRT_HOME", str(home))
+    assert len(str(home / "run" / "server.sock")) > 108
+    r = subprocess.run(appvirt_cmd("server", "start", "--idle", "60"), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        w = _warm("--", "sh", "-c", "echo served")
+        assert (w.returncode, w.stdout) == (0, "served\n"), w.stderr
+        assert _counts()[1] == 1
+    finally:
+        subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
