@@ -21,7 +21,7 @@ def server() -> None:
 @click.option("--foreground", is_flag=True,
               help="Serve in this process (for a service manager) instead of in the background.")
 def start(idle: float, foreground: bool) -> None:
-    """Start the server of this appvirt home in the background."""
+    """Start the server of this appvirt home (in the background, unless --foreground)."""
     if foreground:
         warm.serve_here(home_dir(), idle)
         return

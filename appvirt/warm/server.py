@@ -246,7 +246,8 @@ def _run_forked(conn: socket.socket, client: int, argv: list[str],
 
 def _take_over(client: int, environ: dict[bytes, bytes], fds: list[int]) -> None:
     """The client's standard fds, cwd, environment, umask, limits, CPUs and nice value."""
-    os.setpgid(0, 0)                    # the server's group signals are not the run's
+    os.setsid()     # no controlling terminal, as its client has none (a foreground server's
+                    # terminal is not the run's); the server's group signals are not the run's
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     atexit._clear()
@@ -314,7 +315,7 @@ def _lock(home: str) -> int:
 
 def serve_here(home: str, idle: float) -> None:
     """Serve in this process until stopped or idle (`start --foreground`, for a service
-    manager: it keeps the standard fds, and SIGTERM ends it as it ends any process)."""
+    manager: it keeps its standard fds, and SIGTERM stops it as a stop request does)."""
     lock = _lock(home)
     preload()
     Server(home, idle, lock).serve()

@@ -295,3 +295,28 @@ def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrac
         assert _counts()[1] == 1
     finally:
         subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
+
+
+def test_a_run_of_a_server_started_on_a_terminal_has_no_terminal(home, ptrace_ok):
+    """A foreground server on a terminal forks runs for clients without one: the run gets
+    none either (it has its own session), as the client's cold run would."""
+    master, slave = os.openpty()
+
+    def with_terminal():
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(appvirt_cmd("server", "start", "--foreground", "--idle", "60"),
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=with_terminal)
+    try:
+        _wait_for_server()
+        script = "cat /proc/self/stat | cut -d' ' -f7; (: </dev/tty) 2>/dev/null || echo none"
+        warm = _warm("--", "sh", "-c", script)
+        cold = _warm("--", "sh", "-c", script, env={**os.environ, "APPVIRT_SERVER": "off"})
+        assert _counts()[1] == 1
+        assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout) == (0, "0\nnone\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        os.close(master)
+        os.close(slave)
