@@ -320,3 +320,16 @@ def test_a_run_of_a_server_started_on_a_terminal_has_no_terminal(home, ptrace_ok
         proc.wait(timeout=20)
         os.close(master)
         os.close(slave)
+
+
+def test_a_tracer_that_dies_with_no_server_left_is_reported_in_one_line(server):
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    assert p.stdout.readline() == "ready\n"
+    tracer = _tracer_of(server, "sleep")
+    server.kill()                     # the run goes on without its server...
+    server.wait(timeout=20)
+    assert p.poll() is None
+    tracer.kill()                     # ...until its tracer dies, which nobody is left to report
+    assert p.wait(timeout=20) == 125
+    assert p.stderr.read() == ("appvirt: internal error: the warm server's tracer ended "
+                               "without a status\n")
