@@ -140,6 +140,15 @@ def _tracer_of(server: psutil.Process, program: str) -> psutil.Process:
     raise AssertionError(f"the server forked no tracer running {program}")
 
 
+def _sleeping_run(server: psutil.Process
+                  ) -> tuple[subprocess.Popen[str], psutil.Process, list[psutil.Process]]:
+    """A warm run of `sleep 60`: its client, its tracer and the tracer's children."""
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    assert p.stdout.readline() == "ready\n"
+    tracer = _tracer_of(server, "sleep")
+    return p, tracer, tracer.children()
+
+
 def test_signals_to_the_client_reach_the_program(server):
     p = _spawn_warm("sh", "-c", "trap 'echo got TERM; exit 42' TERM; echo ready; "
                     "while :; do sleep 0.05; done")
@@ -150,10 +159,7 @@ def test_signals_to_the_client_reach_the_program(server):
 
 
 def test_a_killed_client_takes_its_run_with_it(server):
-    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
-    assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server, "sleep")
-    program = tracer.children()
+    p, tracer, program = _sleeping_run(server)
     p.kill()
     p.wait(timeout=10)
     gone, alive = psutil.wait_procs([tracer, *program], timeout=15)
@@ -161,10 +167,7 @@ def test_a_killed_client_takes_its_run_with_it(server):
 
 
 def test_a_killed_tracer_is_reported_as_its_death(server):
-    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
-    assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server, "sleep")
-    program = tracer.children()
+    p, tracer, program = _sleeping_run(server)
     tracer.kill()
     assert p.wait(timeout=20) == -signal.SIGKILL       # what a killed cold appvirt gives
     gone, alive = psutil.wait_procs(program, timeout=15)
@@ -269,8 +272,7 @@ def test_a_foreground_server_serves_until_sigterm(home, ptrace_ok):
 
 
 def test_sigterm_stops_a_background_server_after_its_runs(server, home):
-    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
-    assert p.stdout.readline() == "ready\n"
+    p, _, _ = _sleeping_run(server)
     server.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 20
     while (home / "run" / "server.sock").exists():     # no more runs taken...
@@ -323,9 +325,7 @@ def test_a_run_of_a_server_started_on_a_terminal_has_no_terminal(home, ptrace_ok
 
 
 def test_a_tracer_that_dies_with_no_server_left_is_reported_in_one_line(server):
-    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
-    assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server, "sleep")
+    p, tracer, _ = _sleeping_run(server)
     server.kill()                     # the run goes on without its server...
     server.wait(timeout=20)
     assert p.poll() is None
