@@ -358,8 +358,9 @@ def _daemon(home: str, idle: float, lock: int, ready: int) -> None:  # pragma: n
         server.serve()
         status = 0
     except BaseException as e:          # noqa: BLE001 - said to `appvirt server start`
+        why = e.message if isinstance(e, AppvirtError) else f"{type(e).__name__}: {e}"
         try:
-            os.write(ready, f"{type(e).__name__}: {e}".encode())
+            os.write(ready, why.encode())
         except OSError:
             pass
     finally:

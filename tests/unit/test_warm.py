@@ -141,3 +141,19 @@ def test_the_client_imports_only_builtin_modules():
                                 text=True).stdout.split())
     assert {m for m in loaded if not m.startswith("appvirt")} <= {"_socket", "atexit", "gc"}
     assert {"appvirt.errors", "appvirt.state", "appvirt.warm.server"}.isdisjoint(loaded)
+
+
+def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path, monkeypatch):
+    from appvirt.errors import EnvironmentUnsupported
+    from appvirt.warm import server
+
+    def unsupported():
+        raise EnvironmentUnsupported("seccomp filters are not available here (EINVAL)")
+
+    monkeypatch.setattr(server, "preload", unsupported)
+    with pytest.raises(server.ServerError) as failed:
+        server.start(str(tmp_path), idle=1)
+    assert failed.value.message == ("the server did not start: seccomp filters are not "
+                                    "available here (EINVAL)")
+    assert not (tmp_path / "run" / "server.sock").exists()
+    os.close(server._lock(str(tmp_path)))         # and it left the home's lock free
