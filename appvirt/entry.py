@@ -34,13 +34,14 @@ _COMPLETION = "_APPVIRT_COMPLETE"           # click's shell completion asks thro
 def console() -> NoReturn:
     """The `appvirt` executable (and `python -m appvirt`)."""
     args = sys.argv[1:]
-    if plain_run(args) is not None:
+    params = plain_run(args)
+    if params is not None:
         from .warm.client import run_warm
         status = run_warm(args)
         if status is not None:
             sys.stderr.flush()
             os._exit(status)
-    status, ran = _command(args)
+    status, ran = _command(args, params)
     if ran:
         _exit_at_once(status)
     sys.exit(status)
@@ -48,13 +49,14 @@ def console() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     """Run an `appvirt` command line (default: this process's); its exit status."""
-    return _command(sys.argv[1:] if argv is None else list(argv))[0]
+    args = sys.argv[1:] if argv is None else list(argv)
+    return _command(args, plain_run(args))[0]
 
 
-def _command(args: list[str]) -> tuple[int, bool]:
-    """The exit status, and whether a plain run went through to its end."""
+def _command(args: list[str], params: dict[str, object] | None) -> tuple[int, bool]:
+    """The exit status, and whether a plain run (params: plain_run's) went through to its
+    end."""
     from .errors import ExitStatus
-    params = plain_run(args)
     if params is None:
         from .cli import main as cli_main
         return cli_main(args), False

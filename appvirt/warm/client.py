@@ -70,14 +70,18 @@ def run_warm(args: list[str]) -> int | None:
     return _wait(sock, answer[0][1])
 
 
+def tty_of_stat(stat: bytes) -> int:
+    """tty_nr of /proc/PID/stat (0: no controlling terminal)."""
+    return int(stat[stat.rfind(b")") + 2:].split()[4])
+
+
 def _has_terminal() -> bool:
-    """Whether this process has a controlling terminal (tty_nr of /proc/self/stat)."""
+    """Whether this process has a controlling terminal."""
     try:
         with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
+            return tty_of_stat(f.read()) != 0
     except OSError:
         return False                # the server reads it too, and refuses what it cannot
-    return stat[stat.rfind(b")") + 2:].split()[4] != b"0"
 
 
 def _wait(sock, tracer: int) -> int:

@@ -16,6 +16,8 @@ import errno
 import os
 from typing import NamedTuple
 
+from .client import tty_of_stat
+
 STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
                  "NoNewPrivs", "Seccomp", "Seccomp_filters")
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -45,11 +47,6 @@ def parse_status(text: str) -> dict[str, str]:
         if sep:
             fields[name] = value.strip()
     return fields
-
-
-def tty_of_stat(stat: bytes) -> int:
-    """tty_nr of /proc/PID/stat (0: no controlling terminal)."""
-    return int(stat[stat.rfind(b")") + 2:].split()[4])
 
 
 def _read(path: str) -> bytes:
