@@ -135,8 +135,8 @@ class Server:
                 self._reap()
                 wire.send(conn, ("status", *self.counts, len(self.children), os.getpid()))
             elif kind == "stop":
+                self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
-                self._stop()
             elif kind == "run" and len(fds) == 3 and len(message) == 4:
                 reason = self._refusal(pid, message[1], message[3])
                 if reason is not None:
@@ -188,7 +188,8 @@ class Server:
                 conn.close()
 
     def _stop(self) -> None:
-        """Take no more runs; the loop ends when the running ones have."""
+        """Take no more runs; the loop ends when the running ones have. The socket and the
+        lock go now, so a new server may start while those runs finish."""
         if not self.stopping:
             self.stopping = True
             try:
@@ -196,6 +197,7 @@ class Server:
             except OSError:
                 pass
             self.listener.close()
+            os.close(self.lock)
 
 
 def _listen(path: str) -> socket.socket:
@@ -359,6 +361,10 @@ def _daemon(home: str, idle: float, lock: int, ready: int) -> None:  # pragma: n
         status = 0
     except BaseException as e:          # noqa: BLE001 - said to `appvirt server start`
         why = e.message if isinstance(e, AppvirtError) else f"{type(e).__name__}: {e}"
+        try:
+            os.close(lock)              # free before the word: `start` may be retried at once
+        except OSError:
+            pass
         try:
             os.write(ready, why.encode())
         except OSError:

@@ -284,6 +284,29 @@ def test_sigterm_stops_a_background_server_after_its_runs(server, home):
     server.wait(timeout=20)
 
 
+def test_a_stopped_server_can_be_replaced_at_once(server):
+    """`stop; start` works even while the old server's runs go on: stop frees the home."""
+    p, _, _ = _sleeping_run(server)
+    stop = subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, text=True,
+                          timeout=30)
+    assert stop.returncode == 0, stop.stderr
+    r = subprocess.run(appvirt_cmd("server", "start", "--idle", "60"), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    replacement = psutil.Process(int(re.search(r"pid (\d+)", r.stdout)[1]))
+    try:
+        assert server.is_running() and replacement.pid != server.pid   # its run goes on
+        w = _warm("--app", "another", "--", "sh", "-c", "echo served")
+        assert (w.returncode, w.stdout) == (0, "served\n"), w.stderr
+        assert _counts()[:2] == (replacement.pid, 1)
+        p.kill()
+        p.wait(timeout=20)
+        server.wait(timeout=20)                         # the old one ends with its run
+    finally:
+        subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
+        replacement.wait(timeout=20)
+
+
 def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrace_ok):
     home = tmp_path / ("a-long-appvirt-home-" * 6)
     monkeypatch.setenv("APPVIRT_HOME", str(home))
