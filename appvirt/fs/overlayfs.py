@@ -271,16 +271,17 @@ class OverlayFS:
         return self._upper_alike(d) if host is not None and statmod.S_ISDIR(host.st_mode) \
             else None
 
-    def upper_dir_stat(self, g: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+    def upper_dir_stat(self, g: bytes) -> tuple[bytes, int, bytes, int, int, bool] | None:
         """How the view answers a stat of g when g is a directory of the upper layer under
         upper-layer directories (fast_lookup's UPPER: $TMPDIR's ancestors once the program
         made something there): the upper directory's own stat, with merged_nlink's link count
-        when it is merged with the host's. Then (the upper directory, that count or -1 for
+        when it is merged with the host's, and the host directory's (st_dev, st_ino) when it
+        keeps its identity (kept_identity). Then (the upper directory, that count or -1 for
         the upper directory's own, the host path the count also depends on or b"" for none,
-        that path's inode and ctime in ns, (0, 0) when it is absent); None otherwise. Valid
-        while the upper index and that host object do not change (the compiled loop checks
-        the host object at every answer: a directory made or removed there changes its
-        ctime)."""
+        that path's inode and ctime in ns, (0, 0) when it is absent, whether its identity is
+        kept); None otherwise. Valid while the upper index and that host object do not change
+        (the compiled loop checks the host object at every answer: a directory made or
+        removed there changes its ctime)."""
         if self._shown(g) is not Shown.UPPER:
             return None
         got = self.fast_lookup(g, follow=False)
@@ -289,17 +290,18 @@ class OverlayFS:
         upper = self.ov.upper(g)
         nlink = self.merged_nlink(g)
         if nlink is None:
-            return upper, -1, b"", 0, 0
+            return upper, -1, b"", 0, 0, False
         lower = self.ov.lower(g)
         try:
             host = os.lstat(lower)
         except (FileNotFoundError, NotADirectoryError):
-            return upper, nlink, lower, 0, 0
+            return upper, nlink, lower, 0, 0, False
         except OSError:
             return None
         if not statmod.S_ISDIR(host.st_mode):
             return None          # (a symlink's target could change unseen)
-        return upper, nlink, lower, host.st_ino, host.st_ctime_ns
+        return (upper, nlink, lower, host.st_ino, host.st_ctime_ns,
+                self.kept_identity(g) is not None)
 
     def _upper_in_overlay(self, d: bytes) -> bool:
         """d is an upper directory in overlay mode reached through upper directories only,
@@ -424,8 +426,8 @@ class OverlayFS:
             up = self.ov.entry(_parent(guest))
         except GuestErrno:
             return None               # gone meanwhile: the kernel answers for its fd
-        dots = [Dirent(b".", DT_DIR, me.st.st_ino if me else 0),
-                Dirent(b"..", DT_DIR, up.st.st_ino if up else 0)]
+        dots = [Dirent(b".", DT_DIR, self.dir_ino(guest, me.st) if me else 0),
+                Dirent(b"..", DT_DIR, self.dir_ino(_parent(guest), up.st) if up else 0)]
         return dots + [Dirent(e.name, e.d_type, e.ino) for e in entries]
 
     def _changed(self, guest: bytes) -> bool:
@@ -471,6 +473,19 @@ class OverlayFS:
             return 2 + sum(1 for d in self.ov.listdir(guest) if d.d_type == DT_DIR)
         except GuestErrno:
             return None
+
+    def dir_ino(self, guest: bytes, st: os.stat_result) -> int:
+        """The inode the view shows for the directory at guest, whose own lstat is st."""
+        kept = self.ov.kept_identity(guest)
+        return kept.st_ino if kept is not None else st.st_ino
+
+    def kept_identity(self, guest: bytes) -> tuple[bytes, os.stat_result] | None:
+        """(host path, its lstat) of the host directory whose identity the directory at
+        guest keeps, shown from both layers (OverlayView.kept_identity); None for the rest."""
+        if self.machine is not None and self.machine.host(guest) is not None:
+            return None
+        st = self.ov.kept_identity(guest)
+        return (self.ov.lower(guest), st) if st is not None else None
 
     def redirected(self, guest: bytes) -> bool:
         """Whether changes to guest land somewhere else than the host path of that name."""

@@ -226,6 +226,11 @@ class RegistryFS:
             return None                    # the spool directory's own count is right
         return self.inner.merged_nlink(guest)
 
+    def kept_identity(self, guest: bytes) -> tuple[bytes, os.stat_result] | None:
+        if guest.startswith(self.top) and self.registry_rel(guest) is not None:
+            return None                    # the spool's directories are appvirt's own
+        return self.inner.kept_identity(guest)
+
     def redirected(self, guest: bytes) -> bool:
         if guest.startswith(self.top) and self.registry_rel(guest) is not None:
             return True

@@ -56,7 +56,7 @@ HANDLERS = {
     "listxattr": mirror_call(plain(0, R, True), rd.listxattr(1, 2)),
     "llistxattr": mirror_call(plain(0, R, False), rd.listxattr(1, 2)),
     # reads the kernel makes on the host path
-    "chdir": kernel_read(plain(0, R, True)),
+    "chdir": kernel_read(plain(0, R, True), holds=True),
     "getxattrat": kernel_read(at(0, 1, R, 2)),
     "listxattrat": kernel_read(at(0, 1, R, 2)),
     "file_getattr": kernel_read(at(0, 1, R, 4)),

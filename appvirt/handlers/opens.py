@@ -132,7 +132,8 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
     elif intent is Intent.WRITE:
         host = ctx.fs.host_for_write(r.path, truncate=bool(flags & O_TRUNC))
     else:
-        host = ctx.fs.host_for_read(r.path)
+        kept = ctx.fs.kept_identity(r.path) if r.is_dir else None
+        host = kept[0] if kept is not None else ctx.fs.host_for_read(r.path)
         # Existing and only read here: if it vanished meanwhile, fail rather than create it
         # in a place whose mode only allowed reading (and openat2 wants no mode without it).
         flags &= ~O_CREAT

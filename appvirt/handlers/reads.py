@@ -15,7 +15,8 @@ from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
 from ..core.context import Context
 from ..core.stop import Stop
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
-from .statmeta import meta_table, pack_stat, patch_at_exit, patch_stat, patch_statx
+from .statmeta import (keep_stat_identity, keep_statx_identity, meta_table, pack_stat,
+                       patch_at_exit, patch_stat, patch_statx)
 
 STAT_SIZE, STATX_SIZE, STATFS_SIZE = 144, 256, 120
 AT_NO_AUTOMOUNT, AT_EACCESS, AT_STATX_SYNC_TYPE = 0x800, 0x200, 0x6000
@@ -29,6 +30,16 @@ def host_path(ctx: Context, d: Decided) -> bytes:
         return d.r.kernel_path
     host = ctx.fs.host_for_read(d.r.path)
     return host + b"/" if d.r.trailing_slash and host != b"/" else host
+
+
+def held_path(ctx: Context, d: Decided) -> bytes:
+    """host_path for a call after which the kernel holds the object (an fd, a cwd): the
+    host's directory for one that keeps its identity (OverlayFS.kept_identity)."""
+    if d.r.magic is None and d.r.is_dir:
+        kept = ctx.fs.kept_identity(d.r.path)
+        if kept is not None:
+            return kept[0] + b"/" if d.r.trailing_slash else kept[0]
+    return host_path(ctx, d)
 
 
 def _note(d: Decided, host: bytes) -> Note:
@@ -47,6 +58,7 @@ class Mirror(NamedTuple):
     copy_all: bool = True                           # False: copy only `result` bytes
     proc_text: bool = False                         # output is a path /proc may show (readlink)
     nlink: tuple[int, str] | None = None            # (offset, struct format) of st_nlink
+    identity: Callable[[bytearray, os.stat_result], None] | None = None   # with nlink
     meta: Callable[[bytes, object], bytes] | None = None   # patches in recorded owners
     # The answer from the lookup's own stat of the object, when the call is a plain stat of
     # it: the resolution just made that very call on the same host object.
@@ -95,6 +107,9 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
                     off, fmt = m.nlink
                     data = bytearray(data)
                     struct.pack_into(fmt, data, off, n)
+                    kept = ctx.fs.kept_identity(d.r.path)
+                    if kept is not None and m.identity is not None:
+                        m.identity(data, kept[1])
                     data = bytes(data)
             if m.meta is not None and (table := meta_table(ctx)) is not None:
                 data = m.meta(data, table)
@@ -111,17 +126,18 @@ def mirror_call(op: Operand, m: Mirror) -> Callable[[Stop, Context], Action]:
     return handler
 
 
-def kernel_read(op: Operand, path_arg_out: int | None = None
+def kernel_read(op: Operand, path_arg_out: int | None = None, *, holds: bool = False
                 ) -> Callable[[Stop, Context], Action]:
     """A reading call the kernel must make itself (it changes the caller's state: chdir,
-    inotify): the host path goes to it from the slot."""
+    inotify): the host path goes to it from the slot. holds: the kernel keeps the object (a
+    cwd), so a directory that keeps the host's identity is given as the host's."""
     def handler(stop: Stop, ctx: Context) -> Action:
         d = decide(stop, ctx, op)
         if isinstance(d, Deny):
             return d
         if d.fd_form:
             return Allow(d.note)
-        host = host_path(ctx, d)
+        host = held_path(ctx, d) if holds else host_path(ctx, d)
         args: list[tuple[int, object]] = [(op.path, slot_path(host))]
         if op.dirfd is not None:
             args.append((op.dirfd, AT_FDCWD))
@@ -147,14 +163,15 @@ def _sized(arg: int) -> Callable[[Stop], int]:
 
 STAT_NLINK, STATX_NLINK = (16, "<Q"), (16, "<I")     # st_nlink / stx_nlink
 STAT = Mirror("newfstatat", lambda s, c, p, f, n: (AT_FDCWD, p, None, _nofollow(f)), 2, 1,
-              _fixed(STAT_SIZE), nlink=STAT_NLINK, meta=patch_stat, from_lookup=pack_stat)
+              _fixed(STAT_SIZE), nlink=STAT_NLINK, identity=keep_stat_identity, meta=patch_stat,
+              from_lookup=pack_stat)
 NEWFSTATAT = Mirror("newfstatat", lambda s, c, p, f, n: (
     AT_FDCWD, p, None, _nofollow(f) | (s.arg(3) & AT_NO_AUTOMOUNT)), 2, 2, _fixed(STAT_SIZE),
-    nlink=STAT_NLINK, meta=patch_stat, from_lookup=pack_stat)
+    nlink=STAT_NLINK, identity=keep_stat_identity, meta=patch_stat, from_lookup=pack_stat)
 STATX = Mirror("statx", lambda s, c, p, f, n: (
     AT_FDCWD, p, _nofollow(f) | (s.arg(2) & (AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)),
     s.arg(3) & 0xFFFFFFFF, None), 4, 4, _fixed(STATX_SIZE), nlink=STATX_NLINK,
-    meta=patch_statx)
+    identity=keep_statx_identity, meta=patch_statx)
 STATFS = Mirror("statfs", lambda s, c, p, f, n: (p, None), 1, 1, _fixed(STATFS_SIZE))
 
 

@@ -84,6 +84,19 @@ def patch_statx(data: bytes, table) -> bytes:
     return bytes(out)
 
 
+def keep_stat_identity(data: bytearray, host: os.stat_result) -> None:
+    """A struct stat showing the host directory's (st_dev, st_ino) (OverlayFS.kept_identity)."""
+    struct.pack_into("<QQ", data, 0, host.st_dev, host.st_ino)
+
+
+def keep_statx_identity(data: bytearray, host: os.stat_result) -> None:
+    """The same for a struct statx: stx_ino where its mask reports it, and stx_dev."""
+    (mask,) = struct.unpack_from("<I", data, 0)
+    if mask & STATX_INO:
+        struct.pack_into("<Q", data, 32, host.st_ino)
+    struct.pack_into("<II", data, 136, os.major(host.st_dev), os.minor(host.st_dev))
+
+
 def patch_at_exit(ctx: Context, buf_arg: int, statx: bool) -> Allow:
     """Let the kernel answer an fd's stat, then patch its buffer at the exit stop."""
     table = meta_table(ctx)

@@ -145,6 +145,21 @@ class OverlayView:
         except OSError:
             return None
 
+    def kept_identity(self, g: bytes) -> os.stat_result | None:
+        """The host's directory at g, for a directory the view shows from both layers (an
+        upper directory, not opaque, over a host directory that is not masked): such a
+        directory keeps the host's identity, as OverlayFS keeps a copied-up directory's
+        st_ino. Its stat shows the host's (st_dev, st_ino) and the kernel holds it open, or
+        as a cwd, on the host's, so a program that compares identities across its own
+        changes (tar's "Directory renamed before its status could be extracted", fts)
+        finds the same directory. None for every other object."""
+        ix = self._ix
+        if ix.kinds.get(g) != DIR or g in ix.opaque \
+                or self.mode(g) not in (FileMode.OVERLAY, FileMode.READONLY):
+            return None
+        st = self._lower_at(g)
+        return st if st is not None and stat.S_ISDIR(st.st_mode) else None
+
     def _private_root(self, g: bytes) -> Entry | None:
         """A private path the upper layer lacks: only its root exists (an empty directory)."""
         if g == b"/":
@@ -250,6 +265,7 @@ class OverlayView:
         except OSError as err:
             raise guest_error(err, g) from None
         out: list[DirEntry] = []
+        dir_type = stat.S_IFDIR >> 12
         for name in sorted(upper.keys() | lower.keys()):
             if name.startswith(WH_PREFIX):
                 continue
@@ -260,6 +276,9 @@ class OverlayView:
             if cm is m or (cm in _UPPER_FAMILY and m in _UPPER_FAMILY):
                 if name in upper:
                     dt, ino = upper[name]
+                    if dt == dir_type and lower.get(name, (0,))[0] == dir_type \
+                            and cm in _UPPER_FAMILY and child not in ix.opaque:
+                        ino = lower[name][1]    # it keeps the host's identity (kept_identity)
                 elif name in lower and (m is FileMode.PASSTHROUGH or child not in ix.whiteouts):
                     dt, ino = lower[name]
                 else:

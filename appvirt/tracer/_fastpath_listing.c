@@ -122,8 +122,8 @@ static int dir_names(int dfd, Names *out, Names *whiteouts)
     return 0;
 }
 
-/* Whether the first n names of l (sorted) hold name. */
-static int holds(const Names *l, size_t n, const char *name, size_t len)
+/* The first n names of l (sorted): name's entry, or NULL. */
+static Name *holds(const Names *l, size_t n, const char *name, size_t len)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -133,18 +133,31 @@ static int holds(const Names *l, size_t n, const char *name, size_t len)
         if (c == 0)
             c = (int)m->len - (int)len;
         if (c == 0)
-            return 1;
+            return &l->at[mid];
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return 0;
+    return NULL;
+}
+
+/* Whether the upper directory's subdirectory name (in dfd) is opaque (names.OPAQUE_MARKER). */
+static int opaque(int dfd, const char *name, size_t len)
+{
+    char marker[NAME_MAX_ + 16];
+    struct stat st;
+    if (len + 14 > sizeof marker)
+        return 1;
+    memcpy(marker, name, len);
+    memcpy(marker + len, "/.wh..wh..opq", 14);
+    return fstatat(dfd, marker, &st, AT_SYMLINK_NOFOLLOW_) == 0 || errno != ENOENT;
 }
 
 /* The view's names of a merged directory, as OverlayView.listdir merges them: the upper
  * directory's (pinned as dfd), then the host's (read from lower) that it neither has nor
- * whites out; sorted. 0, or -1. */
+ * whites out; sorted. A directory in both layers that is not opaque keeps the host's inode
+ * (OverlayFS.kept_identity). 0, or -1. */
 static int merged_names(int dfd, int lower, Names *out)
 {
     Names whiteouts = {0}, host = {0};
@@ -155,9 +168,14 @@ static int merged_names(int dfd, int lower, Names *out)
     for (size_t i = 0; i < host.n; i++) {
         const Name *h = &host.at[i];
         const char *name = host.names + h->name;
-        if (!holds(out, mine, name, h->len) && !holds(&whiteouts, whiteouts.n, name, h->len)
-                && add_name(out, name, h->len, h->type, h->ino) < 0)
+        Name *up = holds(out, mine, name, h->len);
+        if (up != NULL) {
+            if (up->type == DT_DIR && h->type == DT_DIR && !opaque(dfd, name, h->len))
+                up->ino = h->ino;
+        } else if (!holds(&whiteouts, whiteouts.n, name, h->len)
+                   && add_name(out, name, h->len, h->type, h->ino) < 0) {
             goto done;
+        }
     }
     if (out->n > mine)
         qsort_r(out->at, out->n, sizeof *out->at, by_name, out->names);
@@ -209,8 +227,9 @@ static int program_fd(pid_t tid, long fd)
 }
 
 /* The listing of an owned or merged directory dir (n bytes), read through fd, as the handlers
- * serve it: "." the upper directory, ".." the view's parent (an owned directory's decision
- * holds its inode; a merged one's parent is an upper directory too, below "/"). */
+ * serve it: "." and ".." the view's inodes of the directory and its parent (an owned
+ * directory's own, its decision holding its parent's; a merged one and its parent, an upper
+ * directory too below "/", keep the host's: OverlayFS.kept_identity). */
 static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py_ssize_t n,
                            const uint64_t *a)
 {
@@ -222,13 +241,13 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     if (kind == OWNED) {
         dotdot = info.dotdot;
     } else if (kind == MERGED) {
-        const char *slash = strrchr(host, '/');
+        const char *slash = memrchr(dir, '/', (size_t)n);
         char parent[PATH_MAX_];
         struct stat up;
-        if (memchr(dir + 1, '/', (size_t)n - 1) == NULL || slash == NULL || slash == host)
+        if (slash == NULL || slash == dir)
             return FALLBACK;             /* (a merged directory in "/": Python's) */
-        memcpy(parent, host, (size_t)(slash - host));
-        parent[slash - host] = 0;
+        memcpy(parent, dir, (size_t)(slash - dir));
+        parent[slash - dir] = 0;
         if (lstat(parent, &up) < 0)
             return FALLBACK;
         dotdot = up.st_ino;
@@ -245,7 +264,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     char *data = NULL;
     struct stat me;
     long long pos, next;
-    if ((kind == MERGED && lower < 0) || fstat(dfd, &me) < 0
+    if ((kind == MERGED && lower < 0) || fstat(kind == MERGED ? lower : dfd, &me) < 0
             || (kind == MERGED ? merged_names(dfd, lower, &names) : dir_names(dfd, &names, NULL))
                < 0
             || (mine = program_fd(tid, fd)) < 0 || (pos = lseek(mine, 0, SEEK_CUR)) < 0)

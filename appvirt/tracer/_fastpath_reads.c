@@ -161,21 +161,22 @@ int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
 }
 
 /* A stat answer of OverlayFS.upper_dir_stat (upper directory, link count or -1, host path or
- * b"", its inode, its ctime in ns): 0 and *st; 1 when the host's object it depends on has
- * changed since; -1 (Python's). */
+ * b"", its inode, its ctime in ns, whether it keeps the host directory's identity): 0 and
+ * *st; 1 when the host's object it depends on has changed since; -1 (Python's). */
 static int shown_answer(PyObject *v, struct stat *st)
 {
-    PyObject *upper = PyTuple_GET_SIZE(v) == 5 ? PyTuple_GET_ITEM(v, 0) : NULL;
+    PyObject *upper = PyTuple_GET_SIZE(v) == 6 ? PyTuple_GET_ITEM(v, 0) : NULL;
     PyObject *lower = upper != NULL ? PyTuple_GET_ITEM(v, 2) : NULL;
     if (upper == NULL || !PyBytes_Check(upper) || !PyBytes_Check(lower))
         return -1;
     long long nlink = PyLong_AsLongLong(PyTuple_GET_ITEM(v, 1));
     unsigned long long ino = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 3));
     long long ctime = PyLong_AsLongLong(PyTuple_GET_ITEM(v, 4));
+    int keeps = PyTuple_GET_ITEM(v, 5) == Py_True;
     if (PyErr_Occurred())
         return -1;
+    struct stat host;
     if (nlink >= 0) {                /* merged: while the host's object is what it was */
-        struct stat host;
         unsigned long long now_ino = 0;
         long long now_ctime = 0;
         if (lstat(PyBytes_AS_STRING(lower), &host) == 0) {
@@ -193,6 +194,10 @@ static int shown_answer(PyObject *v, struct stat *st)
         close((int)fd);
     if (ok && nlink >= 0)
         st->st_nlink = (nlink_t)nlink;
+    if (ok && nlink >= 0 && keeps && ino != 0) {  /* the host's directory, checked above */
+        st->st_dev = host.st_dev;
+        st->st_ino = host.st_ino;
+    }
     return ok ? 0 : -1;
 }
 

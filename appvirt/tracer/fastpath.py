@@ -325,7 +325,8 @@ class FastPath:
         assert self._rule_of is not None
         rule = self._rule_of(d)[1]      # every name's: owned_dir admits no rule telling apart
         above = self.fs.ov.entry(parent(d))
-        return upper, encode(rule) if rule else b"", above.st.st_ino if above else 0
+        return upper, encode(rule) if rule else b"", \
+            self.fs.dir_ino(parent(d), above.st) if above else 0
 
     def _merged(self, d: bytes) -> tuple[bytes, bytes] | bool:
         """(its upper directory, the JSON text of the rule that decides every name in it)

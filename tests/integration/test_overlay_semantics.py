@@ -45,6 +45,46 @@ def test_changes_through_an_fd_on_a_host_file_land_on_the_copy(appvirt, host_fil
     assert digest(host_file) == before
 
 
+@pytest.mark.parametrize("compiled", ["1", "0"])
+def test_a_host_directory_keeps_its_identity_when_the_program_writes_in_it(appvirt, tmp_path,
+                                                                           compiled):
+    """A host directory the program writes in gets an upper copy, yet stays the same
+    directory (st_dev, st_ino) for stat, for an fd on it, in its parent's listing and as the
+    cwd, before and after, with the mode the program gave it, in both loops; the host's
+    directory is unchanged."""
+    top = tmp_path / "top"               # (tmp_path holds appvirt's home: Python lists it)
+    d = top / "d"
+    (d / "sub").mkdir(parents=True)
+    d.chmod(0o755)
+    host = d.stat()
+    code = ("import ctypes, os, struct\n"
+            "def ids():\n"
+            "    fd = os.open('d', os.O_RDONLY | os.O_DIRECTORY)\n"
+            "    got = [(s.st_dev, s.st_ino) for s in (os.stat('d'), os.lstat('d/'), os.fstat(fd),"
+            " os.stat('d/sub/..'), os.stat('/proc/self/cwd/d'))]\n"
+            "    os.close(fd)\n"
+            "    return got\n"
+            "before = ids()\n"
+            "open('d/new', 'w').close(); os.chmod('d', 0o700)\n"
+            "after = ids()\n"
+            "listed = [e.inode() for e in os.scandir('.') if e.name == 'd']\n"
+            "os.chdir('d'); cwd = [os.stat(p) for p in ('.', '/proc/self/cwd')]\n"
+            "fd = os.open('.', os.O_RDONLY)\n"
+            "buf = ctypes.create_string_buffer(144)\n"     # the kernel's cwd itself:
+            "ctypes.CDLL(None).syscall(262, -100, b'', buf, 0x1000)\n"  # AT_EMPTY_PATH
+            "held = struct.unpack_from('<QQ', buf)\n"
+            "print(set(before + after + [(s.st_dev, s.st_ino) for s in cwd] + [held])"
+            " == {before[0]},"
+            " before[0],"
+            " listed == [before[0][1]],"
+            " oct(os.stat('.').st_mode & 0o777), sorted(os.listdir(fd)), os.getcwd())\n")
+    r = appvirt("run", "--", "sh", "-c", f"cd '{top}' && python3 -c \"{code}\"",
+                env={"APPVIRT_FASTPATH": compiled})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"True ({host.st_dev}, {host.st_ino}) True 0o700 ['new', 'sub'] {d}\n"
+    assert d.stat().st_mode & 0o777 == 0o755 and sorted(os.listdir(d)) == ["sub"]
+
+
 def test_unix_sockets_are_made_in_the_overlay(appvirt):
     """A socket file lives in the upper layer; sun_path (108 bytes) must hold its real place,
     so this test keeps both the state directory and the socket's directory short."""

@@ -347,7 +347,7 @@ class HostFS:
         return b"/upper" + d
 
     def upper_dir_stat(self, g: bytes) -> tuple:
-        return b"/upper" + g, -1, b"", 0, 0
+        return b"/upper" + g, -1, b"", 0, 0, False
 
 
 @pytest.fixture
