@@ -11,6 +11,8 @@
  *   ptrace-emulate     ... and answers as appvirt's compiled loop does: GET_SYSCALL_INFO,
  *                      the path read, its own openat2(RESOLVE_NO_SYMLINKS) + fstat, the stat
  *                      written back, the call skipped with two POKEUSERs
+ *   ptrace-emulate-regs  the same with GETREGS and one SETREGS instead of GET_SYSCALL_INFO and
+ *                      two POKEUSERs (slower: SETREGS checks every register it sets)
  *   ptrace-open        an open as appvirt makes it from the slot: registers rewritten at the
  *                      seccomp stop, restored at the exit stop (two stops)
  *   unotify            seccomp RET_USER_NOTIF; the supervisor only lets the call continue
@@ -18,6 +20,18 @@
  *                      is still alive before answering
  *   unotify-emulate-open  the supervisor opens the file itself (openat2) and installs the fd
  *                      as the call's result (SECCOMP_IOCTL_NOTIF_ADDFD, ADDFD_FLAG_SEND)
+ * The mixed modes: one process is both the ptrace tracer (PTRACE_SEIZE) and the supervisor of
+ * the child's notifications, waiting for either in poll() (the listener and a signalfd for
+ * SIGCHLD), as a tracer that answers its hot calls by notification and the rest by ptrace
+ * would. Their stats are made with r9 set, which must come back unchanged.
+ *   mixed-emulate      the stat answered by notification, as unotify-emulate does
+ *   mixed-fallback     the stat handed back to ptrace, as a call the compiled code cannot
+ *                      answer would be: PTRACE_INTERRUPT ends the notification's wait
+ *                      (-ERESTARTSYS), at the PTRACE_EVENT_STOP that follows r9 (an argument
+ *                      newfstatat does not have) gets a mark, the kernel restarts the call,
+ *                      the filter sends a marked call to RET_TRACE, and at that seccomp stop
+ *                      it is answered as ptrace-emulate does, the program's r9 put back
+ *   mixed-open         the open traced as ptrace-open does, in the mixed loop
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,7 +46,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,8 +60,11 @@
 #include <unistd.h>
 
 #define CALLS 100000
+#define MARK 0x6170707669727421ULL      /* args[5] of a call handed back to ptrace */
+#define R9 0x0123456789abcdefULL        /* the r9 of the mixed modes' stats */
 static const char *TARGET = "/usr/bin/env";
 static int opens;             /* the call measured: openat (else newfstatat) */
+static int mixed;             /* a mixed mode */
 
 static double now(void)
 {
@@ -59,6 +78,20 @@ static double now(void)
  * takes it with pidfd_getfd). */
 static void install(unsigned ret)
 {
+    /* mixed: newfstatat notified unless args[5] holds MARK (then traced), openat traced */
+    struct sock_filter m[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_newfstatat, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[5])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)MARK, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[5]) + 4),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)(MARK >> 32), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+    };
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, opens ? SYS_openat : SYS_newfstatat, 0, 1),
@@ -66,6 +99,8 @@ static void install(unsigned ret)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {4, f};
+    if (mixed)
+        prog = (struct sock_fprog){sizeof m / sizeof *m, m};
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                       ret == SECCOMP_RET_USER_NOTIF ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &prog);
@@ -78,12 +113,33 @@ static void install(unsigned ret)
         _exit(1);
 }
 
+/* newfstatat(AT_FDCWD, path, st, 0) with r9 = R9: its result, and *r9 after the call. */
+static long stat_keeping_r9(const char *path, struct stat *st, unsigned long long *r9)
+{
+    register long r10 __asm__("r10") = 0;
+    register unsigned long long r9_ __asm__("r9") = R9;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret), "+r"(r9_)
+                     : "0"((long)SYS_newfstatat), "D"((long)AT_FDCWD), "S"(path), "d"(st),
+                       "r"(r10)
+                     : "rcx", "r11", "memory");
+    *r9 = r9_;
+    return ret;
+}
+
 static void measure(void)
 {
     struct stat st;
+    unsigned long long r9;
     double t = now();
     for (int i = 0; i < CALLS; i++) {
-        if (opens) {
+        if (mixed && !opens) {
+            if (stat_keeping_r9(TARGET, &st, &r9) != 0 || !st.st_size || r9 != R9) {
+                fprintf(stderr, "stat wrong or r9 changed\n");
+                _exit(1);
+            }
+        } else if (opens) {
             long fd = syscall(SYS_openat, AT_FDCWD, TARGET, O_RDONLY | O_CLOEXEC);
             if (fd < 0)
                 _exit(1);
@@ -137,6 +193,11 @@ static int trace(pid_t c, int emulate)
             waitpid(c, &status, __WALL);              /* the exit stop */
             ptrace(PTRACE_GETREGS, c, 0, &regs);
             ptrace(PTRACE_SETREGS, c, 0, &regs);       /* the program's registers back */
+        } else if (seccomp && emulate == 2) {
+            ptrace(PTRACE_GETREGS, c, 0, &regs);
+            regs.rax = (unsigned long long)stat_for(c, regs.rsi, regs.rdx);
+            regs.orig_rax = (unsigned long long)-1;
+            ptrace(PTRACE_SETREGS, c, 0, &regs);
         } else if (seccomp && emulate) {
             ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
             long rc = stat_for(c, info.seccomp.args[1], info.seccomp.args[2]);
@@ -195,10 +256,89 @@ static void supervise(pid_t c, int channel, int emulate)
     }
 }
 
+/* The mixed modes' tracer and supervisor (see the top); the child's wait status. */
+static int supervise_mixed(pid_t c, int channel, int fallback)
+{
+    ptrace(PTRACE_SEIZE, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
+    char go = 1, n;
+    int status = 0;
+    if (write(channel, &go, 1) != 1 || read(channel, &n, 1) != 1)
+        return status;
+    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
+    int listener = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct seccomp_notif_sizes sizes;
+    syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes);
+    struct seccomp_notif *req = calloc(1, sizes.seccomp_notif);
+    struct seccomp_notif_resp *resp = calloc(1, sizes.seccomp_notif_resp);
+    unsigned long long program_r9 = 0;
+    struct pollfd p[2] = {{listener, POLLIN, 0}, {sfd, POLLIN, 0}};
+    for (;;) {
+        pid_t w;
+        while ((w = waitpid(c, &status, __WALL | WNOHANG)) == c) {
+            if (WIFEXITED(status) || WIFSIGNALED(status))
+                return status;
+            int event = status >> 16, sig = event ? 0 : WSTOPSIG(status);
+            struct user_regs_struct regs;
+            if (event == PTRACE_EVENT_STOP) {           /* the interrupted notification's */
+                ptrace(PTRACE_POKEUSER, c, offsetof(struct user_regs_struct, r9), MARK);
+            } else if (event == PTRACE_EVENT_SECCOMP && opens) {
+                ptrace(PTRACE_GETREGS, c, 0, &regs);
+                ptrace(PTRACE_SETREGS, c, 0, &regs);   /* the rewrite to the slot */
+                ptrace(PTRACE_SYSCALL, c, 0, 0);
+                waitpid(c, &status, __WALL);          /* the exit stop */
+                ptrace(PTRACE_GETREGS, c, 0, &regs);
+                ptrace(PTRACE_SETREGS, c, 0, &regs);   /* the program's registers back */
+            } else if (event == PTRACE_EVENT_SECCOMP) {  /* the marked stat */
+                ptrace(PTRACE_GETREGS, c, 0, &regs);
+                if (regs.r9 != MARK) {
+                    fprintf(stderr, "a traced stat without the mark\n");
+                    exit(1);
+                }
+                regs.rax = (unsigned long long)stat_for(c, regs.rsi, regs.rdx);
+                regs.orig_rax = (unsigned long long)-1;
+                regs.r9 = program_r9;
+                ptrace(PTRACE_SETREGS, c, 0, &regs);
+            }
+            ptrace(PTRACE_CONT, c, 0, sig);
+        }
+        if (w < 0)
+            return status;
+        poll(p, 2, -1);
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0) {
+            }
+        }
+        if (!(p[0].revents & POLLIN))
+            continue;
+        memset(req, 0, sizes.seccomp_notif);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
+            continue;
+        if (fallback) {
+            program_r9 = req->data.args[5];
+            ptrace(PTRACE_INTERRUPT, c, 0, 0);
+            continue;
+        }
+        memset(resp, 0, sizes.seccomp_notif_resp);
+        resp->id = req->id;
+        int rc = stat_for(req->pid, req->data.args[1], req->data.args[2]);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) < 0)
+            continue;
+        resp->error = rc;
+        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "native";
     opens = strstr(mode, "-open") != NULL;
+    mixed = !strncmp(mode, "mixed", 5);
     int native = !strncmp(mode, "native", 6), traced = !strncmp(mode, "ptrace", 6);
     if (argc < 3 || strcmp(argv[2], "unpinned")) {
         cpu_set_t one;
@@ -212,10 +352,15 @@ int main(int argc, char **argv)
     pid_t c = fork();
     if (c == 0) {
         dup2(channel[1], 3);
+        char go;
         if (traced) {
             ptrace(PTRACE_TRACEME, 0, 0, 0);
             raise(SIGSTOP);
             install(SECCOMP_RET_TRACE);
+        } else if (mixed) {
+            if (read(3, &go, 1) != 1)               /* seized */
+                _exit(1);
+            install(SECCOMP_RET_USER_NOTIF);
         } else if (!native) {
             install(SECCOMP_RET_USER_NOTIF);
         }
@@ -224,7 +369,9 @@ int main(int argc, char **argv)
     }
     int status;
     if (traced) {
-        status = trace(c, strstr(mode, "emulate") != NULL);
+        status = trace(c, strstr(mode, "emulate-regs") ? 2 : strstr(mode, "emulate") != NULL);
+    } else if (mixed) {
+        status = supervise_mixed(c, channel[0], strstr(mode, "fallback") != NULL);
     } else {
         if (!native)
             supervise(c, channel[0], strstr(mode, "emulate") != NULL);
