@@ -31,6 +31,12 @@
  *                      newfstatat does not have) gets a mark, the kernel restarts the call,
  *                      the filter sends a marked call to RET_TRACE, and at that seccomp stop
  *                      it is answered as ptrace-emulate does, the program's r9 put back
+ *   mixed-fallback-killable  the same from a filter whose notifications wait killably once
+ *                      received (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, as a supervisor that
+ *                      makes changes itself needs: a signal must not restart a call whose
+ *                      change is made), which PTRACE_INTERRUPT alone does not end: the
+ *                      supervisor then answers -ERESTARTNOINTR, and the kernel restarts the call
+ *                      after the PTRACE_EVENT_STOP as before
  *   mixed-open         the open traced as ptrace-open does, in the mixed loop
  */
 #define _GNU_SOURCE
@@ -65,6 +71,7 @@
 static const char *TARGET = "/usr/bin/env";
 static int opens;             /* the call measured: openat (else newfstatat) */
 static int mixed;             /* a mixed mode */
+static int killable;          /* its notifications wait killably once received */
 
 static double now(void)
 {
@@ -103,7 +110,8 @@ static void install(unsigned ret)
         prog = (struct sock_fprog){sizeof m / sizeof *m, m};
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                      ret == SECCOMP_RET_USER_NOTIF ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &prog);
+                      ret != SECCOMP_RET_USER_NOTIF ? 0 : SECCOMP_FILTER_FLAG_NEW_LISTENER
+                      | (killable ? SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV : 0), &prog);
     if (fd < 0) {
         perror("seccomp");
         _exit(1);
@@ -319,13 +327,17 @@ static int supervise_mixed(pid_t c, int channel, int fallback)
         memset(req, 0, sizes.seccomp_notif);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
             continue;
+        memset(resp, 0, sizes.seccomp_notif_resp);
+        resp->id = req->id;
         if (fallback) {
             program_r9 = req->data.args[5];
             ptrace(PTRACE_INTERRUPT, c, 0, 0);
+            if (killable) {
+                resp->error = -513;                 /* -ERESTARTNOINTR */
+                ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp);
+            }
             continue;
         }
-        memset(resp, 0, sizes.seccomp_notif_resp);
-        resp->id = req->id;
         int rc = stat_for(req->pid, req->data.args[1], req->data.args[2]);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) < 0)
             continue;
@@ -339,6 +351,7 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "native";
     opens = strstr(mode, "-open") != NULL;
     mixed = !strncmp(mode, "mixed", 5);
+    killable = strstr(mode, "killable") != NULL;
     int native = !strncmp(mode, "native", 6), traced = !strncmp(mode, "ptrace", 6);
     if (argc < 3 || strcmp(argv[2], "unpinned")) {
         cpu_set_t one;
