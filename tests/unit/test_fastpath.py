@@ -256,6 +256,8 @@ def test_an_upper_directorys_stat_is_answered_as_the_view_answers_it(ops, rules)
         host_dirs = [top + b"/" + r for r in (b"etc", b"etc/app", b"etc/app/sub", b"usr",
                                                 b"usr/lib", b"home/u", b"tmp", b"etc/dirlink")]
         for g in sorted(set(ov._ix.kinds) | set(host_dirs)):
+            if not (g + b"/").startswith(top + b"/"):
+                continue        # top's ancestors ($TMPDIR): other processes change them
             got = fs.upper_dir_stat(g)
             if got is None:
                 continue
