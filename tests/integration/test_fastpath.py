@@ -15,6 +15,10 @@ import pytest
 
 from tests.conftest import appvirt_cmd, write_policy
 
+# The interpreter itself: a version manager's `python3` may be a shim (pyenv's runs bash and
+# programs whose stops vary from run to run), which the counts below must not include.
+PYTHON = os.path.realpath(sys.executable)
+
 pytestmark = pytest.mark.integration
 
 # Looks at a directory the way programs do (stat, lstat, listings, opens, a dirfd walk), then
@@ -96,7 +100,7 @@ def _compiled(stderr: str) -> int:
 def _both_loops(appvirt, program: str, top: Path, app: str):
     """Run a Python program on top with the compiled loop (app APPfast) and without it
     (APPslow): the two finished runs, with the same output."""
-    fast, slow = (appvirt("run", "--stats", "--app", app + name, "--", "python3", "-c", program,
+    fast, slow = (appvirt("run", "--stats", "--app", app + name, "--", PYTHON, "-c", program,
                           str(top), env={"APPVIRT_FASTPATH": flag})
                   for name, flag in (("fast", "1"), ("slow", "0")))
     assert fast.returncode == 0, fast.stderr
@@ -117,7 +121,7 @@ def _run(appvirt, top: Path, *, fast: bool, app: str, policy: str | None = None)
     args = ["run", "--stats", "--app", app]
     if policy:
         args += ["--policy", policy]
-    r = appvirt(*args, "--", "python3", "-c", PROGRAM, str(top),
+    r = appvirt(*args, "--", PYTHON, "-c", PROGRAM, str(top),
                 env={"APPVIRT_FASTPATH": "1" if fast else "0"})
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr, r.stderr
@@ -443,7 +447,7 @@ def test_times_set_to_now_follow_the_policys_clock(appvirt, tmp_path):
     """futimens(fd, NULL) in an owned directory under a virtual clock is "now" on that clock:
     the compiled loop leaves it to the handlers, and makes the given times itself."""
     policy = write_policy(tmp_path / "t.yaml", "time: '@2030-01-01 00:00:00'\n")
-    r = appvirt("run", "--stats", "--policy", policy, "--", "python3", "-c", TIMES,
+    r = appvirt("run", "--stats", "--policy", policy, "--", PYTHON, "-c", TIMES,
                 str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["now 2030", "given 5000000007 6000000009"]
@@ -745,7 +749,7 @@ def test_the_directories_the_engine_holds_open_are_bounded(home, ptrace_ok, tmp_
     from tests.conftest import appvirt_cmd
     top = tmp_path / "top"
     top.mkdir()
-    p = subprocess.Popen(appvirt_cmd("run", "--app", "many", "--", "python3", "-c", MANY_DIRS,
+    p = subprocess.Popen(appvirt_cmd("run", "--app", "many", "--", PYTHON, "-c", MANY_DIRS,
                                      str(top)), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -948,10 +952,9 @@ def test_stats_of_upper_directories_match_the_python_loop(home, ptrace_ok, tmp_p
     (top / "c" / "f").write_text("f\n")
     before = tree_digest(top)
     b_times = (top / "a" / "b").stat()
-    python = os.path.realpath(sys.executable)     # the interpreter itself, not a shim
     runs = {}
     for flag in ("1", "0"):
-        p = subprocess.Popen(appvirt_cmd("run", "--stats", "--app", "u" + flag, "--", python,
+        p = subprocess.Popen(appvirt_cmd("run", "--stats", "--app", "u" + flag, "--", PYTHON,
                                          "-c", UPPER_DIRS, str(top)),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
@@ -1134,11 +1137,10 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     (hostbin / "up.sh").chmod(0o755)
     os.mkfifo(hostbin / "fifo", 0o755)
     before = tree_digest(top)
-    python = os.path.realpath(sys.executable)
     runs = {}
     for flag in ("1", "0"):
-        r = subprocess.run(appvirt_cmd("run", "--stats", "--app", "x" + flag, "--", python,
-                                       "-c", EXECS, str(top), python, str(hostbin)),
+        r = subprocess.run(appvirt_cmd("run", "--stats", "--app", "x" + flag, "--", PYTHON,
+                                       "-c", EXECS, str(top), PYTHON, str(hostbin)),
                            capture_output=True, text=True, timeout=60,
                            env={**os.environ, "APPVIRT_FASTPATH": flag})
         assert r.returncode == 0, r.stderr
@@ -1147,7 +1149,7 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     assert fast.stdout == slow.stdout
     out = fast.stdout
     assert "absolute 0 b'3'" in out and "relative 0 b'7'" in out and "env 0 b'X=1'" in out
-    assert f"execfn 0 b\"b'./{os.path.basename(python)}'\"" in out, out
+    assert f"execfn 0 b\"b'./{os.path.basename(PYTHON)}'\"" in out, out
     assert "host symlink 0 b'11'" in out and "alias 0 b'15'" in out
     assert "script 0 b'from a script'" in out and "not executable errno 13" in out
     assert "garbage errno 8" in out and "directory errno 13" in out and "missing errno 2" in out
@@ -1269,7 +1271,7 @@ files:
 """)
     before = tree_digest(top)
     runs = [appvirt("run", "--stats", "--policy", policy, "--app", "bp" + name, "--",
-                    "python3", "-c", TREE_WALKER, str(top), env={"APPVIRT_FASTPATH": flag})
+                    PYTHON, "-c", TREE_WALKER, str(top), env={"APPVIRT_FASTPATH": flag})
             for name, flag in (("fast", "1"), ("slow", "0"))]
     fast, slow = runs
     assert fast.returncode == 0 and slow.returncode == 0, fast.stderr + slow.stderr
