@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 
 import pytest
 
 from ..conftest import write_policy
+
+PYTHON = os.path.realpath(sys.executable)   # not a version manager's shim: its calls vary
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +61,7 @@ def test_a_rate_speeds_up_sleeps_and_the_clock(appvirt, tmp_path):
 
 
 def test_without_a_time_section_time_calls_are_not_traced(appvirt):
-    r = appvirt("run", "--stats", "--", "python3", "-c",
+    r = appvirt("run", "--stats", "--", PYTHON, "-c",
                 "import time\nfor _ in range(10000): time.time()")
     line = next(x for x in r.stderr.splitlines() if "ptrace stops" in x)
     assert "clock_gettime" not in line and "gettimeofday" not in line
@@ -76,7 +80,7 @@ def test_without_a_rate_only_the_realtime_clocks_stop(appvirt, tmp_path, spec, s
     sees the day ahead either way."""
     policy = write_policy(tmp_path / "t.yaml", f"time: {spec}\n")
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    r = appvirt("run", "--stats", "--policy", policy, "--", "python3", "-c", CLOCKS)
+    r = appvirt("run", "--stats", "--policy", policy, "--", PYTHON, "-c", CLOCKS)
     after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     assert r.returncode == 0, r.stderr
     seconds, mono, rising = r.stdout.split()
