@@ -65,6 +65,9 @@ def _count_line(message: str) -> None:
 def _report(result: RunResult, stats: bool) -> None:
     if result.log_problem:
         _warn(f"appvirt: warning: {result.log_problem}; the log is incomplete")
+    if result.killed:
+        _warn(f"appvirt: warning: a process was killed at its exec, which appvirt could not "
+              f"keep in the sandbox ({result.killed})")
     if result.internal_error:
         _warn(f"appvirt: warning: calls were refused after an internal error "
               f"({result.internal_error})")

@@ -50,6 +50,7 @@ class RunResult(NamedTuple):
     log_problem: str | None
     internal_error: str | None
     power: PowerEvent | None = None    # the program powered its machine off or restarted it
+    killed: str | None = None          # the first process appvirt killed at an exec, and why
 
 
 def find_program(name: str, env: dict[str, str]) -> str:
@@ -297,6 +298,6 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     code = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
             else ExitStatus.SIGNAL_BASE + os.WTERMSIG(status))
     return RunResult(code, tracer.stats, log.failed if log else None, tracer.first_error,
-                     tracer.power_event)
+                     tracer.power_event, tracer.first_kill)
 
 

@@ -103,6 +103,7 @@ class Tracer:
         self._missing: set[int] = set()
         self._waiting = False
         self.first_error: str | None = None
+        self.first_kill: str | None = None      # a process killed to keep it sandboxed, why
         # Called when the program's group stopped for the terminal (Ctrl-Z): appvirt then
         # stops too, so the user's shell gets the terminal back, as for a native program.
         self.on_terminal_stop: Callable[[], None] | None = None
@@ -403,8 +404,11 @@ class Tracer:
         pt.cont(task.tid, held[0] if held else 0)
 
     def _kill_process(self, task: Task, reason: str) -> None:
+        program = self.tasks.program.get(task.pid, "")
+        if self.first_kill is None:
+            self.first_kill = f"{program or task.pid}: {reason}"
         self._emit({"kind": "syscall", "pid": task.pid, "tid": task.tid,
-                    "program": self.tasks.program.get(task.pid, ""), "syscall": "execve",
+                    "program": program, "syscall": "execve",
                     "class": "process", "decision": Decision.KILLED.value, "detail": reason})
         os.kill(task.pid, signal.SIGKILL)
         try:

@@ -95,10 +95,13 @@ class SlotArena:
         """Start the keeper: it holds a read-only fd of the memfd at `keeper_fd` for tracees to
         open through /proc/KEEPER/fd/N, and dies with the tracer (its death signal, and EOF on
         its stdin, a pipe from the tracer). The fork execs cat: a fork that stayed Python kept
-        the tracer's pages (~13 MB Pss), cat takes ~0.3 MB. Without a cat the fork just waits."""
+        the tracer's pages (~13 MB Pss), cat takes ~0.3 MB. Without a cat the fork just waits.
+        Returns once the keeper holds the area: a tracee's first exec opens it there, and a
+        keeper that a loaded machine had not run yet made that open fail (ENOENT)."""
         # The system's cat before any other on PATH.
         cat = which("cat", os.pathsep.join((os.defpath, os.environ.get("PATH", ""))))
         r, w = os.pipe()
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the keeper
             try:
@@ -109,6 +112,7 @@ class SlotArena:
                           signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
                     signal.signal(s, signal.SIG_IGN)
                 os.dup2(self.ro_fd, self.keeper_fd)                 # inheritable: kept on exec
+                os.write(ready_w, b"k")
                 os.dup2(r, self.keeper_fd + 1, inheritable=False)
                 os.closerange(0, self.keeper_fd)
                 os.closerange(self.keeper_fd + 2, 1 << 20)
@@ -127,7 +131,15 @@ class SlotArena:
             finally:
                 os._exit(0)
         os.close(r)
+        os.close(ready_w)
         self.keeper_pid, self._keeper_pipe = pid, w
+        try:
+            started = os.read(ready_r, 1)
+        finally:
+            os.close(ready_r)
+        if not started:
+            self.close()
+            raise EnvironmentUnsupported("the slot area's keeper process did not start")
 
     def keeper_path(self) -> bytes:
         return b"/proc/%d/fd/%d" % (self.keeper_pid, self.keeper_fd)

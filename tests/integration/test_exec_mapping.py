@@ -85,13 +85,13 @@ def test_a_static_program_runs_as_natively(appvirt):
 
 def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_path):
     """With the slot keeper gone, the next exec cannot map the area: the process is killed
-    before it runs a single instruction of its own, and the log says why."""
+    before it runs a single instruction of its own, and the log and a warning say why."""
     log = tmp_path / "log.jsonl"
     marker = tmp_path / "ran"
     p = subprocess.Popen(appvirt_cmd("run", "--log", str(log), "--", "sh", "-c",
                                      f"echo ready; read x; exec touch {marker}"),
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert p.stdout.readline() == "ready\n"
         keepers = [c for c in psutil.Process(p.pid).children()
@@ -107,6 +107,11 @@ def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_pa
             p.kill()
             p.wait()
     assert not os.path.exists(marker)
+    warning = p.stderr.read().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(
+        "appvirt: warning: a process was killed at its exec, which appvirt could not keep in "
+        "the sandbox (/"), warning
+    assert "open of the slot area failed: " in warning[0]
     killed = [rec for rec in map(json.loads, log.read_text().splitlines())
               if rec.get("decision") == "killed"]
     assert len(killed) == 1

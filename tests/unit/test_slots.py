@@ -63,6 +63,25 @@ def keeper(arena: SlotArena) -> int:
     return arena.keeper_pid
 
 
+def test_a_keeper_holds_the_area_when_start_keeper_returns(arena, monkeypatch):
+    """A tracee's first exec opens the area through the keeper at once: start_keeper waits for
+    a keeper that a loaded machine runs late (here one that dawdles before taking the fd)."""
+    real_dup2 = os.dup2
+
+    def slow_dup2(fd, fd2, inheritable=True):
+        if fd2 == arena.keeper_fd:          # in the keeper, before it holds the area
+            time.sleep(0.3)
+        return real_dup2(fd, fd2, inheritable)
+    monkeypatch.setattr(os, "dup2", slow_dup2)
+    arena.start_keeper()
+    fd = os.open(arena.keeper_path(), os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        assert (st.st_dev, st.st_ino) == (arena.dev, arena.ino)
+    finally:
+        os.close(fd)
+
+
 def test_keeper_is_cat_holding_the_read_only_area_and_nothing_else(arena, keeper):
     assert _exe(keeper) != os.path.realpath(sys.executable)
     with open(f"/proc/{keeper}/cmdline", "rb") as f:
