@@ -8,7 +8,8 @@
  *               and writes the struct stat into the program's buffer; the call never runs;
  *   openat      for reading: openat2(AT_FDCWD, path, RESOLVE_NO_SYMLINKS|NO_MAGICLINKS)
  *               from the thread's slot, its registers restored at the exit stop and the
- *               call re-run when a symlink was swapped in meanwhile (ELOOP);
+ *               call re-run when a symlink was swapped in meanwhile (ELOOP); so is an
+ *               opendir of a plain directory named by itself ("dir/", ".", "/");
  *   getdents64  of a plain directory: the kernel's own listing.
  * In an *owned* directory (the view of it is one upper-layer directory alone, see
  * OverlayFS.owned_dir) the names are that directory's:

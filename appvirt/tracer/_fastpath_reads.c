@@ -317,8 +317,23 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     struct stat st;
     int follow = !(flags & O_NOFOLLOW) && !(flags & O_CREAT && flags & O_EXCL);
     int rc = find_object(self, tid, (long)(int)a[0], a[1], follow, &op, &st);
-    if (rc > 0 || (rc == 0 && S_ISLNK(st.st_mode)))  /* a symlink not followed: ELOOP, */
-        return FALLBACK;                               /* EEXIST or O_PATH: Python's */
+    if (rc > 0) {
+        /* A directory named by itself (".", "dir/", "/usr") opened as opendir opens it: the
+         * host's own directory when its view is the host's (plain, name by name, or "/"
+         * itself), from the slot as any read, O_DIRECTORY failing what is not a directory
+         * as the program's call would; the rest (an owned or merged one) is Python's. */
+        if (!(flags & O_DIRECTORY) || (flags & O_ACCMODE) != O_RDONLY
+                || flags & (O_CREAT | O_TRUNC) || self->log_reads || op.path_len < 0)
+            return FALLBACK;
+        int kind = directory_itself(self, tid, (long)(int)a[0], op.path, op.path_len, follow,
+                                    op.host);
+        if (kind != PLAIN && kind != NAMES && kind != ITSELF)
+            return FALLBACK;
+        op.kind = PLAIN;
+        rc = 0;
+    } else if (rc == 0 && S_ISLNK(st.st_mode)) {   /* a symlink not followed: ELOOP, */
+        return FALLBACK;                            /* EEXIST or O_PATH: Python's */
+    }
     unsigned long long mode = 0;
     int create = 0;
     int redirected = op.kind == OWNED || (op.kind == MERGED && op.upper_obj);

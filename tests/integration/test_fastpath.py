@@ -725,6 +725,49 @@ def test_a_name_by_name_directory_itself_is_answered_in_c(appvirt, tmp_path):
     assert "['registry']" in fast.stdout, fast.stdout
 
 
+OPENDIRS = r"""
+import os, sys
+top = sys.argv[1]
+os.chdir(top)
+def opened(p, flags=os.O_RDONLY | os.O_DIRECTORY):
+    try:
+        fd = os.open(p, flags)
+    except OSError as e:
+        return e.errno
+    try:
+        return os.fstat(fd).st_ino == os.stat(p).st_ino, sorted(os.listdir(fd))[:3]
+    finally:
+        os.close(fd)
+for p in ("d/", "d/.", "d//", ".", "/", "/usr/", "ln/", "f/", "missing/", top + "/d/"):
+    print(p, opened(p))
+print("nofollow", opened("ln/", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
+print("a file, no O_DIRECTORY", opened("f/", os.O_RDONLY))
+for i in range(100):
+    os.close(os.open("d/", os.O_RDONLY | os.O_DIRECTORY))
+"""
+
+
+def test_directories_opened_by_themselves_are_opened_in_c(appvirt, tmp_path):
+    """opendir("dir/"), ".", "/" (git opens each directory of its work tree so): the host's
+    own directory opened by the compiled loop as Python opens it, what is not a directory
+    failing the same way."""
+    top = tmp_path / "top"
+    (top / "d" / "sub").mkdir(parents=True)
+    (top / "f").write_text("f\n")
+    (top / "ln").symlink_to("d")
+    before = tree_digest(top)
+    fast, _ = _both_loops(appvirt, OPENDIRS, top, "opendirs")
+    native = subprocess.run([PYTHON, "-c", OPENDIRS, str(top)], capture_output=True,
+                            text=True, timeout=60)
+    assert fast.stdout == native.stdout
+    assert "d/ (True, ['sub'])" in fast.stdout and "f/ 20" in fast.stdout
+    seen, done = (dict((c, int(n)) for c, n in re.findall(r"(\w+) (\d+)", line.split(":")[-1]))
+                  for line in fast.stderr.splitlines()
+                  if line.startswith("appvirt: ") and "directories decided" not in line)
+    assert seen["openat"] - done["openat"] < 20, fast.stderr      # the 100 "d/" among them
+    assert tree_digest(top) == before
+
+
 MANY_DIRS = r"""
 import os, sys
 top = sys.argv[1]
