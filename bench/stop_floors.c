@@ -182,6 +182,21 @@ static int stat_for(pid_t pid, unsigned long long addr, unsigned long long buf)
     return process_vm_writev(pid, &l2, 1, &r2, 1, 0) == sizeof st ? 0 : -EFAULT;
 }
 
+/* An open at its seccomp stop as appvirt makes it from the slot: the registers rewritten,
+ * the call run to its exit stop (*status), the program's registers put back. */
+static void open_from_slot(pid_t c, int *status)
+{
+    struct __ptrace_syscall_info info;
+    struct user_regs_struct regs;
+    ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
+    ptrace(PTRACE_GETREGS, c, 0, &regs);
+    ptrace(PTRACE_SETREGS, c, 0, &regs);               /* the rewrite to the slot */
+    ptrace(PTRACE_SYSCALL, c, 0, 0);
+    waitpid(c, status, __WALL);                       /* the exit stop */
+    ptrace(PTRACE_GETREGS, c, 0, &regs);
+    ptrace(PTRACE_SETREGS, c, 0, &regs);               /* the program's registers back */
+}
+
 /* The program's exit status, once it has run under the tracer. */
 static int trace(pid_t c, int emulate)
 {
@@ -194,13 +209,7 @@ static int trace(pid_t c, int emulate)
         struct __ptrace_syscall_info info;
         struct user_regs_struct regs;
         if (seccomp && opens) {
-            ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
-            ptrace(PTRACE_GETREGS, c, 0, &regs);
-            ptrace(PTRACE_SETREGS, c, 0, &regs);       /* the rewrite to the slot */
-            ptrace(PTRACE_SYSCALL, c, 0, 0);
-            waitpid(c, &status, __WALL);              /* the exit stop */
-            ptrace(PTRACE_GETREGS, c, 0, &regs);
-            ptrace(PTRACE_SETREGS, c, 0, &regs);       /* the program's registers back */
+            open_from_slot(c, &status);
         } else if (seccomp && emulate == 2) {
             ptrace(PTRACE_GETREGS, c, 0, &regs);
             regs.rax = (unsigned long long)stat_for(c, regs.rsi, regs.rdx);
@@ -295,12 +304,7 @@ static int supervise_mixed(pid_t c, int channel, int fallback)
             if (event == PTRACE_EVENT_STOP) {           /* the interrupted notification's */
                 ptrace(PTRACE_POKEUSER, c, offsetof(struct user_regs_struct, r9), MARK);
             } else if (event == PTRACE_EVENT_SECCOMP && opens) {
-                ptrace(PTRACE_GETREGS, c, 0, &regs);
-                ptrace(PTRACE_SETREGS, c, 0, &regs);   /* the rewrite to the slot */
-                ptrace(PTRACE_SYSCALL, c, 0, 0);
-                waitpid(c, &status, __WALL);          /* the exit stop */
-                ptrace(PTRACE_GETREGS, c, 0, &regs);
-                ptrace(PTRACE_SETREGS, c, 0, &regs);   /* the program's registers back */
+                open_from_slot(c, &status);
             } else if (event == PTRACE_EVENT_SECCOMP) {  /* the marked stat */
                 ptrace(PTRACE_GETREGS, c, 0, &regs);
                 if (regs.r9 != MARK) {
