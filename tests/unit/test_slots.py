@@ -25,6 +25,14 @@ def _exe(pid: int) -> str:
         return ""
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _state(pid: int) -> str:
     """The process state letter; "" once it is gone."""
     try:
@@ -55,11 +63,13 @@ def arena():
 
 @pytest.fixture
 def keeper(arena: SlotArena) -> int:
-    """The started keeper's pid, once it runs cat."""
+    """The started keeper's pid, once it runs cat (its exec done: /proc shows the new exe a
+    moment before the new command line)."""
     if CAT is None:
         pytest.skip("no cat here")
     arena.start_keeper()
-    assert _wait_for(lambda: _exe(arena.keeper_pid) == os.path.realpath(CAT))
+    assert _wait_for(lambda: _exe(arena.keeper_pid) == os.path.realpath(CAT)
+                     and _cmdline(arena.keeper_pid) == b"cat\0")
     return arena.keeper_pid
 
 
@@ -84,8 +94,6 @@ def test_a_keeper_holds_the_area_when_start_keeper_returns(arena, monkeypatch):
 
 def test_keeper_is_cat_holding_the_read_only_area_and_nothing_else(arena, keeper):
     assert _exe(keeper) != os.path.realpath(sys.executable)
-    with open(f"/proc/{keeper}/cmdline", "rb") as f:
-        assert f.read() == b"cat\0"
     assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [
         0, 1, 2, arena.keeper_fd]
     fd = os.open(arena.keeper_path(), os.O_RDONLY)      # what a tracee opens
