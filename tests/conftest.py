@@ -13,6 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SRC = REPO / "demo_apps"
+# The interpreter itself, for tests that count a program's stops: a version manager's
+# `python3` on PATH may be a shim (pyenv's runs bash and programs whose stops vary by run).
+PYTHON = os.path.realpath(sys.executable)
 
 
 def _ptrace_problem() -> str | None:

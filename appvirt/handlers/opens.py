@@ -25,6 +25,7 @@ from ..fs.resolver import Resolved
 from ..store.procsys import under_proc_sys
 from .filemodes import Intent, check
 from .paths import AT_FDCWD, slot_path
+from .reads import kept_dir
 from .statmeta import own_created
 
 O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
@@ -132,8 +133,7 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
     elif intent is Intent.WRITE:
         host = ctx.fs.host_for_write(r.path, truncate=bool(flags & O_TRUNC))
     else:
-        kept = ctx.fs.kept_identity(r.path) if r.is_dir else None
-        host = kept[0] if kept is not None else ctx.fs.host_for_read(r.path)
+        host = kept_dir(ctx, r) or ctx.fs.host_for_read(r.path)
         # Existing and only read here: if it vanished meanwhile, fail rather than create it
         # in a place whose mode only allowed reading (and openat2 wants no mode without it).
         flags &= ~O_CREAT

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
 from ..core.context import Context
 from ..core.stop import Stop
+from ..fs.resolver import Resolved
 from .paths import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Decided, Operand, decide, slot_path
 from .statmeta import (keep_stat_identity, keep_statx_identity, meta_table, pack_stat,
                        patch_at_exit, patch_stat, patch_statx)
@@ -32,13 +33,20 @@ def host_path(ctx: Context, d: Decided) -> bytes:
     return host + b"/" if d.r.trailing_slash and host != b"/" else host
 
 
+def kept_dir(ctx: Context, r: Resolved) -> bytes | None:
+    """The host directory the kernel must hold (as an fd, a cwd) for r, a directory that
+    keeps the host's identity (OverlayFS.kept_identity); None for everything else."""
+    if r.magic is not None or not r.is_dir:
+        return None
+    kept = ctx.fs.kept_identity(r.path)
+    return kept[0] if kept is not None else None
+
+
 def held_path(ctx: Context, d: Decided) -> bytes:
-    """host_path for a call after which the kernel holds the object (an fd, a cwd): the
-    host's directory for one that keeps its identity (OverlayFS.kept_identity)."""
-    if d.r.magic is None and d.r.is_dir:
-        kept = ctx.fs.kept_identity(d.r.path)
-        if kept is not None:
-            return kept[0] + b"/" if d.r.trailing_slash else kept[0]
+    """host_path for a call after which the kernel holds the object (a cwd): kept_dir's."""
+    kept = kept_dir(ctx, d.r)
+    if kept is not None:
+        return kept + b"/" if d.r.trailing_slash else kept
     return host_path(ctx, d)
 
 

@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import appvirt_cmd, write_policy
-
-# The interpreter itself: a version manager's `python3` may be a shim (pyenv's runs bash and
-# programs whose stops vary from run to run), which the counts below must not include.
-PYTHON = os.path.realpath(sys.executable)
+from tests.conftest import PYTHON, appvirt_cmd, write_policy
 
 pytestmark = pytest.mark.integration
 

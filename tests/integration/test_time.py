@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from ..conftest import write_policy
-
-PYTHON = os.path.realpath(sys.executable)   # not a version manager's shim: its calls vary
+from ..conftest import PYTHON, write_policy
 
 pytestmark = pytest.mark.integration
 
