@@ -18,7 +18,8 @@
  *               upper path from the slot, as the handlers make it, logged as they log it
  *               (_fastpath_log.c); a created file goes to the overlay's index;
  *   unlink(at), rmdir, mkdir(at), chmod, fchmod(at), chown, lchown, fchown(at),
- *               utimensat of a name there (or of an fd's object there), link(at) and
+ *               utimensat of a name there (or of an fd's object there, also when chmod
+ *               or chown names it as /proc/self/fd/N), link(at) and
  *               rename(at)(2) of a name that is not a directory between two names there:
  *               made by the tracer on the upper object as the overlay makes them, logged,
  *               the result emulated; ENOENT for a missing name, EEXIST for mkdir of a

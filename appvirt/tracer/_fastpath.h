@@ -183,6 +183,8 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
              Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st);
+int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
+              struct stat *st);
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 int note_made(Engine *self, const char *guest);
 int name_entry(Engine *self, const char *path, PyObject **shown);

@@ -298,6 +298,32 @@ static int merged_change(const Operand *op, int rc, int removes, int makes)
                         && errno == ENOENT);
 }
 
+/* The fd a path names as "/proc/self/fd/N" (or thread-self), as glibc's fchmodat with
+ * AT_SYMLINK_NOFOLLOW calls chmod on an O_PATH fd (GNU tar, for each directory): N, the
+ * process (thread) whose fd it is in *whose; -1 for any other path, Python's. */
+static long proc_fd(Engine *self, pid_t tid, const char *path, pid_t *whose)
+{
+    static const char self_fd[] = "/proc/self/fd/", thread_fd[] = "/proc/thread-self/fd/";
+    const char *n;
+    if (strncmp(path, self_fd, sizeof self_fd - 1) == 0) {
+        n = path + sizeof self_fd - 1;
+        *whose = self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    } else if (strncmp(path, thread_fd, sizeof thread_fd - 1) == 0) {
+        n = path + sizeof thread_fd - 1;
+        *whose = tid;
+    } else {
+        return -1;
+    }
+    long fd = 0;
+    int digits = 0;
+    for (; *n >= '0' && *n <= '9' && digits < 9; n++, digits++)
+        fd = fd * 10 + (*n - '0');
+    /* only the names /proc has: no sign, no leading zero, nothing after */
+    if (*n != 0 || digits == 0 || (digits > 1 && n[-digits] == '0'))
+        return -1;
+    return fd;
+}
+
 /* A changing call on a name in an owned directory, or on an fd's object there (c: its
  * enum Change), made here; in a merged directory, the changes merged_change admits (and those
  * of an fd's object in its upper directory). Only the forms whose operand needs no more
@@ -361,9 +387,24 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
         return FALLBACK;
     Operand op;
+    pid_t fd_owner = tid;            /* whose fd `dirfd` is, when the object is an fd's */
+    int proc_path = -1;              /* the argument naming it as /proc/self/fd/N */
+    if (path_arg >= 0 && (c == CHMOD || c == CHOWN || c == FCHMODAT)) {
+        op.path_len = read_cstring(tid, a[path_arg], op.path);
+        if (op.path_len < 0)
+            return FALLBACK;
+        long fd = proc_fd(self, tid, op.path, &fd_owner);
+        if (fd >= 0) {               /* followed, as these calls follow it: the fd's object */
+            dirfd = fd;
+            proc_path = path_arg;
+            path_arg = -1;
+        }
+    }
     if (path_arg >= 0) {
         struct stat st;
-        int rc = find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
+        int rc = c == CHMOD || c == CHOWN || c == FCHMODAT
+                 ? find_path(self, tid, dirfd, 0, &op, &st)
+                 : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
         if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
                                              && merged_change(&op, rc, removes, makes))))
             return FALLBACK;
@@ -378,7 +419,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
             return FALLBACK;         /* ENOTDIR, EISDIR, a symlink ...: Python explains */
     } else {
         int in_upper;
-        Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, dirfd, op.guest,
+        Py_ssize_t n = fd_path(self->upper, self->upper_len, fd_owner, dirfd, op.guest,
                                &in_upper);
         const char *slash = n > 1 ? memrchr(op.guest, '/', (size_t)n) : NULL;
         if (n < 0 || !in_upper || slash == NULL || slash[1] == 0)
@@ -400,8 +441,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (rc < 0)
         return FALLBACK;
     CallRecord r = {0};
-    if (path_arg >= 0)
-        r.paths[path_arg] = op.path;
+    if (path_arg >= 0 || proc_path >= 0)
+        r.paths[path_arg >= 0 ? path_arg : proc_path] = op.path;
     /* chmod, chown and times change no name; a directory removed is empty: only its own
      * name goes, from the decisions and the index (note_made, Overlay.record) */
     const Operand *names[] = {&op};

@@ -523,16 +523,6 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
     return 0;
 }
 
-/* A call's path operand (dirfd, the string at addr) in a plain or owned directory: 0, or -1
- * (the stop is Python's). */
-static int operand(Engine *self, pid_t tid, long dirfd, unsigned long long addr, Operand *op)
-{
-    op->path_len = read_cstring(tid, addr, op->path);
-    if (op->path_len < 0)
-        return -1;
-    return place(self, tid, dirfd, op->path, op->path_len, op);
-}
-
 /* lookup in a MERGED directory, as OverlayView._entry finds a name there: the upper
  * directory's object when it has one (a directory there is Python's: merged again, or the
  * program's, with the view's own link count), nothing when it has the name's whiteout, else
@@ -633,7 +623,16 @@ ssize_t readlink_of(const Operand *op, char *buf, size_t size)
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
                 int follow, Operand *op, struct stat *st)
 {
-    if (operand(self, tid, dirfd, addr, op) < 0)
+    op->path_len = read_cstring(tid, addr, op->path);
+    if (op->path_len < 0)
+        return FALLBACK;
+    return find_path(self, tid, dirfd, follow, op, st);
+}
+
+/* find_object of the path already in op->path (op->path_len). */
+int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, struct stat *st)
+{
+    if (place(self, tid, dirfd, op->path, op->path_len, op) < 0)
         return FALLBACK;
     int parent_ok;
     int rc = lookup(op, st, &parent_ok);

@@ -257,6 +257,18 @@ print("f19", oct(os.stat(os.path.join(d, "f19")).st_mode))
 for name in ("sub", "f9", "f11"):
     st = os.stat(os.path.join(d, name))
     print(name, oct(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
+# chmod of /proc/self/fd/N, as glibc's fchmodat(AT_SYMLINK_NOFOLLOW) makes it on an O_PATH fd
+pfd = os.open(sub, os.O_PATH | os.O_DIRECTORY)
+attempt("chmod proc fd", lambda: os.chmod(f"/proc/self/fd/{pfd}", 0o753))
+attempt("chown proc fd", lambda: os.chown(f"/proc/thread-self/fd/{pfd}", 13, 14))
+attempt("fchmodat proc fd", lambda: os.chmod(f"/proc/self/fd/{pfd}", 0o755, dir_fd=dfd))
+st = os.stat(sub)
+print("sub via proc", oct(st.st_mode), st.st_uid, st.st_gid)
+lfd = os.open(os.path.join(d, "ln1"), os.O_PATH | os.O_NOFOLLOW)
+attempt("chmod proc fd link", lambda: os.chmod(f"/proc/self/fd/{lfd}", 0o600))  # (its mode)
+hfd = os.open(os.path.join(top, "hostdir"), os.O_PATH)
+attempt("chmod proc fd host", lambda: os.chmod(f"/proc/self/fd/{hfd}", 0o700))
+print("hostdir via proc", oct(os.stat(os.path.join(top, "hostdir")).st_mode))
 for what, fn in (("chmod", lambda p: os.chmod(p, 0o600)), ("chown", lambda p: os.chown(p, 1, 1)),
                  ("lchown", lambda p: os.chown(p, 1, 1, follow_symlinks=False)),
                  ("utime", lambda p: os.utime(p, ns=(1, 1))), ("rmdir", os.rmdir),
@@ -366,6 +378,7 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert "f12 0o100640 42 43" in out and "newdir2 0o40750" in out and "rmdir errno 39" in out
     assert "sub 0o40751 7 8 3000000789 4000000012" in out and "f9 0o100640 9 10 5 6" in out
     assert "f11 0o100711 0 0 7 8" in out and "utime link ok" in out and "f19 0o100604" in out
+    assert "sub via proc 0o40755 13 14" in out and "hostdir via proc 0o40700" in out
     for what in ("chmod", "chown", "lchown", "utime", "rmdir", "unlink", "open"):
         assert f"{what} missing name errno 2" in out
     assert "mkdir existing file errno 17" in out and "mkdir existing link errno 17" in out
@@ -394,6 +407,39 @@ def test_changes_in_owned_directories_match_the_python_loop(appvirt, home, tmp_p
     assert _records(home, "wfast") == _records(home, "wslow")
     assert _same_tree(home, "wfast", "wslow")
     assert tree_digest(top) == before and not (top / "made").exists()
+
+
+PROC_FD_CHANGES = """
+import os, sys
+d = os.path.join(sys.argv[1], "made")
+os.makedirs(os.path.join(d, "sub"))
+fd = os.open(os.path.join(d, "sub"), os.O_PATH | os.O_DIRECTORY)
+for mode in (0o700, 0o750, 0o755):
+    os.chmod(f"/proc/self/fd/{fd}", mode)
+    print(oct(os.stat(os.path.join(d, "sub")).st_mode))
+for uid in (3, 4):
+    os.chown(f"/proc/thread-self/fd/{fd}", uid, uid + 1)
+    print(os.stat(os.path.join(d, "sub")).st_uid)
+for path in (f"/proc/self/fd/0{fd}", "/proc/self/fd/999", f"/proc/self/fd/{fd}/"):
+    try:                                 # names /proc does not have, or with a "/": Python's
+        os.chmod(path, 0o700)
+        print("ok", oct(os.stat(os.path.join(d, "sub")).st_mode))
+    except OSError as e:
+        print("errno", e.errno)
+"""
+
+
+def test_changes_through_proc_fd_paths_are_made_in_c(appvirt, home, tmp_path):
+    """chmod and chown of "/proc/self/fd/N" (glibc's fchmodat with AT_SYMLINK_NOFOLLOW: GNU
+    tar's chmod of each directory it extracts) are the compiled loop's, as fchmod(N) is."""
+    top = tmp_path / "top"
+    top.mkdir()
+    out, done = _in_both_loops(appvirt, PROC_FD_CHANGES, top, "procfd")
+    assert out.split() == ["0o40700", "0o40750", "0o40755", "3", "4", "errno", "2", "errno", "2",
+                           "ok", "0o40700"]
+    assert re.search(r"\bchmod 3\b", done) and re.search(r"\bchown 2\b", done), done
+    assert _records(home, "procfdfast") == _records(home, "procfdslow")
+    assert not (top / "made").exists()
 
 
 def _same_tree(home: Path, a: str, b: str) -> bool:
