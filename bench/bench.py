@@ -254,28 +254,19 @@ PYTHON_PTRACE_SKIPS = {
 }
 
 
-PIP_CONSOLE_SCRIPT = """#!{python}
-# -*- coding: utf-8 -*-
-import re
-import sys
-from appvirt.entry import console
-if __name__ == '__main__':
-    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(console())
-"""
-
-
 def installed_appvirt(home: Path) -> str:
-    """An `appvirt` that starts as an installed copy's does: pip's console script in a venv
-    whose site adds this checkout and the running interpreter's packages as plain paths. A
-    development install (`pip install -e`) instead imports setuptools' editable finder at every
-    interpreter start (pathlib, re and more: 12 ms), which no user's copy pays."""
+    """An `appvirt` that starts as an installed copy's does: the project's script (bin/appvirt,
+    its first line made the venv's interpreter, as pip makes it) in a venv whose site adds this
+    checkout and the running interpreter's packages as plain paths. A development install
+    (`pip install -e`) instead imports setuptools' editable finder at every interpreter start
+    (pathlib, re and more: 12 ms), which no user's copy pays."""
     venv = home / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
     (site / "appvirt-bench.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
     script = venv / "bin" / "appvirt"
-    script.write_text(PIP_CONSOLE_SCRIPT.format(python=venv / "bin" / "python"))
+    body = (REPO / "bin" / "appvirt").read_text().split("\n", 1)[1]
+    script.write_text(f"#!{venv / 'bin' / 'python'}\n{body}")
     script.chmod(0o755)
     return str(script)
 
