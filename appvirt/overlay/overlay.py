@@ -215,17 +215,14 @@ class Overlay(OverlayView):
         except OSError as e:
             raise guest_error(e, guest) from None
 
-    def record(self, guest: bytes, kind: int) -> None:
-        """Bring the index in step with the upper object at guest, which the compiled loop
-        made, removed or moved itself and then found to be of this S_IFMT (0: nothing there).
-        A name in an owned directory (tracer/fastpath.py): there is no lower object there, so
+    def record(self, made: "list[tuple[bytes, int]]") -> None:
+        """Bring the index in step with the upper objects the compiled loop made, removed or
+        moved itself: each (guest, S_IFMT it then found there, 0 for nothing), in order. A
+        name in an owned directory (tracer/fastpath.py): there is no lower object there, so
         no whiteout or opaque mark is involved. The loop removes only empty directories (the
         kernel's rmdir), so a name that is gone takes nothing below it along: no scan of the
         index (an rm -rf of a tree of n directories would cost n scans of it)."""
-        if kind:
-            self._ix.kinds[guest] = kind
-        else:
-            self._ix.kinds.pop(guest, None)
+        self._ix.set_kinds(made)
 
     # ---- mutations
     def mkdir(self, guest: bytes, mode: int) -> None:

@@ -197,9 +197,7 @@ class FastPath:
         made = self.made[:]
         self.made.clear()
         before = self._index.version
-        record = self.fs.ov.record
-        for guest, kind in made:
-            record(guest, kind)
+        self.fs.ov.record(made)
         if self._version == before:
             self._version = self._index.version
             self._index.take_changed()    # its own changes: it forgot those decisions itself

@@ -510,8 +510,9 @@ def test_recording_the_names_the_engine_changed_gives_the_index_a_load_gives(ops
             except OSError:
                 continue
             noted += [(g, _kind_now(ov.upper(g))) for g in ((ga, gb)[i] for i in handed)]
-        for g, kind in noted:
-            ov.record(g, kind)
+        before = ov._ix.version
+        ov.record(noted)
+        assert ov._ix.version > before or not noted
         loaded = UpperIndex.load(ov.upper_root, recover=False)
         assert dict(ov._ix.kinds) == dict(loaded.kinds), ops
         assert set(ov._ix.whiteouts) == set(loaded.whiteouts) and \
