@@ -7,7 +7,8 @@ answers every stop in Python (slower, same behaviour).
 from setuptools import Extension, setup
 
 SOURCES = [f"appvirt/tracer/_fastpath{part}.c"
-           for part in ("", "_paths", "_reads", "_listing", "_owned", "_log", "_clock")]
+           for part in ("", "_answer", "_paths", "_reads", "_listing", "_owned", "_log",
+                        "_clock")]
 
 setup(ext_modules=[Extension("appvirt.tracer._fastpath", SOURCES,
                              depends=["appvirt/tracer/_fastpath.h"],

@@ -57,7 +57,8 @@
  * the host's (its stat, a cwd there: "/", which holds the registry tree); False neither). A
  * directory fd or cwd inside the upper layer names the guest directory below the upper root.
  * Everything else (other stops, a symlink on the way, a directory that is neither, any error
- * the Python handlers would explain) returns to Python unchanged.
+ * the Python handlers would explain) returns to Python unchanged. Every answer given here
+ * (a result, a call let run or rerouted, a signal delivered) is one of _fastpath_answer.c's.
  * Under a virtual clock the time calls are answered from its state (_fastpath_clock.c).
  * Under a virtual identity (`identity`) execve is Python's, and a thread whose virtual ids are
  * not appvirt's own is served READS: its reads are answered here, what it creates or changes
@@ -116,7 +117,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
     if ((status >> 16) == 0 && (served == SERVED || served == READS)) {
         /* A signal-delivery stop (SIGCHLD to a shell ...): delivered, as the Python loop
          * delivers it to a thread with nothing in flight. */
-        ptrace(PTRACE_CONT, tid, 0, (void *)(long)WSTOPSIG(status));
+        deliver(tid, WSTOPSIG(status));
         self->signal_stops++;
         return ANSWERED;
     }
@@ -124,7 +125,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
         /* The openat and mmap of the stub that maps the slot area into a new program, which
          * no code of the program has run before (inject.py): resumed, as Python resumes
          * them. Its int3, and any signal meanwhile, are Python's. */
-        ptrace(PTRACE_CONT, tid, 0, 0);
+        let_run(tid);
         self->stub_stops++;
         return ANSWERED;
     }

@@ -169,10 +169,18 @@ typedef struct {
     Line line;
 } Engine;
 
-/* _fastpath_paths.c: the tracee, and where its path operands lie */
-Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf);
+/* _fastpath_answer.c: the answers, the only writes to a tracee and its resumptions */
 int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len);
 void emulate(pid_t tid, long result);
+void let_run(pid_t tid);
+void deliver(pid_t tid, int sig);
+Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
+                   struct user_regs_struct *regs);
+void run_held(Pending *p, pid_t tid, const struct user_regs_struct *regs);
+int give_back(Engine *self, Pending *p, pid_t tid, long *result);
+
+/* _fastpath_paths.c: the tracee's paths, and where its path operands lie */
+Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf);
 long openat2_(const char *path, unsigned long long flags);
 Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd, char *dir,
                    int *in_upper);

@@ -312,6 +312,6 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
                                                             in->seccomp.args);
     if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0) < 0))
         return FALLBACK;
-    ptrace(PTRACE_CONT, tid, 0, 0);
+    let_run(tid);
     return ANSWERED;
 }

@@ -1,6 +1,6 @@
-/* The tracee's memory and registers, and where a call's path operands lie: in a plain, an
- * owned or a NAMES directory (see _fastpath.c), as the program's guest path and as the host
- * path the engine acts on. */
+/* The tracee's strings, and where a call's path operands lie: in a plain, an owned or a
+ * NAMES directory (see _fastpath.c), as the program's guest path and as the host path the
+ * engine acts on. (What the engine writes into a tracee is _fastpath_answer.c's.) */
 #include "_fastpath.h"
 
 /* Read a NUL-terminated string at addr into buf (PATH_MAX_ bytes); its length, or -1. Reads
@@ -23,21 +23,6 @@ Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf)
         got += n;
     }
     return -1;                       /* ENAMETOOLONG: Python says so */
-}
-
-int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len)
-{
-    struct iovec local = {(void *)data, len};
-    struct iovec remote = {(void *)(uintptr_t)addr, len};
-    return process_vm_writev(tid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
-}
-
-/* The call does not run: the program sees `result`. */
-void emulate(pid_t tid, long result)
-{
-    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, orig_rax), (void *)-1L);
-    ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, rax), (void *)result);
-    ptrace(PTRACE_CONT, tid, 0, 0);
 }
 
 long openat2_(const char *path, unsigned long long flags)

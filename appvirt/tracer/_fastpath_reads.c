@@ -103,33 +103,6 @@ static int is_script(const char *path)
     return n < 0 ? -1 : n == 2 && head[0] == '#' && head[1] == '!';
 }
 
-/* The program's call (nr, and the four argument registers a rewrite may change) kept in its
- * slot's Pending, to be given back at the exit stop (finish_open); *regs the registers to
- * rewrite. NULL: the thread is gone (its exit report follows). */
-static Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
-                          struct user_regs_struct *regs)
-{
-    Pending *p = &self->pending[slot];
-    if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
-        return NULL;
-    clear_pending(p);
-    p->tid = tid;
-    p->nr = nr;
-    p->args[0] = regs->rdi; p->args[1] = regs->rsi; p->args[2] = regs->rdx;
-    p->args[3] = regs->r10;
-    return p;
-}
-
-/* The held call, rewritten as regs say, run to its exit stop. */
-static void run_held(Pending *p, pid_t tid, const struct user_regs_struct *regs)
-{
-    if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0) {
-        clear_pending(p);            /* gone: its exit report follows */
-        return;
-    }
-    ptrace(PTRACE_SYSCALL, tid, 0, 0);
-}
-
 /* execve of a path that names nothing in a plain directory (a shell's search of $PATH):
  * ENOENT or ENOTDIR, as the handler says it. A program the host has at the very path the
  * program names (a regular file, not a script, in a plain directory reached without a
@@ -274,7 +247,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
         if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
             if (self->log_reads && read_record(self, tid, in, path_arg, NULL, 0, 0) < 0)
                 return FALLBACK;
-            ptrace(PTRACE_CONT, tid, 0, 0);   /* fstat of the fd's own object: the kernel's */
+            let_run(tid);            /* fstat of the fd's own object: the kernel's */
             return ANSWERED;
         }
     }
@@ -473,37 +446,25 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
  * owned directory, the created file goes to the index; a logged one's result to the log. */
 void finish_open(Engine *self, Pending *p, pid_t tid)
 {
-    struct user_regs_struct regs;
     PyObject *created = p->created;
     int owned = p->owned;
     long long seq = p->seq;
     p->created = NULL;
     p->tid = 0;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+    long result;
+    int restart = give_back(self, p, tid, &result);
+    if (restart < 0) {
         Py_XDECREF(created);
         return;                          /* gone: its exit report follows */
     }
-    regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
-    regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
-    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS
-                  && p->nr == (unsigned long long)self->nr_openat;    /* (not an exec) */
-    if (restart) {
-        /* A component became a symlink after the check: re-run the call, re-checked. */
-        p->restarts++;
-        regs.rip -= 2;
-        regs.rax = p->nr;
-    } else {
-        p->restarts = 0;
-    }
-    ptrace(PTRACE_SETREGS, tid, 0, &regs);
     /* A file made: the overlay's index learns it, and what was decided of the name is
      * forgotten (note_made). */
-    if (owned && !restart && created != NULL && (long long)regs.rax >= 0
+    if (owned && !restart && created != NULL && result >= 0
             && note_made(self, PyBytes_AS_STRING(created)) < 0)
         PyErr_WriteUnraisable(self->made);          /* out of memory: the next load has it */
     if (seq > 0 && !restart)         /* a logged open (redirected, or a read at level all) */
-        log_result(self, tid, seq, (long)regs.rax);
+        log_result(self, tid, seq, result);
     Py_XDECREF(created);
-    ptrace(PTRACE_CONT, tid, 0, 0);
+    let_run(tid);
 }
 
