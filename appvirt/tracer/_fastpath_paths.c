@@ -652,9 +652,11 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
 /* -- the calls ---------------------------------------------------------------------------- */
 
 /* The guest path (in guest, its length returned) of the directory a path names by itself
- * (".", "/", "dir/.", "dir/", or a name whose own directory is neither, as "/usr" in "/"),
- * *follow set when a trailing "/" or "/." follows a final symlink, as the kernel's walk
- * does; -1: Python's. */
+ * (".", "/", "dir/.", "dir/", "dir/..", or a name whose own directory is neither, as "/usr"
+ * in "/"), *follow set when a trailing "/" or "/." follows a final symlink, as the kernel's
+ * walk does; -1: Python's. A final ".." goes up from a directory the view shows as itself
+ * (real_dir), as split_path does from one inside a path (gcc's library search stats
+ * "lib/gcc/x86_64-linux-gnu/12/../../../." at every compile). */
 Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
                        char *guest, int *follow)
 {
@@ -662,6 +664,23 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
     while (len > 1 && (path[len - 1] == '/' || (path[len - 1] == '.' && path[len - 2] == '/'))) {
         len--;
         *follow = 1;
+    }
+    if (len >= 2 && path[len - 1] == '.' && path[len - 2] == '.'
+            && (len == 2 || path[len - 3] == '/')) {
+        int inner = 0;               /* (the parent of a real directory is one itself) */
+        n = len == 2 ? itself_path(self, tid, dirfd, ".", 1, guest, &inner)
+            : len == 3 ? itself_path(self, tid, dirfd, "/", 1, guest, &inner)
+            : itself_path(self, tid, dirfd, path, len - 3, guest, &inner);
+        if (n > 1) {                 /* (the parent of "/" is "/") */
+            if (real_dir(self, guest, n) != 1)
+                return -1;
+            while (guest[--n] != '/')
+                ;
+            n = n > 0 ? n : 1;
+            guest[n] = 0;
+        }
+        *follow = 1;
+        return n;
     }
     if (len == 1 && path[0] == '.') {
         n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);

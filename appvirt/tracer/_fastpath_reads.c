@@ -18,20 +18,25 @@ static int owned_itself(Engine *self, const Operand *op)
            == OWNED;
 }
 
-/* Whether op's path names a plain, owned or name-by-name directory by itself
- * (directory_itself) that is there: 0 and its stat, or -1. */
+/* The directory op's path names by itself (directory_itself), a plain, owned or name-by-name
+ * one: 0 and its stat; for a plain one that is not there, -ENOENT or -ENOTDIR, as the walk
+ * of its host path (its view's) without symlinks fails (gcc stats "lib/12/." and the like
+ * in every library directory it might search); 1 otherwise (Python's: a symlink on the way,
+ * another kind of directory). */
 static int stat_itself(Engine *self, pid_t tid, long dirfd, const Operand *op, int follow,
                        struct stat *st)
 {
     char host[PATH_MAX_];
-    if (op->path_len < 0
-            || directory_itself(self, tid, dirfd, op->path, op->path_len, follow, host) < 0)
-        return -1;
+    int kind = op->path_len < 0 ? -1 : directory_itself(self, tid, dirfd, op->path,
+                                                         op->path_len, follow, host);
+    if (kind < 0)
+        return 1;
     long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    int got = fd >= 0 && fstat((int)fd, st) == 0;
-    if (fd >= 0)
-        close((int)fd);
-    return got ? 0 : -1;             /* absent, or not a directory: Python explains */
+    if (fd < 0)
+        return kind == PLAIN && (errno == ENOENT || errno == ENOTDIR) ? -errno : 1;
+    int got = fstat((int)fd, st) == 0;
+    close((int)fd);
+    return got ? 0 : 1;
 }
 
 /* readlink(path, buf, size), readlinkat(dirfd, path, buf, size), as the handler mirrors it:
@@ -46,8 +51,10 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     Operand op;
     struct stat st;
     int rc = find_object(self, tid, dirfd, a[at], 0, &op, &st);
-    if (rc > 0)                      /* a directory named by itself: not a link */
-        rc = stat_itself(self, tid, dirfd, &op, 0, &st) < 0 ? FALLBACK : -EINVAL;
+    if (rc > 0) {                    /* a directory named by itself: not a link */
+        int itself = stat_itself(self, tid, dirfd, &op, 0, &st);
+        rc = itself > 0 ? FALLBACK : itself < 0 ? itself : -EINVAL;
+    }
     else if (rc == 0 && !S_ISLNK(st.st_mode))
         rc = -EINVAL;
     if (rc > 0)
@@ -260,10 +267,11 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
                || stat_logged(self, tid, in, path_arg, &op, rc, &st, a[2]) < 0
                ? FALLBACK : ANSWERED;
     if (rc > 0) {                    /* a directory named by itself (".", "/usr"), or one */
-        if (stat_itself(self, tid, (long)(int)a[0], &op, follow, &st) < 0   /* upper */
-                && stat_shown(self, tid, (long)(int)a[0], &op, &st) < 0)
+        int itself = stat_itself(self, tid, (long)(int)a[0], &op, follow, &st);   /* upper */
+        if (itself > 0 && stat_shown(self, tid, (long)(int)a[0], &op, &st) < 0)
             return FALLBACK;
-        emulate(tid, write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT : 0);
+        emulate(tid, itself < 0 ? itself : write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT
+                                                                                     : 0);
         return ANSWERED;
     }
     /* In an owned directory a directory's link count is the view's own (merged_nlink) when

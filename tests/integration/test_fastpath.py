@@ -630,6 +630,57 @@ def test_directories_themselves_cwd_and_missing_programs_match_the_python_loop(a
     assert tree_digest(top) == before and not (top / "made").exists()
 
 
+PROBES = r"""
+import os, sys
+top = sys.argv[1]
+made = os.path.join(top, "made")
+os.makedirs(os.path.join(made, "inner"))
+os.chdir(os.path.join(top, "sub"))
+def show(tag, p, follow=True):
+    try:
+        st = os.stat(p, follow_symlinks=follow)
+        print(tag, p, oct(st.st_mode), st.st_ino if not p.startswith(made) else "")
+    except OSError as e:
+        print(tag, p, "errno", e.errno)
+# gcc's library search: directories named by themselves, through "..", most of them missing
+paths = [top + "/nope/.", top + "/nope/", top + "/host.txt/.", top + "/sub/.",
+         top + "/sub/..", top + "/sub/../sub/..", top + "/sub/../nope/.", top + "/nope/..",
+         top + "/host.txt/..", "/usr/lib/..", "/usr/lib/../../..", "/..", "..", "../..",
+         "../sub/../.", "/usr/lib/x86_64-linux-gnu/no-such-12/.",
+         "/usr/lib/gcc/../../lib/../lib/.", "/lib/../lib/.", made + "/inner/..",
+         made + "/inner/../.", made + "/nope/."]
+for p in paths:
+    for i in range(3):
+        show("stat", p)
+    show("lstat", p, follow=False)
+    print("access", p, os.access(p, os.R_OK))
+    try:
+        print("readlink", p, os.readlink(p))
+    except OSError as e:
+        print("readlink", p, "errno", e.errno)
+"""
+
+
+def test_directories_named_through_dots_match_the_python_loop(appvirt, home, tmp_path):
+    """A directory named by itself through a final "." or ".." (after a directory the view
+    shows as itself), and one that is not there, in a plain directory: the compiled loop's
+    answers, ENOENT and ENOTDIR included, are the Python loop's; after a symlink (/lib) or in
+    a directory of the overlay (made) they stay Python's."""
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "host.txt").write_text("host\n")
+    before = tree_digest(top)
+    fast, _ = _both_loops(appvirt, PROBES, top, "dots")
+    out = fast.stdout
+    assert f"stat {top}/nope/. errno 2" in out and f"stat {top}/host.txt/. errno 20" in out
+    assert f"stat {top}/sub/../nope/. errno 2" in out and "stat /usr/lib/../../.. 0o40755" in out
+    assert re.search(rf"stat {top}/sub/\.\. 0o40\d+ {(top).stat().st_ino}\n", out), out
+    # Python's: the 4 stats of each of the 4 paths through /lib or made, and no more
+    stats = [int(n) for n in re.findall(r"\bnewfstatat (\d+)", fast.stderr)]
+    assert len(stats) == 2 and stats[0] - stats[1] <= 16, fast.stderr
+    assert tree_digest(top) == before and not (top / "made").exists()
+
+
 DOTDOT = r"""
 import os, sys
 top = sys.argv[1]
