@@ -39,6 +39,8 @@ static int stat_itself(Engine *self, pid_t tid, long dirfd, const Operand *op, i
     return got ? 0 : 1;
 }
 
+static int stat_shown(Engine *self, pid_t tid, long dirfd, const Operand *op, struct stat *st);
+
 /* readlink(path, buf, size), readlinkat(dirfd, path, buf, size), as the handler mirrors it:
  * the link's own text, cut to the buffer; EINVAL for what is not a link. */
 int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
@@ -51,8 +53,10 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     Operand op;
     struct stat st;
     int rc = find_object(self, tid, dirfd, a[at], 0, &op, &st);
-    if (rc > 0) {                    /* a directory named by itself: not a link */
-        int itself = stat_itself(self, tid, dirfd, &op, 0, &st);
+    if (rc > 0) {                    /* a directory named by itself, or one of the upper */
+        int itself = stat_itself(self, tid, dirfd, &op, 0, &st);   /* layer: not a link */
+        if (itself > 0)              /* (gcc's realpath of $TMPDIR reads each ancestor) */
+            itself = stat_shown(self, tid, dirfd, &op, &st) < 0 ? 1 : 0;
         rc = itself > 0 ? FALLBACK : itself < 0 ? itself : -EINVAL;
     }
     else if (rc == 0 && !S_ISLNK(st.st_mode))
