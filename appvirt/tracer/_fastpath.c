@@ -560,7 +560,7 @@ static PyObject *split(PyObject *mod, PyObject *args)
             len--;
         }
     }
-    if (split_path(NULL, NULL, 0, 0, AT_FDCWD_, p, len, dir, &dl, &name) < 0)
+    if (split_path(NULL, NULL, 0, 0, AT_FDCWD_, p, len, dir, &dl, &name, NULL) < 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(y#y#)", dir, dl, name, (Py_ssize_t)(len - (name - p)));
 }

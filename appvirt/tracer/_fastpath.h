@@ -186,7 +186,7 @@ Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirf
                    int *in_upper);
 int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
                const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
-               const char **name);
+               const char **name, int *fails);
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info);
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
@@ -201,9 +201,9 @@ void forget_dirs(Engine *self);
 void close_forgotten(Engine *self);
 int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen);
 Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                       char *guest, int *follow);
+                       char *guest, int *follow, int *fails);
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                     int follow, char *host);
+                     int follow, char *host, int *fails);
 
 /* _fastpath_reads.c: reads, and opens */
 int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);

@@ -71,16 +71,17 @@ Py_ssize_t fd_path(const char *upper, Py_ssize_t upper_len, pid_t tid, long dirf
     return n;
 }
 
-static int real_dir(Engine *self, const char *dir, Py_ssize_t len);
+static int real_dir(Engine *self, const char *dir, Py_ssize_t len, int *fails);
 
 /* The directory a path call names its object in, and the name: (dir, name), the directory's
  * path being the one the kernel's walk of the view reaches. A "." before a name changes
  * nothing; a ".." goes to the parent of a directory the view shows as itself (real_dir), and
- * leaves the path to Python otherwise, or without an engine (self NULL). The base of a
- * relative path is the thread's cwd or dirfd. -1: Python's (an exception may be set). */
+ * leaves the path to Python otherwise, or without an engine (self NULL), *fails (unless
+ * NULL) then telling where the kernel's walk fails (real_dir). The base of a relative path
+ * is the thread's cwd or dirfd. -1: Python's (an exception may be set). */
 int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid, long dirfd,
                const char *path, Py_ssize_t len, char *dir, Py_ssize_t *dir_len,
-               const char **name)
+               const char **name, int *fails)
 {
     if (len == 0 || path[len - 1] == '/')
         return -1;
@@ -112,7 +113,7 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
                 return -1;
             if (cl == 2 && c[0] == '.' && c[1] == '.') {
                 if (dl > 0) {            /* (the parent of "/" is "/") */
-                    if (self == NULL || real_dir(self, dir, dl) != 1)
+                    if (self == NULL || real_dir(self, dir, dl, fails) != 1)
                         return -1;
                     while (dir[--dl] != '/')
                         ;                /* drop the last name and its slash */
@@ -299,9 +300,9 @@ static void forget_dir(Engine *self, PyObject *key)
  * through upper-layer directories only), one whose names are decided one by one or that
  * alone is the host's (NAMES, ITSELF), or a plain one that is a directory on the host now (a
  * plain directory may be absent or a file: the view has nothing in it then, and its ".."
- * fails). 0: not (an alias reached through a symlink, anything else); -1: an exception is
- * set. */
-static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
+ * fails: then *fails, unless NULL, is the kernel's ENOENT or ENOTDIR there). 0: not (an
+ * alias reached through a symlink, anything else); -1: an exception is set. */
+static int real_dir(Engine *self, const char *dir, Py_ssize_t len, int *fails)
 {
     PyObject *v = decision(self, dir, len);
     if (v == NULL)
@@ -313,7 +314,11 @@ static int real_dir(Engine *self, const char *dir, Py_ssize_t len)
         struct stat st;
         memcpy(host, dir, (size_t)len);
         host[len] = 0;
-        real = lstat(host, &st) == 0 && S_ISDIR(st.st_mode);
+        int there = lstat(host, &st) == 0;
+        real = there && S_ISDIR(st.st_mode);
+        if (!real && fails != NULL)
+            *fails = !there ? (errno == ENOENT || errno == ENOTDIR ? errno : 0)
+                     : S_ISLNK(st.st_mode) ? 0 : ENOTDIR;
     }
     Py_DECREF(v);
     return real;
@@ -484,14 +489,14 @@ int append_name(char *buf, Py_ssize_t dir_len, const char *name, Py_ssize_t nlen
 }
 
 /* Where `path` (from dirfd) lies, in op's guest and host: 0 in a plain or owned directory,
- * else -1 (the stop is Python's). */
+ * else -1 (the stop is Python's; *fails as split_path sets it). */
 static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                 Operand *op)
+                 Operand *op, int *fails)
 {
     const char *name;
     op->dfd = -1;
     if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
-                   &op->guest_dir, &name) < 0)
+                   &op->guest_dir, &name, fails) < 0)
         return -1;
     op->kind = dir_kind(self, op->guest, op->guest_dir, op->host, &op->host_dir, op);
     if (op->kind != PLAIN && op->kind != OWNED && op->kind != NAMES && op->kind != MERGED)
@@ -617,8 +622,17 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
 /* find_object of the path already in op->path (op->path_len). */
 int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, struct stat *st)
 {
-    if (place(self, tid, dirfd, op->path, op->path_len, op) < 0)
-        return FALLBACK;
+    int fails = 0;
+    if (place(self, tid, dirfd, op->path, op->path_len, op, &fails) < 0) {
+        /* A ".." after a plain directory that is not there, or not a directory (gcc's
+         * "x86_64-linux-gnu/lib/../lib/."): the kernel's walk fails there, as the handlers
+         * fail it (at log level all their record is Python's). */
+        if (fails == 0 || self->log_reads)
+            return FALLBACK;
+        op->kind = PLAIN;
+        op->dir_there = 0;
+        return -fails;
+    }
     int parent_ok;
     int rc = lookup(op, st, &parent_ok);
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
@@ -636,7 +650,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
             return FALLBACK;
         memcpy(next + len, target, (size_t)n);
         len += n;
-        if (place(self, tid, AT_FDCWD_, next, len, op) < 0)
+        if (place(self, tid, AT_FDCWD_, next, len, op, NULL) < 0)
             return FALLBACK;
         rc = lookup(op, st, &parent_ok);
     }
@@ -654,11 +668,12 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
 /* The guest path (in guest, its length returned) of the directory a path names by itself
  * (".", "/", "dir/.", "dir/", "dir/..", or a name whose own directory is neither, as "/usr"
  * in "/"), *follow set when a trailing "/" or "/." follows a final symlink, as the kernel's
- * walk does; -1: Python's. A final ".." goes up from a directory the view shows as itself
- * (real_dir), as split_path does from one inside a path (gcc's library search stats
- * "lib/gcc/x86_64-linux-gnu/12/../../../." at every compile). */
+ * walk does; -1: Python's (*fails, unless NULL, as split_path sets it). A final ".." goes
+ * up from a directory the view shows as itself (real_dir), as split_path does from one inside
+ * a path (gcc's library search stats "lib/gcc/x86_64-linux-gnu/12/../../../." at every
+ * compile). */
 Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                       char *guest, int *follow)
+                       char *guest, int *follow, int *fails)
 {
     Py_ssize_t n;
     while (len > 1 && (path[len - 1] == '/' || (path[len - 1] == '.' && path[len - 2] == '/'))) {
@@ -668,11 +683,11 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
     if (len >= 2 && path[len - 1] == '.' && path[len - 2] == '.'
             && (len == 2 || path[len - 3] == '/')) {
         int inner = 0;               /* (the parent of a real directory is one itself) */
-        n = len == 2 ? itself_path(self, tid, dirfd, ".", 1, guest, &inner)
-            : len == 3 ? itself_path(self, tid, dirfd, "/", 1, guest, &inner)
-            : itself_path(self, tid, dirfd, path, len - 3, guest, &inner);
+        n = len == 2 ? itself_path(self, tid, dirfd, ".", 1, guest, &inner, fails)
+            : len == 3 ? itself_path(self, tid, dirfd, "/", 1, guest, &inner, fails)
+            : itself_path(self, tid, dirfd, path, len - 3, guest, &inner, fails);
         if (n > 1) {                 /* (the parent of "/" is "/") */
-            if (real_dir(self, guest, n) != 1)
+            if (real_dir(self, guest, n, fails) != 1)
                 return -1;
             while (guest[--n] != '/')
                 ;
@@ -690,7 +705,7 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
     } else {
         const char *name;
         if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, guest, &n,
-                       &name) < 0 || append_name(guest, n, name, len - (name - path)) < 0)
+                       &name, fails) < 0 || append_name(guest, n, name, len - (name - path)) < 0)
             return -1;
         n = (Py_ssize_t)strlen(guest);
     }
@@ -699,14 +714,15 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
 
 /* The plain, owned or name-by-name directory a path names by itself (itself_path): its kind
  * (PLAIN, OWNED, NAMES or ITSELF: the view of those two directories themselves is the
- * host's, OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's).
- * Without following a final symlink, only a directory reached crossing no symlink (its host
- * path is its guest path) or an owned one. Its existence is not checked. */
+ * host's, OverlayFS.host_names) and its host path (host), or -1 (the stop is Python's;
+ * *fails, unless NULL, as itself_path sets it). Without following a final symlink, only a
+ * directory reached crossing no symlink (its host path is its guest path) or an owned one.
+ * Its existence is not checked. */
 int directory_itself(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize_t len,
-                     int follow, char *host)
+                     int follow, char *host, int *fails)
 {
     char guest[PATH_MAX_];
-    Py_ssize_t host_len, n = itself_path(self, tid, dirfd, path, len, guest, &follow);
+    Py_ssize_t host_len, n = itself_path(self, tid, dirfd, path, len, guest, &follow, fails);
     if (n < 0)
         return -1;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);

@@ -27,10 +27,11 @@ static int stat_itself(Engine *self, pid_t tid, long dirfd, const Operand *op, i
                        struct stat *st)
 {
     char host[PATH_MAX_];
+    int fails = 0;
     int kind = op->path_len < 0 ? -1 : directory_itself(self, tid, dirfd, op->path,
-                                                         op->path_len, follow, host);
-    if (kind < 0)
-        return 1;
+                                                         op->path_len, follow, host, &fails);
+    if (kind < 0)                    /* (a ".." after a plain directory that is not there) */
+        return fails != 0 && !self->log_reads ? -fails : 1;
     long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return kind == PLAIN && (errno == ENOENT || errno == ENOTDIR) ? -errno : 1;
@@ -195,7 +196,7 @@ static int stat_shown(Engine *self, pid_t tid, long dirfd, const Operand *op, st
     char guest[PATH_MAX_];
     int follow = 0;                  /* (a directory: following changes nothing) */
     if (op->path_len < 0 || PyErr_Occurred()
-            || itself_path(self, tid, dirfd, op->path, op->path_len, guest, &follow) < 0)
+            || itself_path(self, tid, dirfd, op->path, op->path_len, guest, &follow, NULL) < 0)
         return -1;
     for (int learnt = 0; learnt < 2; learnt++) {
         PyObject *v = NULL;
@@ -311,7 +312,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
                 || flags & (O_CREAT | O_TRUNC) || self->log_reads || op.path_len < 0)
             return FALLBACK;
         int kind = directory_itself(self, tid, (long)(int)a[0], op.path, op.path_len, follow,
-                                    op.host);
+                                    op.host, NULL);
         if (kind != PLAIN && kind != NAMES && kind != ITSELF)
             return FALLBACK;
         op.kind = PLAIN;
@@ -431,8 +432,13 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
                                                             < 0)))
         return FALLBACK;
     if (rc > 0) {                    /* a directory named by itself (".", "dir/") */
+        int fails = 0;
         op.kind = op.path_len >= 0 ? directory_itself(self, tid, dirfd, op.path, op.path_len,
-                                                      follow, op.host) : -1;
+                                                      follow, op.host, &fails) : -1;
+        if (op.kind < 0 && fails != 0 && !(mode & W_OK)) {
+            emulate(tid, -fails);    /* a ".." after a plain directory that is not there */
+            return ANSWERED;
+        }
         if (op.kind < 0)
             return FALLBACK;
         op.dfd = -1;                 /* op.host is that directory's whole path */
