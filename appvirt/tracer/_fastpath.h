@@ -78,6 +78,9 @@ typedef struct {
     int lower_dfd;                            /* MERGED: the host's directory held open */
     int upper_obj;                            /* MERGED: the name is the upper directory's */
                                               /* (found: it has it; missing: whited out if 0) */
+    int host_only;                            /* find_object: every step of its walk (each */
+                                              /* symlink followed) was the host's own */
+                                              /* (PLAIN, NAME), as the host's walk goes */
 } Operand;
 
 /* The name of op's object in its host directory. */

@@ -631,8 +631,10 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
             return FALLBACK;
         op->kind = PLAIN;
         op->dir_there = 0;
+        op->host_only = 1;
         return -fails;
     }
+    op->host_only = op->kind == PLAIN || op->kind == NAME;
     int parent_ok;
     int rc = lookup(op, st, &parent_ok);
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
@@ -652,6 +654,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
         len += n;
         if (place(self, tid, AT_FDCWD_, next, len, op, NULL) < 0)
             return FALLBACK;
+        op->host_only &= op->kind == PLAIN || op->kind == NAME;
         rc = lookup(op, st, &parent_ok);
     }
     /* A host name gone since it was decided, or an owned directory gone: only their

@@ -118,19 +118,21 @@ static int is_script(const char *path)
 /* execve of a path that names nothing in a plain directory (a shell's search of $PATH):
  * ENOENT or ENOTDIR, as the handler says it. A program the host has at the very path the
  * program names (a regular file, not a script, in a plain directory reached without a
- * symlink), under a policy with no exec rules: run natively, as the handler's Rewrite runs
- * it, the path the program gave going to the kernel from the slot (the registers restored at
- * the exit stop when the exec fails; PTRACE_EVENT_EXEC, Python's, ends the call otherwise). */
+ * symlink, or through symlinks each in such a directory: /usr/bin/sh, cc), under a policy
+ * with no exec rules: run natively, as the handler's Rewrite runs it when the host resolves
+ * the path alike, the path the program gave going to the kernel from the slot (the registers
+ * restored at the exit stop when the exec fails; PTRACE_EVENT_EXEC, Python's, ends the call
+ * otherwise). */
 int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in)
 {
     Operand op;
     struct stat st;
-    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 0, &op, &st);
-    if (rc < 0 && op.kind == PLAIN) {
+    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st);
+    if (rc < 0 && op.kind == PLAIN && op.host_only) {
         emulate(tid, rc);
         return ANSWERED;
     }
-    if (rc != 0 || !self->exec_native || !S_ISREG(st.st_mode)
+    if (rc != 0 || !self->exec_native || !S_ISREG(st.st_mode) || !op.host_only
             || (op.kind != PLAIN && op.kind != NAME) || strcmp(op.host, op.guest) != 0
             || (size_t)op.path_len + 1 > self->slot_size || is_script(op.host) != 0)
         return FALLBACK;

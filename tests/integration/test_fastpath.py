@@ -1270,6 +1270,7 @@ run("relative", ["./expr", "3", "+", "4"], cwd="/usr/bin")
 run("env", ["/usr/bin/env"], env={"X": "1"})
 run("execfn", ["./" + os.path.basename(python), "-c", AT_EXECFN], cwd=os.path.dirname(python))
 run("host symlink", [top + "/hostlink", "5", "+", "6"])
+run("host symlink chain", [top + "/hostlink2", "6", "+", "6"])
 run("alias", ["/bin/expr", "7", "+", "8"])
 run("script", [top + "/script.sh"])
 run("not executable", [top + "/plain.txt"])
@@ -1281,6 +1282,7 @@ os.chmod(top + "/mine", 0o755)
 run("upper program", [top + "/mine", "9", "+", "1"])
 os.symlink("/usr/bin/expr", top + "/uplink")         # the host's, through the overlay's link
 run("upper link", [top + "/uplink", "2", "+", "2"])
+run("host link to upper link", [sys.argv[3] + "/touplink", "1", "+", "1"])  # (host: dangling)
 os.symlink("/usr/bin", top + "/bindir")              # a directory of the host's, likewise
 run("upper dir link", [top + "/bindir/expr", "3", "+", "3"])
 with open(top + "/upscript", "w") as f:              # a script whose interpreter is the
@@ -1294,15 +1296,17 @@ run("fifo", [sys.argv[3] + "/fifo"])                  # never read: it would blo
 
 def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     """execve of a program the host has where the program names it (a regular file, not a
-    script, in a plain directory reached without a symlink) runs natively from the compiled
-    loop, which also resumes the calls of the stub that maps the slot area into each new
-    program, the path as given reaching the kernel (AT_EXECFN), failures (EACCES, ENOEXEC) coming
-    back with the program's registers; symlinks, aliases, scripts, the overlay's programs and
-    links stay Python's, and a FIFO is never opened to look for "#!" (it would block the
-    tracer). The same output, log and overlay as the Python loop."""
+    script, in a plain directory reached without a symlink, or through symlinks each in such
+    a directory) runs natively from the compiled loop, which also resumes the calls of the
+    stub that maps the slot area into each new program, the path as given reaching the kernel
+    (AT_EXECFN), failures (EACCES, ENOEXEC) coming back with the program's registers;
+    aliases, scripts, the overlay's programs and links (also a host link to one) stay
+    Python's, and a FIFO is never opened to look for "#!" (it would block the tracer). The
+    same output, log and overlay as the Python loop."""
     top = tmp_path / "top"
     top.mkdir()
     (top / "hostlink").symlink_to("/usr/bin/expr")
+    (top / "hostlink2").symlink_to("hostlink")
     (top / "script.sh").write_text("#!/bin/sh\necho from a script\n")
     (top / "script.sh").chmod(0o755)
     (top / "plain.txt").write_text("not a program\n")
@@ -1313,6 +1317,7 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     (hostbin / "up.sh").write_text(f"#!{top}/mine\n")
     (hostbin / "up.sh").chmod(0o755)
     os.mkfifo(hostbin / "fifo", 0o755)
+    (hostbin / "touplink").symlink_to(top / "uplink")
     before = tree_digest(top)
     runs = {}
     for flag in ("1", "0"):
@@ -1328,14 +1333,16 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     assert "absolute 0 b'3'" in out and "relative 0 b'7'" in out and "env 0 b'X=1'" in out
     assert f"execfn 0 b\"b'./{os.path.basename(PYTHON)}'\"" in out, out
     assert "host symlink 0 b'11'" in out and "alias 0 b'15'" in out
+    assert "host symlink chain 0 b'12'" in out and "host link to upper link 0 b'2'" in out
     assert "script 0 b'from a script'" in out and "not executable errno 13" in out
     assert "garbage errno 8" in out and "directory errno 13" in out and "missing errno 2" in out
     assert "upper program 0 b'10'" in out and "upper link 0 b'4'" in out
     assert "upper dir link 0 b'6'" in out and f"upper interpreter 0 b'{top}/upscript'" in out
     assert f"host script, upper interpreter 0 b'{hostbin}/up.sh'" in out
     assert "fifo errno 13" in out
+    # absolute, relative, env, execfn, the two host symlinks and subprocess's own: C's
     done = re.search(r"answered by the compiled loop: .*\bexecve (\d+)", fast.stderr)
-    assert done and int(done.group(1)) >= 6, fast.stderr
+    assert done and int(done.group(1)) >= 9, fast.stderr
     # Each new program's slot stub makes two calls (openat, mmap), resumed in C.
     stubs = re.search(r"slot stubs' calls (\d+)", fast.stderr)
     assert stubs and int(stubs.group(1)) >= 2 * 12, fast.stderr
