@@ -78,6 +78,8 @@ typedef struct {
     int lower_dfd;                            /* MERGED: the host's directory held open */
     int upper_obj;                            /* MERGED: the name is the upper directory's */
                                               /* (found: it has it; missing: whited out if 0) */
+    int passed;                               /* NAME: a host device a passthrough rule */
+                                              /* opens for writing too (DEVICE_PASSED) */
     int host_only;                            /* find_object: every step of its walk (each */
                                               /* symlink followed) was the host's own */
                                               /* (PLAIN, NAME), as the host's walk goes */

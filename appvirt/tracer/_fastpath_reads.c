@@ -327,7 +327,13 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     int redirected = op.kind == OWNED || (op.kind == MERGED && op.upper_obj);
     if (self->log_reads && !redirected && op.kind != PLAIN)
         return FALLBACK;             /* log level all: the records of plain reads only */
-    if (!redirected) {
+    if (!redirected && rc == 0 && op.kind == NAME && op.passed && !self->log_reads) {
+        /* /dev/null & co.: a device a passthrough rule opens for writing too, as on the
+         * host (the handlers rewrite the open to the host path, with no record but at level
+         * all); a shell's ">/dev/null". */
+        if (flags & O_CREAT)
+            mode = a[3] & 07777;
+    } else if (!redirected) {
         /* The host's object (or, in a merged directory, a name whited out): only reads. A
          * write copies the object up, a creation removes the whiteout: Python does those. */
         if ((flags & O_ACCMODE) != O_RDONLY || flags & (O_CREAT | O_TRUNC)) {

@@ -42,7 +42,7 @@ from ..fs.resolver import Caller, resolve
 from ..log.records import ArgFormat, arg_specs
 from ..log.writer import encode
 from ..overlay.names import WH_PREFIX, parent
-from ..policy.model import Policy
+from ..policy.model import FileMode, Policy
 
 if TYPE_CHECKING:
     from ..core.table import SyscallEntry, SyscallTable
@@ -56,6 +56,7 @@ except ImportError:             # built without a C compiler: the Python loop do
 MAX_DIRS = 1 << 16              # remembered directories (then forgotten all at once)
 FORGET_SCAN_MAX = 8192          # decisions searched for those a change touches (more: all go)
 ITSELF = 1                      # a decision: only the directory itself is the host's (see plain)
+DEVICE_PASSED = 3               # a name's: a host device a passthrough rule opens for writing too
 # The changing calls the engine makes in owned directories (see _fastpath_owned.c), in the
 # order of its enum Change.
 CHANGES = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "fchmod", "fchown",
@@ -216,11 +217,14 @@ class FastPath:
         finally:
             self.busy = False
 
-    def _learn_name(self, p: bytes) -> bool | tuple:
+    def _learn_name(self, p: bytes) -> bool | int | tuple:
         """Called by the engine for a name in a directory decided 0 (see `plain`), and for
         the object of a stat it could not answer otherwise: True when it is the host's own;
-        a directory of the upper layer under upper-layer directories, the upper_dir_stat
-        tuple (its stat is answered in C); else False."""
+        DEVICE_PASSED when it is also a character device that a passthrough rule lets the
+        program open for writing as on the host (/dev/null & co.: the handlers rewrite such an
+        open to the host path, with no record but at level all); a directory of the upper
+        layer under upper-layer directories, the upper_dir_stat tuple (its stat is answered in
+        C); else False."""
         if len(self.names) >= MAX_DIRS:
             self.names.clear()
         self.busy = True
@@ -228,6 +232,8 @@ class FastPath:
             if self.made:
                 self.drain()
             got = self.fs.host_name(p) or self.fs.upper_dir_stat(p) or False
+            if got is True and self._passes_devices(p):
+                got = DEVICE_PASSED
         except Exception as e:  # noqa: BLE001 - not the host's: the Python handlers decide
             if self.error is None:
                 self.error = f"deciding {os.fsdecode(p)}: {type(e).__name__}: {e}"
@@ -236,6 +242,16 @@ class FastPath:
             self.busy = False
         self.names[p] = got
         return got
+
+    def _passes_devices(self, p: bytes) -> bool:
+        """Whether p, the host's own object, is a character device under a passthrough
+        rule."""
+        if self._rule_of is None or self._rule_of(p)[0] is not FileMode.PASSTHROUGH:
+            return False
+        try:
+            return statmod.S_ISCHR(os.lstat(p).st_mode)
+        except OSError:
+            return False
 
     def _decide(self, d: bytes) -> bool | int | tuple:
         """Decide d, its parents first (a plain parent decides its names cheaply)."""

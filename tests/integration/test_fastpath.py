@@ -442,6 +442,57 @@ def test_changes_through_proc_fd_paths_are_made_in_c(appvirt, home, tmp_path):
     assert not (top / "made").exists()
 
 
+DEVICES = """
+import os
+def attempt(tag, fn):
+    try:
+        print(tag, "ok", fn())
+    except OSError as e:
+        print(tag, "errno", e.errno)
+def write_to(p, flags, data=b"x"):
+    fd = os.open(p, flags, 0o644)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+creat = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+if os.environ.get("DEVICES") != "none":     # (what the rest of the program costs)
+    for i in range(5):                       # a shell's ">/dev/null", ">/dev/zero"
+        attempt("null", lambda: write_to("/dev/null", creat))
+        attempt("zero", lambda: write_to("/dev/zero", creat))
+    attempt("null rdwr", lambda: write_to("/dev/null", os.O_RDWR))
+    attempt("full", lambda: write_to("/dev/full", os.O_WRONLY))
+    attempt("null excl", lambda: write_to("/dev/null", creat | os.O_EXCL))
+    attempt("zero read", lambda: len(os.read(os.open("/dev/zero", os.O_RDONLY), 4)))
+    attempt("kmsg write", lambda: write_to("/dev/kmsg", os.O_WRONLY, b""))   # /dev: readonly
+    attempt("new in dev", lambda: write_to("/dev/appvirt-new", creat))
+"""
+
+
+def test_passthrough_devices_are_opened_for_writing_in_c(appvirt, home):
+    """/dev/null & co. (the base rules pass them through to the host): opens for writing are
+    the compiled loop's, with the Python loop's answers and log; a device the /dev rule keeps
+    read-only and a new name in /dev stay Python's."""
+    runs = {}
+    for flag in ("1", "0"):
+        runs[flag] = appvirt("run", "--stats", "--app", "dev" + flag, "--", PYTHON, "-c", DEVICES,
+                             env={"APPVIRT_FASTPATH": flag})
+        assert runs[flag].returncode == 0, runs[flag].stderr
+    fast, slow = runs["1"], runs["0"]
+    assert fast.stdout == slow.stdout
+    assert "null ok 1" in fast.stdout and "full errno 28" in fast.stdout
+    assert "null excl errno 17" in fast.stdout and "zero read ok 4" in fast.stdout
+    assert "kmsg write errno 30" in fast.stdout and "new in dev errno 30" in fast.stdout
+    assert _records(home, "dev1") == _records(home, "dev0")
+    base = appvirt("run", "--stats", "--app", "devbase", "--", PYTHON, "-c", DEVICES,
+                   env={"APPVIRT_FASTPATH": "1", "DEVICES": "none"})
+    assert base.returncode == 0, base.stderr
+    # Python's: the two opens /dev keeps read-only, and no more
+    assert _python_s(fast.stderr, "openat") - _python_s(base.stderr, "openat") <= 2, \
+        (fast.stderr, base.stderr)
+    assert not os.path.exists("/dev/appvirt-new")
+
+
 def _same_tree(home: Path, a: str, b: str) -> bool:
     """The two apps' upper layers hold the same names, kinds, modes and contents."""
     def shape(app: str) -> list:
