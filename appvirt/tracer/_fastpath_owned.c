@@ -389,25 +389,36 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     Operand op;
     pid_t fd_owner = tid;            /* whose fd `dirfd` is, when the object is an fd's */
     int proc_path = -1;              /* the argument naming it as /proc/self/fd/N */
-    if (path_arg >= 0 && (c == CHMOD || c == CHOWN || c == FCHMODAT)) {
-        op.path_len = read_cstring(tid, a[path_arg], op.path);
+    int read_first = c == CHMOD || c == CHOWN || c == FCHMODAT || makes || removes_dir;
+    Py_ssize_t full_len = 0;
+    if (path_arg >= 0 && read_first) {
+        op.path_len = full_len = read_cstring(tid, a[path_arg], op.path);
         if (op.path_len < 0)
             return FALLBACK;
-        long fd = proc_fd(self, tid, op.path, &fd_owner);
+        long fd = makes || removes_dir ? -1 : proc_fd(self, tid, op.path, &fd_owner);
         if (fd >= 0) {               /* followed, as these calls follow it: the fd's object */
             dirfd = fd;
             proc_path = path_arg;
             path_arg = -1;
         }
+        /* mkdir and rmdir of "dir/" (git's mkdir of each directory it makes): the name
+         * before the slashes, which the kernel's walk takes for a directory's */
+        while ((makes || removes_dir) && op.path_len > 1 && op.path[op.path_len - 1] == '/'
+               && op.path[op.path_len - 2] != '/')
+            op.path_len--;
     }
     if (path_arg >= 0) {
         struct stat st;
-        int rc = c == CHMOD || c == CHOWN || c == FCHMODAT
-                 ? find_path(self, tid, dirfd, 0, &op, &st)
-                 : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
+        int rc = read_first ? find_path(self, tid, dirfd, 0, &op, &st)
+                            : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
+        int slashed = read_first && op.path_len < full_len;
+        op.path_len = read_first ? full_len : op.path_len;
         if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
                                              && merged_change(&op, rc, removes, makes))))
             return FALLBACK;
+        if (slashed && rc == 0 && !S_ISDIR(st.st_mode))
+            return FALLBACK;         /* "file/": the handlers' ENOTDIR (the kernel's mkdir */
+                                     /* says EEXIST) */
         if (makes ? rc == 0 : rc == -ENOENT) {
             if (self->log_reads)
                 return FALLBACK;     /* (no record: at log level all, Python's) */
