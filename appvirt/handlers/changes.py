@@ -23,7 +23,7 @@ from ..errors import GuestErrno
 from .filemodes import Intent
 from .statmeta import own_created
 from .paths import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, Decided, Operand,
-                    W, decide, slot_path)
+                    W, decide, slash_on_a_link, slash_on_a_non_directory, slot_path)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 AT_SYMLINK_FOLLOW = 0x400
@@ -63,6 +63,32 @@ def emulated(*ops: Operand, do: Do,
         moved = any(ctx.fs.redirected(d.r.path) for d in decided)
         return Emulate(rv, note=note, decision=Decision.REDIRECTED if moved else Decision.ALLOWED)
     handler.__doc__ = "Decide the path(s), then make the change in the overlay from the tracer."
+    return handler
+
+
+def rename_call(src: Operand, dst: Operand, do: Do) -> Callable[[Stop, Context], Action]:
+    """Handler of rename(at)(2): emulated, after the kernel's rule for trailing slashes."""
+    moved = emulated(src, dst, do=do)
+
+    def handler(stop: Stop, ctx: Context) -> Action:
+        if slash_on_a_non_directory(stop, ctx, src, dst):
+            return Deny(errno.ENOTDIR, native=True)
+        return moved(stop, ctx)
+    handler.__doc__ = moved.__doc__
+    return handler
+
+
+def rmdir_call(op: Operand, do: Do, removes_dir: Callable[[Stop], bool] | None = None
+               ) -> Callable[[Stop, Context], Action]:
+    """Handler of rmdir, and of unlinkat (removes_dir: with AT_REMOVEDIR): emulated, "link/"
+    failing as the kernel's rmdir fails it."""
+    removed = emulated(op, do=do)
+
+    def handler(stop: Stop, ctx: Context) -> Action:
+        if (removes_dir is None or removes_dir(stop)) and slash_on_a_link(stop, ctx, op):
+            return Deny(errno.ENOTDIR, native=True)
+        return removed(stop, ctx)
+    handler.__doc__ = removed.__doc__
     return handler
 
 

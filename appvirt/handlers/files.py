@@ -15,7 +15,8 @@ from . import reads as rd
 from .changes import emulated, fd_operand, kernel_write, no_devices
 from .filemodes import Intent
 from .opens import sys_creat, sys_open, sys_openat, sys_openat2
-from .paths import AT_SYMLINK_FOLLOW, C, D, Operand, R, W, at, not_flag, plain
+from .paths import (AT_REMOVEDIR, AT_SYMLINK_FOLLOW, MAKES, MAKES_DIR, C, D, Operand, R, W,
+                    at, making, not_flag, plain)
 from .reads import kernel_read, mirror_call
 
 IN_DONT_FOLLOW = 0x02000000
@@ -64,22 +65,26 @@ HANDLERS = {
     "fanotify_mark": kernel_read(Operand(4, 3, R, not_flag(1, FAN_MARK_DONT_FOLLOW),
                                          null_means_fd=True)),
     # changes made by the tracer through the overlay
-    "mkdir": emulated(plain(0, C, False), do=ch.mkdir_do(1)),
-    "mkdirat": emulated(at(0, 1, C, None, **_NF), do=ch.mkdir_do(2)),
-    "mknod": emulated(plain(0, C, False), do=ch.mknod_do(1, 2), refuse=no_devices(1)),
-    "mknodat": emulated(at(0, 1, C, None, **_NF), do=ch.mknod_do(2, 3), refuse=no_devices(2)),
-    "rmdir": emulated(plain(0, D, False), do=ch.rmdir_do),
+    "mkdir": emulated(making(plain(0, C, False), MAKES_DIR), do=ch.mkdir_do(1)),
+    "mkdirat": emulated(making(at(0, 1, C, None, **_NF), MAKES_DIR), do=ch.mkdir_do(2)),
+    "mknod": emulated(making(plain(0, C, False), MAKES), do=ch.mknod_do(1, 2),
+                      refuse=no_devices(1)),
+    "mknodat": emulated(making(at(0, 1, C, None, **_NF), MAKES), do=ch.mknod_do(2, 3),
+                        refuse=no_devices(2)),
+    "rmdir": ch.rmdir_call(plain(0, D, False), ch.rmdir_do),
     "unlink": emulated(plain(0, D, False), do=ch.unlink_do),
-    "unlinkat": emulated(at(0, 1, D, None, **_NF), do=ch.unlinkat_do),
-    "rename": emulated(plain(0, D, False), plain(1, C, False), do=ch.rename_do(None)),
-    "renameat": emulated(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF),
-                         do=ch.rename_do(None)),
-    "renameat2": emulated(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF), do=ch.rename_do(4)),
-    "link": ch.link_call(plain(0, W, False), plain(1, C, False)),
+    "unlinkat": ch.rmdir_call(at(0, 1, D, None, **_NF), ch.unlinkat_do,
+                              removes_dir=lambda s: bool(s.arg(2) & AT_REMOVEDIR)),
+    "rename": ch.rename_call(plain(0, D, False), plain(1, C, False), ch.rename_do(None)),
+    "renameat": ch.rename_call(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF),
+                               ch.rename_do(None)),
+    "renameat2": ch.rename_call(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF),
+                                ch.rename_do(4)),
+    "link": ch.link_call(plain(0, W, False), making(plain(1, C, False), MAKES)),
     "linkat": ch.link_call(at(0, 1, W, 4, follow_flag=AT_SYMLINK_FOLLOW),
-                           at(2, 3, C, None, **_NF)),
-    "symlink": emulated(plain(1, C, False), do=ch.symlink_do(0)),
-    "symlinkat": emulated(at(1, 2, C, None, **_NF), do=ch.symlink_do(0)),
+                           making(at(2, 3, C, None, **_NF), MAKES)),
+    "symlink": emulated(making(plain(1, C, False), MAKES), do=ch.symlink_do(0)),
+    "symlinkat": emulated(making(at(1, 2, C, None, **_NF), MAKES), do=ch.symlink_do(0)),
     "chmod": emulated(plain(0, W, True), do=ch.chmod_do(1)),
     "fchmodat": emulated(at(0, 1, W, None), do=ch.chmod_do(2)),
     "fchmodat2": emulated(at(0, 1, W, 3), do=ch.chmod_do(2, 3)),

@@ -6,12 +6,14 @@ own object. `decide` resolves it in the program's view and applies the file mode
 """
 
 import errno
+import stat as statmod
 from collections.abc import Callable
 from typing import NamedTuple
 
 from ..core.action import Deny, Note, SlotData
 from ..core.context import Context
 from ..core.stop import Stop
+from ..errors import GuestErrno
 from ..fs.resolver import Resolved
 from .filemodes import Intent, check
 
@@ -35,6 +37,7 @@ class Operand(NamedTuple):
     empty_means_fd: Flagged | None = None       # AT_EMPTY_PATH: "" names the dirfd itself
     null_means_fd: bool = False                 # NULL names the dirfd itself (utimensat)
     flags_arg: int | None = None                # where AT_* flags live
+    makes: str | None = None                    # the call makes this name: MAKES_DIR, MAKES
 
 
 def flag(arg: int, bit: int) -> Flagged:
@@ -43,6 +46,14 @@ def flag(arg: int, bit: int) -> Flagged:
 
 def not_flag(arg: int, bit: int) -> Flagged:
     return lambda s: not s.arg(arg) & bit
+
+
+MAKES_DIR, MAKES = "dir", "name"     # mkdir; mknod, symlink, link
+
+
+def making(op: Operand, kind: str) -> Operand:
+    """op, the name a call makes (MAKES_DIR for mkdir, MAKES for the rest)."""
+    return op._replace(makes=kind)
 
 
 def plain(path: int, intent, follow) -> Operand:
@@ -79,6 +90,58 @@ def intent_of(op: Operand, stop: Stop) -> Intent:
     return op.intent(stop) if callable(op.intent) else op.intent
 
 
+def _slashed_name(stop: Stop, ctx: Context, dirfd: int | None, path: bytes,
+                  makes: str) -> Deny | None:
+    """A name to make written with a trailing slash, as the kernel's filename_create takes
+    it: the name itself, never followed, is looked up first; when it is there (a file, a
+    dangling symlink) the call fails with EEXIST; when it is not, only mkdir makes it (the
+    others fail with ENOENT: a slash asks for a directory). None: go on with the path."""
+    try:
+        named = ctx.resolve(stop, dirfd, path.rstrip(b"/"), follow=False)
+    except GuestErrno:
+        return None                  # the walk to it fails, as it fails with the slash
+    if named.exists:
+        return Deny(errno.EEXIST, native=True)
+    return None if makes == MAKES_DIR else Deny(errno.ENOENT, native=True)
+
+
+def _final_object(stop: Stop, ctx: Context, op: Operand, path: bytes) -> Resolved | None:
+    """What the last name of path is, not followed (as rename and rmdir take it, even
+    written with a trailing slash); None when the walk to it fails (the handlers say how)."""
+    try:
+        return ctx.resolve(stop, stop.sarg(op.dirfd) if op.dirfd is not None else None,
+                           path.rstrip(b"/") or b"/", follow=False)
+    except GuestErrno:
+        return None
+
+
+def _not_a_directory(r: Resolved | None) -> bool:
+    return r is not None and r.st is not None and not statmod.S_ISDIR(r.st.st_mode)
+
+
+def slash_on_a_non_directory(stop: Stop, ctx: Context, src: Operand, dst: Operand) -> bool:
+    """rename's rule for trailing slashes, which ask for directories: the source there and
+    not a directory (a file, a symlink even to one), or a destination written "name/" that
+    is there and is not one, and the call fails with ENOTDIR (the handlers would otherwise
+    follow "link/" or make "new/")."""
+    names = (stop.path(src.path), stop.path(dst.path))
+    if not names[0] or not names[1] or not (names[0].endswith(b"/") or names[1].endswith(b"/")):
+        return False
+    if _not_a_directory(_final_object(stop, ctx, src, names[0])):
+        return True
+    return names[1].endswith(b"/") and _not_a_directory(_final_object(stop, ctx, dst, names[1]))
+
+
+def slash_on_a_link(stop: Stop, ctx: Context, op: Operand) -> bool:
+    """rmdir's rule: "link/" names the symlink itself, which is not a directory (ENOTDIR;
+    the handlers would otherwise remove the directory it points to)."""
+    path = stop.path(op.path)
+    if not path or not path.endswith(b"/"):
+        return False
+    r = _final_object(stop, ctx, op, path)
+    return r is not None and r.st is not None and statmod.S_ISLNK(r.st.st_mode)
+
+
 def decide(stop: Stop, ctx: Context, op: Operand) -> Decided | Deny:
     """Resolve an operand in the program's view and apply the file modes."""
     intent = intent_of(op, stop)
@@ -92,6 +155,10 @@ def decide(stop: Stop, ctx: Context, op: Operand) -> Decided | Deny:
     else:
         follow = op.follow(stop) if callable(op.follow) else op.follow
         dirfd = stop.sarg(op.dirfd) if op.dirfd is not None else None
+        if op.makes is not None and path.endswith(b"/") and path.strip(b"/"):
+            made = _slashed_name(stop, ctx, dirfd, path, op.makes)
+            if made is not None:
+                return made
         r = ctx.resolve(stop, dirfd, path, follow=follow)
         fd_form = False
         if r.magic is not None and intent is not Intent.READ:

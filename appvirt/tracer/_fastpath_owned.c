@@ -402,7 +402,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
             path_arg = -1;
         }
         /* mkdir and rmdir of "dir/" (git's mkdir of each directory it makes): the name
-         * before the slashes, which the kernel's walk takes for a directory's */
+         * before the slash, looked up without following, as the kernel's filename_create
+         * does (mkdir of "file/" or of "dangling-link/" is EEXIST) */
         while ((makes || removes_dir) && op.path_len > 1 && op.path[op.path_len - 1] == '/'
                && op.path[op.path_len - 2] != '/')
             op.path_len--;
@@ -411,14 +412,10 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         struct stat st;
         int rc = read_first ? find_path(self, tid, dirfd, 0, &op, &st)
                             : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
-        int slashed = read_first && op.path_len < full_len;
         op.path_len = read_first ? full_len : op.path_len;
         if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
                                              && merged_change(&op, rc, removes, makes))))
             return FALLBACK;
-        if (slashed && rc == 0 && !S_ISDIR(st.st_mode))
-            return FALLBACK;         /* "file/": the handlers' ENOTDIR (the kernel's mkdir */
-                                     /* says EEXIST) */
         if (makes ? rc == 0 : rc == -ENOENT) {
             if (self->log_reads)
                 return FALLBACK;     /* (no record: at log level all, Python's) */
