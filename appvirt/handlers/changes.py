@@ -23,7 +23,7 @@ from ..errors import GuestErrno
 from .filemodes import Intent
 from .statmeta import own_created
 from .paths import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, Decided, Operand,
-                    W, decide, slash_on_a_link, slash_on_a_non_directory, slot_path)
+                    W, decide, slash_on_a_non_directory, slashed_removal, slot_path)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 AT_SYMLINK_FOLLOW = 0x400
@@ -78,15 +78,16 @@ def rename_call(src: Operand, dst: Operand, do: Do) -> Callable[[Stop, Context],
     return handler
 
 
-def rmdir_call(op: Operand, do: Do, removes_dir: Callable[[Stop], bool] | None = None
-               ) -> Callable[[Stop, Context], Action]:
-    """Handler of rmdir, and of unlinkat (removes_dir: with AT_REMOVEDIR): emulated, "link/"
-    failing as the kernel's rmdir fails it."""
+def removal_call(op: Operand, do: Do, removes_dir: Callable[[Stop], bool]
+                 ) -> Callable[[Stop, Context], Action]:
+    """Handler of rmdir, unlink and unlinkat (removes_dir: whether the call is an rmdir):
+    emulated, "name/" failing as the kernel's calls fail it."""
     removed = emulated(op, do=do)
 
     def handler(stop: Stop, ctx: Context) -> Action:
-        if (removes_dir is None or removes_dir(stop)) and slash_on_a_link(stop, ctx, op):
-            return Deny(errno.ENOTDIR, native=True)
+        err = slashed_removal(stop, ctx, op, removes_dir(stop))
+        if err is not None:
+            return Deny(err, native=True)
         return removed(stop, ctx)
     handler.__doc__ = removed.__doc__
     return handler

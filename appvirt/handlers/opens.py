@@ -87,6 +87,10 @@ def do_open(stop: Stop, ctx: Context, dirfd: int | None, path: bytes, flags: int
     if resolve_flags & RESOLVE_BENEATH and resolve_flags & RESOLVE_IN_ROOT:
         return Deny(errno.EINVAL, native=True)
     tmpfile = bool(flags & O_TMPFILE_BIT)
+    if flags & O_CREAT and path.endswith(b"/") and path.strip(b"/"):
+        # The kernel creates no "name/": EISDIR, once the walk to the name has gone well.
+        ctx.resolve(stop, dirfd, path.rstrip(b"/"), follow=False)
+        return Deny(errno.EISDIR, native=True)
     follow = not (flags & O_NOFOLLOW) and not (flags & O_CREAT and flags & O_EXCL)
     r = ctx.resolve(stop, dirfd, path, follow=follow or tmpfile,
                     no_symlinks=bool(resolve_flags & RESOLVE_NO_SYMLINKS),

@@ -127,19 +127,29 @@ def slash_on_a_non_directory(stop: Stop, ctx: Context, src: Operand, dst: Operan
     names = (stop.path(src.path), stop.path(dst.path))
     if not names[0] or not names[1] or not (names[0].endswith(b"/") or names[1].endswith(b"/")):
         return False
-    if _not_a_directory(_final_object(stop, ctx, src, names[0])):
-        return True
-    return names[1].endswith(b"/") and _not_a_directory(_final_object(stop, ctx, dst, names[1]))
+    old, new = _final_object(stop, ctx, src, names[0]), _final_object(stop, ctx, dst, names[1])
+    if old is None or new is None:
+        return False                 # a walk fails first: the handlers say how
+    return _not_a_directory(old) or (names[1].endswith(b"/") and _not_a_directory(new))
 
 
-def slash_on_a_link(stop: Stop, ctx: Context, op: Operand) -> bool:
-    """rmdir's rule: "link/" names the symlink itself, which is not a directory (ENOTDIR;
-    the handlers would otherwise remove the directory it points to)."""
+def slashed_removal(stop: Stop, ctx: Context, op: Operand, removes_dir: bool) -> int | None:
+    """The kernel's answer to rmdir or unlink of "name/", whose last name is not followed
+    (the handlers would otherwise remove what "link/" points to): rmdir of a symlink is
+    ENOTDIR; unlink is ENOENT, EISDIR or ENOTDIR as the name is missing, a directory or
+    anything else. None: not such a call, or the walk to the name fails (the handlers say
+    how)."""
     path = stop.path(op.path)
     if not path or not path.endswith(b"/"):
-        return False
+        return None
     r = _final_object(stop, ctx, op, path)
-    return r is not None and r.st is not None and statmod.S_ISLNK(r.st.st_mode)
+    if r is None:
+        return None
+    if removes_dir:
+        return errno.ENOTDIR if r.st is not None and statmod.S_ISLNK(r.st.st_mode) else None
+    if not r.exists:
+        return errno.ENOENT
+    return errno.EISDIR if r.st is not None and statmod.S_ISDIR(r.st.st_mode) else errno.ENOTDIR
 
 
 def decide(stop: Stop, ctx: Context, op: Operand) -> Decided | Deny:

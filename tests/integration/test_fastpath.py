@@ -528,12 +528,18 @@ def setup():
     os.mkdir("d1")
     os.symlink("target", "dl")
     os.symlink("d1", "ld")
+    os.symlink("f1", "lf")
+def opened(n, flags):
+    os.close(os.open(n, flags, 0o600))
 calls = {"mkdir": lambda n: os.mkdir(n), "mknod": lambda n: os.mknod(n, 0o600 | 0o10000),
          "symlink": lambda n: os.symlink("x", n), "link": lambda n: os.link("a", n),
          "rename": lambda n: os.rename("a", n), "rename dir": lambda n: os.rename("d1", n),
-         "rmdir": lambda n: os.rmdir(n)}
+         "rmdir": lambda n: os.rmdir(n), "unlink": lambda n: os.unlink(n),
+         "creat": lambda n: opened(n, os.O_WRONLY | os.O_CREAT),
+         "excl": lambda n: opened(n, os.O_WRONLY | os.O_CREAT | os.O_EXCL),
+         "read": lambda n: opened(n, os.O_RDONLY), "chmod": lambda n: os.chmod(n, 0o700)}
 for call, fn in calls.items():
-    for name in ("f1/", "d1/", "dl/", "ld/", "new/", "a//"):
+    for name in ("f1/", "d1/", "dl/", "ld/", "lf/", "new/", "a//", "nope/x/"):
         setup()
         try:
             fn(name)
@@ -546,10 +552,12 @@ for call, fn in calls.items():
 
 @pytest.mark.parametrize("fast", ["1", "0"])
 def test_names_with_a_trailing_slash_are_made_as_natively(appvirt, tmp_path, fast):
-    """mkdir, mknod, symlink, link and rename of "name/" fail and succeed as the kernel's own
-    calls do: EEXIST for a name that is there, even a file or a dangling symlink (never its
-    target made), ENOENT for a new name that is not a directory, ENOTDIR for a rename of a
-    file; in both loops, on names the program made (owned) as natively."""
+    """mkdir, mknod, symlink, link, rename, rmdir, unlink and opens of "name/" fail and
+    succeed as the kernel's own calls do, the last name not followed: EEXIST for a name that
+    is there, even a file or a dangling symlink (never its target made), ENOENT for a new
+    name that is not a directory, ENOTDIR for a rename of a file and an rmdir of "link/"
+    (never its target removed), EISDIR for a creation; in both loops, on names the program
+    made (owned), as natively."""
     mine = tmp_path / "native"
     mine.mkdir()
     native = subprocess.run([PYTHON, "-c", TRAILING_SLASHES], cwd=mine, capture_output=True,
@@ -564,6 +572,7 @@ def test_names_with_a_trailing_slash_are_made_as_natively(appvirt, tmp_path, fas
     assert r.returncode == 0, r.stderr
     assert r.stdout == native.stdout
     assert "mkdir dl/ 17" in r.stdout and "mknod new/ 2" in r.stdout and "rename new/ 20" in r.stdout
+    assert "rmdir ld/ 20" in r.stdout and "unlink ld/ 20" in r.stdout and "creat f1/ 21" in r.stdout
     assert tree_digest(work) == before
 
 
