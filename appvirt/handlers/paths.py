@@ -90,19 +90,18 @@ def intent_of(op: Operand, stop: Stop) -> Intent:
     return op.intent(stop) if callable(op.intent) else op.intent
 
 
-def _slashed_name(stop: Stop, ctx: Context, dirfd: int | None, path: bytes,
-                  makes: str) -> Deny | None:
+def _slashed_name(stop: Stop, ctx: Context, op: Operand, path: bytes) -> Deny | None:
     """A name to make written with a trailing slash, as the kernel's filename_create takes
     it: the name itself, never followed, is looked up first; when it is there (a file, a
     dangling symlink) the call fails with EEXIST; when it is not, only mkdir makes it (the
-    others fail with ENOENT: a slash asks for a directory). None: go on with the path."""
-    try:
-        named = ctx.resolve(stop, dirfd, path.rstrip(b"/"), follow=False)
-    except GuestErrno:
-        return None                  # the walk to it fails, as it fails with the slash
+    others fail with ENOENT: a slash asks for a directory). None: go on with the path (also
+    when the walk to the name fails, as it fails with the slash)."""
+    named = _final_object(stop, ctx, op, path)
+    if named is None:
+        return None
     if named.exists:
         return Deny(errno.EEXIST, native=True)
-    return None if makes == MAKES_DIR else Deny(errno.ENOENT, native=True)
+    return None if op.makes == MAKES_DIR else Deny(errno.ENOENT, native=True)
 
 
 def _final_object(stop: Stop, ctx: Context, op: Operand, path: bytes) -> Resolved | None:
@@ -166,7 +165,7 @@ def decide(stop: Stop, ctx: Context, op: Operand) -> Decided | Deny:
         follow = op.follow(stop) if callable(op.follow) else op.follow
         dirfd = stop.sarg(op.dirfd) if op.dirfd is not None else None
         if op.makes is not None and path.endswith(b"/") and path.strip(b"/"):
-            made = _slashed_name(stop, ctx, dirfd, path, op.makes)
+            made = _slashed_name(stop, ctx, op, path)
             if made is not None:
                 return made
         r = ctx.resolve(stop, dirfd, path, follow=follow)
