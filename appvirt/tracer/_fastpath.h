@@ -40,6 +40,7 @@
 #define NR_MAX 512
 #define MAX_ARGS 6
 #define MAX_DIRS_ (1 << 16)            /* fastpath.MAX_DIRS: decisions remembered */
+#define DEVICE_PASSED 3                /* fastpath.DEVICE_PASSED: a name's, see name_entry */
 
 enum { ANSWERED, FALLBACK };
 /* A thread: Python's; served here; running the slot stub; served here, but what it creates or

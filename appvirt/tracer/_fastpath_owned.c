@@ -412,7 +412,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         struct stat st;
         int rc = read_first ? find_path(self, tid, dirfd, 0, &op, &st)
                             : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
-        op.path_len = read_first ? full_len : op.path_len;
+        if (read_first)
+            op.path_len = full_len;  /* (the record shows the program's own string) */
         if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
                                              && merged_change(&op, rc, removes, makes))))
             return FALLBACK;

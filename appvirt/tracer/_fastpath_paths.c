@@ -452,9 +452,9 @@ int note_made(Engine *self, const char *guest)
 }
 
 /* What the `names` dict says of path (learn_name deciding it first): 1 the host's own object
- * (a name in a NAMES directory); 3 that, and a device a passthrough rule opens for writing
- * too (fastpath.DEVICE_PASSED); 2 a directory of the upper layer whose stat is answered from
- * its upper object (OverlayFS.upper_dir_stat), *shown (unless NULL) then a new reference to
+ * (a name in a NAMES directory); DEVICE_PASSED that, and a device a passthrough rule opens
+ * for writing too; 2 a directory of the upper layer whose stat is answered from its upper
+ * object (OverlayFS.upper_dir_stat), *shown (unless NULL) then a new reference to
  * that tuple; 0 neither; -1 an exception is set. */
 int name_entry(Engine *self, const char *path, PyObject **shown)
 {
@@ -470,7 +470,7 @@ int name_entry(Engine *self, const char *path, PyObject **shown)
     if (v == NULL)
         return -1;
     int got = v == Py_True ? 1 : PyTuple_Check(v) ? 2
-              : PyLong_CheckExact(v) && PyLong_AsLong(v) == 3 ? 3 : 0;
+              : PyLong_CheckExact(v) && PyLong_AsLong(v) == DEVICE_PASSED ? DEVICE_PASSED : 0;
     if (got == 2 && shown != NULL)
         *shown = v;
     else
@@ -510,10 +510,10 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
     op->passed = 0;
     if (op->kind == NAMES) {
         int entry = name_entry(self, op->guest, NULL);
-        if (entry != 1 && entry != 3)
+        if (entry != 1 && entry != DEVICE_PASSED)
             return -1;
         op->kind = NAME;
-        op->passed = entry == 3;
+        op->passed = entry == DEVICE_PASSED;
     }
     return 0;
 }
