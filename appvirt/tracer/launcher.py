@@ -41,6 +41,8 @@ from .slots import SlotArena
 from .storefiles import serve_store
 
 PR_SET_CHILD_SUBREAPER = 36
+SYS_CLOSE_RANGE = 436           # x86_64; Linux 5.9
+LAST_FD = 0xFFFFFFFF            # close_range's "up to the last"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -107,31 +109,52 @@ def _suspend_like_the_program(tty: int, pgid: int) -> None:
         pass
 
 
-def _child(path: str, argv: list[str], env: dict[str, str], prog: list, arena: SlotArena,
-           go: int, report: int) -> None:  # pragma: no cover - runs in the forked child
-    """Runs in the forked child; never returns."""
+def _signals_not_default() -> list[int]:
+    """The signals whose disposition here is not the default: ignored (Python ignores SIGPIPE
+    and SIGXFSZ, and exec keeps an ignored signal so) or handled by Python."""
+    return [s for s in range(1, signal.NSIG)
+            if s not in (signal.SIGKILL, signal.SIGSTOP)
+            and signal.getsignal(s) not in (signal.SIG_DFL, None)]
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every fd but these: close_range(2) on the ranges between them, else (a kernel
+    before Linux 5.9) each fd that /proc/self/fd lists."""
+    low = 0
+    for fd in sorted(set(keep)) + [LAST_FD + 1]:
+        if fd > low and _libc.syscall(SYS_CLOSE_RANGE, low, fd - 1, 0) != 0:
+            break
+        low = fd + 1
+    else:
+        return
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+
+
+def _child(path: str, argv: list[str], env: dict[str, str], prog: seccomp.PackedFilter,
+           reset: list[int], arena: SlotArena, go: int, report: int
+           ) -> None:  # pragma: no cover - runs in the forked child
+    """Runs in the forked child; never returns. What it needs is made before the fork (the
+    packed filter, the signals to reset): a fork of the tracer pays for each page it
+    writes."""
     try:
         os.setpgid(0, 0)
         if os.read(go, 1) != b"x":          # the tracer died before seizing us
             os._exit(ExitStatus.INTERNAL)
         os.close(go)
-        for sig in range(1, signal.NSIG):
-            if sig in (signal.SIGKILL, signal.SIGSTOP):
-                continue
+        for sig in reset:                   # the program starts with every default
             try:
-                signal.signal(sig, signal.SIG_DFL)   # Python ignores SIGPIPE; programs must not
+                signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         arena.map_into_self()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        keep = {0, 1, 2, report}
-        for fd in os.listdir("/proc/self/fd"):
-            if int(fd) not in keep:
-                try:
-                    os.close(int(fd))
-                except OSError:
-                    pass
+        _close_all_but(0, 1, 2, report)     # (report is CLOEXEC)
         seccomp.install(prog)
         os.execve(path, argv, env)
     except OSError as e:
@@ -239,11 +262,12 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
+    packed, reset = seccomp.PackedFilter(prog), _signals_not_default()
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         os.close(go_w)
         os.close(rep_r)
-        _child(path, argv, env, prog, arena, go_r, rep_w)
+        _child(path, argv, env, packed, reset, arena, go_r, rep_w)
     os.close(go_r)
     os.close(rep_w)
     try:

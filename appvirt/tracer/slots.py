@@ -24,6 +24,10 @@ F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x
 MAP_FIXED_NOREPLACE = 0x100000
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+# Blocked in the keeper for good (exec keeps the mask): a Ctrl-C, a hangup or a kill of
+# appvirt's process group leaves it, and so the area, to the tracer's end.
+KEEPER_BLOCKS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                           signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -93,53 +97,69 @@ class SlotArena:
     # -- getting the mapping into tracees -----------------------------------------------------
     def start_keeper(self) -> None:
         """Start the keeper: it holds a read-only fd of the memfd at `keeper_fd` for tracees to
-        open through /proc/KEEPER/fd/N, and dies with the tracer (its death signal, and EOF on
-        its stdin, a pipe from the tracer). The fork execs cat: a fork that stayed Python kept
-        the tracer's pages (~13 MB Pss), cat takes ~0.3 MB. Without a cat the fork just waits.
-        Returns once the keeper holds the area: a tracee's first exec opens it there, and a
-        keeper that a loaded machine had not run yet made that open fail (ENOENT)."""
+        open through /proc/KEEPER/fd/N, and ends with the tracer (EOF on its stdin, a pipe from
+        the tracer; a fork keeper also by its death signal). It is cat, spawned (vfork and exec:
+        a fork copies the whole tracer's page tables, 1-2 ms) with the signals a terminal or a
+        group kill sends blocked for good, and with nothing but its stdin, /dev/null and the
+        area open; cat takes ~0.3 MB. Without a cat a fork keeps the area (and the tracer's
+        pages, ~13 MB Pss). Returns once the keeper holds the area: a tracee's first exec opens
+        it there, and a keeper that a loaded machine had not run yet made that open fail."""
         # The system's cat before any other on PATH.
         cat = which("cat", os.pathsep.join((os.defpath, os.environ.get("PATH", ""))))
         r, w = os.pipe()
+        try:
+            pid = self._spawn_cat(cat, r) if cat else self._fork_keeper(r)
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        self.keeper_pid, self._keeper_pipe = pid, w
+
+    def _spawn_cat(self, cat: str, stdin: int) -> int:
+        """cat with the area at keeper_fd (dup2 clears its CLOEXEC); posix_spawn returns
+        after the exec."""
+        others = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        actions = [(os.POSIX_SPAWN_DUP2, self.ro_fd, self.keeper_fd),
+                   (os.POSIX_SPAWN_DUP2, stdin, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),   # cat needs a stdout
+                   (os.POSIX_SPAWN_DUP2, 1, 2),
+                   *((os.POSIX_SPAWN_CLOSE, fd) for fd in others
+                     if fd > 2 and fd != self.keeper_fd)]
+        try:                        # "cat": busybox picks its applet by argv[0]
+            return os.posix_spawn(cat, ["cat"], {}, file_actions=actions,
+                                  setsigmask=KEEPER_BLOCKS)
+        except OSError as e:
+            raise EnvironmentUnsupported(f"the slot area's keeper ({cat}) did not start: "
+                                         f"{e.strerror}") from None
+
+    def _fork_keeper(self, stdin: int) -> int:
+        """A fork of the tracer that keeps the area itself, reading its stdin to EOF."""
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the keeper
             try:
-                # The death signal and ignored signals survive the exec.
                 _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 _libc.prctl(PR_SET_NAME, b"appvirt-slots", 0, 0, 0)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                          signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-                    signal.signal(s, signal.SIG_IGN)
-                os.dup2(self.ro_fd, self.keeper_fd)                 # inheritable: kept on exec
+                signal.pthread_sigmask(signal.SIG_BLOCK, KEEPER_BLOCKS)
+                os.dup2(self.ro_fd, self.keeper_fd)
                 os.write(ready_w, b"k")
-                os.dup2(r, self.keeper_fd + 1, inheritable=False)
-                os.closerange(0, self.keeper_fd)
-                os.closerange(self.keeper_fd + 2, 1 << 20)
-                os.dup2(self.keeper_fd + 1, 0)
-                os.close(self.keeper_fd + 1)
-                if cat:
-                    try:
-                        null = os.open(os.devnull, os.O_WRONLY)     # fd 1: cat needs a stdout
-                        os.set_inheritable(null, True)
-                        os.dup2(null, 2)
-                        os.execve(cat, ["cat"], {})   # "cat": busybox picks its applet by argv[0]
-                    except OSError:
-                        pass
+                os.dup2(stdin, 0)
+                os.closerange(1, self.keeper_fd)
+                os.closerange(self.keeper_fd + 1, 1 << 20)
                 while os.read(0, 1):
                     pass
             finally:
                 os._exit(0)
-        os.close(r)
         os.close(ready_w)
-        self.keeper_pid, self._keeper_pipe = pid, w
         try:
             started = os.read(ready_r, 1)
         finally:
             os.close(ready_r)
         if not started:
-            self.close()
+            os.waitpid(pid, 0)
             raise EnvironmentUnsupported("the slot area's keeper process did not start")
+        return pid
 
     def keeper_path(self) -> bytes:
         return b"/proc/%d/fd/%d" % (self.keeper_pid, self.keeper_fd)

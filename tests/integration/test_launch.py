@@ -50,6 +50,30 @@ def test_stdin_passes_through(appvirt):
     assert (r.returncode, r.stdout) == (0, "from stdin\n")
 
 
+def test_program_starts_with_default_signals_and_only_its_standard_fds(home, ptrace_ok):
+    """Nothing of the tracer's reaches the program: not an fd it inherited (a pipe passed to
+    appvirt), not a signal ignored (Python ignores SIGPIPE and SIGXFSZ; SIGHUP ignored by
+    appvirt's own parent, as nohup does), handled or blocked."""
+    r9, w9 = os.pipe()
+
+    def parent_ignores_hup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        r = subprocess.run(appvirt_cmd("run", "--", "sh", "-c",
+                                       "cat /proc/self/status && exec ls /proc/self/fd"),
+                           capture_output=True, text=True, timeout=60, pass_fds=(r9,),
+                           preexec_fn=parent_ignores_hup)
+    finally:
+        os.close(r9)
+        os.close(w9)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+    assert [status[k] for k in ("SigIgn", "SigBlk", "SigCgt")] == ["0000000000000000"] * 3
+    assert [x for x in lines if ":" not in x] == ["0", "1", "2", "3"]     # 3: ls's listing
+
+
 def test_sigterm_to_appvirt_is_forwarded(home, ptrace_ok):
     p = subprocess.Popen(appvirt_cmd("run", "--", "sh", "-c",
                                      "trap 'echo got TERM; exit 7' TERM; echo ready; "

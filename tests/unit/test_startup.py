@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from hypothesis import given, settings, strategies as st
 
 from appvirt.tracer import _ptrace as pt
@@ -120,6 +122,46 @@ def test_the_packed_filter_is_the_kernels_sock_filter_array():
         *[seccomp._SockFilter(i.code, i.jt, i.jf, i.k) for i in prog])
     packed = b"".join(seccomp._SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog)
     assert bytes(one_by_one) == packed
+
+
+def test_a_packed_filter_holds_the_program_it_was_made_of():
+    """The launcher packs the filter before it forks; the child installs the packed form."""
+    from appvirt.handlers import TABLE
+    prog = seccomp.build_filter(TABLE)
+    packed = seccomp.PackedFilter(prog)
+    assert packed.fprog.len == len(prog)
+    raw = ctypes.string_at(packed.fprog.filter, len(prog) * ctypes.sizeof(seccomp._SockFilter))
+    assert raw == b"".join(seccomp._SOCK_FILTER.pack(*i) for i in prog)
+
+
+@pytest.mark.parametrize("close_range", [True, False])
+def test_the_launched_child_keeps_only_the_fds_it_names(monkeypatch, close_range):
+    """_close_all_but closes every other fd, with close_range or (a kernel before Linux 5.9,
+    here a number the kernel does not know) through /proc/self/fd; a high fd too."""
+    from appvirt.tracer import launcher
+    if not close_range:
+        monkeypatch.setattr(launcher, "SYS_CLOSE_RANGE", 100_000)
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(4)]
+    high = os.dup2(fds[0], 5000)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            launcher._close_all_but(0, 1, 2, fds[2], w)
+            left = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+            os.write(w, repr(left).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        left = eval(os.read(r, 4096))
+        os.waitpid(pid, 0)
+    finally:
+        for fd in (r, high, *fds):
+            os.close(fd)
+    kept = {0, 1, 2, fds[2], w}
+    assert kept <= set(left) and high not in left
+    assert len(left) == len(kept) + 1           # and the listing's own fd
 
 
 def test_a_remembered_filter_is_the_one_built_for_the_same_calls(monkeypatch):
