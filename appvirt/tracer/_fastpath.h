@@ -200,7 +200,8 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, in
 int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
               struct stat *st);
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
-int note_made(Engine *self, const char *guest);
+#define KIND_UNKNOWN (-1)             /* note_made: look the object up */
+int note_made(Engine *self, const char *guest, int kind);
 int name_entry(Engine *self, const char *path, PyObject **shown);
 int forget_name(Engine *self, const char *path, Py_ssize_t len);
 void forget_dirs(Engine *self);

@@ -175,14 +175,18 @@ static int change_at(const Operand *op, int c, const uint64_t *a, const struct t
 
 /* chmod, chown or utimensat of op's object itself, never a symlink: relative to its
  * directory held open (change_at), or through /proc/self/fd of the object pinned, which
- * names it whatever happens to its path meanwhile. */
+ * names it whatever happens to its path meanwhile. `not_link`: the caller has seen that the
+ * name is not a symlink (a name it looked up); else it is looked at here, but for chmod,
+ * which the kernel refuses of a symlink itself (EOPNOTSUPP since Linux 6.6, when it does
+ * fchmodat2: no answer here either way). */
 static int change_object(const Operand *op, int c, const uint64_t *a,
-                         const struct timespec *times)
+                         const struct timespec *times, int not_link)
 {
+    int chmods = c == FCHMOD || c == CHMOD || c == FCHMODAT;
     if (op->dfd >= 0) {
         struct stat st;
-        if (fstatat(op->dfd, name_of(op), &st, AT_SYMLINK_NOFOLLOW_) < 0
-                || S_ISLNK(st.st_mode))
+        if (!not_link && !chmods && (fstatat(op->dfd, name_of(op), &st, AT_SYMLINK_NOFOLLOW_) < 0
+                                     || S_ISLNK(st.st_mode)))
             return -1;
         int rc = change_at(op, c, a, times);
         if (rc == 0 || errno != ENOSYS)
@@ -230,9 +234,11 @@ static int times_of(Engine *self, pid_t tid, uint64_t addr, struct timespec time
 }
 
 /* The change has been made: its record, the bookkeeping of the `n` names it made, removed
- * or moved (the index's, and what was decided of them), and the program's result. */
+ * or moved (the index's, and what was decided of them: kinds[i], names[i]'s S_IFMT now, 0
+ * gone), and the program's result. */
 static int made(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
-                CallRecord *r, const Operand *shown, const Operand *const *names, int n)
+                CallRecord *r, const Operand *shown, const Operand *const *names,
+                const int *kinds, int n)
 {
     r->rule = shown->rule;
     r->rule_len = shown->rule_len;
@@ -241,7 +247,7 @@ static int made(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
     r->result = 0;
     log_call(self, tid, (int)in->seccomp.nr, in->seccomp.args, r);
     for (int i = 0; i < n; i++)
-        if (note_made(self, names[i]->guest) < 0)
+        if (note_made(self, names[i]->guest, kinds[i]) < 0)
             PyErr_WriteUnraisable(self->made);  /* out of memory: the next load has it */
     emulate(tid, 0);
     return ANSWERED;
@@ -277,7 +283,8 @@ static int do_change2(Engine *self, pid_t tid, int c, const struct __ptrace_sysc
     r.paths[src_arg] = src.path;
     r.paths[dst_arg] = dst.path;
     const Operand *names[] = {&dst, &src};      /* link: the new name; rename: both */
-    return made(self, tid, in, &r, link ? &dst : &src, names, link ? 1 : 2);
+    const int kinds[] = {(int)(sst.st_mode & S_IFMT), 0};
+    return made(self, tid, in, &r, link ? &dst : &src, names, kinds, link ? 1 : 2);
 }
 
 /* Whether a change of op, a name in a merged directory that lookup found (rc), is made as in an
@@ -446,7 +453,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     }
     int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
              : makes ? make_dir(self, tid, &op, a[path_arg + 1])
-             : change_object(&op, c, a, t);
+             : change_object(&op, c, a, t, path_arg >= 0);
     if (rc < 0)
         return FALLBACK;
     CallRecord r = {0};
@@ -455,7 +462,8 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     /* chmod, chown and times change no name; a directory removed is empty: only its own
      * name goes, from the decisions and the index (note_made, Overlay.record) */
     const Operand *names[] = {&op};
-    made(self, tid, in, &r, &op, names, removes || makes);
+    const int kinds[] = {makes ? S_IFDIR : 0};
+    made(self, tid, in, &r, &op, names, kinds, removes || makes);
     if (makes && op.kind == OWNED)
         decide_made_dir(self, &op);
     return ANSWERED;

@@ -417,20 +417,25 @@ int forget_name(Engine *self, const char *path, Py_ssize_t len)
 /* guest, a name in an owned directory the engine just made, removed or moved: the index
  * learns what its upper object is now ((guest, S_IFMT or 0 for nothing) appended to `made`,
  * applied in order by fastpath.FastPath.drain), and what was decided of the name is
- * forgotten, with the stat answer of its directory (whose link count it may change). 0, or
- * -1 with an exception set. */
-int note_made(Engine *self, const char *guest)
+ * forgotten, with the stat answer of its directory (whose link count it may change). `kind`:
+ * that S_IFMT or 0, when the caller knows it (what it removed is gone, what it made or moved
+ * is what it made or moved: another thread's change of the name waits for this stop's end),
+ * else KIND_UNKNOWN, and the upper object is looked at. 0, or -1 with an exception set. */
+int note_made(Engine *self, const char *guest, int kind)
 {
-    char host[PATH_MAX_];
-    struct stat st;
     size_t len = strlen(guest);
-    if ((size_t)self->upper_len + len >= sizeof host) {
-        PyErr_SetString(PyExc_OSError, "an upper path longer than PATH_MAX");
-        return -1;
+    unsigned ifmt = (unsigned)kind;
+    if (kind == KIND_UNKNOWN) {
+        char host[PATH_MAX_];
+        struct stat st;
+        if ((size_t)self->upper_len + len >= sizeof host) {
+            PyErr_SetString(PyExc_OSError, "an upper path longer than PATH_MAX");
+            return -1;
+        }
+        memcpy(host, self->upper, (size_t)self->upper_len);
+        memcpy(host + self->upper_len, guest, len + 1);
+        ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
     }
-    memcpy(host, self->upper, (size_t)self->upper_len);
-    memcpy(host + self->upper_len, guest, len + 1);
-    unsigned ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
     PyObject *key = PyBytes_FromStringAndSize(guest, (Py_ssize_t)len);
     PyObject *entry = key != NULL ? Py_BuildValue("(OI)", key, ifmt) : NULL;
     int rc = entry != NULL ? PyList_Append(self->made, entry) : -1;

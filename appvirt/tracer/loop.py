@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, ExitVerdict,
-                           Kill, Note, Rewrite, SlotData, decision_of)
+                           Note, Rewrite, SlotData, decision_of)
 from ..core.stop import Stop
 from ..core.table import NEVER_PROCEED, SyscallTable
 from ..errors import GuestErrno, TraceeGone
