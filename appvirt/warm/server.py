@@ -29,11 +29,11 @@ from ..entry import import_quietly
 from ..errors import AppvirtError
 from . import peer, wire
 from .client import ORIGIN, PACKAGE, socket_path
+from .codewatch import CodeWatch
 
 POLL_SECONDS = 0.2          # how soon a tracer killed by a signal is reported
 REQUEST_SECONDS = 10.0      # a client that connects and says nothing does not hold it up
 RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
-CODE_SUFFIXES = (".py", ".so", ".yaml", ".json")
 
 
 class ServerError(AppvirtError):
@@ -44,19 +44,6 @@ class Counts(NamedTuple):
     served: int
     refused: int
     last_refusal: str
-
-
-def code_stamp(package: str = PACKAGE) -> tuple:
-    """Name, size and mtime of every file of the package: a changed one makes the imported
-    modules stale."""
-    stamp = []
-    for root, dirs, files in os.walk(package):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(CODE_SUFFIXES):
-                st = os.stat(os.path.join(root, name))
-                stamp.append((root, name, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
 
 
 def preload() -> None:
@@ -81,7 +68,7 @@ class Server:
     def __init__(self, home: str, idle: float, lock: int) -> None:
         self.idle, self.lock = idle, lock
         self.path = socket_path(home)
-        self.stamp = code_stamp()
+        self.code = CodeWatch(PACKAGE)
         self.context = peer.read_context("self")
         self.interpreter_env = peer.interpreter_env(dict(os.environb))
         self.children: dict[int, socket.socket] = {}
@@ -138,7 +125,7 @@ class Server:
                 self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
             elif kind == "run" and len(fds) == 3 and len(message) == 4:
-                reason = self._refusal(pid, message[1], message[3])
+                reason, context = self._refusal(pid, message[1], message[3])
                 if reason is not None:
                     self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
                     wire.send(conn, ("refused", reason))
@@ -150,26 +137,30 @@ class Server:
                     os.close(self.lock)     # a new server may start while this run goes on
                     for other in self.children.values():
                         other.close()
-                    _run_forked(conn, pid, message[2], message[3], fds)
+                    self.code.close()
+                    _run_forked(conn, pid, context, message[2], message[3], fds)
                 self.children[child] = conn
                 self.counts = self.counts._replace(served=self.counts.served + 1)
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes]) -> str | None:
+    def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes]
+                 ) -> tuple[str | None, peer.ProcessContext | None]:
+        """Why the server will not fork this client's run (None: it will), and the client's
+        context, read for it (the run takes its umask)."""
         if origin != ORIGIN:
-            return f"the client's appvirt or interpreter is another ({origin})"
+            return f"the client's appvirt or interpreter is another ({origin})", None
         if peer.interpreter_env(environ) != self.interpreter_env:
-            return "the client's interpreter variables (PYTHON*, LC_*, LANG) differ"
-        if code_stamp() != self.stamp:
+            return "the client's interpreter variables (PYTHON*, LC_*, LANG) differ", None
+        if self.code.changed():
             self._stop()
-            return "appvirt's code changed since the server started (it exits)"
+            return "appvirt's code changed since the server started (it exits)", None
         try:
             context = peer.read_context(pid)
         except OSError as e:
-            return f"the client's /proc cannot be read ({e.strerror})"
-        return peer.refusal(self.context, context)
+            return f"the client's /proc cannot be read ({e.strerror})", None
+        return peer.refusal(self.context, context), context
 
     def _reap(self) -> None:
         while self.children:
@@ -223,13 +214,14 @@ def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 # -- the forked tracer -----------------------------------------------------------------------
 
-def _run_forked(conn: socket.socket, client: int, argv: list[str],
-                environ: dict[bytes, bytes], fds: list[int]) -> None:  # pragma: no cover
+def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
+                argv: list[str], environ: dict[bytes, bytes],
+                fds: list[int]) -> None:  # pragma: no cover
     """Become the client's cold appvirt, run its command line, report; never returns."""
     status = 125
     try:
         try:
-            _take_over(client, environ, fds)
+            _take_over(client, context.umask, environ, fds)
         except Exception as e:  # noqa: BLE001 - whatever it is, the client starts cold
             wire.send(conn, ("refused", f"its context could not be given to a run: {e}"))
             os._exit(0)
@@ -246,7 +238,7 @@ def _run_forked(conn: socket.socket, client: int, argv: list[str],
         os._exit(status)
 
 
-def _take_over(client: int, environ: dict[bytes, bytes], fds: list[int]) -> None:
+def _take_over(client: int, umask: int, environ: dict[bytes, bytes], fds: list[int]) -> None:
     """The client's standard fds, cwd, environment, umask, limits, CPUs and nice value."""
     os.setsid()     # no controlling terminal, as its client has none (a foreground server's
                     # terminal is not the run's); the server's group signals are not the run's
@@ -263,7 +255,7 @@ def _take_over(client: int, environ: dict[bytes, bytes], fds: list[int]) -> None
         os.fchdir(cwd)
     finally:
         os.close(cwd)
-    os.umask(peer.read_context(client).umask)
+    os.umask(umask)
     for limit in RLIMITS:
         resource.setrlimit(limit, resource.prlimit(client, limit))
     os.sched_setaffinity(0, os.sched_getaffinity(client))

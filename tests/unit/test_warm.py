@@ -14,7 +14,8 @@ from hypothesis import given, strategies as st
 from appvirt.homepath import home_dir
 from appvirt.state import appvirt_home
 from appvirt.warm import peer, wire
-from appvirt.warm.server import code_stamp
+from appvirt.warm import codewatch
+from appvirt.warm.codewatch import code_stamp
 
 SELF = peer.read_context("self")
 
@@ -124,6 +125,38 @@ def test_the_code_stamp_changes_with_any_code_file(tmp_path):
         os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1))
         assert code_stamp(str(tmp_path)) != stamp, name
         stamp = code_stamp(str(tmp_path))
+
+
+@pytest.mark.parametrize("inotify", [True, False])
+def test_the_code_watch_sees_each_change_of_code_and_only_those(tmp_path, monkeypatch, inotify):
+    """With inotify the stamp is walked only after an event in the package; a directory made
+    after the watch began is watched too. Without it (no inotify here), every question walks
+    the stamp, with the same answers."""
+    if not inotify:
+        monkeypatch.setattr(codewatch._libc, "inotify_init1", lambda flags: -1)
+    pkg = tmp_path / "pkg"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("1")
+    walks = []
+    real_stamp = codewatch.code_stamp
+    monkeypatch.setattr(codewatch, "code_stamp", lambda p: walks.append(p) or real_stamp(p))
+    watch = codewatch.CodeWatch(str(tmp_path))
+    try:
+        assert (watch.fd >= 0) == inotify
+        walks.clear()
+        assert not watch.changed() and not watch.changed()
+        assert len(walks) == (0 if inotify else 2)
+        (pkg / "__pycache__" / "a.pyc").write_text("2")      # bytecode: no event
+        assert not watch.changed()
+        assert len(walks) == (0 if inotify else 3)
+        (pkg / "notes.txt").write_text("2")                  # an event, the same stamp
+        assert not watch.changed()
+        (pkg / "sub").mkdir()                                # an event: now watched too
+        assert not watch.changed()
+        (pkg / "sub" / "b.py").write_text("3")
+        assert watch.changed() and watch.changed()           # it stays changed
+    finally:
+        watch.close()
 
 
 @pytest.mark.parametrize("env", [
