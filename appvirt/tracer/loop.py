@@ -135,6 +135,8 @@ class Tracer:
         self.tasks.slot_ready[main_pid] = True
         self.tasks.program[main_pid] = sys.executable
         fast = self.fast
+        if fast is not None:            # its own execve, the first stop, as its later ones
+            self._serve_fast(fast, main_pid)
         while self.tasks:
             try:
                 self._waiting = True

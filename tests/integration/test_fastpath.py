@@ -1503,6 +1503,26 @@ def test_execs_of_host_programs_match_the_python_loop(appvirt, home, tmp_path):
     assert tree_digest(top) == before
 
 
+def test_the_programs_first_exec_is_the_compiled_loops(appvirt, home, tmp_path):
+    """The program's own execve, the run's first stop, is answered as its later ones are: a
+    host program natively from the compiled loop, a script by Python; the same output and
+    log as the Python loop."""
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello\n")
+    script.chmod(0o755)
+    for program, compiled in (("/usr/bin/true", 1), (str(script), 0)):
+        runs = {}
+        for flag in ("1", "0"):
+            r = appvirt("run", "--stats", "--app", "first" + flag, "--", program,
+                        env={"APPVIRT_FASTPATH": flag})
+            assert r.returncode == 0, r.stderr
+            runs[flag] = r
+        assert runs["1"].stdout == runs["0"].stdout
+        done = re.search(r"answered by the compiled loop: .*\bexecve (\d+)", runs["1"].stderr)
+        assert (int(done.group(1)) if done else 0) == compiled, runs["1"].stderr
+        assert _records(home, "first1") == _records(home, "first0")
+
+
 MERGED_LISTER = r"""
 import ctypes, os, sys
 top = sys.argv[1]
