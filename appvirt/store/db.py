@@ -90,9 +90,10 @@ class Database:
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             # One read transaction: the header and the table list come from the same snapshot,
             # even while another process is creating the store.
-            self.run(lambda _conn: self._check_identity(), write=False)
+            made = self.run(lambda _conn: self._check_identity(), write=False)
             self._with_retry(self._set_wal)
-            self.run(self._init_schema, write=True)
+            if not made:                # (a write transaction only to make it)
+                self.run(self._init_schema, write=True)
             self.conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             self.conn.close()
@@ -100,14 +101,15 @@ class Database:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _check_identity(self) -> None:
-        """Read-only checks before anything is written to the file."""
+    def _check_identity(self) -> bool:
+        """Read-only checks before anything is written to the file; whether it holds a
+        store (False: a new, empty file)."""
         app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self.conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table'")}
         if app_id == 0 and not tables:
-            return  # a new, empty file: _init_schema creates the store
+            return False    # a new, empty file: _init_schema creates the store
         if app_id != APPLICATION_ID:
             raise StoreCorrupt(f"{self.path} is a SQLite database but not an appvirt "
                                "configuration store; it was left as is")
@@ -119,6 +121,7 @@ class Database:
             raise StoreCorrupt(f"configuration store {self.path} has an unknown layout "
                                f"(schema version {version}, tables {sorted(tables)}); "
                                "it was left as is")
+        return True
 
     def _set_wal(self) -> None:
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

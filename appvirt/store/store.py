@@ -277,7 +277,11 @@ class Store:
             self.delete_value(src_key, src_name)
 
     def set_base(self, base: BaseLayer) -> bool:
-        """Replace the remembered base layer; False when it was already this one."""
+        """Replace the remembered base layer; False when it was already this one (seen
+        without a write transaction, as at nearly every run's start)."""
+        if self._read(lambda L: L.meta("base_digest")) == base.digest():
+            return False
+
         def op(L: SqlLayers, now: int) -> bool:
             if L.meta("base_digest") == base.digest():
                 return False

@@ -247,6 +247,25 @@ def test_base_is_remembered_replaced_and_not_rewritten_when_unchanged(tmp_path: 
         assert s.base() == new
 
 
+def test_reopening_with_the_same_base_starts_no_write_transaction(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Every run opens its app's store with its policy's base: when both are as they were,
+    the open only reads (a write transaction takes the write lock, another run's too)."""
+    from appvirt.store import db
+    Store.open(tmp_path, base=BASE).close()
+    writes: list[bool] = []
+    real_run = db.Database.run
+    monkeypatch.setattr(db.Database, "run",
+                        lambda self, fn, *, write: writes.append(write) or real_run(
+                            self, fn, write=write))
+    with Store.open(tmp_path, base=BASE) as s:
+        assert s.base() == BASE
+    assert writes and not any(writes)
+    new = BaseLayer.build({"machine/uts": {"hostname": Value.string("new-host")}})
+    Store.open(tmp_path, base=new).close()
+    assert any(writes)
+
+
 def test_writable_entries_win_over_a_new_base_entry_of_the_other_kind(tmp_path: Path) -> None:
     with Store.open(tmp_path) as s:
         s.set("app", "cfg", Value.string("a value"))
