@@ -100,8 +100,9 @@ def test_a_keeper_holds_the_area_when_start_keeper_returns(arena, monkeypatch, w
 
 def test_keeper_is_cat_holding_the_read_only_area_and_nothing_else(arena, keeper):
     assert _exe(keeper) != os.path.realpath(sys.executable)
-    assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [
-        0, 1, 2, arena.keeper_fd]
+    # (once cat is past its start: the dynamic loader holds each library's fd a moment)
+    assert _wait_for(lambda: sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [
+        0, 1, 2, arena.keeper_fd]), os.listdir(f"/proc/{keeper}/fd")
     fd = os.open(arena.keeper_path(), os.O_RDONLY)      # what a tracee opens
     try:
         st = os.fstat(fd)
@@ -111,6 +112,23 @@ def test_keeper_is_cat_holding_the_read_only_area_and_nothing_else(arena, keeper
     with open(f"/proc/{keeper}/fdinfo/{arena.keeper_fd}") as f:
         flags = int(next(x for x in f if x.startswith("flags:")).split()[1], 8)
     assert flags & os.O_ACCMODE == os.O_RDONLY
+
+
+def test_keeper_gets_no_fd_the_tracer_could_pass_on(arena):
+    """An inheritable fd of the tracer's (one its own caller gave it, say) stays out of the
+    keeper: posix_spawn closes every fd but the keeper's."""
+    if CAT is None:
+        pytest.skip("no cat here")
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    try:
+        arena.start_keeper()
+        pid = arena.keeper_pid
+        assert _wait_for(lambda: sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [
+            0, 1, 2, arena.keeper_fd]), os.listdir(f"/proc/{pid}/fd")
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_keeper_ignores_terminal_and_termination_signals(keeper):
