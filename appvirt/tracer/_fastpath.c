@@ -45,7 +45,8 @@
  * execve of a path that names nothing in a plain directory fails here, and a program the host
  * has where the program names it runs natively from here (do_execve).
  * access, faccessat and faccessat2 are answered too, the tracer asking the kernel about the
- * host or upper object (outside an owned directory only without W_OK: rules may deny it).
+ * host or upper object (outside an owned directory only without W_OK: rules may deny it), and
+ * statfs, the tracer making it on that object.
  * A directory met for the first time is decided by the Python side (learn(dir), which also
  * remembers the answer in the `plain` dict: True plain; (canonical,) a path whose walk in the
  * view reaches the plain directory `canonical` through symlinks, as /lib/x86_64-linux-gnu on
@@ -155,6 +156,8 @@ static int try_stop(Engine *self, pid_t tid, int status)
         rc = do_getcwd(self, tid, &info);
     else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
         rc = do_readlink(self, tid, &info);
+    else if (nr == self->nr_statfs)
+        rc = do_statfs(self, tid, &info);
     else if (nr == self->nr_execve)  /* (under an identity, set-id programs: Python's) */
         rc = self->identity ? FALLBACK : do_execve(self, tid, slot, &info);
     else if (self->owned && served == SERVED)
@@ -319,7 +322,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "nr_readlink", "nr_readlinkat", "changes", "upper",
                             "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", "dir_rule",
-                            "nr_clock_gettime", "nr_gettimeofday", "nr_time", NULL};
+                            "nr_clock_gettime", "nr_gettimeofday", "nr_time", "nr_statfs",
+                            NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
     PyObject *errnames = NULL, *dir_rule = NULL;
@@ -329,7 +333,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     Py_ssize_t upper_len = 0;
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
     self->nr_getcwd = self->nr_execve = self->nr_stat = self->nr_lstat = -1;
-    self->nr_readlink = self->nr_readlinkat = -1;
+    self->nr_readlink = self->nr_readlinkat = self->nr_statfs = -1;
     self->nr_clock_gettime = self->nr_gettimeofday = self->nr_time = -1;
     self->log_fd = -1;
     for (int c = 0; c < N_CHANGES; c++)
@@ -338,7 +342,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiii", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiii", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -351,7 +355,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &spec_of, &PyDict_Type, &programs,
                                      &PyDict_Type, &errnames, &self->clock_virtual,
                                      &dir_rule, &self->nr_clock_gettime,
-                                     &self->nr_gettimeofday, &self->nr_time))
+                                     &self->nr_gettimeofday, &self->nr_time,
+                                     &self->nr_statfs))
         return -1;
     if (changes != NULL) {
         if (PyTuple_GET_SIZE(changes) != N_CHANGES) {

@@ -137,7 +137,7 @@ typedef struct {
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
-    int nr_stat, nr_lstat, nr_readlink, nr_readlinkat;
+    int nr_stat, nr_lstat, nr_readlink, nr_readlinkat, nr_statfs;
     char stat_ok;                    /* no recorded owners: nothing to patch or forget */
     char exec_native;                /* no exec rules: a host program may run natively */
     char identity;                   /* a virtual identity: execve is Python's (set-id */
@@ -218,6 +218,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
 int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
+int do_statfs(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);

@@ -2,6 +2,8 @@
  * slot, in plain, NAMES and owned directories (see _fastpath.c). */
 #include "_fastpath.h"
 
+#include <sys/vfs.h>
+
 
 void clear_pending(Pending *p)
 {
@@ -416,6 +418,28 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     regs.r10 = OPEN_HOW_SIZE;
     regs.orig_rax = (unsigned long long)self->nr_openat2;
     run_held(p, tid, &regs);
+    return ANSWERED;
+}
+
+/* statfs(path, buf): the kernel's statfs of the object the view names (the upper layer's for
+ * one of the overlay's), made by the tracer and copied into the program's buffer, as the
+ * handler mirrors it (reads.STATFS); a name that is not there fails as there. libselinux
+ * asks it at each start of ls, cp, mkdir, sed, tar, find ... (/sys/fs/selinux, /selinux). A
+ * directory named by itself is Python's. */
+int do_statfs(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
+{
+    Operand op;
+    struct stat st;
+    int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st);
+    if (rc > 0)
+        return FALLBACK;
+    long result = rc;
+    if (rc == 0) {
+        struct statfs fs;
+        result = syscall(SYS_statfs, op.host, &fs) < 0 ? -errno
+                 : write_mem(tid, in->seccomp.args[1], &fs, sizeof fs) < 0 ? -EFAULT : 0;
+    }
+    emulate(tid, result);
     return ANSWERED;
 }
 

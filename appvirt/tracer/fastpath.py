@@ -145,6 +145,7 @@ class FastPath:
             nr_getcwd=sysnums.nr("getcwd"), nr_execve=sysnums.nr("execve"),
             nr_stat=sysnums.nr("stat"), nr_lstat=sysnums.nr("lstat"),
             nr_readlink=sysnums.nr("readlink"), nr_readlinkat=sysnums.nr("readlinkat"),
+            nr_statfs=sysnums.nr("statfs"),
             changes=tuple(sysnums.nr(n) for n in CHANGES), upper=fs.ov.upper_root,
             made=self.made if tracer is not None else None,
             log_fd=log.fd if logs else -1,        # type: ignore[union-attr]

@@ -873,6 +873,42 @@ def test_directories_named_through_dots_match_the_python_loop(appvirt, home, tmp
     assert not (top / "made").exists()
 
 
+STATFS = r"""
+import ctypes, os, sys
+top = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs(os.path.join(top, "made"))               # the overlay's own: its upper directory
+for p in ("/usr/share", "/sys/fs", top + "/host.txt", top + "/nope", top + "/host.txt/x",
+          top + "/made", "/usr/lib/../share/."):
+    buf = ctypes.create_string_buffer(120)
+    rc = libc.statfs(p.encode(), buf)
+    # type, block size, name length and flags: what does not move while the test runs
+    fields = ctypes.cast(buf, ctypes.POINTER(ctypes.c_long))
+    print("statfs", p, rc, ctypes.get_errno() if rc else (fields[0], fields[1], fields[8], fields[9]))
+print("statfs bad buffer", libc.statfs(b"/usr/share", ctypes.c_void_p(8)), ctypes.get_errno())
+"""
+
+
+def test_statfs_matches_the_python_loop(appvirt, home, tmp_path):
+    """statfs of a name the compiled loop finds (a host object, the overlay's upper
+    directory, one not there, a bad buffer) is answered in C as the handler mirrors it; a
+    directory named by itself stays Python's."""
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "host.txt").write_text("host\n")
+    fast, _ = _both_loops(appvirt, STATFS, top, "statfs")
+    out = fast.stdout
+    home_fs = os.statvfs(str(home))
+    assert f"statfs {top}/nope -1 2" in out and f"statfs {top}/host.txt/x -1 20" in out
+    assert "statfs bad buffer -1 14" in out
+    assert re.search(rf"statfs {top}/made 0 \(\d+, {home_fs.f_bsize}, {home_fs.f_namemax},", out)
+    # C's: /usr/share, /sys/fs, host.txt, nope and the bad buffer; Python's: host.txt/x,
+    # made (a directory of the overlay's) and the directory named by itself
+    done = re.search(r"compiled loop:.*\bstatfs (\d+)", fast.stderr)
+    assert done and int(done.group(1)) >= 5, fast.stderr
+    assert not (top / "made").exists()
+
+
 DOTDOT = r"""
 import os, sys
 top = sys.argv[1]
