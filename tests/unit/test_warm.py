@@ -13,8 +13,7 @@ from hypothesis import given, strategies as st
 
 from appvirt.homepath import home_dir
 from appvirt.state import appvirt_home
-from appvirt.warm import peer, wire
-from appvirt.warm import codewatch
+from appvirt.warm import codewatch, peer, wire
 from appvirt.warm.codewatch import code_stamp
 
 SELF = peer.read_context("self")
