@@ -38,6 +38,12 @@
  *                      supervisor then answers -ERESTARTNOINTR, and the kernel restarts the call
  *                      after the PTRACE_EVENT_STOP as before
  *   mixed-open         the open traced as ptrace-open does, in the mixed loop
+ * The same two without poll(): mixed-sig-emulate and mixed-sig-open. The tracer waits in the
+ * listener's RECV alone; a ptrace stop's SIGCHLD (a handler without SA_RESTART) ends that
+ * wait (EINTR), and one that comes just before it, between the check of pending SIGCHLDs and
+ * the syscall instruction, moves the interrupted code past the syscall (the handler sets the
+ * saved RIP, as musl's cancellation points do), so no wake-up is lost: a notification costs
+ * one ioctl to receive, a ptrace stop a signal delivery more.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -63,6 +69,7 @@
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define CALLS 100000
@@ -273,6 +280,89 @@ static void supervise(pid_t c, int channel, int emulate)
     }
 }
 
+/* mixed-sig: a SIGCHLD the loop has not looked at yet; and the window of recv_ioctl in which
+ * one must not let the RECV start (its labels). */
+volatile int chld_pending;
+extern const char recv_window[], recv_syscall[], recv_bail[];
+
+/* ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, req), or -EINTR without it when a SIGCHLD is pending
+ * or comes before the syscall instruction runs. */
+static long recv_ioctl(int fd, void *req)
+{
+    register long a0 __asm__("rdi") = fd;
+    register long a1 __asm__("rsi") = (long)SECCOMP_IOCTL_NOTIF_RECV;
+    register long a2 __asm__("rdx") = (long)req;
+    long ret;
+    __asm__ volatile(".globl recv_window\nrecv_window:\n\t"
+                     "cmpl $0, chld_pending(%%rip)\n\t"
+                     "jne recv_bail\n\t"
+                     ".globl recv_syscall\nrecv_syscall:\n\t"
+                     "syscall\n\t"
+                     "jmp 1f\n"
+                     ".globl recv_bail\nrecv_bail:\n\t"
+                     "movq $-4, %%rax\n"                 /* -EINTR */
+                     "1:\n"
+                     : "=a"(ret)
+                     : "0"((long)SYS_ioctl), "r"(a0), "r"(a1), "r"(a2)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static void on_chld(int sig, siginfo_t *si, void *ctx)
+{
+    ucontext_t *uc = ctx;
+    greg_t rip = uc->uc_mcontext.gregs[REG_RIP];
+    chld_pending = 1;
+    if (rip >= (greg_t)recv_window && rip <= (greg_t)recv_syscall)
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)recv_bail;
+}
+
+/* The mixed-sig modes' loop (see the top); the child's wait status. */
+static int supervise_mixed_sig(pid_t c, int channel)
+{
+    ptrace(PTRACE_SEIZE, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
+    char go = 1, n;
+    int status = 0;
+    if (write(channel, &go, 1) != 1 || read(channel, &n, 1) != 1)
+        return status;
+    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
+    int listener = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
+    struct sigaction sa = {.sa_sigaction = on_chld, .sa_flags = SA_SIGINFO};  /* no restart */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGCHLD, &sa, NULL);
+    struct seccomp_notif_sizes sizes;
+    syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes);
+    struct seccomp_notif *req = calloc(1, sizes.seccomp_notif);
+    struct seccomp_notif_resp *resp = calloc(1, sizes.seccomp_notif_resp);
+    chld_pending = 1;
+    for (;;) {
+        if (chld_pending) {
+            chld_pending = 0;
+            pid_t w;
+            while ((w = waitpid(c, &status, __WALL | WNOHANG)) == c) {
+                if (WIFEXITED(status) || WIFSIGNALED(status))
+                    return status;
+                int event = status >> 16, sig = event ? 0 : WSTOPSIG(status);
+                if (event == PTRACE_EVENT_SECCOMP && opens)
+                    open_from_slot(c, &status);
+                ptrace(PTRACE_CONT, c, 0, sig);
+            }
+            if (w < 0)
+                return status;
+        }
+        memset(req, 0, sizes.seccomp_notif);
+        if (recv_ioctl(listener, req) < 0)
+            continue;
+        memset(resp, 0, sizes.seccomp_notif_resp);
+        resp->id = req->id;
+        int rc = stat_for(req->pid, req->data.args[1], req->data.args[2]);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) < 0)
+            continue;
+        resp->error = rc;
+        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp);
+    }
+}
+
 /* The mixed modes' tracer and supervisor (see the top); the child's wait status. */
 static int supervise_mixed(pid_t c, int channel, int fallback)
 {
@@ -387,6 +477,8 @@ int main(int argc, char **argv)
     int status;
     if (traced) {
         status = trace(c, strstr(mode, "emulate-regs") ? 2 : strstr(mode, "emulate") != NULL);
+    } else if (mixed && strstr(mode, "-sig-")) {
+        status = supervise_mixed_sig(c, channel[0]);
     } else if (mixed) {
         status = supervise_mixed(c, channel[0], strstr(mode, "fallback") != NULL);
     } else {
