@@ -310,6 +310,8 @@ static long recv_ioctl(int fd, void *req)
 
 static void on_chld(int sig, siginfo_t *si, void *ctx)
 {
+    (void)sig;
+    (void)si;
     ucontext_t *uc = ctx;
     greg_t rip = uc->uc_mcontext.gregs[REG_RIP];
     chld_pending = 1;
