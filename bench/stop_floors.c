@@ -280,6 +280,18 @@ static void supervise(pid_t c, int channel, int emulate)
     }
 }
 
+/* The mixed modes' start: the child seized, told to go on, and its listener taken (its fd
+ * number comes back through the channel); -1 when the child is gone. */
+static int seize_and_listen(pid_t c, int channel)
+{
+    ptrace(PTRACE_SEIZE, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
+    char go = 1, n;
+    if (write(channel, &go, 1) != 1 || read(channel, &n, 1) != 1)
+        return -1;
+    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
+    return (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
+}
+
 /* mixed-sig: a SIGCHLD the loop has not looked at yet; and the window of recv_ioctl in which
  * one must not let the RECV start (its labels). */
 volatile int chld_pending;
@@ -322,13 +334,10 @@ static void on_chld(int sig, siginfo_t *si, void *ctx)
 /* The mixed-sig modes' loop (see the top); the child's wait status. */
 static int supervise_mixed_sig(pid_t c, int channel)
 {
-    ptrace(PTRACE_SEIZE, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
-    char go = 1, n;
     int status = 0;
-    if (write(channel, &go, 1) != 1 || read(channel, &n, 1) != 1)
+    int listener = seize_and_listen(c, channel);
+    if (listener < 0)
         return status;
-    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
-    int listener = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
     struct sigaction sa = {.sa_sigaction = on_chld, .sa_flags = SA_SIGINFO};  /* no restart */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGCHLD, &sa, NULL);
@@ -368,13 +377,10 @@ static int supervise_mixed_sig(pid_t c, int channel)
 /* The mixed modes' tracer and supervisor (see the top); the child's wait status. */
 static int supervise_mixed(pid_t c, int channel, int fallback)
 {
-    ptrace(PTRACE_SEIZE, c, 0, PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL);
-    char go = 1, n;
     int status = 0;
-    if (write(channel, &go, 1) != 1 || read(channel, &n, 1) != 1)
+    int listener = seize_and_listen(c, channel);
+    if (listener < 0)
         return status;
-    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
-    int listener = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
