@@ -38,14 +38,16 @@ def fd_operand(fd_arg: int, intent: Intent = W) -> Operand:
     return Operand(path=-1, dirfd=fd_arg, intent=intent, follow=True, null_means_fd=True)
 
 
-def emulated(*ops: Operand, do: Do,
-             refuse: Callable[[Stop, Context], int | None] | None = None
+Refusal = Callable[[Stop, Context], Deny | None]
+
+
+def emulated(*ops: Operand, do: Do, refuse: Refusal | None = None
              ) -> Callable[[Stop, Context], Action]:
-    """Handler of a changing call: decide each operand, then let the overlay do it."""
+    """Handler of a changing call: unless `refuse` answers it first, decide each operand,
+    then let the overlay do it."""
     def handler(stop: Stop, ctx: Context) -> Action:
-        if refuse is not None and (err := refuse(stop, ctx)) is not None:
-            return Deny(err, Note(rule="builtin:no-devices",
-                                  detail="device nodes are not created"))
+        if refuse is not None and (denied := refuse(stop, ctx)) is not None:
+            return denied
         decided: list[Decided] = []
         for op in ops:
             d = decide(stop, ctx, op)
@@ -66,31 +68,21 @@ def emulated(*ops: Operand, do: Do,
     return handler
 
 
-def rename_call(src: Operand, dst: Operand, do: Do) -> Callable[[Stop, Context], Action]:
-    """Handler of rename(at)(2): emulated, after the kernel's rule for trailing slashes."""
-    moved = emulated(src, dst, do=do)
-
-    def handler(stop: Stop, ctx: Context) -> Action:
-        if slash_on_a_non_directory(stop, ctx, src, dst):
-            return Deny(errno.ENOTDIR, native=True)
-        return moved(stop, ctx)
-    handler.__doc__ = moved.__doc__
-    return handler
+def slashed_rename(src: Operand, dst: Operand) -> Refusal:
+    """rename(at)(2)'s refusal: ENOTDIR by the kernel's rule for trailing slashes."""
+    def refuse(stop: Stop, ctx: Context) -> Deny | None:
+        return Deny(errno.ENOTDIR, native=True) \
+            if slash_on_a_non_directory(stop, ctx, src, dst) else None
+    return refuse
 
 
-def removal_call(op: Operand, do: Do, removes_dir: Callable[[Stop], bool]
-                 ) -> Callable[[Stop, Context], Action]:
-    """Handler of rmdir, unlink and unlinkat (removes_dir: whether the call is an rmdir):
-    emulated, "name/" failing as the kernel's calls fail it."""
-    removed = emulated(op, do=do)
-
-    def handler(stop: Stop, ctx: Context) -> Action:
+def slashed_remove(op: Operand, removes_dir: Callable[[Stop], bool]) -> Refusal:
+    """rmdir, unlink and unlinkat's refusal (removes_dir: whether the call is an rmdir):
+    "name/" failing as the kernel's calls fail it."""
+    def refuse(stop: Stop, ctx: Context) -> Deny | None:
         err = slashed_removal(stop, ctx, op, removes_dir(stop))
-        if err is not None:
-            return Deny(err, native=True)
-        return removed(stop, ctx)
-    handler.__doc__ = removed.__doc__
-    return handler
+        return None if err is None else Deny(err, native=True)
+    return refuse
 
 
 def kernel_write(op: Operand) -> Callable[[Stop, Context], Action]:
@@ -143,14 +135,15 @@ def virtual_devices(ctx: Context) -> bool:
     return ctx.policy.identity is not None
 
 
-def no_devices(mode_arg: int) -> Callable[[Stop, Context], int | None]:
+def no_devices(mode_arg: int) -> Refusal:
     """EPERM for a device node, unless a virtual identity holding CAP_MKNOD makes one."""
-    def refuse(stop: Stop, ctx: Context) -> int | None:
+    def refuse(stop: Stop, ctx: Context) -> Deny | None:
         fmt = statmod.S_IFMT(stop.arg(mode_arg))
-        if fmt not in (statmod.S_IFCHR, statmod.S_IFBLK):
+        if fmt not in (statmod.S_IFCHR, statmod.S_IFBLK) or (
+                virtual_devices(ctx) and ctx.capable(stop.tid, CAP_MKNOD)):
             return None
-        return None if virtual_devices(ctx) and ctx.capable(stop.tid, CAP_MKNOD) \
-            else errno.EPERM
+        return Deny(errno.EPERM, Note(rule="builtin:no-devices",
+                                      detail="device nodes are not created"))
     return refuse
 
 

@@ -36,6 +36,10 @@ def _access_intent(mode_arg: int, path_arg: int):
 
 
 _NF = dict(follow_default=False)
+# The name a removal or rename takes away, and the one a rename makes.
+_GONE, _GONE_AT = plain(0, D, False), at(0, 1, D, None, **_NF)
+_TO, _TO_AT = plain(1, C, False), at(2, 3, C, None, **_NF)
+
 HANDLERS = {
     "open": sys_open,
     "creat": sys_creat,
@@ -71,15 +75,17 @@ HANDLERS = {
                       refuse=no_devices(1)),
     "mknodat": emulated(making(at(0, 1, C, None, **_NF), MAKES), do=ch.mknod_do(2, 3),
                         refuse=no_devices(2)),
-    "rmdir": ch.removal_call(plain(0, D, False), ch.rmdir_do, lambda s: True),
-    "unlink": ch.removal_call(plain(0, D, False), ch.unlink_do, lambda s: False),
-    "unlinkat": ch.removal_call(at(0, 1, D, None, **_NF), ch.unlinkat_do,
-                                lambda s: bool(s.arg(2) & AT_REMOVEDIR)),
-    "rename": ch.rename_call(plain(0, D, False), plain(1, C, False), ch.rename_do(None)),
-    "renameat": ch.rename_call(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF),
-                               ch.rename_do(None)),
-    "renameat2": ch.rename_call(at(0, 1, D, None, **_NF), at(2, 3, C, None, **_NF),
-                                ch.rename_do(4)),
+    "rmdir": emulated(_GONE, do=ch.rmdir_do, refuse=ch.slashed_remove(_GONE, lambda s: True)),
+    "unlink": emulated(_GONE, do=ch.unlink_do,
+                       refuse=ch.slashed_remove(_GONE, lambda s: False)),
+    "unlinkat": emulated(_GONE_AT, do=ch.unlinkat_do,
+                         refuse=ch.slashed_remove(_GONE_AT,
+                                                  lambda s: bool(s.arg(2) & AT_REMOVEDIR))),
+    "rename": emulated(_GONE, _TO, do=ch.rename_do(None), refuse=ch.slashed_rename(_GONE, _TO)),
+    "renameat": emulated(_GONE_AT, _TO_AT, do=ch.rename_do(None),
+                         refuse=ch.slashed_rename(_GONE_AT, _TO_AT)),
+    "renameat2": emulated(_GONE_AT, _TO_AT, do=ch.rename_do(4),
+                          refuse=ch.slashed_rename(_GONE_AT, _TO_AT)),
     "link": ch.link_call(plain(0, W, False), making(plain(1, C, False), MAKES)),
     "linkat": ch.link_call(at(0, 1, W, 4, follow_flag=AT_SYMLINK_FOLLOW),
                            making(at(2, 3, C, None, **_NF), MAKES)),
