@@ -29,13 +29,17 @@ if False:                           # for annotations only: typing costs a warm 
 _VALUED = {"--policy": "policy_file", "--app": "app_name", "--log": "log_file"}
 _FILES = ("policy_file", "log_file")        # click.Path(dir_okay=False) in cli_run
 _COMPLETION = "_APPVIRT_COMPLETE"           # click's shell completion asks through it
+# Set by the C client (bin/appvirt.c) when it has asked the warm server and is becoming this
+# executable: not to be asked twice. Removed at once: the program never sees it.
+_ASKED = "_APPVIRT_SERVER_ASKED"
 
 
 def console() -> NoReturn:
     """The `appvirt` executable (and `python -m appvirt`)."""
     args = sys.argv[1:]
     params = plain_run(args)
-    if params is not None:
+    asked = os.environ.pop(_ASKED, None) is not None
+    if params is not None and not asked:
         from .warm.client import run_warm
         status = run_warm(args)
         if status is not None:

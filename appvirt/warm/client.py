@@ -25,6 +25,9 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # python in a venv are one).
 ORIGIN = (PACKAGE, sys.prefix, os.path.realpath(sys.executable))
 SERVER_ENV = "APPVIRT_SERVER"       # "off": never ask the server
+# The origin of bin/appvirt.c's requests: (C_ORIGIN, the interpreter as bytes), the command
+# line as bytes.
+C_ORIGIN = "c1"
 
 
 def socket_path(home: str) -> str:

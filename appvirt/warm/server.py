@@ -4,7 +4,8 @@ each warm run a client hands it (client.py), so runs skip the imports of a cold 
 The server listens on `$APPVIRT_HOME/run/server.sock` (a directory only its user can enter),
 answers only its own user (SO_PEERCRED), and forks a run only for a client whose process
 context the run would inherit unchanged (peer.py) and whose appvirt is the server's own code,
-unchanged on disk since the server started (else it refuses, and exits when the code
+unchanged on disk since the server started (a Python client's ORIGIN, or the C client's
+interpreter, bin/appvirt.c) (else it refuses, and exits when the code
 changed: the client starts cold). The forked tracer takes the client's standard fds, cwd,
 environment, umask, resource limits, CPUs and nice value, runs the command line as a cold
 appvirt would (entry.main), and sends the exit status; if the client goes away first, the
@@ -28,7 +29,7 @@ from typing import NamedTuple
 from ..entry import import_quietly
 from ..errors import AppvirtError
 from . import peer, wire
-from .client import ORIGIN, PACKAGE, socket_path
+from .client import C_ORIGIN, ORIGIN, PACKAGE, socket_path
 from .codewatch import CodeWatch
 
 POLL_SECONDS = 0.2          # how soon a tracer killed by a signal is reported
@@ -125,6 +126,7 @@ class Server:
                 self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
             elif kind == "run" and len(fds) == 3 and len(message) == 4:
+                argv = _command_line(message[2])
                 reason, context = self._refusal(pid, message[1], message[3])
                 if reason is not None:
                     self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
@@ -138,7 +140,7 @@ class Server:
                     for other in self.children.values():
                         other.close()
                     self.code.close()
-                    _run_forked(conn, pid, context, message[2], message[3], fds)
+                    _run_forked(conn, pid, context, argv, message[3], fds)
                 self.children[child] = conn
                 self.counts = self.counts._replace(served=self.counts.served + 1)
         finally:
@@ -149,7 +151,7 @@ class Server:
                  ) -> tuple[str | None, peer.ProcessContext | None]:
         """Why the server will not fork this client's run (None: it will), and the client's
         context, read for it (the run takes its umask)."""
-        if origin != ORIGIN:
+        if not runs_this_code(origin):
             return f"the client's appvirt or interpreter is another ({origin})", None
         if peer.interpreter_env(environ) != self.interpreter_env:
             return "the client's interpreter variables (PYTHON*, LC_*, LANG) differ", None
@@ -189,6 +191,38 @@ class Server:
                 pass
             self.listener.close()
             os.close(self.lock)
+
+
+def runs_this_code(origin: tuple) -> bool:
+    """Whether a client of this origin would run this server's code cold: a Python client's
+    ORIGIN, or the C client's (C_ORIGIN, the interpreter of the script it would become),
+    naming this server's interpreter: the same file and the same venv, whose packages are
+    the server's (the PYTHON* variables are compared apart)."""
+    if origin == ORIGIN:
+        return True
+    if len(origin) != 2 or origin[0] != C_ORIGIN or not isinstance(origin[1], bytes):
+        return False
+    interpreter = os.fsdecode(origin[1])
+    return (os.path.isabs(interpreter) and os.path.realpath(interpreter) == ORIGIN[2]
+            and prefix_of(interpreter) == sys.prefix)
+
+
+def _command_line(items: object) -> list[str]:
+    """A request's command line: a Python client's strs, or the C client's bytes as this
+    interpreter decodes its own arguments (ValueError: neither)."""
+    if not isinstance(items, list) or not all(isinstance(a, (str, bytes)) for a in items):
+        raise ValueError("not a command line")
+    return [os.fsdecode(a) for a in items]
+
+
+def prefix_of(interpreter: str) -> str:
+    """sys.prefix of the interpreter at this path, which is this server's file: its venv's
+    directory (site.venv: a pyvenv.cfg beside it or one level up), else the base prefix."""
+    bin_dir = os.path.dirname(os.path.abspath(interpreter))
+    venv = os.path.dirname(bin_dir)
+    if any(os.path.isfile(os.path.join(d, "pyvenv.cfg")) for d in (bin_dir, venv)):
+        return venv
+    return sys.base_prefix
 
 
 def _listen(path: str) -> socket.socket:

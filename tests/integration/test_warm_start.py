@@ -1,6 +1,8 @@
 """Warm starts (`appvirt server`): a run forked by the server sees what a cold run would see,
 its client ends the way the run ended, nothing outlives either of them, and a client whose
-context a forked run could not have is refused and starts cold."""
+context a forked run could not have is refused and starts cold. The client-side tests run
+with both clients: the Python one (`python -m appvirt`) and the C one (bin/appvirt.c, which
+`pip install` makes the `appvirt` executable, beside the Python one as `appvirt-py`)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import hashlib
 import os
 import re
 import signal
+import shutil
 import subprocess
+import sys
 import termios
 import time
 from pathlib import Path
@@ -19,9 +23,37 @@ import psutil
 import pytest
 
 from appvirt.warm import server as warm_server
-from tests.conftest import appvirt_cmd
+from tests.conftest import REPO, appvirt_cmd
 
 PR_SET_NO_NEW_PRIVS = 38
+
+
+def install_c_client(bin_dir: Path, shebang: str | None = None) -> Path:
+    """bin/appvirt.c built as bin_dir/appvirt, with the Python executable beside it as pip
+    installs it (its first line the interpreter); the C client's path."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(bin_dir / "appvirt"),
+                    str(REPO / "bin" / "appvirt.c")], check=True, timeout=120)
+    body = (REPO / "bin" / "appvirt").read_text().split("\n", 1)[1]
+    python = bin_dir / "appvirt-py"
+    python.write_text((shebang or f"#!{sys.executable}\n") + body)
+    python.chmod(0o755)
+    return bin_dir / "appvirt"
+
+
+@pytest.fixture(scope="module")
+def c_client(tmp_path_factory) -> Path:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    return install_c_client(tmp_path_factory.mktemp("c-client") / "bin")
+
+
+@pytest.fixture(params=["python", "c"])
+def client(request) -> list[str]:
+    """How `appvirt` is started: the Python client, or the C client in front of it."""
+    if request.param == "python":
+        return appvirt_cmd()
+    return [str(request.getfixturevalue("c_client"))]
 
 
 def _status(env=None) -> subprocess.CompletedProcess[str]:
@@ -63,15 +95,16 @@ def server(home: Path, ptrace_ok: None):
             pass
 
 
-def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None, timeout: float = 60,
+          client: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """`appvirt run ARGS` with no controlling terminal (a session of its own), as CI has it."""
-    return subprocess.run(appvirt_cmd("run", *args), capture_output=True, text=True,
+    return subprocess.run([*(client or appvirt_cmd()), "run", *args], capture_output=True,
+                          text=True,
                           cwd=cwd, env=env, input=input, preexec_fn=preexec_fn,
                           start_new_session=True, timeout=timeout)
 
 
-def test_a_warm_run_sees_what_a_cold_one_sees(server, tmp_path):
+def test_a_warm_run_sees_what_a_cold_one_sees(server, tmp_path, client):
     def context():
         os.umask(0o027)
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -88,7 +121,7 @@ def test_a_warm_run_sees_what_a_cold_one_sees(server, tmp_path):
         before = _counts()[1]
         r = _warm("--", "sh", "-c", script, cwd=tmp_path, input="a line\n",
                   env={**env, "APPVIRT_SERVER": "on" if mode == "warm" else "off"},
-                  preexec_fn=context)
+                  preexec_fn=context, client=client)
         assert _counts()[1] == before + (mode == "warm"), mode
         results[mode] = (r.returncode, r.stdout, r.stderr)
     assert results["warm"] == results["cold"]
@@ -115,17 +148,18 @@ def test_a_warm_run_changes_the_overlay_not_the_host(server, tmp_path):
     assert str(target) in diff.stdout
 
 
-def test_the_client_dies_the_way_the_run_ended(server):
-    r = _warm("--", "sh", "-c", "kill -TERM $$")
+def test_the_client_dies_the_way_the_run_ended(server, client):
+    r = _warm("--", "sh", "-c", "kill -TERM $$", client=client)
     assert r.returncode == 128 + signal.SIGTERM
-    r = _warm("--", "/nonexistent/program")
+    r = _warm("--", "/nonexistent/program", client=client)
     assert r.returncode == 127 and r.stderr == "appvirt: /nonexistent/program: No such file " \
         "or directory\n"
     assert _counts()[1:3] == (2, 0)
 
 
-def _spawn_warm(*command: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(appvirt_cmd("run", "--", *command), stdout=subprocess.PIPE,
+def _spawn_warm(*command: str, client: list[str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([*(client or appvirt_cmd()), "run", "--", *command],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -140,47 +174,47 @@ def _tracer_of(server: psutil.Process, program: str) -> psutil.Process:
     raise AssertionError(f"the server forked no tracer running {program}")
 
 
-def _sleeping_run(server: psutil.Process
+def _sleeping_run(server: psutil.Process, client: list[str] | None = None
                   ) -> tuple[subprocess.Popen[str], psutil.Process, list[psutil.Process]]:
     """A warm run of `sleep 60`: its client, its tracer and the tracer's children."""
-    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60")
+    p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60", client=client)
     assert p.stdout.readline() == "ready\n"
     tracer = _tracer_of(server, "sleep")
     return p, tracer, tracer.children()
 
 
-def test_signals_to_the_client_reach_the_program(server):
+def test_signals_to_the_client_reach_the_program(server, client):
     p = _spawn_warm("sh", "-c", "trap 'echo got TERM; exit 42' TERM; echo ready; "
-                    "while :; do sleep 0.05; done")
+                    "while :; do sleep 0.05; done", client=client)
     assert p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=20) == 42
     assert p.stdout.read() == "got TERM\n"
 
 
-def test_a_killed_client_takes_its_run_with_it(server):
-    p, tracer, program = _sleeping_run(server)
+def test_a_killed_client_takes_its_run_with_it(server, client):
+    p, tracer, program = _sleeping_run(server, client)
     p.kill()
     p.wait(timeout=10)
     gone, alive = psutil.wait_procs([tracer, *program], timeout=15)
     assert not alive
 
 
-def test_a_killed_tracer_is_reported_as_its_death(server):
-    p, tracer, program = _sleeping_run(server)
+def test_a_killed_tracer_is_reported_as_its_death(server, client):
+    p, tracer, program = _sleeping_run(server, client)
     tracer.kill()
     assert p.wait(timeout=20) == -signal.SIGKILL       # what a killed cold appvirt gives
     gone, alive = psutil.wait_procs(program, timeout=15)
     assert not alive
 
 
-def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server):
+def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server, client):
     master, slave = os.openpty()
 
     def with_terminal():
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
-    r = subprocess.run(appvirt_cmd("run", "--", "sh", "-c", "tty; echo ok"),
+    r = subprocess.run([*client, "run", "--", "sh", "-c", "tty; echo ok"],
                        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        start_new_session=True, preexec_fn=with_terminal, timeout=60)
     os.close(master)
@@ -191,7 +225,7 @@ def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server):
     def no_new_privs():
         assert ctypes.CDLL(None).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
 
-    r = _warm("--", "sh", "-c", "echo ok", preexec_fn=no_new_privs)
+    r = _warm("--", "sh", "-c", "echo ok", preexec_fn=no_new_privs, client=client)
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
     _, served, refused, last = _counts()
     assert (served, refused) == (0, 1) and last.startswith("a different NoNewPrivs")
@@ -307,7 +341,7 @@ def test_a_stopped_server_can_be_replaced_at_once(server):
         replacement.wait(timeout=20)
 
 
-def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrace_ok):
+def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrace_ok, client):
     home = tmp_path / ("a-long-appvirt-home-" * 6)
     monkeypatch.setenv("APPVIRT_HOME", str(home))
     assert len(str(home / "run" / "server.sock")) > 108
@@ -315,7 +349,7 @@ def test_a_home_longer_than_a_socket_path_is_served(tmp_path, monkeypatch, ptrac
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     try:
-        w = _warm("--", "sh", "-c", "echo served")
+        w = _warm("--", "sh", "-c", "echo served", client=client)
         assert (w.returncode, w.stdout) == (0, "served\n"), w.stderr
         assert _counts()[1] == 1
     finally:
@@ -347,8 +381,8 @@ def test_a_run_of_a_server_started_on_a_terminal_has_no_terminal(home, ptrace_ok
         os.close(slave)
 
 
-def test_a_tracer_that_dies_with_no_server_left_is_reported_in_one_line(server):
-    p, tracer, _ = _sleeping_run(server)
+def test_a_tracer_that_dies_with_no_server_left_is_reported_in_one_line(server, client):
+    p, tracer, _ = _sleeping_run(server, client)
     server.kill()                     # the run goes on without its server...
     server.wait(timeout=20)
     assert p.poll() is None
@@ -356,3 +390,55 @@ def test_a_tracer_that_dies_with_no_server_left_is_reported_in_one_line(server):
     assert p.wait(timeout=20) == 125
     assert p.stderr.read() == ("appvirt: internal error: the warm server's tracer ended "
                                "without a status\n")
+
+
+# -- the C client alone ------------------------------------------------------------------------
+
+def test_the_c_client_is_the_python_appvirt_for_everything_it_does_not_hand_over(
+        c_client, home, ptrace_ok):
+    """No server: every command line is the Python executable's, which it becomes."""
+    version = subprocess.run([str(c_client), "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert (version.returncode, version.stdout.startswith("appvirt, version")) == (0, True)
+    r = _warm("--", "sh", "-c", "echo cold; exit 3", client=[str(c_client)])
+    assert (r.returncode, r.stdout, r.stderr) == (3, "cold\n", "")
+    status = subprocess.run([str(c_client), "server", "status"], capture_output=True,
+                            text=True, timeout=60)
+    assert (status.returncode, status.stdout) == (1, "no server runs\n")
+
+
+def test_the_c_client_of_another_venv_is_refused_and_starts_cold(server, tmp_path):
+    """Same interpreter file, another venv (whose packages could be another appvirt): the
+    server refuses, and the run starts cold with that venv's interpreter."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    real = Path(os.path.realpath(sys.executable))
+    (venv / "bin" / "python").symlink_to(real)
+    (venv / "pyvenv.cfg").write_text(f"home = {real.parent}\n")
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "appvirt-dev.pth").write_text(f"{REPO}\n" + "\n".join(
+        p for p in sys.path if p.endswith("site-packages")) + "\n")
+    client = install_c_client(tmp_path / "bin", f"#!{venv / 'bin' / 'python'}\n")
+    r = _warm("--", "sh", "-c", "echo cold", client=[str(client)])
+    assert (r.returncode, r.stdout) == (0, "cold\n"), r.stderr
+    _, served, refused, last = _counts()
+    assert served == 0 and refused >= 1
+    assert last.startswith("the client's appvirt or interpreter is another")
+
+
+def test_a_first_line_the_c_client_does_not_read_leaves_the_asking_to_python(server, tmp_path):
+    """An interpreter with an argument is not what pip writes: the Python client asks, once."""
+    client = install_c_client(tmp_path / "bin", f"#!{sys.executable} -u\n")
+    r = _warm("--", "sh", "-c", "echo served", client=[str(client)])
+    assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
+    assert _counts()[1:3] == (1, 0)
+
+
+def test_the_c_client_without_its_python_executable_says_so(tmp_path):
+    client = install_c_client(tmp_path / "bin")
+    (tmp_path / "bin" / "appvirt-py").unlink()
+    r = subprocess.run([str(client), "--version"], capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (125, "")
+    assert r.stderr == (f"appvirt: cannot start {tmp_path / 'bin' / 'appvirt-py'}: "
+                        "No such file or directory\n")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "appvirt"
@@ -66,3 +70,29 @@ def test_the_executable_runs_the_command_line():
     done = subprocess.run([sys.executable, str(REPO / "bin" / "appvirt"), "--version"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and done.stdout.startswith("appvirt, version"), done
+
+
+@pytest.mark.parametrize("compiler", ["cc", "false"])
+def test_the_installed_executables_are_the_c_client_and_the_python_one_beside_it(
+        tmp_path, compiler):
+    """setup.py's build_scripts (what `pip install` runs): with a compiler, `appvirt` is
+    bin/appvirt.c and `appvirt-py` the script; without one, `appvirt` is the script (and a
+    build again gives the same)."""
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no {compiler}")
+    for name in ("setup.py", "pyproject.toml", "README.md", "bin"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "setup.py", "-q", "build_scripts", "-d", "out"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "CC": compiler})
+        assert done.returncode == 0, done.stderr
+        built = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+        script = (REPO / "bin" / "appvirt").read_bytes().split(b"\n", 1)[1]
+        if compiler == "false":
+            assert set(built) == {"appvirt"} and built["appvirt"].endswith(script)
+            assert "the C client of warm starts is not built" in done.stderr
+        else:
+            assert set(built) == {"appvirt", "appvirt-py"}
+            assert built["appvirt"].startswith(b"\x7fELF")
+            assert built["appvirt-py"].startswith(b"#!") and built["appvirt-py"].endswith(script)

@@ -189,3 +189,52 @@ def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path, monkeypatch):
                                     "available here (EINVAL)")
     assert not (tmp_path / "run" / "server.sock").exists()
     os.close(server._lock(str(tmp_path)))         # and it left the home's lock free
+
+
+def test_a_c_client_runs_this_code_only_with_this_interpreter_and_venv(tmp_path):
+    from appvirt.warm.client import C_ORIGIN, ORIGIN
+    from appvirt.warm.server import runs_this_code
+    assert runs_this_code(ORIGIN)
+    assert runs_this_code((C_ORIGIN, os.fsencode(sys.executable)))
+    other_venv = tmp_path / "venv"
+    (other_venv / "bin").mkdir(parents=True)
+    (other_venv / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    (other_venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    for refused in [(C_ORIGIN, os.fsencode(other_venv / "bin" / "python")),  # its packages
+                    (C_ORIGIN, b"/bin/sh"), (C_ORIGIN, os.path.basename(sys.executable).encode()),
+                    (C_ORIGIN, sys.executable), ("c0", os.fsencode(sys.executable)),
+                    (C_ORIGIN,), (), ORIGIN[:2]]:
+        assert not runs_this_code(refused), refused
+
+
+@pytest.mark.parametrize("where", ["bin", "venv", None])
+def test_an_interpreters_prefix_is_the_one_site_gives_it(tmp_path, where):
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    if where:
+        cfg = tmp_path / "venv" / ("bin" if where == "bin" else "") / "pyvenv.cfg"
+        cfg.write_text("home = /usr/bin\n")
+    from appvirt.warm.server import prefix_of
+    expected = str(tmp_path / "venv") if where else sys.base_prefix
+    assert prefix_of(str(tmp_path / "venv" / "bin" / "python3")) == expected
+
+
+def test_a_command_line_of_bytes_is_decoded_as_the_interpreter_decodes_its_own():
+    from appvirt.warm.server import _command_line
+    assert _command_line(["run", b"caf\xc3\xa9", b"\xff"]) == ["run", "café", "\udcff"]
+    for bad in [("run",), ["run", 1], None, "run"]:
+        with pytest.raises(ValueError):
+            _command_line(bad)
+
+
+def test_the_c_clients_word_that_it_asked_is_gone_before_anything_runs():
+    """It keeps the Python client from asking again, and the program never sees it."""
+    code = ("import os, sys; from appvirt import entry; from appvirt.warm import client; "
+            "client.run_warm = lambda args: print('asked'); "
+            "entry._command = lambda args, params: (print('cold', os.environ.get("
+            "'_APPVIRT_SERVER_ASKED')), (0, False))[1]; "
+            "sys.argv = ['appvirt', 'run', '--', 'true']; entry.console()")
+    for asked, said in [({"_APPVIRT_SERVER_ASKED": "1"}, "cold None\n"),
+                        ({}, "asked\ncold None\n")]:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, **asked}, timeout=60)
+        assert (r.returncode, r.stdout) == (0, said), r.stderr
