@@ -10,7 +10,6 @@ Both are optional: without a C compiler or Python's headers the install still su
 """
 
 import os
-import sysconfig
 
 from setuptools import Extension, setup
 from distutils.command.build_scripts import build_scripts    # setuptools' own copy
