@@ -44,6 +44,14 @@ def _session_home(tmp_path_factory: pytest.TempPathFactory):
         os.environ["APPVIRT_HOME"] = before
 
 
+@pytest.fixture(autouse=True)
+def _no_policy_built_before():
+    """Each test loads its policies afresh: the loader keeps the ones built in its process
+    (for a warm server's runs), which would hide one test's cache files from the next."""
+    from appvirt.policy import loader
+    loader._loaded.clear()
+
+
 @pytest.fixture(scope="session")
 def ptrace_ok() -> None:
     problem = _ptrace_problem()

@@ -211,23 +211,37 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
     return instance
 
 
+# Policies built in this process, by their text and default app name (a policy's records
+# are immutable; only its source, the file named in messages, differs between files).
+_loaded: dict[tuple[str, str], Policy] = {}
+LOADED_MAX = 16
+
+
 def load_policy_text(text: str, file: str = "<policy>", *, default_app: str = "app",
                      remember_valid: bool = False) -> Policy:
     """Parse and validate policy text; raise PolicyError on any problem. remember_valid:
     remember the checked form of a text that loads cleanly under APPVIRT_HOME, and use it when
-    the same text comes again (see _cache_file), for the start-up of `appvirt run`."""
+    the same text comes again (see _cache_file), for the start-up of `appvirt run`; and keep
+    the policy built in this process for the same text again (a warm server builds the
+    default policy, and the runs it forks find it: 1 ms of each)."""
+    if remember_valid and (known := _loaded.get((text, default_app))) is not None:
+        return known if known.source == file else known._replace(source=file)
     cached = _cache_file(text) if remember_valid else None
+    policy = None
     if cached is not None and (data := _recall(cached)) is not None:
         try:
-            return _build(data, {}, file, default_app)
+            policy = _build(data, {}, file, default_app)
         except PolicyError:
             pass        # not from a policy that loaded before; read it again for the line
-    data, lines = _checked(text, file)
-    # What the cache would hold, taken before _build adds the app name.
-    checked = json.dumps(data) if cached is not None and _json_exact(data) else None
-    policy = _build(data, lines, file, default_app)
-    if checked is not None:
-        _remember(cached, checked)
+    if policy is None:
+        data, lines = _checked(text, file)
+        # What the cache would hold, taken before _build adds the app name.
+        checked = json.dumps(data) if cached is not None and _json_exact(data) else None
+        policy = _build(data, lines, file, default_app)
+        if checked is not None:
+            _remember(cached, checked)
+    if remember_valid and len(_loaded) < LOADED_MAX:
+        _loaded[(text, default_app)] = policy
     return policy
 
 

@@ -251,8 +251,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
     overlay, fs = open_filesystem(policy, app)
-    prog = seccomp.build_filter(table, traced_calls(table, policy, overlay.empty,
-                                                    bool(overlay.meta)))
+    packed = seccomp.packed_filter(table, traced_calls(table, policy, overlay.empty,
+                                                       bool(overlay.meta)))
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)
     if store is not None:
@@ -262,7 +262,7 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
-    packed, reset = seccomp.PackedFilter(prog), _signals_not_default()
+    reset = _signals_not_default()
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         os.close(go_w)

@@ -126,7 +126,14 @@ def trace_data(table: SyscallTable, entry: SyscallEntry) -> int:
     return index | (DATA_NEEDS_EXIT if entry.needs_exit else 0)
 
 
-_built: dict[tuple, tuple[Insn, ...]] = {}      # this process's filters (a warm server's too)
+# This process's filters (a warm server's too), and the same packed for the kernel.
+_built: dict[tuple, tuple[Insn, ...]] = {}
+_packed: dict[tuple, "PackedFilter"] = {}
+
+
+def _filter_key(table: SyscallTable,
+                traced: Mapping[str, tuple[TraceCondition, ...]] | None) -> tuple:
+    return (id(table), None if traced is None else tuple(sorted(traced.items())))
 
 
 def build_filter(table: SyscallTable,
@@ -135,11 +142,23 @@ def build_filter(table: SyscallTable,
     which each stops (SyscallEntry.conditions); default: every entry, as declared. Each one
     is built once a process (2 ms): a warm server builds the default policy's, and its runs
     find them built."""
-    key = (id(table), None if traced is None else tuple(sorted(traced.items())))
+    key = _filter_key(table, traced)
     prog = _built.get(key)
     if prog is None:
         prog = _built[key] = tuple(_build(table, traced))
     return list(prog)
+
+
+def packed_filter(table: SyscallTable,
+                  traced: Mapping[str, tuple[TraceCondition, ...]] | None = None
+                  ) -> "PackedFilter":
+    """build_filter's program packed (PackedFilter), also once a process (0.6 ms): a run
+    forked by a warm server finds the default policy's packed. Shared: nothing writes it."""
+    key = _filter_key(table, traced)
+    packed = _packed.get(key)
+    if packed is None:
+        packed = _packed[key] = PackedFilter(build_filter(table, traced))
+    return packed
 
 
 def _build(table: SyscallTable,

@@ -60,9 +60,9 @@ def preload() -> None:
     from ..tracer import launcher, seccomp
     seccomp.check_available()
     loader._cache_salt()
-    policy = loader.load_policy(run.default_policy_path())
+    policy = loader.load_policy(run.default_policy_path(), remember_valid=True)
     for empty, meta in ((True, False), (False, False), (False, True)):
-        seccomp.build_filter(run.TABLE, launcher.traced_calls(run.TABLE, policy, empty, meta))
+        seccomp.packed_filter(run.TABLE, launcher.traced_calls(run.TABLE, policy, empty, meta))
 
 
 class Server:

@@ -158,6 +158,7 @@ def test_a_policy_loaded_once_is_remembered_and_not_read_again(tmp_path, monkeyp
         raise AssertionError("read again")
     monkeypatch.setattr(loader, "_validator", neither_parsed_nor_validated)
     monkeypatch.setattr(loader, "_policy_loader", neither_parsed_nor_validated)
+    loader._loaded.clear()              # as in another process: the cache file alone
     again = loader.load_policy_text(good, "p.yaml", remember_valid=True)
     assert again == first and again.raw == first.raw
     # Without remember_valid, nothing is taken from the cache.
@@ -171,6 +172,26 @@ def test_a_policy_loaded_once_is_remembered_and_not_read_again(tmp_path, monkeyp
                                    remember_valid=True).app == "a"
     assert loader.load_policy_text(unnamed, "b.yaml", default_app="b",
                                    remember_valid=True).app == "b"
+
+
+def test_a_policy_built_once_is_built_again_only_in_another_process(tmp_path, monkeypatch):
+    """What a warm server's runs find: the policy built, its source the file named now."""
+    from appvirt.policy import loader
+    monkeypatch.setenv("APPVIRT_HOME", str(tmp_path))
+    text = "files: {default: overlay, rules: [{path: /x/**, mode: hidden}]}\n"
+    first = loader.load_policy_text(text, "a/p.yaml", default_app="p", remember_valid=True)
+
+    def not_again(*_args):
+        raise AssertionError("built again")
+    monkeypatch.setattr(loader, "_build", not_again)
+    monkeypatch.setattr(loader, "_recall", not_again)
+    assert loader.load_policy_text(text, "a/p.yaml", default_app="p",
+                                   remember_valid=True) is first
+    elsewhere = loader.load_policy_text(text, "b/p.yaml", default_app="p", remember_valid=True)
+    assert elsewhere.source == "b/p.yaml" and elsewhere == first._replace(source="b/p.yaml")
+    for other in [dict(default_app="q", remember_valid=True), dict(default_app="p")]:
+        with pytest.raises(AssertionError, match="built again"):   # another name; no memory
+            loader.load_policy_text(text, "a/p.yaml", **other)
 
 
 def test_a_bad_policy_is_never_remembered(tmp_path, monkeypatch):
@@ -217,6 +238,7 @@ def test_a_damaged_cache_entry_is_ignored_and_replaced(tmp_path, monkeypatch, da
     [entry] = _cache_entries(tmp_path)
     good = entry.read_bytes()
     entry.write_bytes(damage(good))
+    loader._loaded.clear()              # as in another process: the cache file alone
     again = loader.load_policy_text(text, "p.yaml", remember_valid=True)
     assert again == first and again.files.default is FileMode.OVERLAY
     assert entry.read_bytes() == good

@@ -181,6 +181,23 @@ def test_a_remembered_filter_is_the_one_built_for_the_same_calls(monkeypatch):
     assert len(seccomp._built) == 2
 
 
+def test_a_packed_filter_is_packed_once_for_the_same_calls(monkeypatch):
+    """A warm server packs the default policy's filters; its runs find them packed."""
+    from appvirt.core.table import ArgIn
+    from appvirt.handlers import TABLE
+    monkeypatch.setattr(seccomp, "_built", {})
+    monkeypatch.setattr(seccomp, "_packed", {})
+    traced = {"openat": (ArgIn(2, frozenset({5})),), "unlinkat": ()}
+    packed = seccomp.packed_filter(TABLE, traced)
+    assert seccomp.packed_filter(TABLE, dict(reversed(traced.items()))) is packed
+    assert seccomp.packed_filter(TABLE, {"unlinkat": ()}) is not packed
+    prog = seccomp._build(TABLE, traced)
+    size = len(prog) * ctypes.sizeof(seccomp._SockFilter)
+    assert packed.fprog.len == len(prog)
+    assert ctypes.string_at(packed.fprog.filter, size) == \
+        ctypes.string_at(seccomp.PackedFilter(prog).fprog.filter, size)
+
+
 def test_address_families_written_out_are_the_socket_modules():
     """net.addresses writes them out: importing socket would cost every start-up."""
     import socket
