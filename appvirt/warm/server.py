@@ -4,9 +4,9 @@ each warm run a client hands it (client.py), so runs skip the imports of a cold 
 The server listens on `$APPVIRT_HOME/run/server.sock` (a directory only its user can enter),
 answers only its own user (SO_PEERCRED), and forks a run only for a client whose process
 context the run would inherit unchanged (peer.py) and whose appvirt is the server's own code,
-unchanged on disk since the server started (a Python client's ORIGIN, or the C client's
-interpreter, bin/appvirt.c) (else it refuses, and exits when the code
-changed: the client starts cold). The forked tracer takes the client's standard fds, cwd,
+unchanged on disk since the server started: a Python client's ORIGIN, or the C client's
+interpreter (bin/appvirt.c). Else it refuses, and exits when the code changed: the client
+starts cold. The forked tracer takes the client's standard fds, cwd,
 environment, umask, resource limits, CPUs and nice value, runs the command line as a cold
 appvirt would (entry.main), and sends the exit status; if the client goes away first, the
 tracer kills itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first
@@ -126,8 +126,8 @@ class Server:
                 self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
             elif kind == "run" and len(fds) == 3 and len(message) == 4:
-                argv = _command_line(message[2])
-                reason, context = self._refusal(pid, message[1], message[3])
+                origin, argv, environ = _run_request(message)
+                reason, context = self._refusal(pid, origin, environ)
                 if reason is not None:
                     self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
                     wire.send(conn, ("refused", reason))
@@ -140,7 +140,7 @@ class Server:
                     for other in self.children.values():
                         other.close()
                     self.code.close()
-                    _run_forked(conn, pid, context, argv, message[3], fds)
+                    _run_forked(conn, pid, context, argv, environ, fds)
                 self.children[child] = conn
                 self.counts = self.counts._replace(served=self.counts.served + 1)
         finally:
@@ -207,12 +207,17 @@ def runs_this_code(origin: tuple) -> bool:
             and prefix_of(interpreter) == sys.prefix)
 
 
-def _command_line(items: object) -> list[str]:
-    """A request's command line: a Python client's strs, or the C client's bytes as this
-    interpreter decodes its own arguments (ValueError: neither)."""
-    if not isinstance(items, list) or not all(isinstance(a, (str, bytes)) for a in items):
-        raise ValueError("not a command line")
-    return [os.fsdecode(a) for a in items]
+def _run_request(message: tuple) -> tuple[tuple, list[str], dict[bytes, bytes]]:
+    """A run request's origin, command line and environment, as either client sends them
+    (ValueError: not a run request). The command line is a Python client's strs, or the C
+    client's bytes as this interpreter decodes its own arguments."""
+    _, origin, argv, environ = message
+    if (not isinstance(origin, tuple) or not isinstance(argv, list)
+            or not all(isinstance(a, (str, bytes)) for a in argv)
+            or not isinstance(environ, dict)
+            or not all(type(k) is bytes and type(v) is bytes for k, v in environ.items())):
+        raise ValueError("not a run request")
+    return origin, [os.fsdecode(a) for a in argv], environ
 
 
 def prefix_of(interpreter: str) -> str:

@@ -442,3 +442,19 @@ def test_the_c_client_without_its_python_executable_says_so(tmp_path):
     assert (r.returncode, r.stdout) == (125, "")
     assert r.stderr == (f"appvirt: cannot start {tmp_path / 'bin' / 'appvirt-py'}: "
                         "No such file or directory\n")
+
+
+@pytest.mark.parametrize("request_", [("run", 5, ["run", "--", "true"], {}),
+                                      ("run", (), ["run", 7], {}),
+                                      ("run", (), ["run", "--", "true"], {"A": "b"})])
+def test_a_malformed_run_request_gets_no_run_and_the_server_goes_on(server, home, request_):
+    import socket
+    from appvirt.warm import wire
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(home / "run" / "server.sock"))
+        wire.send(sock, request_, (0, 1, 2))
+        sock.settimeout(30)
+        assert sock.recv(1) == b""                  # hung up on, with no word
+    r = _warm("--", "sh", "-c", "echo served")
+    assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
+    assert _counts()[1:3] == (1, 0)

@@ -218,12 +218,16 @@ def test_an_interpreters_prefix_is_the_one_site_gives_it(tmp_path, where):
     assert prefix_of(str(tmp_path / "venv" / "bin" / "python3")) == expected
 
 
-def test_a_command_line_of_bytes_is_decoded_as_the_interpreter_decodes_its_own():
-    from appvirt.warm.server import _command_line
-    assert _command_line(["run", b"caf\xc3\xa9", b"\xff"]) == ["run", "café", "\udcff"]
-    for bad in [("run",), ["run", 1], None, "run"]:
+def test_a_run_request_of_either_client_is_read_and_anything_else_refused():
+    from appvirt.warm.server import _run_request
+    env = {b"A": b"1"}
+    assert _run_request(("run", ("c1", b"/py"), ["run", b"caf\xc3\xa9", b"\xff"], env)) == \
+        (("c1", b"/py"), ["run", "café", "\udcff"], env)
+    for bad in [("run", "origin", ["run"], env), ("run", (), ("run",), env),
+                ("run", (), ["run", 1], env), ("run", (), ["run"], None),
+                ("run", (), ["run"], {"A": b"1"}), ("run", (), ["run"], {b"A": 1})]:
         with pytest.raises(ValueError):
-            _command_line(bad)
+            _run_request(bad)
 
 
 def test_the_c_clients_word_that_it_asked_is_gone_before_anything_runs():
