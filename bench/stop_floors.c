@@ -15,6 +15,13 @@
  *                      two POKEUSERs (slower: SETREGS checks every register it sets)
  *   ptrace-open        an open as appvirt makes it from the slot: registers rewritten at the
  *                      seccomp stop, restored at the exit stop (two stops)
+ *   ptrace-open-tramp  the same rewrite (the path from a "slot" page), its registers put back
+ *                      with no exit stop: the seccomp stop also points RIP at a trampoline in
+ *                      a page the program can execute but not write, which reloads the four
+ *                      argument registers saved beside it and jumps back (an -ELOOP goes back
+ *                      to the program's syscall instruction instead, with rax the call's
+ *                      number, using only rcx, which the syscall clobbers anyway, and no
+ *                      flags); the program checks its registers came back (one stop)
  *   unotify            seccomp RET_USER_NOTIF; the supervisor only lets the call continue
  *   unotify-emulate    ... and answers it as ptrace-emulate does, checking the notification
  *                      is still alive before answering
@@ -58,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -78,6 +86,13 @@
 static const char *TARGET = "/usr/bin/env";
 static int opens;             /* the call measured: openat (else newfstatat) */
 static int mixed;             /* a mixed mode */
+static int tramp_mode;        /* ptrace-open-tramp */
+/* ptrace-open-tramp's page, shared by tracer and child: the trampoline's code, the saved
+ * registers it reloads (TRAMP_DATA: rdi, rsi, rdx, r10, return address, the call's number,
+ * its syscall instruction), and the rewritten path (TRAMP_SLOT). */
+static unsigned char *tramp;
+#define TRAMP_DATA 512
+#define TRAMP_SLOT 1024
 static int killable;          /* its notifications wait killably once received */
 
 static double now(void)
@@ -143,6 +158,46 @@ static long stat_keeping_r9(const char *path, struct stat *st, unsigned long lon
     return ret;
 }
 
+/* ptrace-open-tramp's code (see the top). */
+static void build_tramp(void)
+{
+    unsigned long long *data = (unsigned long long *)(tramp + TRAMP_DATA);
+    unsigned char *p = tramp;
+    const unsigned char loads[][3] = {{0x48, 0x8b, 0x3d}, {0x48, 0x8b, 0x35},   /* rdi, rsi */
+                                      {0x48, 0x8b, 0x15}, {0x4c, 0x8b, 0x15}};  /* rdx, r10 */
+#define RIP_REL(target) do { int d = (int)((unsigned char *)(target) - (p + 4)); \
+                             memcpy(p, &d, 4); p += 4; } while (0)
+    for (int i = 0; i < 4; i++) {
+        memcpy(p, loads[i], 3);                                 /* mov reg, [rip + data] */
+        p += 3;
+        RIP_REL(&data[i]);
+    }
+    const unsigned char lea_jrcxz[] = {0x48, 0x8d, 0x48, 0x28, 0xe3, 0x06};
+    memcpy(p, lea_jrcxz, sizeof lea_jrcxz);     /* lea rcx, [rax + ELOOP]; jrcxz restart */
+    p += sizeof lea_jrcxz;
+    *p++ = 0xff; *p++ = 0x25; RIP_REL(&data[4]);                /* jmp [return address] */
+    *p++ = 0x48; *p++ = 0x8b; *p++ = 0x05; RIP_REL(&data[5]);   /* restart: mov rax, nr */
+    *p++ = 0xff; *p++ = 0x25; RIP_REL(&data[6]);                /* jmp [syscall insn] */
+#undef RIP_REL
+    strcpy((char *)tramp + TRAMP_SLOT, TARGET);
+}
+
+/* openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC) with r10 set too: its result; *same whether
+ * the four argument registers came back unchanged. */
+static long open_keeping_args(const char *path, int *same)
+{
+    register long rdi asm("rdi") = AT_FDCWD;
+    register const char *rsi asm("rsi") = path;
+    register long rdx asm("rdx") = O_RDONLY | O_CLOEXEC;
+    register long r10 asm("r10") = 0x5a5a5a5a;
+    long ret = SYS_openat;
+    asm volatile("syscall" : "+a"(ret), "+r"(rdi), "+r"(rsi), "+r"(rdx), "+r"(r10)
+                 : : "rcx", "r11", "memory");
+    *same = rdi == AT_FDCWD && rsi == path && rdx == (O_RDONLY | O_CLOEXEC)
+            && r10 == 0x5a5a5a5a;
+    return ret;
+}
+
 static void measure(void)
 {
     struct stat st;
@@ -154,6 +209,14 @@ static void measure(void)
                 fprintf(stderr, "stat wrong or r9 changed\n");
                 _exit(1);
             }
+        } else if (tramp_mode) {
+            int same;
+            long fd = open_keeping_args(TARGET, &same);
+            if (fd < 0 || !same) {
+                fprintf(stderr, "open failed or its registers changed\n");
+                _exit(1);
+            }
+            close((int)fd);
         } else if (opens) {
             long fd = syscall(SYS_openat, AT_FDCWD, TARGET, O_RDONLY | O_CLOEXEC);
             if (fd < 0)
@@ -204,6 +267,22 @@ static void open_from_slot(pid_t c, int *status)
     ptrace(PTRACE_SETREGS, c, 0, &regs);               /* the program's registers back */
 }
 
+/* An open at its seccomp stop rewritten as open_from_slot does (the path from the slot),
+ * its registers put back by the trampoline, with no exit stop. */
+static void open_by_tramp(pid_t c)
+{
+    struct __ptrace_syscall_info info;
+    struct user_regs_struct regs;
+    unsigned long long *data = (unsigned long long *)(tramp + TRAMP_DATA);
+    ptrace(PTRACE_GET_SYSCALL_INFO, c, sizeof info, &info);
+    ptrace(PTRACE_GETREGS, c, 0, &regs);
+    data[0] = regs.rdi; data[1] = regs.rsi; data[2] = regs.rdx; data[3] = regs.r10;
+    data[4] = regs.rip; data[5] = regs.orig_rax; data[6] = regs.rip - 2;
+    regs.rsi = (unsigned long long)(tramp + TRAMP_SLOT);
+    regs.rip = (unsigned long long)tramp;
+    ptrace(PTRACE_SETREGS, c, 0, &regs);
+}
+
 /* The program's exit status, once it has run under the tracer. */
 static int trace(pid_t c, int emulate)
 {
@@ -215,7 +294,9 @@ static int trace(pid_t c, int emulate)
         int seccomp = (status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8));
         struct __ptrace_syscall_info info;
         struct user_regs_struct regs;
-        if (seccomp && opens) {
+        if (seccomp && tramp_mode) {
+            open_by_tramp(c);
+        } else if (seccomp && opens) {
             open_from_slot(c, &status);
         } else if (seccomp && emulate == 2) {
             ptrace(PTRACE_GETREGS, c, 0, &regs);
@@ -455,6 +536,16 @@ int main(int argc, char **argv)
     mixed = !strncmp(mode, "mixed", 5);
     killable = strstr(mode, "killable") != NULL;
     int native = !strncmp(mode, "native", 6), traced = !strncmp(mode, "ptrace", 6);
+    tramp_mode = strstr(mode, "-tramp") != NULL;
+    if (tramp_mode) {           /* before the fork: the child's page is the tracer's */
+        tramp = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (tramp == MAP_FAILED) {
+            perror("mmap");
+            return 1;
+        }
+        build_tramp();
+    }
     if (argc < 3 || strcmp(argv[2], "unpinned")) {
         cpu_set_t one;
         CPU_ZERO(&one);
