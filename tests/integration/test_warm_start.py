@@ -99,8 +99,7 @@ def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None, timeout: 
           client: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """`appvirt run ARGS` with no controlling terminal (a session of its own), as CI has it."""
     return subprocess.run([*(client or appvirt_cmd()), "run", *args], capture_output=True,
-                          text=True,
-                          cwd=cwd, env=env, input=input, preexec_fn=preexec_fn,
+                          text=True, cwd=cwd, env=env, input=input, preexec_fn=preexec_fn,
                           start_new_session=True, timeout=timeout)
 
 
@@ -159,8 +158,8 @@ def test_the_client_dies_the_way_the_run_ended(server, client):
 
 def _spawn_warm(*command: str, client: list[str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([*(client or appvirt_cmd()), "run", "--", *command],
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _tracer_of(server: psutil.Process, program: str) -> psutil.Process:
