@@ -191,7 +191,7 @@ static int request(struct buf *b, const char *interp, char **args) {
     put(b, "{", 1);
     for (char **e = environ_list(); *e; e++) {
         char *eq = strchr(*e, '=');
-        if (!eq || eq == *e) continue;      /* os.environb keeps neither */
+        if (!eq) continue;                  /* as os.environb reads environ */
         put_bytes(b, *e, eq - *e);
         put_bytes(b, eq + 1, strlen(eq + 1));
     }

@@ -90,6 +90,7 @@ def _run(client: Path, args: list, env: dict, **kw) -> subprocess.CompletedProce
 def test_the_request_is_the_one_the_server_reads(client, env, tmp_path):
     server = StandIn(tmp_path / "home", [("pid", os.getpid()), ("exit", 7)])
     args = ["run", "--", "printf", "%s", b"caf\xc3\xa9 \xff"]
+    env = {**env, "": "a value with no name", "EMPTY": ""}     # as os.environb has them
     r = _run(client, args, env, stdin=subprocess.DEVNULL)
     server.close()
     assert (r.returncode, r.stdout, r.stderr) == (7, b"", b"")
