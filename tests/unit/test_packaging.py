@@ -96,3 +96,20 @@ def test_the_installed_executables_are_the_c_client_and_the_python_one_beside_it
             assert set(built) == {"appvirt", "appvirt-py"}
             assert built["appvirt"].startswith(b"\x7fELF")
             assert built["appvirt-py"].startswith(b"#!") and built["appvirt-py"].endswith(script)
+
+
+def test_the_sdist_has_every_source_setup_py_builds(tmp_path):
+    """A wheel built from the sdist (`python -m build`, a package index) compiles the same."""
+    import tarfile
+    src = tmp_path / "src"             # a checkout's files alone: no earlier build's egg-info
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".*", "*.egg-info", "build", "dist", "__pycache__", "*.so", "tests", "bench", "docs"))
+    done = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+                          cwd=src, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [sdist] = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"bin/appvirt", "bin/appvirt.c", "appvirt/tracer/_fastpath.h",
+            *(str(p.relative_to(REPO)) for p in (PACKAGE / "tracer").glob("_fastpath*.c"))
+            } <= names
