@@ -35,8 +35,6 @@
 static const int FORWARDED[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 #define N_FORWARDED (sizeof FORWARDED / sizeof FORWARDED[0])
 
-static char **environ_list(void) { extern char **environ; return environ; }
-
 /* -- the cold path: the Python appvirt beside this file ------------------------------------ */
 
 static char script[PATH_MAX];
@@ -189,7 +187,7 @@ static int request(struct buf *b, const char *interp, char **args) {
     put_head(b, '[', n);
     for (size_t i = 0; i < n; i++) put_bytes(b, args[i], strlen(args[i]));
     put(b, "{", 1);
-    for (char **e = environ_list(); *e; e++) {
+    for (char **e = environ; *e; e++) {
         char *eq = strchr(*e, '=');
         if (!eq) continue;                  /* as os.environb reads environ */
         put_bytes(b, *e, eq - *e);

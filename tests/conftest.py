@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "appvirt-home"
     monkeypatch.setenv("APPVIRT_HOME", str(h))
     return h
+
+
+def install_c_client(bin_dir: Path, appvirt_py: str) -> Path:
+    """bin/appvirt.c built as bin_dir/appvirt, with `appvirt_py` (the text of the Python
+    executable it becomes) beside it as pip installs them; the C client's path."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(bin_dir / "appvirt"),
+                    str(REPO / "bin" / "appvirt.c")], check=True, timeout=120)
+    (bin_dir / "appvirt-py").write_text(appvirt_py)
+    (bin_dir / "appvirt-py").chmod(0o755)
+    return bin_dir / "appvirt"
 
 
 def appvirt_cmd(*args: str) -> list[str]:

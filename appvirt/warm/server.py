@@ -6,11 +6,11 @@ answers only its own user (SO_PEERCRED), and forks a run only for a client whose
 context the run would inherit unchanged (peer.py) and whose appvirt is the server's own code,
 unchanged on disk since the server started: a Python client's ORIGIN, or the C client's
 interpreter (bin/appvirt.c). Else it refuses, and exits when the code changed: the client
-starts cold. The forked tracer takes the client's standard fds, cwd,
-environment, umask, resource limits, CPUs and nice value, runs the command line as a cold
-appvirt would (entry.main), and sends the exit status; if the client goes away first, the
-tracer kills itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first
-is reported by the server. An idle server exits after `--idle` seconds.
+starts cold. The forked tracer takes the client's standard fds, cwd, environment, umask,
+resource limits, CPUs and nice value, runs the command line as a cold appvirt would
+(entry.main), and sends the exit status; if the client goes away first, the tracer kills
+itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first is reported by
+the server. An idle server exits after `--idle` seconds.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import signal
-import shutil
 import subprocess
 import sys
 import termios
@@ -23,28 +22,21 @@ import psutil
 import pytest
 
 from appvirt.warm import server as warm_server
+from tests import conftest
 from tests.conftest import REPO, appvirt_cmd
 
 PR_SET_NO_NEW_PRIVS = 38
 
 
 def install_c_client(bin_dir: Path, shebang: str | None = None) -> Path:
-    """bin/appvirt.c built as bin_dir/appvirt, with the Python executable beside it as pip
-    installs it (its first line the interpreter); the C client's path."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(bin_dir / "appvirt"),
-                    str(REPO / "bin" / "appvirt.c")], check=True, timeout=120)
+    """The C client in bin_dir, with the Python executable beside it as pip installs it (its
+    first line the interpreter, this one's unless `shebang`); the C client's path."""
     body = (REPO / "bin" / "appvirt").read_text().split("\n", 1)[1]
-    python = bin_dir / "appvirt-py"
-    python.write_text((shebang or f"#!{sys.executable}\n") + body)
-    python.chmod(0o755)
-    return bin_dir / "appvirt"
+    return conftest.install_c_client(bin_dir, (shebang or f"#!{sys.executable}\n") + body)
 
 
 @pytest.fixture(scope="module")
 def c_client(tmp_path_factory) -> Path:
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
     return install_c_client(tmp_path_factory.mktemp("c-client") / "bin")
 
 

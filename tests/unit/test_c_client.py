@@ -6,7 +6,6 @@ ptrace: the run itself is the integration tests' (test_warm_start.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from appvirt.warm import wire
 from appvirt.warm.client import C_ORIGIN
-from tests.conftest import REPO
+from tests.conftest import install_c_client
 
 # The stand-in for the Python executable: what it was started with.
 COLD = '#!/bin/sh\necho "cold asked=${_APPVIRT_SERVER_ASKED-unset} $*"\n'
@@ -25,14 +24,7 @@ COLD = '#!/bin/sh\necho "cold asked=${_APPVIRT_SERVER_ASKED-unset} $*"\n'
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Path:
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    bin_dir = tmp_path_factory.mktemp("c-client")
-    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(bin_dir / "appvirt"),
-                    str(REPO / "bin" / "appvirt.c")], check=True, timeout=120)
-    (bin_dir / "appvirt-py").write_text(COLD)
-    (bin_dir / "appvirt-py").chmod(0o755)
-    return bin_dir / "appvirt"
+    return install_c_client(tmp_path_factory.mktemp("c-client"), COLD)
 
 
 class StandIn:
@@ -150,10 +142,6 @@ def test_what_is_not_for_the_server_is_not_asked(client, env, tmp_path, args, ex
 
 
 def test_a_first_line_that_is_not_one_path_leaves_the_asking_to_python(client, env, tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shutil.copy(client, bin_dir / "appvirt")
-    (bin_dir / "appvirt-py").write_text(COLD.replace("#!/bin/sh", "#!/bin/sh -e"))
-    (bin_dir / "appvirt-py").chmod(0o755)
-    r = _run(bin_dir / "appvirt", ["run", "--", "true"], env)
+    other = install_c_client(tmp_path / "bin", COLD.replace("#!/bin/sh", "#!/bin/sh -e"))
+    r = _run(other, ["run", "--", "true"], env)
     assert (r.returncode, r.stdout) == (0, b"cold asked=unset run -- true\n")
