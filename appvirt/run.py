@@ -83,6 +83,8 @@ def _report(result: RunResult, stats: bool) -> None:
             done.append(f"signal deliveries {s.compiled_signals}")
         if s.compiled_stubs:
             done.append(f"slot stubs' calls {s.compiled_stubs}")
+        if s.trampolines:
+            done.append(f"opens with no exit stop (trampolines) {s.trampolines}")
         if done:
             _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")
         if s.dirs_compiled or s.dirs_python:

@@ -7,9 +7,10 @@
  *   newfstatat  the tracer looks the object up itself (openat2 RESOLVE_NO_SYMLINKS, fstat)
  *               and writes the struct stat into the program's buffer; the call never runs;
  *   openat      for reading: openat2(AT_FDCWD, path, RESOLVE_NO_SYMLINKS|NO_MAGICLINKS)
- *               from the thread's slot, its registers restored at the exit stop and the
- *               call re-run when a symlink was swapped in meanwhile (ELOOP); so is an
- *               opendir of a plain directory named by itself ("dir/", ".", "/");
+ *               from the thread's slot, its registers restored by the slot's trampoline
+ *               (trampoline.py; at the exit stop where there are none) and the call re-run
+ *               when a symlink was swapped in meanwhile (ELOOP); so is an opendir of a plain
+ *               directory named by itself ("dir/", ".", "/");
  *   getdents64  of a plain directory: the kernel's own listing.
  * In an *owned* directory (the view of it is one upper-layer directory alone, see
  * OverlayFS.owned_dir) the names are that directory's:
@@ -93,10 +94,19 @@ static int do_change_call(Engine *self, pid_t tid, int nr,
 /* ANSWERED when the stop was dealt with here. */
 static int try_stop(Engine *self, pid_t tid, int status)
 {
+    clock_gettime(CLOCK_MONOTONIC, &self->t0);
+    if (self->n_listed > 0)
+        settle_others(self, tid);
     int slot = slot_of(self, tid);
     if (slot < 0)
         return FALLBACK;
-    clock_gettime(CLOCK_MONOTONIC, &self->t0);
+    struct __ptrace_syscall_info info;
+    int have_info = 0;
+    if (self->pending[slot].tramp && self->pending[slot].tid == tid
+            && settle_own(self, tid, slot, status, &info, &have_info) == ANSWERED) {
+        self->stub_stops++;          /* (a restart: not the program's call) */
+        return ANSWERED;
+    }
     if ((status >> 8) == SYSCALL_TRAP) {
         Pending *p = &self->pending[slot];
         if (p->tid != tid)
@@ -111,7 +121,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
          * thread that took another's tid). */
         Pending *p = &self->pending[slot];
         if (p->tid == tid)
-            clear_pending(p);
+            settle_gone(self, p, tid);
         return FALLBACK;
     }
     int served = self->eligible[tid];
@@ -133,8 +143,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
     if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))
             || (served != SERVED && served != READS))
         return FALLBACK;
-    struct __ptrace_syscall_info info;
-    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
+    if ((!have_info && ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0) ||
             info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64_)
         return FALLBACK;
     int nr = (int)info.seccomp.nr, rc = FALLBACK;
@@ -212,7 +221,7 @@ static PyObject *Engine_enable(Engine *self, PyObject *args)
     if (tid <= 0 || tid >= self->tids || slot < 0 || slot >= self->slots)
         Py_RETURN_NONE;
     if (self->pending[slot].tid != tid)     /* a slot freed by a thread that died mid-call */
-        clear_pending(&self->pending[slot]);
+        settle_gone(self, &self->pending[slot], self->pending[slot].tid);
     self->slot_of[tid] = slot + 1;
     self->pid_of[tid] = pid;
     self->eligible[tid] = changes ? SERVED : READS;
@@ -246,9 +255,11 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
         return NULL;
     int slot = slot_of(self, tid);
     if (slot >= 0 && self->pending[slot].tid == tid)
-        clear_pending(&self->pending[slot]);
+        settle_gone(self, &self->pending[slot], tid);
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = UNSERVED;
+    if (PyErr_Occurred())
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -290,8 +301,8 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKNKK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
-                         by_nr, self->decided, self->stub_stops);
+    return Py_BuildValue("(KKKNKKK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
+                         by_nr, self->decided, self->stub_stops, self->tramp_opens);
 }
 
 static PyObject *Engine_get_seq(Engine *self, void *c) { return PyLong_FromLongLong(self->seq); }
@@ -323,14 +334,14 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", "dir_rule",
                             "nr_clock_gettime", "nr_gettimeofday", "nr_time", "nr_statfs",
-                            NULL};
+                            "tramp_base", "cell_base", "tramp_code", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
     PyObject *errnames = NULL, *dir_rule = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
-    const char *upper = "";
-    Py_ssize_t upper_len = 0;
+    const char *upper = "", *tramp_code = "";
+    Py_ssize_t upper_len = 0, tramp_len = 0;
     self->nr_access = self->nr_faccessat = self->nr_faccessat2 = -1;
     self->nr_getcwd = self->nr_execve = self->nr_stat = self->nr_lstat = -1;
     self->nr_readlink = self->nr_readlinkat = self->nr_statfs = -1;
@@ -342,7 +353,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiii", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiiiKKy#", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -356,7 +367,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &PyDict_Type, &errnames, &self->clock_virtual,
                                      &dir_rule, &self->nr_clock_gettime,
                                      &self->nr_gettimeofday, &self->nr_time,
-                                     &self->nr_statfs))
+                                     &self->nr_statfs, &self->tramp_base,
+                                     &self->cell_base, &tramp_code, &tramp_len))
         return -1;
     if (changes != NULL) {
         if (PyTuple_GET_SIZE(changes) != N_CHANGES) {
@@ -394,6 +406,17 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "the slot area is smaller than its slots");
         return -1;
     }
+    if (self->tramp_base && (self->tramp_base < base || self->cell_base == 0
+                             || self->tramp_base - base + TRAMP_STRIDE * (unsigned long long)slots
+                                > (unsigned long long)self->area.len
+                             || tramp_len <= TRAMP_LAST_JUMP || tramp_len > TRAMP_DATA)) {
+        PyErr_SetString(PyExc_ValueError, "trampolines: in the slot area, with their code");
+        return -1;
+    }
+    if (self->tramp_base) {
+        memcpy(self->tramp_code, tramp_code, (size_t)tramp_len);
+        self->tramp_len = tramp_len;
+    }
     long pid_max = 4194304;          /* the kernel's ceiling; /proc tells the setting */
     FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
     if (f != NULL) {
@@ -406,8 +429,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->pid_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->eligible = PyMem_Calloc((size_t)self->tids, 1);
     self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
+    self->listed = PyMem_Calloc((size_t)slots, sizeof(int32_t));
+    self->tramp_written = PyMem_Calloc((size_t)slots, 1);
     if (self->slot_of == NULL || self->pid_of == NULL || self->eligible == NULL
-            || self->pending == NULL) {
+            || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -471,6 +496,8 @@ static void Engine_dealloc(Engine *self)
     PyMem_Free(self->pid_of);
     PyMem_Free(self->eligible);
     PyMem_Free(self->pending);
+    PyMem_Free(self->listed);
+    PyMem_Free(self->tramp_written);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -494,7 +521,8 @@ static PyMethodDef Engine_methods[] = {
      "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
      "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here, "
-     "the directories decided here, and the slot stubs' stops resumed here."},
+     "the directories decided here, the slot stubs' stops resumed here (and the kernel's "
+     "restarts of opens from trampolines), and the opens resumed through trampolines."},
     {NULL}
 };
 
@@ -591,7 +619,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "MAX_DIRS", MAX_DIRS_) < 0) {
+    if (PyModule_AddIntConstant(m, "MAX_DIRS", MAX_DIRS_) < 0
+            || PyModule_AddObject(m, "TRAMP_LAYOUT",
+                                  Py_BuildValue("(iiiii)", TRAMP_STRIDE, TRAMP_ENTRY,
+                                                TRAMP_DATA, TRAMP_LAST_JUMP, CELL_STRIDE)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -41,6 +41,13 @@
 #define MAX_ARGS 6
 #define MAX_DIRS_ (1 << 16)            /* fastpath.MAX_DIRS: decisions remembered */
 #define DEVICE_PASSED 3                /* fastpath.DEVICE_PASSED: a name's, see name_entry */
+/* The trampolines' layout (trampoline.py, slotlayout.py; a test compares them). */
+#define TRAMP_STRIDE 256
+#define TRAMP_ENTRY 2                  /* after the syscall instruction a restart runs */
+#define TRAMP_DATA 128                 /* rdi, rsi, rdx, r10, return, nr, syscall insn, token */
+#define TRAMP_LAST_JUMP 70             /* the restart's jump: rax holds the program's call */
+#define CELL_STRIDE 256                /* a slot's cell is as far from its trampoline as */
+                                       /* every other's: one code for all (trampoline.py) */
 
 enum { ANSWERED, FALLBACK };
 /* A thread: Python's; served here; running the slot stub; served here, but what it creates or
@@ -62,6 +69,10 @@ typedef struct {
                                      /* merged directory): its end is recorded */
     long long seq;                   /* its log record (0: none) */
     PyObject *created;               /* the guest path it creates (NULL: none) */
+    int tramp;                       /* resumed through its trampoline: no exit stop; */
+    uint32_t token;                  /* its result comes in the cell with this token; */
+    unsigned long long how;          /* its open_how in the slot */
+    Py_ssize_t listed;               /* its place in Engine.listed + 1 (0: not there) */
 } Pending;
 
 /* A path operand: as the program passed it, and where it lies (guest and host). */
@@ -157,6 +168,15 @@ typedef struct {
     Py_ssize_t tids;
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;
+    unsigned long long tramp_base;   /* the trampolines, 0: none (exit stops instead) */
+    unsigned long long cell_base;    /* the result cells */
+    char tramp_code[TRAMP_DATA];     /* a trampoline's code, written to a slot's */
+    Py_ssize_t tramp_len;
+    uint8_t *tramp_written;          /* ... the first time it has an open (by slot) */
+    uint32_t token;                  /* the last open's token */
+    int32_t *listed;                 /* slots whose trampoline's open creates a file, not */
+    Py_ssize_t n_listed;             /* noted yet: other threads' stops look at their cells */
+    unsigned long long tramp_opens;
     unsigned long long answered[NR_MAX], seccomp_stops, exit_stops, signal_stops, stub_stops;
     unsigned long long decided;      /* directories decided here, not by learn */
     pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
@@ -184,6 +204,16 @@ Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
                    struct user_regs_struct *regs);
 void run_held(Pending *p, pid_t tid, const struct user_regs_struct *regs);
 int give_back(Engine *self, Pending *p, pid_t tid, long *result);
+void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
+                       struct user_regs_struct *regs);
+int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *result);
+
+/* _fastpath_inflight.c: opens resumed through trampolines, until their results are in */
+int settle_own(Engine *self, pid_t tid, int slot, int status,
+               struct __ptrace_syscall_info *info, int *have_info);
+void settle_others(Engine *self, pid_t tid);
+void settle_gone(Engine *self, Pending *p, pid_t tid);
+void list_open(Engine *self, Pending *p, int slot);
 
 /* _fastpath_paths.c: the tracee's paths, and where its path operands lie */
 Py_ssize_t read_cstring(pid_t tid, unsigned long long addr, char *buf);

@@ -5,7 +5,9 @@
  *   let_run     the kernel runs the call as the program made it;
  *   deliver     a signal-delivery stop resumed with its signal;
  *   hold_call + run_held, then give_back at the exit stop: the call runs rewritten (its path
- *               from the thread's slot), and the program gets its own registers back.
+ *               from the thread's slot), and the program gets its own registers back;
+ *   hold_call + run_by_trampoline: the same, its registers put back by the slot's trampoline
+ *               with no exit stop (finish_trampoline when a signal comes in between).
  */
 #include "_fastpath.h"
 
@@ -43,6 +45,8 @@ Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
     Pending *p = &self->pending[slot];
     if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
         return NULL;
+    if (p->tramp)                    /* a thread gone with its open in flight */
+        settle_gone(self, p, p->tid);
     clear_pending(p);
     p->tid = tid;
     p->nr = nr;
@@ -84,4 +88,73 @@ int give_back(Engine *self, Pending *p, pid_t tid, long *result)
     *result = (long)regs.rax;
     ptrace(PTRACE_SETREGS, tid, 0, &regs);
     return restart;
+}
+
+/* -- trampolines (trampoline.py) ------------------------------------------------------------ */
+
+static unsigned long long trampoline_at(Engine *self, int slot)
+{
+    return self->tramp_base + (unsigned long long)slot * TRAMP_STRIDE;
+}
+
+/* The held call, rewritten as regs say, resumed with RIP at the slot's trampoline, which puts
+ * the program's registers back when the call returns: no exit stop. Its data (the registers
+ * hold_call kept, the return address, the call, its syscall instruction, a fresh token) goes
+ * into the slot's trampoline through the tracer's view. */
+void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
+                       struct user_regs_struct *regs)
+{
+    char *code = (char *)self->area.buf + (trampoline_at(self, slot) - self->slot_base);
+    unsigned long long *data = (unsigned long long *)(code + TRAMP_DATA);
+    if (!self->tramp_written[slot]) {
+        memcpy(code, self->tramp_code, (size_t)self->tramp_len);
+        self->tramp_written[slot] = 1;
+    }
+    if (++self->token == 0)          /* (0: a cell never written) */
+        ++self->token;
+    data[0] = p->args[0]; data[1] = p->args[1]; data[2] = p->args[2]; data[3] = p->args[3];
+    data[4] = regs->rip;
+    data[5] = p->nr;
+    data[6] = regs->rip - 2;
+    data[7] = (unsigned long long)self->token << 32;
+    p->tramp = 1;
+    p->token = self->token;
+    regs->rip = trampoline_at(self, slot) + TRAMP_ENTRY;
+    if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0) {
+        settle_gone(self, p, tid);   /* gone: its exit report follows */
+        return;
+    }
+    self->tramp_opens++;
+    ptrace(PTRACE_CONT, tid, 0, 0);
+}
+
+/* A signal-delivery stop of a thread whose RIP is in p's trampoline (or on the syscall
+ * instruction before it): the tracer does the rest of the trampoline's work, so that neither
+ * the signal's handler nor a restart of the call runs with the rewritten registers. 1 and
+ * *result (-ELOOP: the program's own call runs again), or 0 when RIP is elsewhere. */
+int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *result)
+{
+    struct user_regs_struct regs;
+    unsigned long long at = trampoline_at(self, slot);
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0 || regs.rip < at
+            || regs.rip > at + TRAMP_LAST_JUMP)
+        return 0;
+    unsigned long long *data = (unsigned long long *)((char *)self->area.buf
+                                                      + (at - self->slot_base) + TRAMP_DATA);
+    unsigned long long off = regs.rip - at;
+    long rax = (long)regs.rax;
+    int restart = off < TRAMP_ENTRY || off == TRAMP_LAST_JUMP || rax == -ELOOP;
+    regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
+    if ((long long)regs.orig_rax != -1)
+        regs.orig_rax = p->nr;       /* a syscall's exit: -ERESTART* re-runs the program's */
+    if (restart) {
+        regs.rip = data[6];
+        regs.rax = p->nr;
+        *result = -ELOOP;
+    } else {
+        regs.rip = data[4];
+        *result = rax;
+    }
+    ptrace(PTRACE_SETREGS, tid, 0, &regs);
+    return 1;
 }

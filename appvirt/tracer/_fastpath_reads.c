@@ -417,7 +417,14 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     regs.rdx = at + how_off;
     regs.r10 = OPEN_HOW_SIZE;
     regs.orig_rax = (unsigned long long)self->nr_openat2;
-    run_held(p, tid, &regs);
+    if (self->tramp_base) {          /* no exit stop: its trampoline restores (inflight.c) */
+        p->how = regs.rdx;
+        if (created != NULL)
+            list_open(self, p, slot);
+        run_by_trampoline(self, p, tid, slot, &regs);
+    } else {
+        run_held(p, tid, &regs);
+    }
     return ANSWERED;
 }
 

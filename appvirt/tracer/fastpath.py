@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..core import sysnums
 from ..core.action import Decision
-from ..core.slotlayout import SLOT_BASE, SLOT_COUNT, SLOT_SIZE
+from ..core.slotlayout import CELL_BASE, SLOT_BASE, SLOT_COUNT, SLOT_SIZE, TRAMP_BASE
 from ..errors import GuestErrno
 from ..fs.resolver import Caller, resolve
 from ..log.records import ArgFormat, arg_specs
 from ..log.writer import encode
 from ..overlay.names import WH_PREFIX, parent
 from ..policy.model import FileMode, Policy
+from . import trampoline
 
 if TYPE_CHECKING:
     from ..core.table import SyscallEntry, SyscallTable
@@ -103,14 +104,18 @@ class EngineCounts(NamedTuple):
     by_syscall: dict[str, int]      # the seccomp stops answered, by call
     dirs_compiled: int              # directories it decided itself
     dirs_python: int                # directories the Python side decided for it
+    trampolines: int                # opens resumed through trampolines (no exit stop)
 
 
 class FastPath:
     """The engine, the directories it may answer in, and the threads it may serve."""
 
-    def __init__(self, fs, area, tracer: "Tracer | None" = None) -> None:
+    def __init__(self, fs, area, tracer: "Tracer | None" = None,
+                 trampolines: bool = False) -> None:
         """tracer: the Python loop, whose log and overlay the engine's work in owned
-        directories goes to; without it, only plain directories are served."""
+        directories goes to; without it, only plain directories are served. trampolines:
+        tracees have them and their result cells (trampoline.py), and opens rewritten from
+        the slot need no exit stop."""
         assert _fastpath is not None
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), (its upper
@@ -158,7 +163,9 @@ class FastPath:
             clock_virtual=tracer is not None and tracer.policy.time.virtual,
             dir_rule=self._dir_rule if log_reads else None,
             nr_clock_gettime=sysnums.nr("clock_gettime"),
-            nr_gettimeofday=sysnums.nr("gettimeofday"), nr_time=sysnums.nr("time"))
+            nr_gettimeofday=sysnums.nr("gettimeofday"), nr_time=sysnums.nr("time"),
+            tramp_base=TRAMP_BASE if trampolines else 0, cell_base=CELL_BASE,
+            tramp_code=trampoline.code())
         self._clock_changes = -1
         self._clock_to_engine()
         self.engine.log_reads = log_reads
@@ -417,7 +424,11 @@ class FastPath:
         self.engine.stub(tid)
 
     def forget(self, tid: int) -> None:
+        """tid is gone: what its open in flight made goes to the index now (no stop of its
+        may come, the run may be over)."""
         self.engine.forget(tid)
+        if self.made:
+            self.drain()
 
     def log_failure(self) -> str | None:
         """Why the engine could not write a record, if it could not."""
@@ -426,7 +437,7 @@ class FastPath:
 
     def counts(self) -> "EngineCounts":
         """What the engine answered, and the directories it and Python decided."""
-        seccomp, exits, signals, by_nr, decided, stubs = self.engine.counts()
+        seccomp, exits, signals, by_nr, decided, stubs, tramps = self.engine.counts()
         return EngineCounts(seccomp, exits, signals, stubs,
                             {sysnums.name(nr): n for nr, n in by_nr.items()}, decided,
-                            self.decided)
+                            self.decided, tramps)

@@ -4,12 +4,13 @@ At PTRACE_EVENT_EXEC the process has exactly one thread, stopped inside execve, 
 its own has run. The tracer writes a short stub over the entry point (TraceeMemory.write_code:
 into a private copy of the page, as debuggers' breakpoints are) and points the thread at it;
 when execve returns, the stub runs openat(/proc/KEEPER/fd/N, O_RDONLY), mmap(SLOT_BASE,
-PROT_READ, MAP_SHARED|MAP_FIXED_NOREPLACE) and close, and ends on int3. The tracer then puts
+PROT_READ (and PROT_EXEC for the trampolines), MAP_SHARED|MAP_FIXED_NOREPLACE) and close,
+with trampolines an anonymous mmap of the result cells after the area, and ends on int3. The tracer then puts
 the bytes and registers back (execve's return value 0 in rax) and checks /proc/PID/maps. Any
 failure kills the process: it never runs without its slots.
 
 Three stops besides the exec event (the seccomp stops of the openat and of the mmap, which the
-filter traces at the slot area's address, and the int3), where stepping each call from the
+filter traces at the slot area's address, and the int3; a fourth for the cells' mmap), where stepping each call from the
 tracer took nine (every call's entry and exit, its seccomp stops, and execve's exit).
 """
 
@@ -21,7 +22,7 @@ import signal
 import struct
 
 from ..core import sysnums
-from ..core.slotlayout import AREA_SIZE, SLOT_BASE
+from ..core.slotlayout import AREA_SIZE, CELL_BASE, CELLS_SIZE, SLOT_BASE
 from . import _ptrace as pt
 from .memory import PAGE, TraceeMemory
 from .slots import MAP_FIXED_NOREPLACE, SlotArena
@@ -31,23 +32,27 @@ FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE}
 O_RDONLY_CLOEXEC = 0o2000000
 
 
-def _stub_code() -> bytes:
-    """The stub's instructions (x86-64); the keeper's path follows them (see stub).
-    Errors: the openat's result stays in r8, the mmap's comes back in rax."""
+def _stub_code(prot: int = mmap.PROT_READ, cells: bool = False) -> bytes:
+    """The stub's instructions (x86-64); the keeper's path follows them (see stub). prot: the
+    area's protection; cells: the result cells are mapped too (trampoline.py).
+    Results: the openat's stays in r13, the area mmap's comes back in rax, the cells' in r12."""
     nr = sysnums.nr
-    return b"".join((
+    head = b"".join((
         b"\xb8" + struct.pack("<I", nr("openat")),           # mov eax, openat
         b"\x48\xc7\xc7" + struct.pack("<i", -100),            # mov rdi, AT_FDCWD
-        b"\x48\x8d\x35" + struct.pack("<i", 0x49),            # lea rsi, [rip + path]
+    ))
+    open_rest = b"".join((
         b"\xba" + struct.pack("<I", O_RDONLY_CLOEXEC),        # mov edx, O_RDONLY|O_CLOEXEC
         b"\x0f\x05",                                          # syscall
         b"\x49\x89\xc0",                                      # mov r8, rax
+        b"\x49\x89\xc5",                                      # mov r13, rax
         b"\x48\x85\xc0",                                      # test rax, rax
-        b"\x78\x39",                                          # js trap
+    ))
+    maps = b"".join((
         b"\xb8" + struct.pack("<I", nr("mmap")),              # mov eax, mmap
         b"\x48\xbf" + struct.pack("<Q", SLOT_BASE),           # movabs rdi, SLOT_BASE
         b"\x48\xbe" + struct.pack("<Q", AREA_SIZE),           # movabs rsi, AREA_SIZE
-        b"\xba" + struct.pack("<I", mmap.PROT_READ),          # mov edx, PROT_READ
+        b"\xba" + struct.pack("<I", prot),                    # mov edx, prot
         b"\x41\xba" + struct.pack("<I", mmap.MAP_SHARED | MAP_FIXED_NOREPLACE),  # mov r10d, flags
         b"\x45\x31\xc9",                                      # xor r9d, r9d (offset 0)
         b"\x0f\x05",                                          # syscall
@@ -55,19 +60,32 @@ def _stub_code() -> bytes:
         b"\xb8" + struct.pack("<I", nr("close")),             # mov eax, close
         b"\x4c\x89\xc7",                                      # mov rdi, r8
         b"\x0f\x05",                                          # syscall
-        b"\x48\x89\xd8",                                      # mov rax, rbx
-        b"\xcc",                                              # trap: int3
     ))
+    if cells:
+        maps += b"".join((
+            b"\xb8" + struct.pack("<I", nr("mmap")),          # mov eax, mmap
+            b"\x48\xbf" + struct.pack("<Q", CELL_BASE),       # movabs rdi, CELL_BASE
+            b"\xbe" + struct.pack("<I", CELLS_SIZE),          # mov esi, CELLS_SIZE
+            b"\xba" + struct.pack("<I", mmap.PROT_READ | mmap.PROT_WRITE),   # mov edx, prot
+            b"\x41\xba" + struct.pack("<I", mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                                      | MAP_FIXED_NOREPLACE),   # mov r10d, flags
+            b"\x49\xc7\xc0" + struct.pack("<i", -1),          # mov r8, -1 (no fd)
+            b"\x45\x31\xc9",                                  # xor r9d, r9d
+            b"\x0f\x05",                                      # syscall
+            b"\x49\x89\xc4",                                  # mov r12, rax
+        ))
+    tail = b"\x48\x89\xd8" + b"\xcc"                          # mov rax, rbx; trap: int3
+    js = b"\x78" + bytes([len(maps) + len(tail) - 1])         # js trap (a failed open)
+    lea_at = len(head)
+    rest = open_rest + js + maps + tail
+    path = lea_at + 7 + len(rest)                             # right after the int3
+    lea = b"\x48\x8d\x35" + struct.pack("<i", path - (lea_at + 7))   # lea rsi, [rip + path]
+    return head + lea + rest
 
 
-STUB_CODE = _stub_code()
-TRAP = len(STUB_CODE) - 1                      # the int3's offset
-assert TRAP == 0x5B, "the lea and js displacements above assume this layout"
-
-
-def stub(keeper_path: bytes) -> bytes:
+def stub(keeper_path: bytes, prot: int = mmap.PROT_READ, cells: bool = False) -> bytes:
     """The stub for this keeper path (NUL-terminated right after the int3)."""
-    return STUB_CODE + keeper_path + b"\0"
+    return _stub_code(prot, cells) + keeper_path + b"\0"
 
 
 def stub_address(entry: int, size: int) -> int:
@@ -122,7 +140,9 @@ class Injection:
             raise InjectionFailed("not an x86-64 program: appvirt runs x86-64 programs only")
         if hide_vdso:
             hide_vdso_from(tid, self.regs0.rsp, memory)
-        code = stub(arena.keeper_path())
+        code = stub(arena.keeper_path(), arena.prot, arena.trampolines)
+        self.trap = len(code) - len(arena.keeper_path()) - 2    # the int3's offset
+        self.cells = arena.trampolines
         self.addr = stub_address(self.regs0.rip, len(code))
         self.saved = memory.read(tid, self.addr, len(code))
         memory.write_code(tid, self.addr, code)
@@ -141,12 +161,14 @@ class Injection:
         if sig != signal.SIGTRAP:
             return False
         regs = pt.get_regs(self.tid)
-        if regs.rip != self.addr + TRAP + 1:
+        if regs.rip != self.addr + self.trap + 1:
             return False                      # a SIGTRAP sent by someone
-        if regs.r8 >= 1 << 63:
-            raise InjectionFailed(f"open of the slot area failed: {_errno_text(regs.r8)}")
+        if regs.r13 >= 1 << 63:
+            raise InjectionFailed(f"open of the slot area failed: {_errno_text(regs.r13)}")
         if regs.rax != SLOT_BASE:
             raise InjectionFailed(f"mmap of the slot area failed: {_errno_text(regs.rax)}")
+        if self.cells and regs.r12 != CELL_BASE:
+            raise InjectionFailed(f"mmap of the result cells failed: {_errno_text(regs.r12)}")
         self.memory.write_code(self.tid, self.addr, self.saved)
         self.regs0.rax = 0                    # execve's own return value
         pt.set_regs(self.tid, self.regs0)

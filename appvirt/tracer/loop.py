@@ -54,7 +54,7 @@ class Stats:
 
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
                  "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals",
-                 "compiled_stubs", "dirs_compiled", "dirs_python")
+                 "compiled_stubs", "dirs_compiled", "dirs_python", "trampolines")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -69,6 +69,7 @@ class Stats:
         self.compiled_stubs = 0      # the slot stubs' seccomp stops it resumed
         self.dirs_compiled = 0       # directories it decided itself
         self.dirs_python = 0         # directories the Python side decided for it
+        self.trampolines = 0         # opens resumed through trampolines: no exit stop
 
     @property
     def total(self) -> int:
@@ -168,6 +169,7 @@ class Tracer:
             self.stats.by_syscall.update(done.by_syscall)
             self.stats.compiled_by_syscall.update(done.by_syscall)
             self.stats.dirs_compiled, self.stats.dirs_python = done.dirs_compiled, done.dirs_python
+            self.stats.trampolines = done.trampolines
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
             failure = fast.log_failure()

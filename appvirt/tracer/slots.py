@@ -5,6 +5,12 @@ One memfd sized for every slot, mapped read-write in the tracer and sealed
 its size never changes. Every tracee maps it PROT_READ|MAP_SHARED at SLOT_BASE; each live thread
 owns one slot. A tracee gets the mapping after each exec by opening the memfd through a small
 "keeper" process (the tracer itself stays out of reach), mapping it, and closing the fd.
+
+The area ends with the slots' trampolines (trampoline.py, written by the engine). Where the kernel
+lets this memfd be mapped executable (vm.memfd_noexec, a security module), tracees map the
+area PROT_READ|PROT_EXEC and get their private page of result cells after it; elsewhere, or
+with APPVIRT_TRAMPOLINES=0, they map it PROT_READ alone and the tracer restores registers at
+the exit stop of each rewritten open instead.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import mmap
 import os
 import signal
 
-from ..core.slotlayout import AREA_END, AREA_SIZE, SLOT_BASE, SLOT_COUNT, SLOT_SIZE
+from ..core.slotlayout import (AREA_END, AREA_SIZE, CELL_BASE, CELLS_SIZE, SLOT_BASE,
+                               SLOT_COUNT, SLOT_SIZE)
 from ..errors import EnvironmentUnsupported
 from .pathsearch import which
 
 F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
 MAP_FIXED_NOREPLACE = 0x100000
+MFD_EXEC = 0x10             # Linux 6.3: executable whatever vm.memfd_noexec's default
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 # Blocked in the keeper for good (exec keeps the mask): a Ctrl-C, a hangup or a kill of
@@ -35,12 +43,34 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long)
 
 
+def _memfd_create(executable: bool) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    if executable:
+        try:
+            return os.memfd_create("appvirt-slots", flags | MFD_EXEC)
+        except OSError:             # EINVAL before 6.3 (no flag, every memfd executable);
+            pass                    # EACCES where vm.memfd_noexec forbids it
+    return os.memfd_create("appvirt-slots", flags)
+
+
+def _executable(fd: int) -> bool:
+    """Whether the memfd can be mapped executable here (what a tracee's stub will ask)."""
+    try:
+        mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_EXEC).close()
+    except OSError:
+        return False
+    return True
+
+
 class SlotArena:
     """The memfd, the tracer's writable view of it, and slot ownership by thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, trampolines: bool | None = None) -> None:
+        """trampolines: None, where the kernel allows them (APPVIRT_TRAMPOLINES=0: never)."""
+        if trampolines is None:
+            trampolines = os.environ.get("APPVIRT_TRAMPOLINES", "1") != "0"
         try:
-            self.fd = os.memfd_create("appvirt-slots", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            self.fd = _memfd_create(trampolines)
             os.ftruncate(self.fd, AREA_SIZE)
             self.view = mmap.mmap(self.fd, AREA_SIZE, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
@@ -50,6 +80,8 @@ class SlotArena:
             raise EnvironmentUnsupported(f"cannot create the sealed slot area: {e}") from e
         # A read-only open of the same memfd: what tracees map (and the keeper holds).
         self.ro_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        self.trampolines = trampolines and _executable(self.ro_fd)
+        self.prot = mmap.PROT_READ | (mmap.PROT_EXEC if self.trampolines else 0)
         st = os.fstat(self.fd)
         self.dev, self.ino = st.st_dev, st.st_ino
         self._free = list(range(SLOT_COUNT - 1, -1, -1))
@@ -165,23 +197,37 @@ class SlotArena:
         return b"/proc/%d/fd/%d" % (self.keeper_pid, self.keeper_fd)
 
     def map_into_self(self) -> None:
-        """Map the area read-only at SLOT_BASE in the calling process (the launcher child)."""
-        addr = _libc.mmap(SLOT_BASE, AREA_SIZE, mmap.PROT_READ, mmap.MAP_SHARED
+        """Map the area read-only at SLOT_BASE in the calling process (the launcher child),
+        and the result cells after it when there are trampolines."""
+        addr = _libc.mmap(SLOT_BASE, AREA_SIZE, self.prot, mmap.MAP_SHARED
                           | MAP_FIXED_NOREPLACE, self.ro_fd, 0)
         if addr != SLOT_BASE:
             raise OSError(ctypes.get_errno(), "cannot map the slot area")
+        if self.trampolines:
+            addr = _libc.mmap(CELL_BASE, CELLS_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                              mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                              -1, 0)
+            if addr != CELL_BASE:
+                raise OSError(ctypes.get_errno(), "cannot map the result cells")
 
     def mapped_in(self, pid: int) -> bool:
-        """Whether pid's address space holds exactly our read-only mapping at SLOT_BASE."""
-        want = f"{SLOT_BASE:x}-{AREA_END:x} r--s "
+        """Whether pid's address space holds exactly our read-only mapping at SLOT_BASE (and
+        the result cells' right after it, with trampolines)."""
+        want = f"{SLOT_BASE:x}-{AREA_END:x} r-{'x' if self.trampolines else '-'}s "
+        cells = f"{CELL_BASE:x}-{CELL_BASE + CELLS_SIZE:x} rw-p ".encode()
+        area = False
         try:
             with open(f"/proc/{pid}/maps", "rb") as f:
                 for line in f:
                     if line.startswith(want.encode()):
                         fields = line.split()
                         major, minor = (int(x, 16) for x in fields[3].split(b":"))
-                        return (int(fields[4]) == self.ino
+                        area = (int(fields[4]) == self.ino
                                 and os.makedev(major, minor) == self.dev)
+                        if not area or not self.trampolines:
+                            return area
+                    elif line.startswith(cells):
+                        return area
         except OSError:
             return False
         return False

@@ -13,6 +13,8 @@ import sys
 import psutil
 import pytest
 
+from appvirt.core.slotlayout import CELL_BASE
+
 from ..conftest import appvirt_cmd
 
 pytestmark = pytest.mark.integration
@@ -46,18 +48,24 @@ with open(path, "rb") as f:
 with open("/proc/self/mem", "rb") as mem:
     mem.seek(page)
     mapped = mem.read(end - page)
-slot = any(m[0].startswith("6fff00000000-") and m[1] == "r--s" for m in maps)
-print(len(mapped), mapped == on_disk, slot)
+slot = next(m[1] for m in maps if m[0].startswith("6fff00000000-"))
+cells = any(m[0].startswith("%x-" % CELL_BASE) and m[1] == "rw-p" for m in maps)
+print(len(mapped), mapped == on_disk, slot, cells)
 """
 
 
-def test_the_entry_code_is_the_files_again_once_the_area_is_mapped(appvirt):
+@pytest.mark.parametrize("trampolines", ["1", "0"])
+def test_the_entry_code_is_the_files_again_once_the_area_is_mapped(appvirt, trampolines):
+    """The area is mapped read-only, executable with its trampolines and followed by the
+    process's result cells (trampoline.py), or read-only alone without."""
     r = appvirt("run", "--policy", "policies/default.yaml", "--",
-                sys.executable, "-c", ENTRY_PAGE_CHECK)
+                sys.executable, "-c", ENTRY_PAGE_CHECK.replace("CELL_BASE", str(CELL_BASE)),
+                env={"APPVIRT_TRAMPOLINES": trampolines})
     assert r.returncode == 0, r.stderr
-    size, same, slot = r.stdout.split()
+    size, same, slot, cells = r.stdout.split()
     assert int(size) > 0
-    assert (same, slot) == ("True", "True")
+    assert (same, slot, cells) == (("True", "r-xs", "True") if trampolines == "1"
+                                   else ("True", "r--s", "False"))
 
 
 def _static_program() -> str | None:

@@ -621,6 +621,64 @@ def test_registers_come_back_after_a_rewritten_open(appvirt, demo, tmp_path, fas
     assert not made.exists()                    # made in the overlay, not on the host
 
 
+def _stops(stderr: str) -> dict[str, int]:
+    """The --stats counts this module's tests look at."""
+    m = re.search(r"(\d+) seccomp, (\d+) syscall-exit", stderr)
+    t = re.search(r"opens with no exit stop \(trampolines\) (\d+)", stderr)
+    assert m, stderr
+    return {"seccomp": int(m[1]), "exit": int(m[2]), "trampolines": int(t[1]) if t else 0}
+
+
+def test_registers_come_back_when_signals_come_in_between(appvirt, demo, tmp_path):
+    """2,000 rewritten opens under a 200 us timer: with trampolines, a signal delivered as an
+    open returns finds RIP in the trampoline, and the tracer does the trampoline's work before
+    the handler runs (no handler sees RIP in the slot area's window, every register comes
+    back); a FIFO's open interrupted by a signal is restarted as the program's own call, or
+    fails with EINTR without SA_RESTART, in a directory of the overlay (its result logged).
+    Without trampolines, each of those opens has its exit stop."""
+    fifos = tmp_path / "fifos"
+    fifos.mkdir()
+    stops = {}
+    for trampolines in ("1", "0"):
+        r = appvirt("run", "--stats", "--", demo("probes"),
+                    "regs_kept_under_signals=/etc/hostname", f"fifo_restart={fifos}",
+                    f"fifo_eintr={fifos}", env={"APPVIRT_TRAMPOLINES": trampolines})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["regs_kept_under_signals: ok", "fifo_restart: ok hi",
+                                         "fifo_eintr: EINTR"]
+        stops[trampolines] = _stops(r.stderr)
+    assert stops["1"]["trampolines"] >= 2000 and stops["0"]["trampolines"] == 0
+    assert stops["0"]["exit"] - stops["1"]["exit"] >= 2000
+    assert list(fifos.iterdir()) == []          # the FIFOs were the overlay's
+
+
+@pytest.mark.parametrize("trampolines", ["1", "0"])
+def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, demo, tmp_path,
+                                                                      trampolines):
+    """A restart with no signal to deliver puts RIP on the syscall instruction before the
+    trampoline, the rewritten openat2 in the registers: the tracer lets it run from the slot
+    as it checked it (made by the probe itself; a file an earlier run made in the overlay,
+    whose host path is not its guest path, and a host file)."""
+    (tmp_path / "work").mkdir()             # (beside appvirt's home, which is Python's)
+    made = tmp_path / "work" / "made.txt"
+    r = appvirt("run", "--", demo("probes"), f"write_file={made}")
+    assert r.stdout == "write_file: ok\n", r.stderr
+    r = appvirt("run", "--stats", "--", demo("probes"), f"restart_from_trampoline={made}",
+                "restart_from_trampoline=/etc/hostname", f"restart_forged={made}",
+                env={"APPVIRT_TRAMPOLINES": trampolines})
+    assert r.returncode == 0, r.stderr
+    if trampolines == "1":
+        # A made-up "restart", its open_how read from the path's bytes, is the program's own
+        # openat2, decided by the handlers (the kernel finds the flags invalid).
+        assert r.stdout.splitlines() == ["restart_from_trampoline: ok"] * 2 + [
+            "restart_forged: EINVAL"]
+        assert re.search(r"intercepted: .*openat2 1\b", r.stderr), r.stderr
+    else:
+        assert r.stdout.splitlines() == ["restart_from_trampoline: no trampoline"] * 2 + [
+            "restart_forged: no trampoline"]
+    assert not made.exists()
+
+
 TIMES = r"""
 import os, sys, time
 d = os.path.join(sys.argv[1], "made")
