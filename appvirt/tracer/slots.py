@@ -7,10 +7,10 @@ owns one slot. A tracee gets the mapping after each exec by opening the memfd th
 "keeper" process (the tracer itself stays out of reach), mapping it, and closing the fd.
 
 The area ends with the slots' trampolines (trampoline.py, written by the engine). Where the kernel
-lets this memfd be mapped executable (vm.memfd_noexec, a security module), tracees map the
-area PROT_READ|PROT_EXEC and get their private page of result cells after it; elsewhere, or
-with APPVIRT_TRAMPOLINES=0, they map it PROT_READ alone and the tracer restores registers at
-the exit stop of each rewritten open instead.
+lets this memfd be mapped executable (a security module may not), tracees map the area
+PROT_READ|PROT_EXEC and get their private result cells after it; elsewhere, or with
+APPVIRT_TRAMPOLINES=0, they map it PROT_READ alone and the tracer restores registers at the
+exit stop of each rewritten open instead.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from .pathsearch import which
 F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
 MAP_FIXED_NOREPLACE = 0x100000
-MFD_EXEC = 0x10             # Linux 6.3: executable whatever vm.memfd_noexec's default
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 # Blocked in the keeper for good (exec keeps the mask): a Ctrl-C, a hangup or a kill of
@@ -43,18 +42,10 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long)
 
 
-def _memfd_create(executable: bool) -> int:
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-    if executable:
-        try:
-            return os.memfd_create("appvirt-slots", flags | MFD_EXEC)
-        except OSError:             # EINVAL before 6.3 (no flag, every memfd executable);
-            pass                    # EACCES where vm.memfd_noexec forbids it
-    return os.memfd_create("appvirt-slots", flags)
-
-
 def _executable(fd: int) -> bool:
-    """Whether the memfd can be mapped executable here (what a tracee's stub will ask)."""
+    """Whether the memfd can be mapped executable here, as a tracee's stub will map it (a
+    security module's policy may refuse; vm.memfd_noexec is about executing a memfd as a
+    program, not about mapping it)."""
     try:
         mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_EXEC).close()
     except OSError:
@@ -70,7 +61,7 @@ class SlotArena:
         if trampolines is None:
             trampolines = os.environ.get("APPVIRT_TRAMPOLINES", "1") != "0"
         try:
-            self.fd = _memfd_create(trampolines)
+            self.fd = os.memfd_create("appvirt-slots", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             os.ftruncate(self.fd, AREA_SIZE)
             self.view = mmap.mmap(self.fd, AREA_SIZE, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)

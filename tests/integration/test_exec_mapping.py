@@ -4,6 +4,7 @@ over the entry point runs, is taken back, and a failure kills the process, logge
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -152,3 +153,25 @@ def test_a_32_bit_program_is_killed_at_its_exec_with_a_reason(home, ptrace_ok, t
     killed = [rec for rec in map(json.loads, log.read_text().splitlines())
               if rec.get("decision") == "killed"]
     assert len(killed) == 1 and "not an x86-64 program" in killed[0]["detail"]
+
+
+def test_trampolines_work_where_memfds_may_not_be_run_as_programs(appvirt, demo):
+    """vm.memfd_noexec=2, a hardened system's setting (here in a PID namespace of the test's
+    own, where the setting is that namespace's), forbids running a memfd as a program, not
+    mapping it executable: the trampolines are used, the program sees its registers back."""
+    script = ("echo 2 > /proc/sys/vm/memfd_noexec && exec "
+              + " ".join(appvirt_cmd("run", "--stats", "--", demo("probes"),
+                                     "regs_kept=/etc/hostname")))
+    try:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+                           capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    if "memfd_noexec" in r.stderr or "unshare:" in r.stderr:
+        pytest.skip(f"no PID namespace with its own vm.memfd_noexec here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "regs_kept: ok\n"
+    assert re.search(r"opens with no exit stop \(trampolines\) [1-9]", r.stderr), r.stderr
+    assert " 0 syscall-exit" in r.stderr
+    with open("/proc/sys/vm/memfd_noexec") as f:     # (the test's namespace is untouched)
+        assert f.read().strip() != "2"

@@ -177,3 +177,30 @@ def test_without_cat_the_fork_itself_keeps_the_area(arena, monkeypatch):
     os.close(os.open(arena.keeper_path(), os.O_RDONLY))
     arena.close()
     assert _state(pid) == ""
+
+
+def test_without_an_executable_mapping_there_are_no_trampolines(monkeypatch):
+    """A security module that refuses PROT_EXEC on the memfd: the area is read-only alone and
+    no result cells are asked for (the engine restores registers at exit stops)."""
+    import mmap
+    real = mmap.mmap
+
+    def refusing(*args, **kw):
+        prot = kw.get("prot", args[3] if len(args) > 3 else 0)
+        if prot & mmap.PROT_EXEC:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kw)
+    monkeypatch.setattr(slots.mmap, "mmap", refusing)
+    a = SlotArena()
+    try:
+        assert (a.trampolines, a.prot) == (False, mmap.PROT_READ)
+    finally:
+        a.close()
+    monkeypatch.setattr(slots.mmap, "mmap", real)
+    for wanted, env in ((True, "1"), (False, "0")):
+        monkeypatch.setenv("APPVIRT_TRAMPOLINES", env)
+        a = SlotArena()
+        try:
+            assert a.trampolines is wanted
+        finally:
+            a.close()
