@@ -17,6 +17,7 @@ tracer took nine (every call's entry and exit, its seccomp stops, and execve's e
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import signal
 import struct
@@ -32,6 +33,7 @@ FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE}
 O_RDONLY_CLOEXEC = 0o2000000
 
 
+@functools.lru_cache(maxsize=4)
 def _stub_code(prot: int = mmap.PROT_READ, cells: bool = False) -> bytes:
     """The stub's instructions (x86-64); the keeper's path follows them (see stub). prot: the
     area's protection; cells: the result cells are mapped too (trampoline.py).

@@ -679,6 +679,45 @@ def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, dem
     assert not made.exists()
 
 
+CREATE_THEN_RENAME = r"""
+import os, sys, threading
+d, failed = sys.argv[1], []
+for i in range(100):
+    made = threading.Event()
+    def create():
+        os.close(os.open(f"{d}/f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+        made.set()
+    def rename():
+        made.wait()
+        try:
+            os.rename(f"{d}/f{i}", f"{d}/g{i}")
+        except OSError as e:
+            failed.append((i, e.strerror))
+    threads = [threading.Thread(target=rename), threading.Thread(target=create)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+print(failed or "ok", sorted(os.listdir(d)) == sorted(["seed"] + [f"g{i}" for i in range(100)]))
+"""
+
+
+def test_a_file_one_thread_made_is_the_indexs_at_another_threads_next_stop(appvirt, tmp_path):
+    """A thread creates a file in a merged directory (C: an open through its trampoline, with
+    no stop after it) and tells another at once, which renames it (Python's, from the
+    overlay's index): the index must have the file by then, though the first thread has not
+    stopped again, so the other thread's stop notes it from the first one's result cell."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = appvirt("run", "--", "/bin/sh", "-c", f"echo > {work}/seed")     # merged from now on
+    assert r.returncode == 0, r.stderr
+    r = appvirt("run", "--stats", "--", PYTHON, "-c", CREATE_THEN_RENAME, str(work))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok True\n"
+    assert _stops(r.stderr)["trampolines"] >= 100
+    assert list(work.iterdir()) == []
+
+
 TIMES = r"""
 import os, sys, time
 d = os.path.join(sys.argv[1], "made")
