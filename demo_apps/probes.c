@@ -190,6 +190,59 @@ static void restart_from_trampoline(const char *name, const char *path, int forg
     if (rax >= 0) close((int)rax);
 }
 
+/* An openat whose return address is a symbol (eloop_return): the trampoline's data names it.
+ * eloop_fake(entry) enters a trampoline as the kernel would return ELOOP to it: the
+ * trampoline re-runs the program's own openat, which returns to eloop_return and so to the
+ * caller of eloop_fake. */
+long eloop_open(const char *path);
+long eloop_fake(unsigned long entry);
+extern char eloop_return[];
+__asm__(".text\n"
+        "eloop_open:\n\t"
+        "mov %rdi, %rsi\n\t"
+        "mov $-100, %rdi\n\t"
+        "xor %edx, %edx\n\t"
+        "xor %r10d, %r10d\n\t"
+        "mov $257, %eax\n\t"
+        "syscall\n"
+        "eloop_return:\n\t"
+        "ret\n"
+        "eloop_fake:\n\t"
+        "mov $-40, %rax\n\t"
+        "jmp *%rdi\n");
+
+/* ELOOP 20 times in a row, as a symlink swapped in after each check would make the kernel
+ * return it: the tracer re-runs the open each time, and after MAX_RESTARTS in a row (16) lets
+ * the next one's result through an exit stop (the kernel's, here an fd: the ELOOPs are made
+ * up). Prints "NAME: N opened" (every re-run open succeeds). */
+static void eloop_restarts(const char *name, const char *path) {
+    long fd = eloop_open(path);
+    if (fd < 0) {
+        printf("%s: %s\n", name, strerrorname_np((int)-fd));
+        return;
+    }
+    close((int)fd);
+    long slot = -1;
+    for (long i = 0; i < 4096 && slot < 0; i++) {
+        const unsigned long *data = (const unsigned long *)(TRAMP_BASE + i * 256 + 128);
+        if (data[4] == (unsigned long)eloop_return)
+            slot = i;
+    }
+    if (slot < 0) {
+        printf("%s: no trampoline\n", name);
+        return;
+    }
+    int opened = 0;
+    for (int i = 0; i < 20; i++) {
+        long r = eloop_fake(TRAMP_BASE + slot * 256 + 2);
+        if (r >= 0) {
+            opened++;
+            close((int)r);
+        }
+    }
+    printf("%s: %d opened\n", name, opened);
+}
+
 static void nothing(int sig) { (void)sig; }
 
 /* Make a FIFO in dir and open it for reading, a SIGALRM arriving while it waits for a writer
@@ -336,6 +389,8 @@ static int run(const char *name, const char *arg) {
         restart_from_trampoline(name, arg, 0);
     else if (!strcmp(name, "restart_forged"))
         restart_from_trampoline(name, arg, 1);
+    else if (!strcmp(name, "eloop_restarts"))
+        eloop_restarts(name, arg);
     else if (!strcmp(name, "fifo_restart"))
         fifo_open(name, arg, 1);
     else if (!strcmp(name, "fifo_eintr"))

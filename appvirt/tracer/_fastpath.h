@@ -63,7 +63,8 @@ enum ArgFormat { ARG_PATH, ARG_UNSIGNED, ARG_INT, ARG_UINT, ARG_OCTAL, ARG_POINT
 
 typedef struct {
     pid_t tid;                       /* 0: free */
-    int restarts;
+    pid_t restarts_of;               /* the thread whose open restarted (ELOOP) `restarts` */
+    int restarts;                    /* times in a row: kept by clear_pending */
     unsigned long long nr, args[4];  /* the program's own call, restored at its exit */
     int owned;                       /* a redirected open (owned, or an upper object in a */
                                      /* merged directory): its end is recorded */
@@ -195,6 +196,13 @@ typedef struct {
     Line line;
 } Engine;
 
+/* The data of slot's trampoline (trampoline.py), through the tracer's view of the area. */
+static inline unsigned long long *tramp_data(const Engine *self, int slot)
+{
+    return (unsigned long long *)((char *)self->area.buf + (self->tramp_base - self->slot_base)
+                                  + (size_t)slot * TRAMP_STRIDE + TRAMP_DATA);
+}
+
 /* _fastpath_answer.c: the answers, the only writes to a tracee and its resumptions */
 int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len);
 void emulate(pid_t tid, long result);
@@ -252,6 +260,8 @@ int do_statfs(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);
 int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_info *in);
 void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);
+void count_restart(Pending *p, pid_t tid, int restart);
+int restarted_enough(const Pending *p, pid_t tid);
 
 /* _fastpath_listing.c: listings */
 int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);

@@ -76,14 +76,12 @@ int give_back(Engine *self, Pending *p, pid_t tid, long *result)
         return -1;
     regs.rdi = p->args[0]; regs.rsi = p->args[1]; regs.rdx = p->args[2]; regs.r10 = p->args[3];
     regs.orig_rax = p->nr;               /* a -ERESTART* re-runs the program's own call */
-    int restart = (long long)regs.rax == -ELOOP && p->restarts < MAX_RESTARTS
+    int restart = (long long)regs.rax == -ELOOP && !restarted_enough(p, tid)
                   && p->nr == (unsigned long long)self->nr_openat;    /* (not an exec) */
+    count_restart(p, tid, restart);
     if (restart) {
-        p->restarts++;
         regs.rip -= 2;
         regs.rax = p->nr;
-    } else {
-        p->restarts = 0;
     }
     *result = (long)regs.rax;
     ptrace(PTRACE_SETREGS, tid, 0, &regs);
@@ -105,7 +103,7 @@ void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
                        struct user_regs_struct *regs)
 {
     char *code = (char *)self->area.buf + (trampoline_at(self, slot) - self->slot_base);
-    unsigned long long *data = (unsigned long long *)(code + TRAMP_DATA);
+    unsigned long long *data = tramp_data(self, slot);
     if (!self->tramp_written[slot]) {
         memcpy(code, self->tramp_code, (size_t)self->tramp_len);
         self->tramp_written[slot] = 1;
@@ -139,8 +137,7 @@ int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *resul
     if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0 || regs.rip < at
             || regs.rip > at + TRAMP_LAST_JUMP)
         return 0;
-    unsigned long long *data = (unsigned long long *)((char *)self->area.buf
-                                                      + (at - self->slot_base) + TRAMP_DATA);
+    unsigned long long *data = tramp_data(self, slot);
     unsigned long long off = regs.rip - at;
     long rax = (long)regs.rax;
     int restart = off < TRAMP_ENTRY || off == TRAMP_LAST_JUMP || rax == -ELOOP;

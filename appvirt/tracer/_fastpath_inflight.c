@@ -61,7 +61,9 @@ static void note_created(Engine *self, Pending *p)
 
 /* p's open is over, with *result when known: what the exit stop would have done (finish_open),
  * and the slot is free. A restart (ELOOP, or -ERESTART*: the program's own call runs again)
- * has no result. Unknown, a creation is noted as the upper layer now has it. */
+ * has no result; ELOOPs in a row are counted (after MAX_RESTARTS, do_openat resumes the next
+ * with an exit stop, where give_back lets the program have the ELOOP). Unknown, a creation is
+ * noted as the upper layer now has it. */
 static void tramp_done(Engine *self, Pending *p, pid_t tid, int known, long result)
 {
     int restart = known && (result == -ELOOP || (result <= -ERESTARTSYS_
@@ -70,6 +72,7 @@ static void tramp_done(Engine *self, Pending *p, pid_t tid, int known, long resu
         note_created(self, p);
     if (p->seq > 0 && known && !restart)
         log_result(self, tid, p->seq, result);
+    count_restart(p, tid, known && result == -ELOOP);
     unlist(self, p);
     clear_pending(p);
 }
@@ -105,7 +108,13 @@ int settle_own(Engine *self, pid_t tid, int slot, int status,
         tramp_done(self, p, tid, 1, result);
         return FALLBACK;
     }
-    int known = (p->seq > 0 || p->created != NULL) && read_cell(self, p, tid, slot, &result);
+    /* The cell is read for a record, a file made, or an ELOOP to count: the same call again
+     * from the same instruction (a restart, or the next open through the same wrapper). */
+    int again = *have_info && info->op == PTRACE_SYSCALL_INFO_SECCOMP
+                && info->seccomp.nr == p->nr
+                && info->instruction_pointer == tramp_data(self, slot)[4];
+    int known = (p->seq > 0 || p->created != NULL || again)
+                && read_cell(self, p, tid, slot, &result);
     tramp_done(self, p, tid, known, result);
     return FALLBACK;
 }

@@ -7,8 +7,26 @@
 
 void clear_pending(Pending *p)
 {
+    pid_t restarts_of = p->restarts_of;
+    int restarts = p->restarts;
     Py_CLEAR(p->created);
     memset(p, 0, sizeof(Pending));
+    p->restarts_of = restarts_of;
+    p->restarts = restarts;
+}
+
+/* The open p holds (tid's) ended: in ELOOP, a restart (one more in a row), or otherwise. */
+void count_restart(Pending *p, pid_t tid, int restart)
+{
+    p->restarts = restart ? (p->restarts_of == tid ? p->restarts : 0) + 1 : 0;
+    p->restarts_of = tid;
+}
+
+/* Whether tid's open has restarted MAX_RESTARTS times in a row: the next ELOOP is the
+ * program's. */
+int restarted_enough(const Pending *p, pid_t tid)
+{
+    return p->restarts_of == tid && p->restarts >= MAX_RESTARTS;
 }
 
 /* Whether op's object, a directory, is an owned directory itself. */
@@ -417,7 +435,8 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     regs.rdx = at + how_off;
     regs.r10 = OPEN_HOW_SIZE;
     regs.orig_rax = (unsigned long long)self->nr_openat2;
-    if (self->tramp_base) {          /* no exit stop: its trampoline restores (inflight.c) */
+    if (self->tramp_base && !restarted_enough(p, tid)) {   /* no exit stop: its trampoline */
+                                                            /* restores (inflight.c) */
         p->how = regs.rdx;
         if (created != NULL)
             list_open(self, p, slot);

@@ -679,6 +679,18 @@ def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, dem
     assert not made.exists()
 
 
+def test_an_open_restarted_sixteen_times_in_a_row_gets_its_next_result_at_an_exit_stop(
+        appvirt, demo):
+    """ELOOP (a symlink swapped in after the check) re-runs an open, at most 16 times in a
+    row (MAX_RESTARTS): a racing process cannot keep a program's open going for ever. The
+    probe makes the trampoline see ELOOP 20 times; the 16th re-run open goes through an exit
+    stop, where a 17th ELOOP would be the program's (here the kernel's own result: an fd)."""
+    r = appvirt("run", "--stats", "--", demo("probes"), "eloop_restarts=/etc/hostname")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "eloop_restarts: 20 opened\n"
+    assert _stops(r.stderr)["exit"] == 1
+
+
 CREATE_THEN_RENAME = r"""
 import os, sys, threading
 d, failed = sys.argv[1], []
