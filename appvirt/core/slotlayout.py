@@ -7,8 +7,8 @@ seccomp filter can refuse, in the kernel, any mapping call that would unmap, mov
 
 After the slots come one trampoline per slot (trampoline.py: code and the registers it puts
 back), in the same memfd, mapped executable too where the kernel lets a memfd be; right after
-the area, each process has its own private page of result cells, which the trampolines write.
-The guarded range covers all three.
+the area, each process has its own private result cells, which the trampolines write. The
+guarded range covers all three.
 """
 
 SLOT_BASE = 0x6FFF_0000_0000      # between PIE images (0x55..-0x56..) and the mmap base (0x7f..)

@@ -5,13 +5,14 @@ its own has run. The tracer writes a short stub over the entry point (TraceeMemo
 into a private copy of the page, as debuggers' breakpoints are) and points the thread at it;
 when execve returns, the stub runs openat(/proc/KEEPER/fd/N, O_RDONLY), mmap(SLOT_BASE,
 PROT_READ (and PROT_EXEC for the trampolines), MAP_SHARED|MAP_FIXED_NOREPLACE) and close,
-with trampolines an anonymous mmap of the result cells after the area, and ends on int3. The tracer then puts
-the bytes and registers back (execve's return value 0 in rax) and checks /proc/PID/maps. Any
-failure kills the process: it never runs without its slots.
+with trampolines an anonymous mmap of the result cells after the area, and ends on int3. The
+tracer then puts the bytes and registers back (execve's return value 0 in rax) and checks
+/proc/PID/maps. Any failure kills the process: it never runs without its slots.
 
 Three stops besides the exec event (the seccomp stops of the openat and of the mmap, which the
-filter traces at the slot area's address, and the int3; a fourth for the cells' mmap), where stepping each call from the
-tracer took nine (every call's entry and exit, its seccomp stops, and execve's exit).
+filter traces at the slot area's address, and the int3; a fourth for the cells' mmap), where
+stepping each call from the tracer took nine (every call's entry and exit, its seccomp stops,
+and execve's exit).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def _stub_code(prot: int = mmap.PROT_READ, cells: bool = False) -> bytes:
             b"\x49\x89\xc4",                                  # mov r12, rax
         ))
     tail = b"\x48\x89\xd8" + b"\xcc"                          # mov rax, rbx; trap: int3
+    assert len(maps) + len(tail) - 1 < 0x80, "js takes a signed 8-bit displacement"
     js = b"\x78" + bytes([len(maps) + len(tail) - 1])         # js trap (a failed open)
     lea_at = len(head)
     rest = open_rest + js + maps + tail

@@ -6,8 +6,8 @@ its size never changes. Every tracee maps it PROT_READ|MAP_SHARED at SLOT_BASE; 
 owns one slot. A tracee gets the mapping after each exec by opening the memfd through a small
 "keeper" process (the tracer itself stays out of reach), mapping it, and closing the fd.
 
-The area ends with the slots' trampolines (trampoline.py, written by the engine). Where the kernel
-lets this memfd be mapped executable (a security module may not), tracees map the area
+The area ends with the slots' trampolines (trampoline.py, written by the engine). Where the
+kernel lets this memfd be mapped executable (a security module may not), tracees map the area
 PROT_READ|PROT_EXEC and get their private result cells after it; elsewhere, or with
 APPVIRT_TRAMPOLINES=0, they map it PROT_READ alone and the tracer restores registers at the
 exit stop of each rewritten open instead.
