@@ -629,7 +629,8 @@ def _stops(stderr: str) -> dict[str, int]:
     return {"seccomp": int(m[1]), "exit": int(m[2]), "trampolines": int(t[1]) if t else 0}
 
 
-def test_registers_come_back_when_signals_come_in_between(appvirt, demo, tmp_path):
+def test_registers_come_back_when_signals_come_in_between(appvirt, demo, tmp_path,
+                                                          trampolines):
     """2,000 rewritten opens under a 200 us timer: with trampolines, a signal delivered as an
     open returns finds RIP in the trampoline, and the tracer does the trampoline's work before
     the handler runs (no handler sees RIP in the slot area's window, every register comes
@@ -639,22 +640,22 @@ def test_registers_come_back_when_signals_come_in_between(appvirt, demo, tmp_pat
     fifos = tmp_path / "fifos"
     fifos.mkdir()
     stops = {}
-    for trampolines in ("1", "0"):
+    for tramp in ("1", "0"):
         r = appvirt("run", "--stats", "--", demo("probes"),
                     "regs_kept_under_signals=/etc/hostname", f"fifo_restart={fifos}",
-                    f"fifo_eintr={fifos}", env={"APPVIRT_TRAMPOLINES": trampolines})
+                    f"fifo_eintr={fifos}", env={"APPVIRT_TRAMPOLINES": tramp})
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == ["regs_kept_under_signals: ok", "fifo_restart: ok hi",
                                          "fifo_eintr: EINTR"]
-        stops[trampolines] = _stops(r.stderr)
+        stops[tramp] = _stops(r.stderr)
     assert stops["1"]["trampolines"] >= 2000 and stops["0"]["trampolines"] == 0
     assert stops["0"]["exit"] - stops["1"]["exit"] >= 2000
     assert list(fifos.iterdir()) == []          # the FIFOs were the overlay's
 
 
-@pytest.mark.parametrize("trampolines", ["1", "0"])
+@pytest.mark.parametrize("tramp", ["1", "0"])
 def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, demo, tmp_path,
-                                                                      trampolines):
+                                                                      trampolines, tramp):
     """A restart with no signal to deliver puts RIP on the syscall instruction before the
     trampoline, the rewritten openat2 in the registers: the tracer lets it run from the slot
     as it checked it (made by the probe itself; a file an earlier run made in the overlay,
@@ -665,9 +666,9 @@ def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, dem
     assert r.stdout == "write_file: ok\n", r.stderr
     r = appvirt("run", "--stats", "--", demo("probes"), f"restart_from_trampoline={made}",
                 "restart_from_trampoline=/etc/hostname", f"restart_forged={made}",
-                env={"APPVIRT_TRAMPOLINES": trampolines})
+                env={"APPVIRT_TRAMPOLINES": tramp})
     assert r.returncode == 0, r.stderr
-    if trampolines == "1":
+    if tramp == "1":
         # A made-up "restart", its open_how read from the path's bytes, is the program's own
         # openat2, decided by the handlers (the kernel finds the flags invalid).
         assert r.stdout.splitlines() == ["restart_from_trampoline: ok"] * 2 + [
@@ -680,7 +681,7 @@ def test_the_kernels_restart_of_a_rewritten_open_runs_it_as_checked(appvirt, dem
 
 
 def test_an_open_restarted_sixteen_times_in_a_row_gets_its_next_result_at_an_exit_stop(
-        appvirt, demo):
+        appvirt, demo, trampolines):
     """ELOOP (a symlink swapped in after the check) re-runs an open, at most 16 times in a
     row (MAX_RESTARTS): a racing process cannot keep a program's open going for ever. The
     probe makes the trampoline see ELOOP 20 times; the 16th re-run open goes through an exit
@@ -714,7 +715,8 @@ print(failed or "ok", sorted(os.listdir(d)) == sorted(["seed"] + [f"g{i}" for i 
 """
 
 
-def test_a_file_one_thread_made_is_the_indexs_at_another_threads_next_stop(appvirt, tmp_path):
+def test_a_file_one_thread_made_is_the_indexs_at_another_threads_next_stop(appvirt, tmp_path,
+                                                                           trampolines):
     """A thread creates a file in a merged directory (C: an open through its trampoline, with
     no stop after it) and tells another at once, which renames it (Python's, from the
     overlay's index): the index must have the file by then, though the first thread has not
