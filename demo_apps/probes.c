@@ -88,6 +88,7 @@ static void regs_kept(const char *path) {
 static volatile long at_return, in_window;
 
 static void note_rip(int sig, siginfo_t *si, void *ctx) {
+    (void)sig; (void)si;
     unsigned long rip = (unsigned long)((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
     if (rip == syscall_return)
         at_return++;
@@ -131,6 +132,18 @@ static void regs_kept_under_signals(const char *path) {
  * back; "no trampoline" when the tracer used none. `forged`: the restart's open_how is read
  * 8 bytes further (the path's bytes as flags): a call the program made up, not the restart. */
 #define TRAMP_BASE (SLOT_BASE + 4096UL * 3 * 4096)
+
+/* The slot whose trampoline returns to `ret` (and, unless NULL, saved `path` as the
+ * program's rsi): this thread's, after an open rewritten from it; -1 when none does. */
+static long trampoline_slot(unsigned long ret, const char *path) {
+    for (long i = 0; i < 4096; i++) {
+        const unsigned long *data = (const unsigned long *)(TRAMP_BASE + i * 256 + 128);
+        if (data[4] == ret && (path == NULL || data[1] == (unsigned long)path))
+            return i;
+    }
+    return -1;
+}
+
 static void restart_from_trampoline(const char *name, const char *path, int forged) {
     const char *changed;
     long fd = open_keeping_regs(path, &changed);      /* finds syscall_return's trampoline */
@@ -139,12 +152,7 @@ static void restart_from_trampoline(const char *name, const char *path, int forg
         return;
     }
     close((int)fd);
-    long slot = -1;
-    for (long i = 0; i < 4096 && slot < 0; i++) {
-        const unsigned long *data = (const unsigned long *)(TRAMP_BASE + i * 256 + 128);
-        if (data[4] == syscall_return && data[1] == (unsigned long)path)
-            slot = i;
-    }
+    long slot = trampoline_slot(syscall_return, path);
     if (slot < 0) {
         printf("%s: no trampoline\n", name);
         return;
@@ -222,12 +230,7 @@ static void eloop_restarts(const char *name, const char *path) {
         return;
     }
     close((int)fd);
-    long slot = -1;
-    for (long i = 0; i < 4096 && slot < 0; i++) {
-        const unsigned long *data = (const unsigned long *)(TRAMP_BASE + i * 256 + 128);
-        if (data[4] == (unsigned long)eloop_return)
-            slot = i;
-    }
+    long slot = trampoline_slot((unsigned long)eloop_return, NULL);
     if (slot < 0) {
         printf("%s: no trampoline\n", name);
         return;

@@ -94,15 +94,15 @@ static int do_change_call(Engine *self, pid_t tid, int nr,
 /* ANSWERED when the stop was dealt with here. */
 static int try_stop(Engine *self, pid_t tid, int status)
 {
-    clock_gettime(CLOCK_MONOTONIC, &self->t0);
-    if (self->n_listed > 0)
+    if (self->n_listed > 0)          /* (notes only: no record, no time) */
         settle_others(self, tid);
     int slot = slot_of(self, tid);
     if (slot < 0)
         return FALLBACK;
+    clock_gettime(CLOCK_MONOTONIC, &self->t0);
     struct __ptrace_syscall_info info;
     int have_info = 0;
-    if (self->pending[slot].tramp && self->pending[slot].tid == tid
+    if (self->pending[slot].token && self->pending[slot].tid == tid
             && settle_own(self, tid, slot, status, &info, &have_info) == ANSWERED) {
         self->stub_stops++;          /* (a restart: not the program's call) */
         return ANSWERED;
@@ -258,8 +258,6 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
         settle_gone(self, &self->pending[slot], tid);
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = UNSERVED;
-    if (PyErr_Occurred())
-        return NULL;
     Py_RETURN_NONE;
 }
 

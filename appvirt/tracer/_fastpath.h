@@ -70,8 +70,8 @@ typedef struct {
                                      /* merged directory): its end is recorded */
     long long seq;                   /* its log record (0: none) */
     PyObject *created;               /* the guest path it creates (NULL: none) */
-    int tramp;                       /* resumed through its trampoline: no exit stop; */
-    uint32_t token;                  /* its result comes in the cell with this token; */
+    uint32_t token;                  /* resumed through its trampoline (no exit stop), its */
+                                     /* result in the cell with this token (0: not so) */
     unsigned long long how;          /* its open_how in the slot */
     Py_ssize_t listed;               /* its place in Engine.listed + 1 (0: not there) */
 } Pending;
@@ -196,11 +196,21 @@ typedef struct {
     Line line;
 } Engine;
 
-/* The data of slot's trampoline (trampoline.py), through the tracer's view of the area. */
+/* Slot's trampoline (trampoline.py): its address in tracees, its bytes in the tracer's view
+ * of the area, and its data there. */
+static inline unsigned long long tramp_at(const Engine *self, int slot)
+{
+    return self->tramp_base + (unsigned long long)slot * TRAMP_STRIDE;
+}
+
+static inline char *tramp_view(const Engine *self, int slot)
+{
+    return (char *)self->area.buf + (tramp_at(self, slot) - self->slot_base);
+}
+
 static inline unsigned long long *tramp_data(const Engine *self, int slot)
 {
-    return (unsigned long long *)((char *)self->area.buf + (self->tramp_base - self->slot_base)
-                                  + (size_t)slot * TRAMP_STRIDE + TRAMP_DATA);
+    return (unsigned long long *)(tramp_view(self, slot) + TRAMP_DATA);
 }
 
 /* _fastpath_answer.c: the answers, the only writes to a tracee and its resumptions */

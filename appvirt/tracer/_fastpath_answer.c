@@ -45,7 +45,7 @@ Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
     Pending *p = &self->pending[slot];
     if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
         return NULL;
-    if (p->tramp)                    /* a thread gone with its open in flight */
+    if (p->token)                    /* a thread gone with its open in flight */
         settle_gone(self, p, p->tid);
     clear_pending(p);
     p->tid = tid;
@@ -88,12 +88,7 @@ int give_back(Engine *self, Pending *p, pid_t tid, long *result)
     return restart;
 }
 
-/* -- trampolines (trampoline.py) ------------------------------------------------------------ */
-
-static unsigned long long trampoline_at(Engine *self, int slot)
-{
-    return self->tramp_base + (unsigned long long)slot * TRAMP_STRIDE;
-}
+/* -- trampolines (trampoline.py) ------------------------------------------------------- */
 
 /* The held call, rewritten as regs say, resumed with RIP at the slot's trampoline, which puts
  * the program's registers back when the call returns: no exit stop. Its data (the registers
@@ -102,10 +97,9 @@ static unsigned long long trampoline_at(Engine *self, int slot)
 void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
                        struct user_regs_struct *regs)
 {
-    char *code = (char *)self->area.buf + (trampoline_at(self, slot) - self->slot_base);
     unsigned long long *data = tramp_data(self, slot);
     if (!self->tramp_written[slot]) {
-        memcpy(code, self->tramp_code, (size_t)self->tramp_len);
+        memcpy(tramp_view(self, slot), self->tramp_code, (size_t)self->tramp_len);
         self->tramp_written[slot] = 1;
     }
     if (++self->token == 0)          /* (0: a cell never written) */
@@ -115,9 +109,8 @@ void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
     data[5] = p->nr;
     data[6] = regs->rip - 2;
     data[7] = (unsigned long long)self->token << 32;
-    p->tramp = 1;
     p->token = self->token;
-    regs->rip = trampoline_at(self, slot) + TRAMP_ENTRY;
+    regs->rip = tramp_at(self, slot) + TRAMP_ENTRY;
     if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0) {
         settle_gone(self, p, tid);   /* gone: its exit report follows */
         return;
@@ -133,7 +126,7 @@ void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
 int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *result)
 {
     struct user_regs_struct regs;
-    unsigned long long at = trampoline_at(self, slot);
+    unsigned long long at = tramp_at(self, slot);
     if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0 || regs.rip < at
             || regs.rip > at + TRAMP_LAST_JUMP)
         return 0;

@@ -94,9 +94,7 @@ int settle_own(Engine *self, pid_t tid, int slot, int status,
         unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
         const uint64_t *a = info->seccomp.args;
         if (*have_info && info->op == PTRACE_SYSCALL_INFO_SECCOMP
-                && info->instruction_pointer == self->tramp_base
-                                                + (unsigned long long)slot * TRAMP_STRIDE
-                                                + TRAMP_ENTRY
+                && info->instruction_pointer == tramp_at(self, slot) + TRAMP_ENTRY
                 && info->seccomp.nr == (unsigned long long)self->nr_openat2
                 && (int)a[0] == AT_FDCWD_ && a[1] == at && a[2] == p->how
                 && a[3] == OPEN_HOW_SIZE) {
@@ -136,7 +134,7 @@ void settle_others(Engine *self, pid_t tid)
  * its process still has it. */
 void settle_gone(Engine *self, Pending *p, pid_t tid)
 {
-    if (!p->tramp) {
+    if (!p->token) {
         clear_pending(p);
         return;
     }

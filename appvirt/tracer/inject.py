@@ -145,8 +145,7 @@ class Injection:
         if hide_vdso:
             hide_vdso_from(tid, self.regs0.rsp, memory)
         code = stub(arena.keeper_path(), arena.prot, arena.trampolines)
-        self.trap = len(code) - len(arena.keeper_path()) - 2    # the int3's offset
-        self.cells = arena.trampolines
+        self.trap = len(_stub_code(arena.prot, arena.trampolines)) - 1   # the int3's offset
         self.addr = stub_address(self.regs0.rip, len(code))
         self.saved = memory.read(tid, self.addr, len(code))
         memory.write_code(tid, self.addr, code)
@@ -171,7 +170,7 @@ class Injection:
             raise InjectionFailed(f"open of the slot area failed: {_errno_text(regs.r13)}")
         if regs.rax != SLOT_BASE:
             raise InjectionFailed(f"mmap of the slot area failed: {_errno_text(regs.rax)}")
-        if self.cells and regs.r12 != CELL_BASE:
+        if self.arena.trampolines and regs.r12 != CELL_BASE:
             raise InjectionFailed(f"mmap of the result cells failed: {_errno_text(regs.r12)}")
         self.memory.write_code(self.tid, self.addr, self.saved)
         self.regs0.rax = 0                    # execve's own return value

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 
-from ..core.slotlayout import CELL_BASE, SLOT_COUNT, TRAMP_BASE, TRAMP_STRIDE
+from ..core.slotlayout import CELL_BASE, TRAMP_BASE
 
 ENTRY = 2                   # the first instruction, after the restart's syscall instruction
 DATA = 128                  # the data: rdi, rsi, rdx, r10, return address, call number, the
@@ -71,9 +71,3 @@ def code() -> bytes:
 
 
 LAST_JUMP = 70              # the restart's jump: rax already holds the program's call
-
-
-def area_bytes() -> bytes:
-    """Every slot's trampoline, as the engine writes each the first time its slot has one (its
-    data zero)."""
-    return code().ljust(TRAMP_STRIDE, b"\0") * SLOT_COUNT
