@@ -1,7 +1,8 @@
 """The `appvirt` executable.
 
 A plain `appvirt run` command line is first offered to a warm server (warm/client.py: one
-failed connect when there is none), then starts its run without loading click (click and the
+failed connect when there is none), and a cold one that found none leaves one starting for
+the next (warm/autostart.py); it starts its run without loading click (click and the
 modules it needs are a tenth of the start-up), and ends it without the interpreter's teardown
 (_exit_at_once); every other command line goes to cli.main. Hence the imports here are few
 and builtin, and the rest come when a command needs them.
@@ -47,6 +48,9 @@ def console() -> NoReturn:
             os._exit(status)
     status, ran = _command(args, params)
     if ran:
+        from .homepath import home_dir
+        from .warm.autostart import start_after_cold_run
+        start_after_cold_run(home_dir())    # for the runs after this one
         _exit_at_once(status)
     sys.exit(status)
 

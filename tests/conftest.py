@@ -35,14 +35,20 @@ def _ptrace_problem() -> str | None:
 def _session_home(tmp_path_factory: pytest.TempPathFactory):
     """APPVIRT_HOME for the whole session, under pytest's temporary directory: what appvirt
     caches there from inside the test process (checked policies, python-ptrace's facts) never
-    goes to the user's own. Tests that look at a home use the `home` fixture."""
-    before = os.environ.get("APPVIRT_HOME")
-    os.environ["APPVIRT_HOME"] = str(tmp_path_factory.mktemp("session-home"))
+    goes to the user's own. Tests that look at a home use the `home` fixture.
+
+    APPVIRT_SERVER=manual: a run asks a server the test started, but a cold one leaves none
+    behind (warm/autostart.py; test_warm_start.py tests that with it unset)."""
+    chosen = {"APPVIRT_HOME": str(tmp_path_factory.mktemp("session-home")),
+              "APPVIRT_SERVER": "manual"}
+    before = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
     yield
-    if before is None:
-        os.environ.pop("APPVIRT_HOME", None)
-    else:
-        os.environ["APPVIRT_HOME"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The server runs only its own code, on its own interpreter and environment (python3 and
 # python in a venv are one).
 ORIGIN = (PACKAGE, sys.prefix, os.path.realpath(sys.executable))
-SERVER_ENV = "APPVIRT_SERVER"       # "off": never ask the server
+SERVER_ENV = "APPVIRT_SERVER"       # "off": never ask the server (autostart.py: the rest)
 # The origin of bin/appvirt.c's requests: (C_ORIGIN, the interpreter as bytes), the command
 # line as bytes.
 C_ORIGIN = "c1"

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -449,3 +450,96 @@ def test_a_malformed_run_request_gets_no_run_and_the_server_goes_on(server, home
     r = _warm("--", "sh", "-c", "echo served")
     assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
     assert _counts()[1:3] == (1, 0)
+
+
+def _default_env(**chosen: str) -> dict[str, str]:
+    """This process's environment with APPVIRT_SERVER as a user has it (unset) or chosen."""
+    env = {k: v for k, v in os.environ.items() if k != "APPVIRT_SERVER"}
+    return {**env, **chosen}
+
+
+def _started_servers(home: Path) -> list[psutil.Process]:
+    """Servers a cold run started for home (warm/autostart.py), by their command lines."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = p.info["cmdline"] or []
+        if "appvirt.warm.autostart" in line and str(home) in line:
+            found.append(p)
+    return found
+
+
+def _stop_started(home: Path) -> None:
+    """SIGTERM, which stops a server as `appvirt server stop` does, and also one that has
+    not come up yet (a failed test's)."""
+    for p in _started_servers(home):
+        p.terminate()
+        try:
+            p.wait(timeout=15)
+        except psutil.TimeoutExpired:
+            p.kill()
+            raise AssertionError("the started server did not stop") from None
+
+
+def test_a_cold_run_without_a_terminal_leaves_a_server_for_the_next(home, ptrace_ok, client):
+    from appvirt.warm.autostart import AUTO_IDLE
+    env = _default_env()
+    read_end, write_end = os.pipe()
+    try:
+        r = subprocess.run([*client, "run", "--", "sh", "-c", "echo cold"], env=env,
+                           capture_output=True, text=True, start_new_session=True,
+                           pass_fds=(write_end,), timeout=60)
+        os.close(write_end)
+        write_end = -1
+        assert (r.returncode, r.stdout, r.stderr) == (0, "cold\n", "")
+        started = _started_servers(home)
+        assert len(started) == 1
+        proc = started[0]
+        # Nothing of the client's but its environment: no fd (a reader of the client's
+        # pipe sees its end), no session, no cwd.
+        ready, _, _ = select.select([read_end], [], [], 20)
+        assert ready and os.read(read_end, 1) == b""
+        assert os.getsid(proc.pid) == proc.pid
+        assert [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in (0, 1, 2)] == \
+            [os.devnull] * 3
+        assert proc.cmdline()[-1] == repr(AUTO_IDLE)
+        _wait_for_server()
+        assert _counts()[0] == proc.pid and proc.cwd() == "/"
+        r = subprocess.run([*client, "run", "--", "sh", "-c", "echo warm"], env=env,
+                           capture_output=True, text=True, start_new_session=True, timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "warm\n", "")
+        assert _counts()[1:3] == (1, 0)                 # served by it
+        assert _started_servers(home) == [proc]         # and no second one started
+
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+        _stop_started(home)
+
+
+def test_no_server_is_left_by_manual_off_a_terminal_or_a_sandboxed_run(home, ptrace_ok):
+    try:
+        for setting in ("manual", "off"):
+            r = _warm("--", "true", env=_default_env(APPVIRT_SERVER=setting))
+            assert r.returncode == 0, r.stderr
+            assert _started_servers(home) == [], setting
+        master, slave = os.openpty()
+
+        def with_terminal():
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        r = subprocess.run(appvirt_cmd("run", "--", "true"), env=_default_env(), stdin=slave,
+                           capture_output=True, start_new_session=True,
+                           preexec_fn=with_terminal, timeout=60)
+        os.close(master)
+        os.close(slave)
+        assert r.returncode == 0 and _started_servers(home) == [], r.stderr
+
+        def no_new_privs():
+            assert ctypes.CDLL(None).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+
+        r = _warm("--", "true", env=_default_env(), preexec_fn=no_new_privs)
+        assert r.returncode == 0 and _started_servers(home) == [], r.stderr
+        assert _status().returncode == 1
+    finally:
+        _stop_started(home)

@@ -242,3 +242,52 @@ def test_the_c_clients_word_that_it_asked_is_gone_before_anything_runs():
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, **asked}, timeout=60)
         assert (r.returncode, r.stdout) == (0, said), r.stderr
+
+
+@pytest.mark.parametrize("value, wanted", [(None, True), ("", True), ("auto", True),
+                                           ("manual", False), ("off", False),
+                                           ("yes", False)])
+def test_only_the_default_setting_starts_a_server(value, wanted):
+    from appvirt.warm import autostart
+    env = {} if value is None else {"APPVIRT_SERVER": value}
+    assert autostart.wanted(env) is wanted
+
+
+STATUS = (b"Name:\tappvirt\nTracerPid:\t0\nNoNewPrivs:\t0\nSeccomp:\t0\n"
+          b"Seccomp_filters:\t0\n")
+
+
+@pytest.mark.parametrize("field, value", [(b"TracerPid", b"4242"), (b"NoNewPrivs", b"1"),
+                                          (b"Seccomp", b"2")])
+def test_a_traced_or_filtered_process_starts_no_server(field, value):
+    """Its server would be traced or filtered too: a tracer waiting for its tracees would
+    wait for it, and the server refuses such a client anyway (peer.py)."""
+    from appvirt.warm import autostart
+    assert not autostart.sandboxed(STATUS)
+    changed = STATUS.replace(field + b":\t0", field + b":\t" + value)
+    assert changed != STATUS and autostart.sandboxed(changed)
+    assert not autostart.sandboxed(STATUS.replace(b"Seccomp_filters:\t0", b"Seccomp_filters:\t1"))
+    assert autostart.sandboxed(open("/proc/self/status", "rb").read()) == any(
+        peer.parse_status(open("/proc/self/status").read()).get(name, "0") != "0"
+        for name in ("TracerPid", "NoNewPrivs", "Seccomp"))
+
+
+def test_a_held_home_lock_means_a_server_runs_or_starts(tmp_path):
+    import fcntl
+    from appvirt.warm import autostart, server
+    home = str(tmp_path)
+    assert not autostart.server_held(home)          # no run directory yet
+    lock = server._lock(home)
+    try:
+        assert autostart.server_held(home)
+    finally:
+        os.close(lock)
+    assert not autostart.server_held(home)
+    lock = server._lock(home)                       # the probe left it free to take
+    os.close(lock)
+    fd = os.open(tmp_path / "run" / "server.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)              # a twin probe's moment: still free to probe
+        assert not autostart.server_held(home)
+    finally:
+        os.close(fd)
