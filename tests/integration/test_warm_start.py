@@ -509,7 +509,6 @@ def test_a_cold_run_without_a_terminal_leaves_a_server_for_the_next(home, ptrace
         assert (r.returncode, r.stdout, r.stderr) == (0, "warm\n", "")
         assert _counts()[1:3] == (1, 0)                 # served by it
         assert _started_servers(home) == [proc]         # and no second one started
-
     finally:
         os.close(read_end)
         if write_end >= 0:
