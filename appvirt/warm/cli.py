@@ -12,7 +12,8 @@ from . import server as warm
 @click.group("server")
 def server() -> None:
     """Keep a run's imports warm: `appvirt run` lines without a controlling terminal start in
-    a fork of the server instead of a new interpreter (see README, "Warm starts")."""
+    a fork of the server instead of a new interpreter. The first such line starts one itself
+    (idle 600 s) unless APPVIRT_SERVER is `manual` or `off` (see README, "Warm starts")."""
 
 
 @server.command("start")
