@@ -542,3 +542,22 @@ def test_no_server_is_left_by_manual_off_a_terminal_or_a_sandboxed_run(home, ptr
         assert _status().returncode == 1
     finally:
         _stop_started(home)
+
+
+def test_cold_runs_at_once_leave_one_server(home, ptrace_ok):
+    """Each may start one (none holds the lock yet); all but one find it held and exit."""
+    env = _default_env()
+    try:
+        runs = [subprocess.Popen(appvirt_cmd("run", "--app", f"app{i}", "--", "true"),
+                                 env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                for i in range(4)]                  # (one run at a time per app)
+        assert [p.wait(timeout=60) for p in runs] == [0] * 4
+        deadline = time.monotonic() + 60
+        while len(started := _started_servers(home)) != 1 or _status().returncode != 0:
+            assert time.monotonic() < deadline, f"{len(started)} servers started"
+            time.sleep(0.1)
+        time.sleep(1)                                   # and it stays one
+        assert _started_servers(home) == started
+        assert _counts()[0] == started[0].pid
+    finally:
+        _stop_started(home)
