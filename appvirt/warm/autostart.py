@@ -14,7 +14,7 @@ It runs at the end of every cold run: builtin modules, and fcntl once there is a
 import os
 import sys
 
-from .client import SERVER_ENV, tty_of_stat
+from .client import SERVER_ENV, has_terminal
 
 AUTO_IDLE = 600.0           # seconds: an idle server started on demand then exits
 # /proc/self/status fields of a sandboxed process, which a server spawned from it would
@@ -60,11 +60,11 @@ def start_after_cold_run(home: str) -> int | None:
     try:
         if not wanted():
             return None
+        if has_terminal():
+            return None
         with open("/proc/self/status", "rb") as f:
             status = f.read()
-        with open("/proc/self/stat", "rb") as f:
-            terminal = tty_of_stat(f.read()) != 0
-        if terminal or sandboxed(status) or server_held(home):
+        if sandboxed(status) or server_held(home):
             return None
         return _spawn(home)
     except (OSError, ValueError):

@@ -56,7 +56,7 @@ def connect(home: str):
 def run_warm(args: list[str]) -> int | None:
     """Run `appvirt ARGS` (a `run` line) in the server; its exit status, or None when the run
     is to start cold here (no server, or the server refused it)."""
-    if os.environ.get(SERVER_ENV) == "off" or _has_terminal():
+    if os.environ.get(SERVER_ENV) == "off" or has_terminal():
         return None                 # (the server would refuse a terminal: no need to ask)
     sock = connect(home_dir())
     if sock is None:
@@ -78,7 +78,7 @@ def tty_of_stat(stat: bytes) -> int:
     return int(stat[stat.rfind(b")") + 2:].split()[4])
 
 
-def _has_terminal() -> bool:
+def has_terminal() -> bool:
     """Whether this process has a controlling terminal."""
     try:
         with open("/proc/self/stat", "rb") as f:
