@@ -85,6 +85,8 @@ def _report(result: RunResult, stats: bool) -> None:
             done.append(f"slot stubs' calls {s.compiled_stubs}")
         if s.trampolines:
             done.append(f"opens with no exit stop (trampolines) {s.trampolines}")
+        if s.fd_paths_known:
+            done.append(f"fd paths known without a readlink {s.fd_paths_known}")
         if done:
             _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")
         if s.dirs_compiled or s.dirs_python:

@@ -13,6 +13,7 @@
  *   fstatat /proc/PID/fd/N         a check of the fd's object (its inode) without its path
  *   kcmp KCMP_FILE                 whether an fd is still the file a held duplicate is
  *   pidfd_getfd + close            a duplicate of the program's fd, for kcmp or a change
+ *   pidfd_getfd + fstat + close    whether an fd is still a file known by its inode
  *   process_vm_readv 64 B, 4 KB    a path or a result cell read from the program
  *   pread /proc/PID/mem 64 B       the same through a held descriptor of its memory
  *   fstatat DIR/.../file           a name looked up in the upper layer
@@ -40,6 +41,14 @@
 #include <unistd.h>
 
 #define CALLS 100000
+
+static int dup_stat(int pidfd, struct stat *st)
+{
+    int fd = (int)syscall(SYS_pidfd_getfd, pidfd, 3, 0);
+    int rc = fstat(fd, st);
+    close(fd);
+    return rc;
+}
 
 static double now(void)
 {
@@ -120,6 +129,7 @@ int main(int argc, char **argv)
     TIME("fstatat /proc/PID/fd/N (the object)", fstatat(fds, "3", &st, 0));
     TIME("kcmp KCMP_FILE", syscall(SYS_kcmp, getpid(), child, KCMP_FILE, mine, 3));
     TIME("pidfd_getfd + close", close((int)syscall(SYS_pidfd_getfd, pidfd, 3, 0)));
+    TIME("pidfd_getfd + fstat + close", dup_stat(pidfd, &st));
     struct iovec small_l = {buf, 64}, small_r = {cell, 64};
     struct iovec page_l = {buf, 4096}, page_r = {cell, 4096};
     TIME("process_vm_readv 64 B", process_vm_readv(child, &small_l, 1, &small_r, 1, 0));

@@ -183,6 +183,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
 
 static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
 {
+    fds_forget_all(self);            /* Python has had a stop: it may have changed anything */
     if (self->held_pid > 0) {
         pid_t pid = self->held_pid;
         self->held_pid = 0;
@@ -258,6 +259,7 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
         settle_gone(self, &self->pending[slot], tid);
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = UNSERVED;
+    fds_forget_thread(self, tid);
     Py_RETURN_NONE;
 }
 
@@ -299,8 +301,9 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKNKKK)", self->seccomp_stops, self->exit_stops, self->signal_stops,
-                         by_nr, self->decided, self->stub_stops, self->tramp_opens);
+    return Py_BuildValue("(KKKNKKKK)", self->seccomp_stops, self->exit_stops,
+                         self->signal_stops, by_nr, self->decided, self->stub_stops,
+                         self->tramp_opens, self->fd_paths_known);
 }
 
 static PyObject *Engine_get_seq(Engine *self, void *c) { return PyLong_FromLongLong(self->seq); }
@@ -429,8 +432,11 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
     self->listed = PyMem_Calloc((size_t)slots, sizeof(int32_t));
     self->tramp_written = PyMem_Calloc((size_t)slots, 1);
+    fds_free(self->fds);             /* (__init__ called again) */
+    self->fds = fds_new();
     if (self->slot_of == NULL || self->pid_of == NULL || self->eligible == NULL
-            || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL) {
+            || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
+            || self->fds == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -496,6 +502,7 @@ static void Engine_dealloc(Engine *self)
     PyMem_Free(self->pending);
     PyMem_Free(self->listed);
     PyMem_Free(self->tramp_written);
+    fds_free(self->fds);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -520,7 +527,8 @@ static PyMethodDef Engine_methods[] = {
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
      "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here, "
      "the directories decided here, the slot stubs' stops resumed here (and the kernel's "
-     "restarts of opens from trampolines), and the opens resumed through trampolines."},
+     "restarts of opens from trampolines), the opens resumed through trampolines, and the "
+     "fd paths known without a readlink."},
     {NULL}
 };
 

@@ -49,6 +49,14 @@
 #define CELL_STRIDE 256                /* a slot's cell is as far from its trampoline as */
                                        /* every other's: one code for all (trampoline.py) */
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#define PIDFD_THREAD_ O_EXCL             /* a pidfd of the thread itself (Linux 6.9) */
+
 enum { ANSWERED, FALLBACK };
 /* A thread: Python's; served here; running the slot stub; served here, but what it creates or
  * changes is Python's (a virtual identity's ids that are not appvirt's own) */
@@ -133,6 +141,8 @@ typedef struct {
     double rate;
 } VirtualTime;
 
+typedef struct FdCache FdCache;     /* _fastpath_fds.c */
+
 typedef struct {
     PyObject_HEAD
     PyObject *plain;                 /* dict: directory -> what it is (see _fastpath.c) */
@@ -142,6 +152,8 @@ typedef struct {
     PyObject *made;                  /* list: (guest path, S_IFMT) it changed (note_made) */
     PyObject *dirfds;                /* dict: decided directory -> its O_PATH fd (dir_fd) */
     PyObject *closing;               /* list: fds of forgotten ones, closed between stops */
+    FdCache *fds;                    /* the guest paths of fds to upper objects */
+    unsigned long long fd_paths_known;   /* ... given without a readlink */
     char upper[PATH_MAX_];           /* the upper layer's root: host paths below it are */
     Py_ssize_t upper_len;            /* the guest paths below "/" (0: none) */
     int nr_access, nr_faccessat, nr_faccessat2;
@@ -250,6 +262,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 #define KIND_UNKNOWN (-1)             /* note_made: look the object up */
 int note_made(Engine *self, const char *guest, int kind);
+int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd);
 int name_entry(Engine *self, const char *path, PyObject **shown);
 int forget_name(Engine *self, const char *path, Py_ssize_t len);
 void forget_dirs(Engine *self);
@@ -272,6 +285,17 @@ void finish_open(Engine *self, Pending *p, pid_t tid);
 void clear_pending(Pending *p);
 void count_restart(Pending *p, pid_t tid, int restart);
 int restarted_enough(const Pending *p, pid_t tid);
+
+/* _fastpath_fds.c: the guest paths of the program's fds to upper-layer objects */
+FdCache *fds_new(void);
+void fds_free(FdCache *c);
+int thread_pidfd(FdCache *c, pid_t tid);
+int program_fd(FdCache *c, pid_t tid, long fd);
+Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper);
+void fds_opened(Engine *self, pid_t tid, long fd, const char *guest, const struct stat *st);
+void fds_forget_path(Engine *self, const char *guest, Py_ssize_t len);
+void fds_forget_all(Engine *self);
+void fds_forget_thread(Engine *self, pid_t tid);
 
 /* _fastpath_listing.c: listings */
 int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in);

@@ -51,9 +51,10 @@ void list_open(Engine *self, Pending *p, int slot)
     p->listed = ++self->n_listed;
 }
 
-static void note_created(Engine *self, Pending *p)
+/* (fd: the open's result, -1 when not known) */
+static void note_created(Engine *self, Pending *p, long fd)
 {
-    if (note_made(self, PyBytes_AS_STRING(p->created), KIND_UNKNOWN) < 0)
+    if (note_made_at(self, PyBytes_AS_STRING(p->created), KIND_UNKNOWN, p->tid, fd) < 0)
         PyErr_WriteUnraisable(self->made);          /* out of memory: the next load has it */
     Py_CLEAR(p->created);
     unlist(self, p);
@@ -69,7 +70,7 @@ static void tramp_done(Engine *self, Pending *p, pid_t tid, int known, long resu
     int restart = known && (result == -ELOOP || (result <= -ERESTARTSYS_
                                                  && result >= -ERESTART_RESTARTBLOCK_));
     if (p->created != NULL && !restart && (!known || result >= 0))
-        note_created(self, p);
+        note_created(self, p, known ? result : -1);
     if (p->seq > 0 && known && !restart)
         log_result(self, tid, p->seq, result);
     count_restart(p, tid, known && result == -ELOOP);
@@ -126,7 +127,7 @@ void settle_others(Engine *self, pid_t tid)
         Pending *p = &self->pending[slot];
         long result;
         if (p->tid != tid && read_cell(self, p, p->tid, slot, &result))
-            note_created(self, p);
+            note_created(self, p, result);
     }
 }
 

@@ -13,13 +13,6 @@
 
 #include <dirent.h>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
-#define PIDFD_THREAD_ O_EXCL             /* a pidfd of the thread itself (Linux 6.9) */
 #define DIRENT64_HEAD 19                 /* d_ino, d_off, d_reclen, d_type */
 
 typedef struct {
@@ -215,17 +208,6 @@ static size_t pack(const Names *l, uint64_t dot, uint64_t dotdot, long long pos,
     return used;
 }
 
-/* A copy of the thread's fd (the same open file: its offset is the program's), or -1. */
-static int program_fd(pid_t tid, long fd)
-{
-    int pidfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD_);
-    if (pidfd < 0)
-        return -1;
-    int mine = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
-    close(pidfd);
-    return mine;
-}
-
 /* The listing of an owned or merged directory dir (n bytes), read through fd, as the handlers
  * serve it: "." and ".." the view's inodes of the directory and its parent (an owned
  * directory's own, its decision holding its parent's; a merged one and its parent, an upper
@@ -267,7 +249,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     if ((kind == MERGED && lower < 0) || fstat(kind == MERGED ? lower : dfd, &me) < 0
             || (kind == MERGED ? merged_names(dfd, lower, &names) : dir_names(dfd, &names, NULL))
                < 0
-            || (mine = program_fd(tid, fd)) < 0 || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
+            || (mine = program_fd(self->fds, tid, fd)) < 0 || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
         goto out;
     size_t room = count < (1u << 20) ? count : (1u << 20);  /* more than any listing here */
     if ((data = PyMem_Malloc(room ? room : 1)) == NULL)
@@ -300,7 +282,7 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     char dir[PATH_MAX_], host[PATH_MAX_];
     Py_ssize_t host_len;
     int in_upper;
-    Py_ssize_t n = fd_path(self->upper, self->upper_len, tid, fd, dir, &in_upper);
+    Py_ssize_t n = fd_path_of(self, tid, fd, dir, &in_upper);
     if (n < 0)
         return FALLBACK;
     if (in_upper)                    /* (at log level all, only plain listings are answered) */

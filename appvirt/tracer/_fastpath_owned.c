@@ -435,8 +435,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
             return FALLBACK;         /* ENOTDIR, EISDIR, a symlink ...: Python explains */
     } else {
         int in_upper;
-        Py_ssize_t n = fd_path(self->upper, self->upper_len, fd_owner, dirfd, op.guest,
-                               &in_upper);
+        Py_ssize_t n = fd_path_of(self, fd_owner, dirfd, op.guest, &in_upper);
         const char *slash = n > 1 ? memrchr(op.guest, '/', (size_t)n) : NULL;
         if (n < 0 || !in_upper || slash == NULL || slash[1] == 0)
             return FALLBACK;

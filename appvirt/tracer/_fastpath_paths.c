@@ -96,7 +96,8 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
         return -1;                   /* "a//b", "//a": left to Python */
     Py_ssize_t dl = 0;
     if (path[0] != '/') {
-        dl = fd_path(upper, upper_len, tid, dirfd, dir, NULL);
+        dl = self != NULL ? fd_path_of(self, tid, dirfd, dir, NULL)
+                          : fd_path(upper, upper_len, tid, dirfd, dir, NULL);
         if (dl < 0)
             return -1;
         if (dl == 1)
@@ -423,8 +424,16 @@ int forget_name(Engine *self, const char *path, Py_ssize_t len)
  * else KIND_UNKNOWN, and the upper object is looked at. 0, or -1 with an exception set. */
 int note_made(Engine *self, const char *guest, int kind)
 {
+    return note_made_at(self, guest, kind, -1, -1);
+}
+
+/* note_made of what a thread's open created (KIND_UNKNOWN), whose fd is `fd` (-1: not known):
+ * the fd's entry (_fastpath_fds.c) from the same look at the upper object. */
+int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
+{
     size_t len = strlen(guest);
     unsigned ifmt = (unsigned)kind;
+    fds_forget_path(self, guest, (Py_ssize_t)len);
     if (kind == KIND_UNKNOWN) {
         char host[PATH_MAX_];
         struct stat st;
@@ -435,6 +444,8 @@ int note_made(Engine *self, const char *guest, int kind)
         memcpy(host, self->upper, (size_t)self->upper_len);
         memcpy(host + self->upper_len, guest, len + 1);
         ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
+        if (ifmt != 0 && fd >= 0)
+            fds_opened(self, tid, fd, guest, &st);
     }
     PyObject *key = PyBytes_FromStringAndSize(guest, (Py_ssize_t)len);
     PyObject *entry = key != NULL ? Py_BuildValue("(OI)", key, ifmt) : NULL;
@@ -711,7 +722,7 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
         return n;
     }
     if (len == 1 && path[0] == '.') {
-        n = fd_path(self->upper, self->upper_len, tid, dirfd, guest, NULL);
+        n = fd_path_of(self, tid, dirfd, guest, NULL);
     } else if (len == 1 && path[0] == '/') {
         memcpy(guest, "/", 2);
         n = 1;

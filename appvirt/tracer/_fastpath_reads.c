@@ -536,7 +536,7 @@ void finish_open(Engine *self, Pending *p, pid_t tid)
     /* A file made: the overlay's index learns it, and what was decided of the name is
      * forgotten (note_made). */
     if (owned && !restart && created != NULL && result >= 0
-            && note_made(self, PyBytes_AS_STRING(created), KIND_UNKNOWN) < 0)
+            && note_made_at(self, PyBytes_AS_STRING(created), KIND_UNKNOWN, tid, result) < 0)
         PyErr_WriteUnraisable(self->made);          /* out of memory: the next load has it */
     if (seq > 0 && !restart)         /* a logged open (redirected, or a read at level all) */
         log_result(self, tid, seq, result);

@@ -105,6 +105,7 @@ class EngineCounts(NamedTuple):
     dirs_compiled: int              # directories it decided itself
     dirs_python: int                # directories the Python side decided for it
     trampolines: int                # opens resumed through trampolines (no exit stop)
+    fd_paths_known: int             # fds' paths known without a readlink (_fastpath_fds.c)
 
 
 class FastPath:
@@ -437,7 +438,7 @@ class FastPath:
 
     def counts(self) -> "EngineCounts":
         """What the engine answered, and the directories it and Python decided."""
-        seccomp, exits, signals, by_nr, decided, stubs, tramps = self.engine.counts()
+        seccomp, exits, signals, by_nr, decided, stubs, tramps, fds = self.engine.counts()
         return EngineCounts(seccomp, exits, signals, stubs,
                             {sysnums.name(nr): n for nr, n in by_nr.items()}, decided,
-                            self.decided, tramps)
+                            self.decided, tramps, fds)

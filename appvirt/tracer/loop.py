@@ -54,7 +54,8 @@ class Stats:
 
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
                  "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals",
-                 "compiled_stubs", "dirs_compiled", "dirs_python", "trampolines")
+                 "compiled_stubs", "dirs_compiled", "dirs_python", "trampolines",
+                 "fd_paths_known")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -70,6 +71,7 @@ class Stats:
         self.dirs_compiled = 0       # directories it decided itself
         self.dirs_python = 0         # directories the Python side decided for it
         self.trampolines = 0         # opens resumed through trampolines: no exit stop
+        self.fd_paths_known = 0      # fds' paths known without a readlink
 
     @property
     def total(self) -> int:
@@ -170,6 +172,7 @@ class Tracer:
             self.stats.compiled_by_syscall.update(done.by_syscall)
             self.stats.dirs_compiled, self.stats.dirs_python = done.dirs_compiled, done.dirs_python
             self.stats.trampolines = done.trampolines
+            self.stats.fd_paths_known = done.fd_paths_known
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
             failure = fast.log_failure()

@@ -450,6 +450,87 @@ def test_changes_through_proc_fd_paths_are_made_in_c(appvirt, home, tmp_path):
     assert not (top / "made").exists()
 
 
+# Fds the tracer keeps the paths of (_fastpath_fds.c) changing what they are behind its back:
+# replaced by dup2, renamed, linked, removed, closed and reopened. Each change must reach the
+# object the fd is now, as the Python loop (which reads the fd's link each time) makes it.
+FD_GUESSES = r"""
+import os, sys
+d = os.path.join(sys.argv[1], "made")
+os.makedirs(os.path.join(d, "dir"))
+def mode(name):
+    try:
+        return oct(os.lstat(os.path.join(d, name)).st_mode)
+    except OSError as e:
+        return f"errno {e.errno}"
+def create(name):
+    return os.open(os.path.join(d, name), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+def attempt(tag, fn):
+    try:
+        fn()
+        print(tag, "ok")
+    except OSError as e:
+        print(tag, "errno", e.errno)
+a, b = create("a"), create("b")
+for m in (0o601, 0o602):                 # known from its creation, then checked
+    os.fchmod(a, m)
+os.dup2(b, a)                            # fd a is b now: the tracer does not see dup2
+attempt("fchmod after dup2", lambda: os.fchmod(a, 0o603))
+print("a", mode("a"), "b", mode("b"))
+dfd = os.open(os.path.join(d, "dir"), os.O_RDONLY | os.O_DIRECTORY)
+for name in ("x1", "x2", "x3"):          # a candidate, then checked
+    os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
+os.rename(os.path.join(d, "dir"), os.path.join(d, "moved"))
+os.close(os.open("y", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
+attempt("mkdir at moved", lambda: os.mkdir("sub", dir_fd=dfd))
+attempt("unlink at moved", lambda: os.unlink("x1", dir_fd=dfd))
+print("moved", sorted(os.listdir(os.path.join(d, "moved"))), os.path.exists(os.path.join(d, "dir")))
+f = create("f")
+os.fchmod(f, 0o610)
+os.link(os.path.join(d, "f"), os.path.join(d, "g"))
+attempt("fchmod linked", lambda: os.fchmod(f, 0o611))
+print("f", mode("f"), "g", mode("g"))
+r = create("r")
+os.fchmod(r, 0o620)
+os.rename(os.path.join(d, "r"), os.path.join(d, "s"))
+attempt("fchmod renamed", lambda: os.fchmod(r, 0o621))
+print("r", mode("r"), "s", mode("s"))
+h = create("h")
+os.fchmod(h, 0o630)
+os.unlink(os.path.join(d, "h"))
+attempt("fchmod removed", lambda: os.fchmod(h, 0o631))
+attempt("fchown removed", lambda: os.fchown(h, 5, 6))
+print("h", mode("h"))
+k = create("k")
+os.fchmod(k, 0o640)
+os.close(k)
+k2 = os.open(os.path.join(d, "b"), os.O_WRONLY)     # the same number, another file
+print("same number", k2 == k)
+attempt("fchmod reopened", lambda: os.fchmod(k2, 0o641))
+print("k", mode("k"), "b", mode("b"))
+for fd in (a, b, f, r, h, k2, dfd):
+    os.close(fd)
+"""
+
+
+def test_fds_whose_paths_are_kept_follow_what_they_are_now(appvirt, home, tmp_path):
+    """The compiled loop keeps the paths of fds to upper objects and checks them by inode
+    (_fastpath_fds.c); after dup2, renames, links, removals and reopens of the same numbers,
+    every change reaches the object the fd is now, with the Python loop's records."""
+    top = tmp_path / "top"
+    top.mkdir()
+    fast, _ = _both_loops(appvirt, FD_GUESSES, top, "fdg")
+    out = fast.stdout
+    assert "fchmod after dup2 ok\na 0o100602 b 0o100603" in out
+    assert "moved ['sub', 'x2', 'x3', 'y'] False" in out
+    assert "f 0o100611 g 0o100611" in out and "r errno 2 s 0o100621" in out
+    assert "fchmod removed ok" in out and "h errno 2" in out
+    assert "same number True" in out and "k 0o100640 b 0o100641" in out
+    known = re.search(r"fd paths known without a readlink (\d+)", fast.stderr)
+    assert known and int(known.group(1)) >= 5, fast.stderr
+    assert _records(home, "fdgfast") == _records(home, "fdgslow")
+    assert _same_tree(home, "fdgfast", "fdgslow")
+    assert not (top / "made").exists()
+
 DEVICES = """
 import os
 def attempt(tag, fn):
