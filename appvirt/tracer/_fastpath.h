@@ -291,7 +291,8 @@ FdCache *fds_new(void);
 void fds_free(FdCache *c);
 int thread_pidfd(FdCache *c, pid_t tid);
 int program_fd(FdCache *c, pid_t tid, long fd);
-Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper);
+Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper,
+                      int *dup);
 void fds_opened(Engine *self, pid_t tid, long fd, const char *guest, const struct stat *st);
 void fds_forget_path(Engine *self, const char *guest, Py_ssize_t len);
 void fds_forget_all(Engine *self);

@@ -101,15 +101,15 @@ int program_fd(FdCache *c, pid_t tid, long fd)
     return -1;
 }
 
-/* The stat of the thread's fd's object: 0, or -1 (no such fd, or thread). */
-static int fd_stat(FdCache *c, pid_t tid, long fd, struct stat *st)
+/* A copy of the thread's fd and its object's stat; -1 (no such fd, or thread). */
+static int fd_object(FdCache *c, pid_t tid, long fd, struct stat *st)
 {
     int mine = program_fd(c, tid, fd);
-    if (mine < 0)
+    if (mine >= 0 && fstat(mine, st) < 0) {
+        close(mine);
         return -1;
-    int rc = fstat(mine, st);
-    close(mine);
-    return rc;
+    }
+    return mine;
 }
 
 /* (a directory removed has no link left) */
@@ -148,20 +148,31 @@ static int names_it(const Engine *self, const char *guest, Py_ssize_t len,
 
 /* fd_path with the engine's entries: the guest path of what the thread's fd (or cwd) is. A
  * path read of an upper object is a candidate, checked at the key's next call (its inode the
- * fd's, and the path naming it): a key used once costs nothing more than the readlink. */
-Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper)
+ * fd's, and the path naming it): a key used once costs nothing more than the readlink.
+ * `dup` (unless NULL) is set to the copy of the fd the check made, when the path is an
+ * entry's and the object no symlink, else -1: the caller closes it. */
+Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper, int *dup)
 {
+    if (dup != NULL)
+        *dup = -1;
     FdCache *c = self->fds;
     if (dirfd < 0 || dirfd > INT32_MAX || c == NULL || self->upper_len == 0)
         return fd_path(self->upper, self->upper_len, tid, dirfd, dir, in_upper);
     FdEntry *e = slot(c, tid, dirfd);
     if (e->tid == tid && e->fd == dirfd) {
         struct stat st;
-        int ok = fd_stat(c, tid, dirfd, &st) == 0 && sole_name(&st);
+        int mine = fd_object(c, tid, dirfd, &st);
+        int ok = mine >= 0 && sole_name(&st);
         if (ok && e->checked)
             ok = e->dev == st.st_dev && e->ino == st.st_ino;
         else if (ok && (ok = names_it(self, e->guest, e->len, &st)))
             keep(e, tid, dirfd, &st, e->guest, e->len);
+        if (ok && dup != NULL && !S_ISLNK(st.st_mode)) {
+            *dup = mine;
+            mine = -1;
+        }
+        if (mine >= 0)
+            close(mine);
         if (ok) {
             memcpy(dir, e->guest, (size_t)e->len + 1);
             if (in_upper != NULL)

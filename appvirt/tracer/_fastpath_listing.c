@@ -282,7 +282,7 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     char dir[PATH_MAX_], host[PATH_MAX_];
     Py_ssize_t host_len;
     int in_upper;
-    Py_ssize_t n = fd_path_of(self, tid, fd, dir, &in_upper);
+    Py_ssize_t n = fd_path_of(self, tid, fd, dir, &in_upper, NULL);
     if (n < 0)
         return FALLBACK;
     if (in_upper)                    /* (at log level all, only plain listings are answered) */

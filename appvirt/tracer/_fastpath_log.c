@@ -119,9 +119,19 @@ static void put_str(Line *l, const char *s, size_t n)
     l->len = (size_t)(o - l->buf);
 }
 
-/* A str as Python encodes it into the log (UTF-8, surrogateescape); "" for anything else. */
+/* A str as Python encodes it into the log (UTF-8, surrogateescape); "" for anything else.
+ * (The str's own UTF-8, which it keeps, unless it holds surrogates.) */
 static void put_pystr(Line *l, PyObject *s)
 {
+    if (s != NULL && PyUnicode_Check(s)) {
+        Py_ssize_t n;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(s, &n);
+        if (utf8 != NULL) {
+            put_str(l, utf8, (size_t)n);
+            return;
+        }
+        PyErr_Clear();
+    }
     PyObject *b = s != NULL && PyUnicode_Check(s)
                   ? PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape") : NULL;
     if (b == NULL) {

@@ -211,6 +211,27 @@ static int change_object(const Operand *op, int c, const uint64_t *a,
     return rc;
 }
 
+/* chmod, chown or utimensat of the object of mine, a copy of the program's fd (change_object
+ * without a name to look up): 0, or -1 and errno (EBADF: an O_PATH fd; then by its name). */
+static int change_fd(int mine, int c, const uint64_t *a, const struct timespec *times)
+{
+    switch (c) {
+    case FCHMOD: case CHMOD: return fchmod(mine, (mode_t)(a[1] & 07777));
+    case FCHMODAT: return fchmod(mine, (mode_t)(a[2] & 07777));
+    case FCHOWN: case CHOWN: case LCHOWN: return fchown(mine, id_arg(a[1]), id_arg(a[2]));
+    case FCHOWNAT: return fchown(mine, id_arg(a[2]), id_arg(a[3]));
+    default: return futimens(mine, times);
+    }
+}
+
+/* fd closed (when one), and rc. */
+static int dropped(int fd, int rc)
+{
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 /* futimens's times (NULL: now) as the handler reads them: 0, or -1 when Python must answer
  * (an unreadable or invalid time, or "now" on a clock the policy changes). */
 static int times_of(Engine *self, pid_t tid, uint64_t addr, struct timespec times[2],
@@ -394,6 +415,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     if (c == UTIMENSAT && times_of(self, tid, a[2], times, &t) < 0)
         return FALLBACK;
     Operand op;
+    int mine = -1;                   /* a copy of that fd, whose path the engine kept */
     pid_t fd_owner = tid;            /* whose fd `dirfd` is, when the object is an fd's */
     int proc_path = -1;              /* the argument naming it as /proc/self/fd/N */
     int read_first = c == CHMOD || c == CHOWN || c == FCHMODAT || makes || removes_dir;
@@ -435,10 +457,10 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
             return FALLBACK;         /* ENOTDIR, EISDIR, a symlink ...: Python explains */
     } else {
         int in_upper;
-        Py_ssize_t n = fd_path_of(self, fd_owner, dirfd, op.guest, &in_upper);
+        Py_ssize_t n = fd_path_of(self, fd_owner, dirfd, op.guest, &in_upper, &mine);
         const char *slash = n > 1 ? memrchr(op.guest, '/', (size_t)n) : NULL;
         if (n < 0 || !in_upper || slash == NULL || slash[1] == 0)
-            return FALLBACK;
+            return dropped(mine, FALLBACK);
         Py_ssize_t dl = slash > op.guest ? slash - op.guest : 1;
         Py_ssize_t nlen = n - (slash + 1 - op.guest);
         char dir[PATH_MAX_];
@@ -448,11 +470,14 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         op.kind = dir_kind(self, dir, dl, op.host, &op.host_dir, &op);
         if ((op.kind != OWNED && op.kind != MERGED)
                 || append_name(op.host, op.host_dir, slash + 1, nlen) < 0)
-            return FALLBACK;
+            return dropped(mine, FALLBACK);
     }
-    int rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
+    int rc = mine >= 0 ? change_fd(mine, c, a, t) : -1;
+    if (rc < 0)
+        rc = removes ? remove_name(&op, removes_dir ? AT_REMOVEDIR_ : 0)
              : makes ? make_dir(self, tid, &op, a[path_arg + 1])
              : change_object(&op, c, a, t, path_arg >= 0);
+    dropped(mine, 0);
     if (rc < 0)
         return FALLBACK;
     CallRecord r = {0};

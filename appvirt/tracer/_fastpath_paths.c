@@ -96,7 +96,7 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
         return -1;                   /* "a//b", "//a": left to Python */
     Py_ssize_t dl = 0;
     if (path[0] != '/') {
-        dl = self != NULL ? fd_path_of(self, tid, dirfd, dir, NULL)
+        dl = self != NULL ? fd_path_of(self, tid, dirfd, dir, NULL, NULL)
                           : fd_path(upper, upper_len, tid, dirfd, dir, NULL);
         if (dl < 0)
             return -1;
@@ -399,6 +399,14 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
     return kind;
 }
 
+/* key goes from dict, if there: 0, or -1 with an exception set. (Looked up first: a KeyError
+ * made and cleared at each change costs more than the lookup.) */
+static int discard(PyObject *dict, PyObject *key)
+{
+    int there = PyDict_Contains(dict, key);
+    return there > 0 ? PyDict_DelItem(dict, key) : there;
+}
+
 /* What `names` says of the first len bytes of path is forgotten. 0, or -1 with an exception
  * set. */
 int forget_name(Engine *self, const char *path, Py_ssize_t len)
@@ -406,12 +414,8 @@ int forget_name(Engine *self, const char *path, Py_ssize_t len)
     if (PyDict_GET_SIZE(self->names) == 0)
         return 0;                    /* (most runs decide no name one by one) */
     PyObject *key = PyBytes_FromStringAndSize(path, len);
-    int rc = key != NULL ? PyDict_DelItem(self->names, key) : -1;
+    int rc = key != NULL ? discard(self->names, key) : -1;
     Py_XDECREF(key);
-    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();
-        rc = 0;
-    }
     return rc;
 }
 
@@ -452,11 +456,8 @@ int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
     int rc = entry != NULL ? PyList_Append(self->made, entry) : -1;
     if (rc == 0)
         forget_dir(self, key);
-    if (rc == 0 && (rc = PyDict_DelItem(self->plain, key)) < 0
-            && PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();
-        rc = 0;
-    }
+    if (rc == 0)
+        rc = discard(self->plain, key);
     const char *slash = strrchr(guest, '/');
     if (rc == 0)
         rc = forget_name(self, guest, (Py_ssize_t)len);
@@ -722,7 +723,7 @@ Py_ssize_t itself_path(Engine *self, pid_t tid, long dirfd, const char *path, Py
         return n;
     }
     if (len == 1 && path[0] == '.') {
-        n = fd_path_of(self, tid, dirfd, guest, NULL);
+        n = fd_path_of(self, tid, dirfd, guest, NULL, NULL);
     } else if (len == 1 && path[0] == '/') {
         memcpy(guest, "/", 2);
         n = 1;
