@@ -21,6 +21,7 @@
  *   PTRACE_GET_SYSCALL_INFO-like   PTRACE_PEEKUSER of orig_rax (the stop's registers)
  *   PTRACE_POKEUSER                one register written (the compiled loop writes two to
  *                                  skip a call: orig_rax -1 and rax the result)
+ *   PTRACE_GETREGS, PTRACE_SETREGS all of them read, or written, at once
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -139,6 +140,9 @@ int main(int argc, char **argv)
     TIME("write 120 B (a log record)", write(logfd, record, sizeof record));
     TIME("PTRACE_PEEKUSER", ptrace(PTRACE_PEEKUSER, child, orig, 0));
     TIME("PTRACE_POKEUSER", ptrace(PTRACE_POKEUSER, child, r8, r8_value));
+    struct user_regs_struct regs;
+    TIME("PTRACE_GETREGS", ptrace(PTRACE_GETREGS, child, 0, &regs));
+    TIME("PTRACE_SETREGS", ptrace(PTRACE_SETREGS, child, 0, &regs));
     kill(child, SIGKILL);
     waitpid(child, &status, 0);
     unlink(log);
