@@ -8,10 +8,10 @@
  * no other name (a directory, or a link count of 1): 2.1 µs. Its path stays that inode's name
  * while nothing renames or removes it, and only this run changes the upper layer: the
  * engine's own removals and moves drop the entries at and below the names they change
- * (note_made), and every stop Python handles drops them all (Engine_wait). Entries are made
- * after a readlink (the inode taken first: an fd replaced in between fails the next check)
- * and when an open the engine made creates a file (note_created: the lstat it makes anyway).
- * Fds to the host's objects are never kept: other processes may rename those.
+ * (note_made), and every stop Python handles drops them all (Engine_wait). An entry is made
+ * when an open the engine made creates a file (note_created: the lstat it makes anyway), or
+ * from a path read of the fd's link, once the fd's next use finds that path naming the fd's
+ * inode. Fds to the host's objects are never kept: other processes may rename those.
  */
 #include "_fastpath.h"
 

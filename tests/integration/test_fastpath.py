@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -812,6 +814,55 @@ def test_a_file_one_thread_made_is_the_indexs_at_another_threads_next_stop(appvi
     assert _stops(r.stderr)["trampolines"] >= 100
     assert list(work.iterdir()) == []
 
+
+# A child makes a file through its trampoline (no stop after it) and is killed from outside
+# before it stops again, while its parent waits in a read: no stop of either notes the file.
+KILLED_AFTER_CREATE = r"""
+import os, sys, time
+d = sys.argv[1]
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    time.sleep(0.3)                              # (the parent is in its read by then)
+    os.close(os.open(f"{d}/made", os.O_CREAT | os.O_WRONLY, 0o644))
+    os.write(1, f"{os.getpid()}\n".encode())
+    os.read(r, 1)                                # killed here
+    os._exit(0)
+sys.stdin.readline()
+print("child", os.waitpid(child, 0)[1])
+try:
+    os.rename(f"{d}/made", f"{d}/renamed")       # Python's, from the overlay's index
+    print("rename ok", sorted(os.listdir(d)))
+except OSError as e:
+    print("rename errno", e.errno)
+"""
+
+
+def test_a_file_made_by_a_thread_killed_before_its_next_stop_is_the_indexs(appvirt, tmp_path,
+                                                                         trampolines):
+    """A process creates a file in a merged directory through its trampoline and is killed
+    (SIGKILL, from outside) before it stops again: the engine settles its open when its
+    thread is gone (settle_gone), from the cell its process left, so the index has the file
+    that Python's rename of it then needs."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = appvirt("run", "--", "/bin/sh", "-c", f"echo > {work}/seed")     # merged from now on
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen(appvirt_cmd("run", "--stats", "--", PYTHON, "-c", KILLED_AFTER_CREATE,
+                                     str(work)),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        child = int(p.stdout.readline())
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.5)                          # the tracer has its end before the parent goes on
+        out, err = p.communicate("go\n", timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert out == f"child {signal.SIGKILL}\nrename ok ['renamed', 'seed']\n", err
+    assert _stops(err)["trampolines"] >= 1
+    assert list(work.iterdir()) == []           # the host untouched
 
 TIMES = r"""
 import os, sys, time
