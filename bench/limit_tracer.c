@@ -102,7 +102,7 @@ int main(int argc, char **argv)
         stops++;
         if (event != 0) {
             ptrace(PTRACE_CONT, pid, 0, 0);      /* seccomp stops; fork/clone/exec events */
-        } else if (sig == SIGSTOP && status >> 16 == 0) {
+        } else if (sig == SIGSTOP) {
             ptrace(PTRACE_CONT, pid, 0, 0);      /* a new tracee's first stop */
         } else {
             ptrace(PTRACE_CONT, pid, 0, sig);    /* deliver the signal */

@@ -261,6 +261,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
               struct stat *st);
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 #define KIND_UNKNOWN (-1)             /* note_made: look the object up */
+int upper_path(const Engine *self, const char *guest, size_t len, char *host);
 int note_made(Engine *self, const char *guest, int kind);
 int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd);
 int name_entry(Engine *self, const char *path, PyObject **shown);
@@ -289,7 +290,6 @@ int restarted_enough(const Pending *p, pid_t tid);
 /* _fastpath_fds.c: the guest paths of the program's fds to upper-layer objects */
 FdCache *fds_new(void);
 void fds_free(FdCache *c);
-int thread_pidfd(FdCache *c, pid_t tid);
 int program_fd(FdCache *c, pid_t tid, long fd);
 Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper,
                       int *dup);

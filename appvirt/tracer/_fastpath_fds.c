@@ -67,7 +67,7 @@ static FdEntry *slot(FdCache *c, pid_t tid, long fd)
 }
 
 /* A pidfd of the thread itself, held; -1. */
-int thread_pidfd(FdCache *c, pid_t tid)
+static int thread_pidfd(FdCache *c, pid_t tid)
 {
     for (int i = 0; i < FD_PIDFDS; i++)
         if (c->pidfd[i].tid == tid)
@@ -139,11 +139,8 @@ static int names_it(const Engine *self, const char *guest, Py_ssize_t len,
 {
     char host[PATH_MAX_];
     struct stat now;
-    if (self->upper_len + len >= PATH_MAX_)
-        return 0;
-    memcpy(host, self->upper, (size_t)self->upper_len);
-    memcpy(host + self->upper_len, guest, (size_t)len + 1);
-    return lstat(host, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+    return upper_path(self, guest, (size_t)len, host) == 0 && lstat(host, &now) == 0
+           && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
 /* fd_path with the engine's entries: the guest path of what the thread's fd (or cwd) is. A

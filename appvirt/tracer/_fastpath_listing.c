@@ -211,9 +211,11 @@ static size_t pack(const Names *l, uint64_t dot, uint64_t dotdot, long long pos,
 /* The listing of an owned or merged directory dir (n bytes), read through fd, as the handlers
  * serve it: "." and ".." the view's inodes of the directory and its parent (an owned
  * directory's own, its decision holding its parent's; a merged one and its parent, an upper
- * directory too below "/", keep the host's: OverlayFS.kept_identity). */
-static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py_ssize_t n,
-                           const uint64_t *a)
+ * directory too below "/", keep the host's: OverlayFS.kept_identity). `copy`: a copy of the
+ * program's fd (the same open file: its offset is the program's) the caller holds, or -1 for
+ * one taken here. */
+static int layered_listing(Engine *self, pid_t tid, long fd, int copy, const char *dir,
+                           Py_ssize_t n, const uint64_t *a)
 {
     Operand info;
     char host[PATH_MAX_];
@@ -241,7 +243,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     if (dfd < 0)
         return FALLBACK;
     int lower = kind == MERGED ? (int)openat2_(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    int mine = -1, rc = FALLBACK;
+    int mine = copy, rc = FALLBACK;
     Names names = {0};
     char *data = NULL;
     struct stat me;
@@ -249,7 +251,8 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
     if ((kind == MERGED && lower < 0) || fstat(kind == MERGED ? lower : dfd, &me) < 0
             || (kind == MERGED ? merged_names(dfd, lower, &names) : dir_names(dfd, &names, NULL))
                < 0
-            || (mine = program_fd(self->fds, tid, fd)) < 0 || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
+            || (mine < 0 && (mine = program_fd(self->fds, tid, fd)) < 0)
+            || (pos = lseek(mine, 0, SEEK_CUR)) < 0)
         goto out;
     size_t room = count < (1u << 20) ? count : (1u << 20);  /* more than any listing here */
     if ((data = PyMem_Malloc(room ? room : 1)) == NULL)
@@ -266,7 +269,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, const char *dir, Py
 out:
     PyMem_Free(data);
     free_names(&names);
-    if (mine >= 0)
+    if (mine >= 0 && mine != copy)
         close(mine);
     if (lower >= 0)
         close(lower);
@@ -281,16 +284,20 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
         return FALLBACK;
     char dir[PATH_MAX_], host[PATH_MAX_];
     Py_ssize_t host_len;
-    int in_upper;
-    Py_ssize_t n = fd_path_of(self, tid, fd, dir, &in_upper, NULL);
+    int in_upper, copy;              /* (the copy of a kept fd's check, or -1) */
+    Py_ssize_t n = fd_path_of(self, tid, fd, dir, &in_upper, &copy);
     if (n < 0)
         return FALLBACK;
-    if (in_upper)                    /* (at log level all, only plain listings are answered) */
-        return self->owned && !self->log_reads
-               ? layered_listing(self, tid, fd, dir, n, in->seccomp.args) : FALLBACK;
+    if (in_upper) {                  /* (at log level all, only plain listings are answered) */
+        int rc = self->owned && !self->log_reads
+                 ? layered_listing(self, tid, fd, copy, dir, n, in->seccomp.args) : FALLBACK;
+        if (copy >= 0)
+            close(copy);
+        return rc;
+    }
     int kind = dir_kind(self, dir, n, host, &host_len, NULL);
     if (kind == MERGED)              /* the host's directory, merged since it was opened */
-        return self->log_reads ? FALLBACK : layered_listing(self, tid, fd, dir, n,
+        return self->log_reads ? FALLBACK : layered_listing(self, tid, fd, -1, dir, n,
                                                             in->seccomp.args);
     if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0) < 0))
         return FALLBACK;

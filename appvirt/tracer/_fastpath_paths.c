@@ -431,6 +431,17 @@ int note_made(Engine *self, const char *guest, int kind)
     return note_made_at(self, guest, kind, -1, -1);
 }
 
+/* The host path of guest (len bytes) in the upper layer, into host (PATH_MAX_ bytes): 0, or
+ * -1 when it is longer than PATH_MAX. */
+int upper_path(const Engine *self, const char *guest, size_t len, char *host)
+{
+    if ((size_t)self->upper_len + len >= PATH_MAX_)
+        return -1;
+    memcpy(host, self->upper, (size_t)self->upper_len);
+    memcpy(host + self->upper_len, guest, len + 1);
+    return 0;
+}
+
 /* note_made of what a thread's open created (KIND_UNKNOWN), whose fd is `fd` (-1: not known):
  * the fd's entry (_fastpath_fds.c) from the same look at the upper object. */
 int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
@@ -441,12 +452,10 @@ int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
     if (kind == KIND_UNKNOWN) {
         char host[PATH_MAX_];
         struct stat st;
-        if ((size_t)self->upper_len + len >= sizeof host) {
+        if (upper_path(self, guest, len, host) < 0) {
             PyErr_SetString(PyExc_OSError, "an upper path longer than PATH_MAX");
             return -1;
         }
-        memcpy(host, self->upper, (size_t)self->upper_len);
-        memcpy(host + self->upper_len, guest, len + 1);
         ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
         if (ifmt != 0 && fd >= 0)
             fds_opened(self, tid, fd, guest, &st);

@@ -14,13 +14,13 @@ It runs at the end of every cold run: builtin modules, and fcntl once there is a
 import os
 import sys
 
-from .client import SERVER_ENV, has_terminal
+from .client import SERVER_ENV, has_terminal, parse_status
 
 AUTO_IDLE = 600.0           # seconds: an idle server started on demand then exits
 # /proc/self/status fields of a sandboxed process, which a server spawned from it would
 # inherit: traced (its tracer would wait for the server as for any tracee), filtered, or
 # with no_new_privs. appvirt's own programs have all three; they leave nothing behind.
-_SANDBOXED = (b"TracerPid:", b"Seccomp:", b"NoNewPrivs:")
+_SANDBOXED = ("TracerPid", "Seccomp", "NoNewPrivs")
 
 
 def wanted(environ=os.environ) -> bool:
@@ -30,10 +30,8 @@ def wanted(environ=os.environ) -> bool:
 
 def sandboxed(status: bytes) -> bool:
     """Whether a process of this /proc/PID/status is traced, filtered or has no_new_privs."""
-    for line in status.splitlines():
-        if line.startswith(_SANDBOXED) and line.split(b":", 1)[1].strip() not in (b"0", b""):
-            return True
-    return False
+    fields = parse_status(status.decode(errors="replace"))
+    return any(fields.get(name, "0") not in ("0", "") for name in _SANDBOXED)
 
 
 def server_held(home: str) -> bool:

@@ -73,6 +73,16 @@ def run_warm(args: list[str]) -> int | None:
     return _wait(sock, answer[0][1])
 
 
+def parse_status(text: str) -> dict[str, str]:
+    """/proc/PID/status as its fields."""
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value.strip()
+    return fields
+
+
 def tty_of_stat(stat: bytes) -> int:
     """tty_nr of /proc/PID/stat (0: no controlling terminal)."""
     return int(stat[stat.rfind(b")") + 2:].split()[4])

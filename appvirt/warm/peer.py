@@ -16,7 +16,7 @@ import errno
 import os
 from typing import NamedTuple
 
-from .client import tty_of_stat
+from .client import parse_status, tty_of_stat
 
 STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
                  "NoNewPrivs", "Seccomp", "Seccomp_filters")
@@ -38,15 +38,6 @@ class ProcessContext(NamedTuple):
     tracer_pid: int
     tty_nr: int
     umask: int
-
-
-def parse_status(text: str) -> dict[str, str]:
-    fields = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name] = value.strip()
-    return fields
 
 
 def _read(path: str) -> bytes:
