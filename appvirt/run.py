@@ -87,6 +87,9 @@ def _report(result: RunResult, stats: bool) -> None:
             done.append(f"opens with no exit stop (trampolines) {s.trampolines}")
         if s.fd_paths_known:
             done.append(f"fd paths known without a readlink {s.fd_paths_known}")
+        if s.notified or s.handed_over:
+            done.append(f"calls notified by seccomp (no ptrace stop) {s.notified}, "
+                        f"handed to the ptrace handlers {s.handed_over}")
         if done:
             _count_line(f"appvirt: answered by the compiled loop: {', '.join(done)}")
         if s.dirs_compiled or s.dirs_python:

@@ -83,6 +83,7 @@ class Cell:
     cores: list[float] = field(default_factory=list)        # CPU seconds / wall seconds
     stops: list[int] = field(default_factory=list)
     compiled: list[int] = field(default_factory=list)      # of them, answered in C
+    notified: list[int] = field(default_factory=list)      # calls notified, not stops
     loop_seconds: list[float] = field(default_factory=list)
     not_run: str | None = None                               # why there are no timings
 
@@ -96,6 +97,9 @@ class Cell:
         m = APPVIRT_COMPILED.search(run.stderr)
         if m:
             self.compiled.append(int(m.group(1)))
+        m = APPVIRT_NOTIFIED.search(run.stderr) or LIMIT_NOTIFIED.search(run.stderr)
+        if m:
+            self.notified.append(int(m.group(1)))
         for line in run.stderr.splitlines():
             if line.startswith("loop_ns "):
                 self.loop_seconds.append(int(line.split()[1]) / 1e9)
@@ -230,12 +234,15 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL)
 
 
-def physical_limit(home: Path, policy: Path) -> tuple[str, ...]:
-    """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c)."""
-    exe, filt = home / "limit_tracer", home / "limit_filter.bin"
+def physical_limit(home: Path, policy: Path, notify: bool = True) -> tuple[str, ...]:
+    """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c),
+    with appvirt's filter: its notified calls notify (notify False: every call a stop, the
+    floor of a tracer that uses ptrace alone)."""
+    exe = home / "limit_tracer"
+    filt = home / ("limit_filter.bin" if notify else "limit_filter_ptrace.bin")
     subprocess.run(["cc", "-O2", "-o", str(exe), str(BENCH / "limit_tracer.c")], check=True)
     subprocess.run([sys.executable, str(BENCH / "limit_filter.py"), str(policy), str(filt)],
-                   check=True)
+                   check=True, env={**os.environ, "APPVIRT_NOTIFY": "1" if notify else "0"})
     return (str(exe), str(filt))
 
 
@@ -316,6 +323,7 @@ def runners(home: Path) -> dict[str, Runner]:
         Runner("seccomp floor", (sys.executable, str(BENCH / "seccomp_floor.py")),
                is_tracer=False),
         Runner("physical limit", physical_limit(home, default)),
+        Runner("physical limit (ptrace only)", physical_limit(home, default, notify=False)),
         Runner("appvirt", appvirt(script, default), env=COLD),
         Runner(WARM, appvirt(script, default), env=DEFAULT, tree_cpu=False, warm=True),
         Runner("appvirt (all virtual)", appvirt(script, BENCH / "all_virtual.yaml"), env=COLD),
@@ -400,6 +408,8 @@ def run_once(argv: list[str], env: dict[str, str], timeout: float) -> Run:
 APPVIRT_STOPS = re.compile(r"^appvirt: (\d+) ptrace stops", re.M)
 LIMIT_STOPS = re.compile(r"^stops (\d+)$", re.M)
 APPVIRT_COMPILED = re.compile(r"(\d+) answered by the compiled loop\)")
+APPVIRT_NOTIFIED = re.compile(r"calls notified by seccomp \(no ptrace stop\) (\d+)")
+LIMIT_NOTIFIED = re.compile(r"^notified (\d+)$", re.M)
 
 
 def ptrace_stops(stderr: str) -> int | None:
@@ -590,23 +600,30 @@ def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
 
 
 def cost_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
-    """Stops, the cost of each stop over native, and how many cores the run kept busy."""
-    lines = ["| workload | runner | ptrace stops | of them answered in C | µs per stop over native "
-             "| CPU use (cores) |", "|---|---|---|---|---|---|"]
+    """Stops and notified calls, the cost of each intercepted call over native, and how many
+    cores the run kept busy."""
+    lines = ["| workload | runner | ptrace stops | of them answered in C | calls notified "
+             "(no stop) | µs per intercepted call over native | CPU use (cores) |",
+             "|---|---|---|---|---|---|---|"]
     for w, cells in rows:
         native = _median(cells, "native")
         for name, cell in cells.items():
             if cell.not_run:
                 continue
-            stops = per_stop = ""
+            stops = notified = per_call = ""
             if cell.stops:
                 n = statistics.median(cell.stops)
                 stops = f"{n:,.0f}"
+                if cell.notified:
+                    k = statistics.median(cell.notified)
+                    notified = f"{k:,.0f}"
+                    n += k
                 if native is not None and n >= MIN_STOPS_FOR_COST:
-                    per_stop = f"{(statistics.median(cell.seconds) - native) / n * 1e6:.1f}"
+                    per_call = f"{(statistics.median(cell.seconds) - native) / n * 1e6:.1f}"
             in_c = f"{statistics.median(cell.compiled):,.0f}" if cell.compiled else ""
             cores = f"{statistics.median(cell.cores):.2f}" if cell.cores else ""
-            lines.append(f"| {w.note} | {name} | {stops} | {in_c} | {per_stop} | {cores} |")
+            lines.append(f"| {w.note} | {name} | {stops} | {in_c} | {notified} | {per_call} "
+                         f"| {cores} |")
     return lines
 
 
@@ -643,15 +660,19 @@ def memory_table(memory: dict[str, Memory | str]) -> list[str]:
 NOTES = [
     "Notes:",
     "- \"physical limit\" is a C tracer stopping at exactly the calls appvirt's default policy "
-    "traces and doing nothing at each stop (bench/limit_tracer.c). Its ratio is also given for "
+    "traces and doing nothing at each stop (bench/limit_tracer.c); the calls appvirt takes as "
+    "seccomp notifications notify it too, and it lets each run (\"physical limit (ptrace "
+    "only)\": every one of them a stop, appvirt's filter before notifications). Its ratio is "
+    "also given for "
     "\"appvirt (all virtual)\" (bench/all_virtual.yaml), which traces more calls. It keeps the "
     "program on one CPU throughout, so on parallel workloads its excess over native is lost "
     "parallelism as much as stops.",
     "- × native, × physical limit, × proot: the median over the repetitions of each one's "
     "own ratio (the runners take turns within a repetition, so the machine's drift between "
     "repetitions cancels).",
-    "- µs per stop = (the runner's median − native's median) / the runner's median stops; "
-    f"given from {MIN_STOPS_FOR_COST:,} stops up.",
+    "- µs per intercepted call = (the runner's median − native's median) / (the runner's "
+    "median stops + its median notified calls); given from "
+    f"{MIN_STOPS_FOR_COST:,} calls up.",
     "- CPU use = user + system seconds of the whole process tree, tracer included, / wall "
     "seconds: above 1 only where a second core was used. Not given for \"appvirt (warm)\", "
     "whose tracer is a child of the warm-start server, outside its client's tree.",
@@ -702,7 +723,8 @@ def report(args: argparse.Namespace, rows: list[tuple[Workload, dict[str, Cell]]
     if rows:
         lines += [f"Median wall seconds of {args.reps} alternating runs (min-max); every "
                   "runner's output identical to native.", "", *time_table(rows), "",
-                  "ptrace stops (median), the cost of a stop, and CPU use:", "",
+                  "ptrace stops and notified calls (medians), the cost of an intercepted call, "
+                  "and CPU use:", "",
                   *cost_table(rows), *loop_tables(rows)]
     if memory is not None:
         lines += memory_table(memory)

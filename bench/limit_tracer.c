@@ -10,21 +10,35 @@
  * takes next to none, its compiled loop answering at the seccomp stop). Like appvirt, it
  * keeps itself and the program on one CPU. Prints "stops N" on stderr at the end and exits
  * with the program's status.
+ * A filter that notifies (appvirt's, where the kernel has seccomp user notification: the
+ * calls its compiled loop answers with a result alone, RET_USER_NOTIF) is installed with a
+ * listener, whose notifications it answers by letting each call run (CONTINUE), waiting as
+ * appvirt does: in ppoll() on the listener, SIGCHLD (blocked elsewhere) ending that wait for
+ * the ptrace stops. It then also prints "notified N".
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#define RET_USER_NOTIF_ 0x7fc00000U
 
 static struct sock_fprog load_filter(const char *path)
 {
@@ -45,6 +59,39 @@ static struct sock_fprog load_filter(const char *path)
     return prog;
 }
 
+static int notifies(const struct sock_fprog *prog)
+{
+    for (unsigned i = 0; i < prog->len; i++)
+        if (prog->filter[i].code == (BPF_RET | BPF_K) && prog->filter[i].k == RET_USER_NOTIF_)
+            return 1;
+    return 0;
+}
+
+static void on_sigchld(int sig)
+{
+    (void)sig;
+}
+
+/* The listener's number from the child (hand), once written: copied with pidfd_getfd. */
+static int take_listener(pid_t pid, int hand)
+{
+    char text[16];
+    ssize_t n = read(hand, text, sizeof text - 1);
+    if (n == 0)
+        errno = EPIPE;                           /* it never installed one */
+    if (n <= 0)
+        return -1;
+    text[n] = 0;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(text), 0);
+    close(pidfd);
+    if (fd < 0) {
+        perror("pidfd_getfd");
+        kill(pid, SIGKILL);
+    }
+    return fd;
+}
+
 static void pin_to_current_cpu(void)
 {
     cpu_set_t one;
@@ -60,16 +107,27 @@ int main(int argc, char **argv)
         return 2;
     }
     struct sock_fprog prog = load_filter(argv[1]);
+    int notify = notifies(&prog), hand[2] = {-1, -1}, listener = -1;
+    if (notify && pipe2(hand, O_CLOEXEC) != 0)
+        return 125;
     pin_to_current_cpu();
     pid_t main_pid = fork();
     if (main_pid == 0) {
         ptrace(PTRACE_TRACEME, 0, 0, 0);
         raise(SIGSTOP);
+        unsigned flags = SECCOMP_FILTER_FLAG_SPEC_ALLOW
+                         | (notify ? SECCOMP_FILTER_FLAG_NEW_LISTENER
+                                     | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV : 0);
+        long fd = -1;
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+            || (fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog)) < 0) {
             perror("seccomp");
             _exit(125);
         }
+        char text[24];                           /* (no stdio: dprintf would fstat, */
+        int len = snprintf(text, sizeof text, "%ld", fd);     /* a notified call) */
+        if (notify && write(hand[1], text, (size_t)len) != len)
+            _exit(125);
         execvp(argv[2], argv + 2);
         perror(argv[2]);
         _exit(127);
@@ -82,14 +140,62 @@ int main(int argc, char **argv)
            | PTRACE_O_TRACESYSGOOD);
     ptrace(PTRACE_CONT, main_pid, 0, 0);
 
-    long stops = 0;
-    int exit_code = 0;
+    long stops = 0, notified = 0;
+    int exit_code = 0, drain = 1;
+    sigset_t chld, let_in;
+    if (notify) {
+        close(hand[1]);
+        fcntl(hand[0], F_SETFL, O_NONBLOCK);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigchld;
+        sigaction(SIGCHLD, &sa, NULL);
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &chld, &let_in);
+        sigdelset(&let_in, SIGCHLD);
+    }
     for (;;) {
-        pid_t pid = waitpid(-1, &status, __WALL);
+        if (listener >= 0 && !drain) {
+            struct pollfd p = {.fd = listener, .events = POLLIN};
+            struct timespec backstop = {0, 100000000L};
+            int n = ppoll(&p, 1, &backstop, &let_in);
+            if (n > 0 && (p.revents & POLLIN)) {
+                struct seccomp_notif req;
+                memset(&req, 0, sizeof req);
+                if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) == 0) {
+                    struct seccomp_notif_resp resp;
+                    memset(&resp, 0, sizeof resp);
+                    resp.id = req.id;
+                    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+                    ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+                    notified++;
+                }
+                continue;
+            }
+            if (n > 0) {                         /* hung up: no tracee has the filter */
+                close(listener);
+                listener = -1;
+            }
+            drain = 1;
+            continue;
+        }
+        pid_t pid = waitpid(-1, &status, __WALL | (listener >= 0 ? WNOHANG : 0));
+        if (pid == 0) {
+            drain = 0;
+            continue;
+        }
         if (pid < 0) {
             if (errno == EINTR)
                 continue;
             break;                               /* ECHILD: every tracee is gone */
+        }
+        if (hand[0] >= 0 && pid == main_pid && WIFSTOPPED(status)) {
+            listener = take_listener(main_pid, hand[0]);
+            if (listener >= 0 || errno != EAGAIN) {
+                close(hand[0]);
+                hand[0] = -1;
+            }
         }
         if (WIFEXITED(status) || WIFSIGNALED(status)) {
             if (pid == main_pid)
@@ -109,5 +215,7 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "stops %ld\n", stops);
+    if (notify)
+        fprintf(stderr, "notified %ld\n", notified);
     return exit_code;
 }

@@ -91,17 +91,23 @@ static int do_change_call(Engine *self, pid_t tid, int nr,
     return FALLBACK;
 }
 
+static int answer_call(Engine *self, pid_t tid, int slot, int served,
+                       const struct __ptrace_syscall_info *info);
+
 /* ANSWERED when the stop was dealt with here. */
 static int try_stop(Engine *self, pid_t tid, int status)
 {
+    struct __ptrace_syscall_info info;
+    int have_info = 0;
+    if (self->n_handovers > 0 && tid > 0 && tid < self->tids && self->handing[tid]
+            && handover_stop(self, tid, status, &info, &have_info) == ANSWERED)
+        return ANSWERED;
     if (self->n_listed > 0)          /* (notes only: no record, no time) */
         settle_others(self, tid);
     int slot = slot_of(self, tid);
     if (slot < 0)
         return FALLBACK;
     clock_gettime(CLOCK_MONOTONIC, &self->t0);
-    struct __ptrace_syscall_info info;
-    int have_info = 0;
     if (self->pending[slot].token && self->pending[slot].tid == tid
             && settle_own(self, tid, slot, status, &info, &have_info) == ANSWERED) {
         self->stub_stops++;          /* (a restart: not the program's call) */
@@ -122,6 +128,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
         Pending *p = &self->pending[slot];
         if (p->tid == tid)
             settle_gone(self, p, tid);
+        drop_handover(self, tid);    /* (a tid another thread's exec took over) */
         return FALLBACK;
     }
     int served = self->eligible[tid];
@@ -136,7 +143,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
         /* The openat and mmap of the stub that maps the slot area into a new program, which
          * no code of the program has run before (inject.py): resumed, as Python resumes
          * them. Its int3, and any signal meanwhile, are Python's. */
-        let_run(tid);
+        let_run(self, tid);
         self->stub_stops++;
         return ANSWERED;
     }
@@ -144,42 +151,131 @@ static int try_stop(Engine *self, pid_t tid, int status)
             || (served != SERVED && served != READS))
         return FALLBACK;
     if ((!have_info && ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0) ||
-            info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64_)
+            info.op != PTRACE_SYSCALL_INFO_SECCOMP)
         return FALLBACK;
-    int nr = (int)info.seccomp.nr, rc = FALLBACK;
-    if (nr < 0)
-        return FALLBACK;             /* (a negative number: ENOSYS, Python's) */
-    if (nr == self->nr_newfstatat || nr == self->nr_stat || nr == self->nr_lstat)
-        rc = do_newfstatat(self, tid, &info);
-    else if (nr == self->nr_openat)
-        rc = do_openat(self, tid, slot, &info);
-    else if (nr == self->nr_getdents64)
-        rc = do_getdents64(self, tid, &info);
-    else if (nr == self->nr_clock_gettime || nr == self->nr_gettimeofday || nr == self->nr_time)
-        rc = do_time_call(self, tid, &info);
-    else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
-        rc = do_access(self, tid, &info);
-    else if (self->log_reads)        /* log level all: only the calls it writes records of */
-        rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, &info) : FALLBACK;
-    else if (nr == self->nr_getcwd)
-        rc = do_getcwd(self, tid, &info);
-    else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
-        rc = do_readlink(self, tid, &info);
-    else if (nr == self->nr_statfs)
-        rc = do_statfs(self, tid, &info);
-    else if (nr == self->nr_execve)  /* (under an identity, set-id programs: Python's) */
-        rc = self->identity ? FALLBACK : do_execve(self, tid, slot, &info);
-    else if (self->owned && served == SERVED)
-        rc = do_change_call(self, tid, nr, &info);
-    if (rc == ANSWERED) {
+    int rc = answer_call(self, tid, slot, served, &info);
+    if (rc == ANSWERED)
         self->seccomp_stops++;
-        if (nr >= 0 && nr < NR_MAX)
-            self->answered[nr]++;
-    }
     return rc;
 }
 
+/* A call of an eligible thread (a seccomp stop's, or a notification's), answered here
+ * (ANSWERED) or not. A notified one is never one that rewrites registers (an open, an
+ * exec: not fastpath.NOTIFIED). */
+static int answer_call(Engine *self, pid_t tid, int slot, int served,
+                       const struct __ptrace_syscall_info *in)
+{
+    if (in->arch != AUDIT_ARCH_X86_64_)
+        return FALLBACK;
+    int nr = (int)in->seccomp.nr, rc = FALLBACK;
+    if (nr < 0)
+        return FALLBACK;             /* (a negative number: ENOSYS, Python's) */
+    if (self->notif != NULL && (nr == self->nr_openat || nr == self->nr_execve))
+        return FALLBACK;
+    if (nr == self->nr_newfstatat || nr == self->nr_stat || nr == self->nr_lstat)
+        rc = do_newfstatat(self, tid, in);
+    else if (nr == self->nr_openat)
+        rc = do_openat(self, tid, slot, in);
+    else if (nr == self->nr_getdents64)
+        rc = do_getdents64(self, tid, in);
+    else if (nr == self->nr_clock_gettime || nr == self->nr_gettimeofday || nr == self->nr_time)
+        rc = do_time_call(self, tid, in);
+    else if (nr == self->nr_access || nr == self->nr_faccessat || nr == self->nr_faccessat2)
+        rc = do_access(self, tid, in);
+    else if (self->log_reads)        /* log level all: only the calls it writes records of */
+        rc = self->owned && served == SERVED ? do_change_call(self, tid, nr, in) : FALLBACK;
+    else if (nr == self->nr_getcwd)
+        rc = do_getcwd(self, tid, in);
+    else if (nr == self->nr_readlink || nr == self->nr_readlinkat)
+        rc = do_readlink(self, tid, in);
+    else if (nr == self->nr_statfs)
+        rc = do_statfs(self, tid, in);
+    else if (nr == self->nr_execve)  /* (under an identity, set-id programs: Python's) */
+        rc = self->identity ? FALLBACK : do_execve(self, tid, slot, in);
+    else if (self->owned && served == SERVED)
+        rc = do_change_call(self, tid, nr, in);
+    if (rc == ANSWERED && nr < NR_MAX)
+        self->answered[nr]++;
+    return rc;
+}
+
+int answer_notified(Engine *self, pid_t tid, const struct seccomp_notif *req)
+{
+    if (tid <= 0 || tid >= self->tids)
+        return FALLBACK;
+    if (self->n_listed > 0)
+        settle_others(self, tid);
+    int slot = slot_of(self, tid);
+    if (slot < 0)
+        return FALLBACK;
+    Pending *p = &self->pending[slot];
+    if (p->token && p->tid == tid)   /* its open is over: this is another call */
+        settle_gone(self, p, tid);
+    int served = self->eligible[tid];
+    if (served != SERVED && served != READS)
+        return FALLBACK;
+    struct __ptrace_syscall_info info;
+    memset(&info, 0, sizeof info);
+    info.op = PTRACE_SYSCALL_INFO_SECCOMP;
+    info.arch = req->data.arch;
+    info.instruction_pointer = req->data.instruction_pointer;
+    info.seccomp.nr = (unsigned long long)req->data.nr;
+    memcpy(info.seccomp.args, req->data.args, sizeof info.seccomp.args);
+    return answer_call(self, tid, slot, served, &info);
+}
+
 /* -- the Python type ---------------------------------------------------------------------- */
+
+/* The next stop or exit (*status), answering the notifications that come first: its pid,
+ * 0 when a Python exception is set, -1 with errno. */
+static pid_t next_stop(Engine *self, int *status, const sigset_t *let_in)
+{
+    for (;;) {
+        close_forgotten(self);       /* no stop in hand: no operand holds them */
+        if (PyErr_CheckSignals() < 0)
+            return 0;
+        pid_t pid;
+        int notified = self->listener >= 0 && !self->listener_idle;
+        if (notified && !self->drain) {
+            int n;
+            Py_BEGIN_ALLOW_THREADS
+            n = notify_wait(self, let_in);
+            Py_END_ALLOW_THREADS
+            if (n < 0)
+                return -1;
+            if (n > 0) {
+                notify_take(self);
+                if (PyErr_Occurred())    /* raised while deciding: handed over already */
+                    return 0;
+            } else {
+                self->drain = 1;     /* a signal, or the backstop: stops may be waiting */
+            }
+            continue;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        pid = waitpid(-1, status, __WALL | (notified ? WNOHANG : 0));
+        Py_END_ALLOW_THREADS
+        if (pid == 0) {
+            self->drain = 0;         /* none left: the listener's turn */
+            continue;
+        }
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (pid == self->take_from)
+            take_listener(self);
+        if (WIFSTOPPED(*status) && try_stop(self, pid, *status) == ANSWERED)
+            continue;
+        if (PyErr_Occurred()) {      /* raised while deciding: the next wait() hands it over */
+            self->held_pid = pid;
+            self->held_status = *status;
+            return 0;
+        }
+        return pid;
+    }
+}
 
 static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
 {
@@ -189,29 +285,62 @@ static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
         self->held_pid = 0;
         return Py_BuildValue("(ii)", pid, self->held_status);
     }
-    for (;;) {
-        close_forgotten(self);       /* no stop in hand: no operand holds them */
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        int status;
-        pid_t pid;
-        Py_BEGIN_ALLOW_THREADS
-        pid = waitpid(-1, &status, __WALL);
-        Py_END_ALLOW_THREADS
-        if (pid < 0) {
-            if (errno == EINTR)
-                continue;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (WIFSTOPPED(status) && try_stop(self, pid, status) == ANSWERED)
-            continue;
-        if (PyErr_Occurred()) {      /* raised while deciding: the next wait() hands it over */
-            self->held_pid = pid;
-            self->held_status = status;
-            return NULL;
-        }
-        return Py_BuildValue("(ii)", pid, status);
+    int status;
+    pid_t pid;
+    if (self->listener < 0 && self->take_from <= 0) {
+        pid = next_stop(self, &status, NULL);
+    } else {
+        /* SIGCHLD blocked but in notify_wait, and stops looked for first: those reported
+         * while Python ran had their SIGCHLD then. */
+        sigset_t chld, before, let_in;
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &chld, &before);
+        let_in = before;
+        sigdelset(&let_in, SIGCHLD);
+        self->drain = 1;
+        pid = next_stop(self, &status, &let_in);
+        int err = errno;
+        sigprocmask(SIG_SETMASK, &before, NULL);
+        errno = err;
     }
+    if (pid < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (pid == 0)
+        return NULL;
+    return Py_BuildValue("(ii)", pid, status);
+}
+
+static PyObject *Engine_notify(Engine *self, PyObject *args)
+{
+    int pid, hand;
+    unsigned long long mark;
+    if (!PyArg_ParseTuple(args, "iiK", &pid, &hand, &mark))
+        return NULL;
+    if (pid <= 0 || hand < 0 || notify_start(self, pid, hand, mark) < 0) {
+        PyErr_SetString(PyExc_ValueError, "notify: one listener, from a process and a pipe");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_get_listener_error(Engine *self, void *c)
+{
+    return PyLong_FromLong(self->listener_error);
+}
+
+static PyObject *Engine_recheck(Engine *self, PyObject *args)
+{
+    int tid, python_exit;
+    if (!PyArg_ParseTuple(args, "ip", &tid, &python_exit))
+        return NULL;
+    return PyBool_FromLong(recheck(self, tid, python_exit));
+}
+
+static PyObject *Engine_end_notify(Engine *self, PyObject *Py_UNUSED(ignored))
+{
+    notify_stop(self);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Engine_enable(Engine *self, PyObject *args)
@@ -260,6 +389,7 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
     if (tid > 0 && tid < self->tids)
         self->slot_of[tid] = self->eligible[tid] = UNSERVED;
     fds_forget_thread(self, tid);
+    drop_handover(self, tid);
     Py_RETURN_NONE;
 }
 
@@ -301,9 +431,10 @@ static PyObject *Engine_counts(Engine *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(k); Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKNKKKK)", self->seccomp_stops, self->exit_stops,
+    return Py_BuildValue("(KKKNKKKKKKK)", self->seccomp_stops, self->exit_stops,
                          self->signal_stops, by_nr, self->decided, self->stub_stops,
-                         self->tramp_opens, self->fd_paths_known);
+                         self->tramp_opens, self->fd_paths_known, self->notified,
+                         self->handed_over, self->handover_stops);
 }
 
 static PyObject *Engine_get_seq(Engine *self, void *c) { return PyLong_FromLongLong(self->seq); }
@@ -348,6 +479,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->nr_readlink = self->nr_readlinkat = self->nr_statfs = -1;
     self->nr_clock_gettime = self->nr_gettimeofday = self->nr_time = -1;
     self->log_fd = -1;
+    self->listener = self->hand = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
     if (self->area.obj != NULL || self->slot_of != NULL) {
@@ -429,13 +561,14 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->slot_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->pid_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->eligible = PyMem_Calloc((size_t)self->tids, 1);
+    self->handing = PyMem_Calloc((size_t)self->tids, 1);
     self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
     self->listed = PyMem_Calloc((size_t)slots, sizeof(int32_t));
     self->tramp_written = PyMem_Calloc((size_t)slots, 1);
     fds_free(self->fds);             /* (__init__ called again) */
     self->fds = fds_new();
     if (self->slot_of == NULL || self->pid_of == NULL || self->eligible == NULL
-            || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
+            || self->handing == NULL || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
             || self->fds == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -499,6 +632,9 @@ static void Engine_dealloc(Engine *self)
     PyMem_Free(self->slot_of);
     PyMem_Free(self->pid_of);
     PyMem_Free(self->eligible);
+    PyMem_Free(self->handing);
+    PyMem_Free(self->handovers);
+    notify_stop(self);
     PyMem_Free(self->pending);
     PyMem_Free(self->listed);
     PyMem_Free(self->tramp_written);
@@ -525,10 +661,23 @@ static PyMethodDef Engine_methods[] = {
     {"forget_dirs", (PyCFunction)Engine_forget_dirs, METH_NOARGS,
      "forget_dirs(): the directories it holds open go (their decisions were forgotten)."},
     {"counts", (PyCFunction)Engine_counts, METH_NOARGS,
-     "counts() -> (seccomp stops, exit stops, signal stops, {nr: stops}) answered here, "
+     "counts() -> (seccomp stops, exit stops, signal stops, {nr: calls}) answered here, "
      "the directories decided here, the slot stubs' stops resumed here (and the kernel's "
-     "restarts of opens from trampolines), the opens resumed through trampolines, and the "
-     "fd paths known without a readlink."},
+     "restarts of opens from trampolines), the opens resumed through trampolines, the "
+     "fd paths known without a readlink, the notified calls answered here, those handed "
+     "to the ptrace handlers, and their interrupts' stops."},
+    {"notify", (PyCFunction)Engine_notify, METH_VARARGS,
+     "notify(pid, hand, mark): the filter's listener is taken from process pid once it has "
+     "written its number to the pipe hand (nonblocking, the engine's fd from now on); mark: "
+     "the sixth-argument value the filter sends to RET_TRACE. The notified calls are then "
+     "answered from wait() (_fastpath_notify.c)."},
+    {"recheck", (PyCFunction)Engine_recheck, METH_VARARGS,
+     "recheck(tid, python_exit) -> bool: the handlers let tid's call run (python_exit: "
+     "with its exit stop); True when it was a notified call handed over, which then runs "
+     "marked and must be resumed with PTRACE_SYSCALL (its exit stop, where the program gets "
+     "its r9 back, is the engine's but for python_exit)."},
+    {"end_notify", (PyCFunction)Engine_end_notify, METH_NOARGS,
+     "end_notify(): the listener is closed, SIGCHLD's disposition restored."},
     {NULL}
 };
 
@@ -552,6 +701,8 @@ static PyGetSetDef Engine_getset[] = {
      "the number of the intercept log's last record (the engine's and Python's)", NULL},
     {"log_errno", (getter)Engine_get_log_errno, NULL,
      "the errno of the first record the engine failed to write (0: none)", NULL},
+    {"listener_error", (getter)Engine_get_listener_error, NULL,
+     "the errno of a listener that could not be taken (its process killed; 0: none)", NULL},
     {NULL}
 };
 

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -142,6 +144,7 @@ typedef struct {
 } VirtualTime;
 
 typedef struct FdCache FdCache;     /* _fastpath_fds.c */
+typedef struct Handover Handover;   /* _fastpath_notify.c */
 
 typedef struct {
     PyObject_HEAD
@@ -206,6 +209,20 @@ typedef struct {
     CallSpec *specs[NR_MAX];         /* the calls the engine logs */
     uint8_t spec_asked[NR_MAX];
     Line line;
+    /* Seccomp user notification (_fastpath_notify.c). */
+    int listener;                    /* the filter's listener, -1: every call is a stop */
+    pid_t take_from;                 /* ... to be taken from this process (0: not) */
+    int hand;                        /* ... which writes its number there */
+    int listener_error;              /* errno of a listener that could not be taken */
+    int listener_idle;               /* ... hung up: no thread of the program has the filter */
+    unsigned long long mark;         /* the r9 the filter sends to RET_TRACE */
+    const struct seccomp_notif *notif;   /* the notification being answered, NULL: a stop */
+    int drain;                       /* stops may be waiting: waitpid before the listener */
+    struct sigaction old_chld;       /* SIGCHLD's disposition before notify_start */
+    Handover *handovers;             /* notified calls on their way to the ptrace handlers */
+    Py_ssize_t n_handovers, cap_handovers;
+    uint8_t *handing;                /* tid -> it has one */
+    unsigned long long notified, handed_over, handover_stops;
 } Engine;
 
 /* Slot's trampoline (trampoline.py): its address in tracees, its bytes in the tracer's view
@@ -227,8 +244,8 @@ static inline unsigned long long *tramp_data(const Engine *self, int slot)
 
 /* _fastpath_answer.c: the answers, the only writes to a tracee and its resumptions */
 int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len);
-void emulate(pid_t tid, long result);
-void let_run(pid_t tid);
+void emulate(Engine *self, pid_t tid, long result);
+void let_run(Engine *self, pid_t tid);
 void deliver(pid_t tid, int sig);
 Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
                    struct user_regs_struct *regs);
@@ -237,6 +254,21 @@ int give_back(Engine *self, Pending *p, pid_t tid, long *result);
 void run_by_trampoline(Engine *self, Pending *p, pid_t tid, int slot,
                        struct user_regs_struct *regs);
 int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *result);
+
+/* _fastpath_notify.c: the calls notified by seccomp */
+int notify_start(Engine *self, pid_t take_from, int hand, unsigned long long mark);
+void take_listener(Engine *self);
+void notify_stop(Engine *self);
+int notify_wait(Engine *self, const sigset_t *let_in);
+void notify_take(Engine *self);
+void notif_answer(Engine *self, long result, int cont);
+int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_info *info,
+                  int *have_info);
+void drop_handover(Engine *self, pid_t tid);
+int recheck(Engine *self, pid_t tid, int python_exit);
+void notified_again(Engine *self, pid_t tid);
+/* _fastpath.c: a notified call answered as its stop would be (ANSWERED), or not */
+int answer_notified(Engine *self, pid_t tid, const struct seccomp_notif *req);
 
 /* _fastpath_inflight.c: opens resumed through trampolines, until their results are in */
 int settle_own(Engine *self, pid_t tid, int slot, int status,

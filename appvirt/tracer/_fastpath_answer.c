@@ -3,6 +3,7 @@
  *   emulate     the call does not run, the program sees a result (after write_mem of what
  *               the call would have written);
  *   let_run     the kernel runs the call as the program made it;
+ * (these two also answer a call notified by seccomp, self->notif: _fastpath_notify.c)
  *   deliver     a signal-delivery stop resumed with its signal;
  *   hold_call + run_held, then give_back at the exit stop: the call runs rewritten (its path
  *               from the thread's slot), and the program gets its own registers back;
@@ -19,15 +20,27 @@ int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len)
 }
 
 /* The call does not run: the program sees `result`. */
-void emulate(pid_t tid, long result)
+void emulate(Engine *self, pid_t tid, long result)
 {
+    if (self->notif != NULL) {
+        notif_answer(self, result, 0);
+        return;
+    }
     ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, orig_rax), (void *)-1L);
     ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, rax), (void *)result);
     ptrace(PTRACE_CONT, tid, 0, 0);
 }
 
-void let_run(pid_t tid)
+void let_run(Engine *self, pid_t tid)
 {
+    if (self->notif != NULL) {
+        notif_answer(self, 0, 1);
+        return;
+    }
+    if (self->n_handovers > 0 && recheck(self, tid, 0)) {
+        ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* a handed-over call: see _fastpath_notify.c */
+        return;
+    }
     ptrace(PTRACE_CONT, tid, 0, 0);
 }
 

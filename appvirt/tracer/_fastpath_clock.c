@@ -95,6 +95,6 @@ int do_time_call(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in
     }
     if (self->log_fd >= 0)
         log_emulated(self, tid, in, result);
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }

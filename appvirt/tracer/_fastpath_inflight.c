@@ -99,7 +99,7 @@ int settle_own(Engine *self, pid_t tid, int slot, int status,
                 && info->seccomp.nr == (unsigned long long)self->nr_openat2
                 && (int)a[0] == AT_FDCWD_ && a[1] == at && a[2] == p->how
                 && a[3] == OPEN_HOW_SIZE) {
-            let_run(tid);
+            let_run(self, tid);
             return ANSWERED;
         }
     } else if ((status >> 16) == 0 && WSTOPSIG(status) != SYSCALL_TRAP

@@ -264,7 +264,7 @@ static int layered_listing(Engine *self, pid_t tid, long fd, int copy, const cha
     } else if ((len && write_mem(tid, a[1], data, len) < 0) || lseek(mine, next, SEEK_SET) < 0) {
         goto out;                        /* EFAULT ...: the handlers explain */
     }
-    emulate(tid, result);
+    emulate(self, tid, result);
     rc = ANSWERED;
 out:
     PyMem_Free(data);
@@ -301,6 +301,6 @@ int do_getdents64(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
                                                             in->seccomp.args);
     if (kind != PLAIN || (self->log_reads && read_record(self, tid, in, -1, NULL, 0, 0) < 0))
         return FALLBACK;
-    let_run(tid);
+    let_run(self, tid);
     return ANSWERED;
 }

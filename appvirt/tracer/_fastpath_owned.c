@@ -270,7 +270,7 @@ static int made(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in,
     for (int i = 0; i < n; i++)
         if (note_made(self, names[i]->guest, kinds[i]) < 0)
             PyErr_WriteUnraisable(self->made);  /* out of memory: the next load has it */
-    emulate(tid, 0);
+    emulate(self, tid, 0);
     return ANSWERED;
 }
 
@@ -449,7 +449,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
         if (makes ? rc == 0 : rc == -ENOENT) {
             if (self->log_reads)
                 return FALLBACK;     /* (no record: at log level all, Python's) */
-            emulate(tid, rc == 0 ? -EEXIST : -ENOENT);
+            emulate(self, tid, rc == 0 ? -EEXIST : -ENOENT);
             return ANSWERED;
         }
         if (!makes && (rc < 0 || (S_ISLNK(st.st_mode) && !removes)

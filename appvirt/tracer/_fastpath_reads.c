@@ -96,7 +96,7 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
                  && write_mem(tid, buf, text, (size_t)result) < 0)
             result = -EFAULT;
     }
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }
 
@@ -116,7 +116,7 @@ int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
         result = -ERANGE;
     else if (write_mem(tid, in->seccomp.args[0], guest, (size_t)n + 1) < 0)
         result = -EFAULT;
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }
 
@@ -149,7 +149,7 @@ int do_execve(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
     struct stat st;
     int rc = find_object(self, tid, AT_FDCWD_, in->seccomp.args[0], 1, &op, &st);
     if (rc < 0 && op.kind == PLAIN && op.host_only) {
-        emulate(tid, rc);
+        emulate(self, tid, rc);
         return ANSWERED;
     }
     if (rc != 0 || !self->exec_native || !S_ISREG(st.st_mode) || !op.host_only
@@ -255,7 +255,7 @@ static int stat_logged(Engine *self, pid_t tid, const struct __ptrace_syscall_in
         return -1;                   /* EFAULT: Python explains */
     if (read_record(self, tid, in, path_arg, op, fields, rc) < 0)
         return -1;
-    emulate(tid, rc);
+    emulate(self, tid, rc);
     return 0;
 }
 
@@ -281,7 +281,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
         if (process_vm_readv(tid, &local, 1, &remote, 1, 0) == 1 && first == 0) {
             if (self->log_reads && read_record(self, tid, in, path_arg, NULL, 0, 0) < 0)
                 return FALLBACK;
-            let_run(tid);            /* fstat of the fd's own object: the kernel's */
+            let_run(self, tid);            /* fstat of the fd's own object: the kernel's */
             return ANSWERED;
         }
     }
@@ -297,7 +297,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
         int itself = stat_itself(self, tid, (long)(int)a[0], &op, follow, &st);   /* upper */
         if (itself > 0 && stat_shown(self, tid, (long)(int)a[0], &op, &st) < 0)
             return FALLBACK;
-        emulate(tid, itself < 0 ? itself : write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT
+        emulate(self, tid, itself < 0 ? itself : write_mem(tid, a[2], &st, sizeof st) < 0 ? -EFAULT
                                                                                      : 0);
         return ANSWERED;
     }
@@ -308,7 +308,7 @@ int do_newfstatat(Engine *self, pid_t tid, const struct __ptrace_syscall_info *i
     long result = rc;
     if (rc == 0 && write_mem(tid, a[2], &st, sizeof st) < 0)
         result = -EFAULT;
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }
 
@@ -361,7 +361,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
              * objects/XX before its first object) fails as the kernel fails it, before any
              * mode is asked: the handlers log nothing of it either (but at level all). */
             if (rc < 0 && op.kind == PLAIN && !op.dir_there && !self->log_reads) {
-                emulate(tid, rc);
+                emulate(self, tid, rc);
                 return ANSWERED;
             }
             return FALLBACK;
@@ -371,7 +371,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
             if (fields < 0 || (self->log_reads && read_record(self, tid, in, 1, &op, fields,
                                                                rc) < 0))
                 return FALLBACK;
-            emulate(tid, rc);
+            emulate(self, tid, rc);
             return ANSWERED;
         }
     } else {
@@ -383,7 +383,7 @@ int do_openat(Engine *self, pid_t tid, int slot, const struct __ptrace_syscall_i
         if (!exists && !(flags & O_CREAT)) {
             if (rc != -ENOENT || self->log_reads)   /* (no record: at level all, Python's) */
                 return FALLBACK;
-            emulate(tid, rc);
+            emulate(self, tid, rc);
             return ANSWERED;
         }
         if (exists && flags & O_CREAT && flags & O_EXCL)
@@ -465,7 +465,7 @@ int do_statfs(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
         result = syscall(SYS_statfs, op.host, &fs) < 0 ? -errno
                  : write_mem(tid, in->seccomp.args[1], &fs, sizeof fs) < 0 ? -EFAULT : 0;
     }
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }
 
@@ -494,7 +494,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
         op.kind = op.path_len >= 0 ? directory_itself(self, tid, dirfd, op.path, op.path_len,
                                                       follow, op.host, &fails) : -1;
         if (op.kind < 0 && fails != 0 && !(mode & W_OK)) {
-            emulate(tid, -fails);    /* a ".." after a plain directory that is not there */
+            emulate(self, tid, -fails);    /* a ".." after a plain directory that is not there */
             return ANSWERED;
         }
         if (op.kind < 0)
@@ -513,7 +513,7 @@ int do_access(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     if (self->log_reads && read_record(self, tid, in, plain_call ? 0 : 1, &op,
                                        REC_RULE | REC_PATH | REC_RESULT, result) < 0)
         return FALLBACK;
-    emulate(tid, result);
+    emulate(self, tid, result);
     return ANSWERED;
 }
 
@@ -541,6 +541,6 @@ void finish_open(Engine *self, Pending *p, pid_t tid)
     if (seq > 0 && !restart)         /* a logged open (redirected, or a read at level all) */
         log_result(self, tid, seq, result);
     Py_XDECREF(created);
-    let_run(tid);
+    let_run(self, tid);
 }
 

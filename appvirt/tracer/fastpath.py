@@ -24,6 +24,10 @@ every other call goes to Python.
 Under an `identity:` execve is Python's (set-id programs), and so is what a thread creates or
 changes while its virtual ids are not appvirt's own (the objects it makes are the identity's).
 
+The calls the engine answers without touching the program's registers (NOTIFIED: all but
+opens and execs) reach it as seccomp user notifications rather than ptrace stops where the
+kernel has them (`notified`, _fastpath_notify.c); APPVIRT_NOTIFY=0 keeps every call a stop.
+
 Off (every stop in Python, same behaviour) when the extension is not built and when
 APPVIRT_FASTPATH=0.
 """
@@ -42,8 +46,8 @@ from ..fs.resolver import Caller, resolve
 from ..log.records import ArgFormat, arg_specs
 from ..log.writer import encode
 from ..overlay.names import WH_PREFIX, parent
-from ..policy.model import FileMode, Policy
-from . import trampoline
+from ..policy.model import FileMode, LogLevel, Policy
+from . import seccomp, trampoline
 
 if TYPE_CHECKING:
     from ..core.table import SyscallEntry, SyscallTable
@@ -67,6 +71,15 @@ LOGGED = ("openat",) + CHANGES          # the calls whose records the engine wri
 READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64", "access", "faccessat",
                 "faccessat2")           # ... and at log level all
 TIME_CALLS = ("clock_gettime", "gettimeofday", "time")    # ... and under a virtual clock
+# The calls the engine answers with a result alone (no register rewritten, unlike its opens
+# and execs), which may therefore reach it as notifications; at log level all, only those it
+# writes records of; under an identity, not the changes (a thread may act as another owner).
+NOTIFIED_READS = ("newfstatat", "stat", "lstat", "getdents64", "access", "faccessat",
+                  "faccessat2") + TIME_CALLS
+NOTIFIED_OTHERS = ("getcwd", "readlink", "readlinkat", "statfs")
+# The sixth argument register's value that sends a notified call to RET_TRACE (seccomp.py):
+# none of them has a sixth argument.
+NOTIFY_MARK = 0x61707076_6972742E       # "appvirt." in r9
 _NOBODY = Caller(0, 0, lambda pid: False)    # resolves no /proc/self (never asked here)
 
 
@@ -75,6 +88,20 @@ def wanted(policy: Policy) -> bool:
     and identities restrict what it answers, see above), unless the extension is missing or
     APPVIRT_FASTPATH=0."""
     return _fastpath is not None and os.environ.get("APPVIRT_FASTPATH", "1") != "0"
+
+
+def notified(policy: Policy, traced: "dict[str, tuple]") -> "seccomp.Notified | None":
+    """The calls of the filter (traced: its traced calls) that notify under this policy, or
+    None: every call a ptrace stop (no compiled loop, a kernel before 5.19, APPVIRT_NOTIFY=0)."""
+    if not wanted(policy) or os.environ.get("APPVIRT_NOTIFY", "1") == "0" \
+            or not seccomp.notify_available():
+        return None
+    names = set(NOTIFIED_READS)
+    if policy.log.level is not LogLevel.ALL:
+        names.update(NOTIFIED_OTHERS)
+    if policy.identity is None:
+        names.update(CHANGES)
+    return seccomp.Notified(frozenset(names & traced.keys()), NOTIFY_MARK)
 
 
 def record_spec(table: "SyscallTable", logged: tuple[str, ...], nr: int) -> tuple | None:
@@ -101,11 +128,14 @@ class EngineCounts(NamedTuple):
     exits: int                      # syscall-exit stops
     signals: int                    # signal-delivery stops
     stubs: int                      # seccomp stops of slot stubs, resumed
-    by_syscall: dict[str, int]      # the seccomp stops answered, by call
+    by_syscall: dict[str, int]      # the calls answered (stops and notifications), by call
     dirs_compiled: int              # directories it decided itself
     dirs_python: int                # directories the Python side decided for it
     trampolines: int                # opens resumed through trampolines (no exit stop)
     fd_paths_known: int             # fds' paths known without a readlink (_fastpath_fds.c)
+    notified: int                   # calls answered from notifications (no ptrace stop)
+    handed_over: int                # notified calls handed to the ptrace handlers
+    handover_stops: int             # ... the stops of their interrupts, resumed
 
 
 class FastPath:
@@ -436,9 +466,22 @@ class FastPath:
         e = self.engine.log_errno
         return os.strerror(e) if e else None
 
+    def notify(self, pid: int, hand: int) -> None:
+        """Answer the notifications of the filter that process pid installs and whose
+        listener's number it writes to pipe `hand` (the engine's fd from now on)."""
+        os.set_blocking(hand, False)
+        self.engine.notify(pid, hand, NOTIFY_MARK)
+
+    def end_notify(self) -> str | None:
+        """The listener closed; why it could not be taken, if it could not."""
+        self.engine.end_notify()
+        e = self.engine.listener_error
+        return f"the seccomp listener could not be taken: {os.strerror(e)}" if e else None
+
     def counts(self) -> "EngineCounts":
         """What the engine answered, and the directories it and Python decided."""
-        seccomp, exits, signals, by_nr, decided, stubs, tramps, fds = self.engine.counts()
-        return EngineCounts(seccomp, exits, signals, stubs,
+        (stops, exits, signals, by_nr, decided, stubs, tramps, fds, notified, handed,
+         handover_stops) = self.engine.counts()
+        return EngineCounts(stops, exits, signals, stubs,
                             {sysnums.name(nr): n for nr, n in by_nr.items()}, decided,
-                            self.decided, tramps, fds)
+                            self.decided, tramps, fds, notified, handed, handover_stops)

@@ -136,11 +136,12 @@ def _close_all_but(*keep: int) -> None:
 
 
 def _child(path: str, argv: list[str], env: dict[str, str], prog: seccomp.PackedFilter,
-           reset: list[int], arena: SlotArena, go: int, report: int
+           reset: list[int], arena: SlotArena, go: int, report: int, hand: int
            ) -> None:  # pragma: no cover - runs in the forked child
     """Runs in the forked child; never returns. What it needs is made before the fork (the
     packed filter, the signals to reset): a fork of the tracer pays for each page it
-    writes."""
+    writes. A filter that notifies has a listener, whose number goes to the tracer (hand),
+    which takes it at the execve's stop; the exec closes this process's copy."""
     try:
         os.setpgid(0, 0)
         if os.read(go, 1) != b"x":          # the tracer died before seizing us
@@ -154,8 +155,10 @@ def _child(path: str, argv: list[str], env: dict[str, str], prog: seccomp.Packed
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         arena.map_into_self()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        _close_all_but(0, 1, 2, report)     # (report is CLOEXEC)
-        seccomp.install(prog)
+        _close_all_but(0, 1, 2, report, hand)   # (both are CLOEXEC)
+        listener = seccomp.install(prog)
+        if listener >= 0:
+            os.write(hand, b"%d" % listener)
         os.execve(path, argv, env)
     except OSError as e:
         try:
@@ -248,11 +251,13 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     go_r, go_w = os.pipe()
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+    hand_r, hand_w = os.pipe2(os.O_CLOEXEC)
     tty = _controlling_tty()
     tracer = Tracer(table, policy, arena, log)
     overlay, fs = open_filesystem(policy, app)
-    packed = seccomp.packed_filter(table, traced_calls(table, policy, overlay.empty,
-                                                       bool(overlay.meta)))
+    traced = traced_calls(table, policy, overlay.empty, bool(overlay.meta))
+    notified = fastpath.notified(policy, traced)
+    packed = seccomp.packed_filter(table, traced, notified)
     tracer.ctx.view = tracer.ctx.fs = fs
     machine = _virtual_machine(tracer.ctx, policy, store, app)
     if store is not None:
@@ -268,9 +273,15 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     if pid == 0:  # pragma: no cover
         os.close(go_w)
         os.close(rep_r)
-        _child(path, argv, env, packed, reset, arena, go_r, rep_w)
+        os.close(hand_r)
+        _child(path, argv, env, packed, reset, arena, go_r, rep_w, hand_w)
     os.close(go_r)
     os.close(rep_w)
+    os.close(hand_w)
+    if packed.listener and tracer.fast is not None:
+        tracer.fast.notify(pid, hand_r)     # hand_r is the engine's now
+    else:
+        os.close(hand_r)
     try:
         os.setpgid(pid, pid)
     except OSError:
@@ -300,6 +311,10 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         status = tracer.run(pid)
     finally:
         placement.stop()
+        if tracer.fast is not None:
+            unnotified = tracer.fast.end_notify()
+            if unnotified is not None and tracer.first_error is None:
+                tracer.first_error = unnotified
         if tty is not None:
             try:
                 os.tcsetpgrp(tty, os.getpgrp())

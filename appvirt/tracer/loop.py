@@ -55,7 +55,7 @@ class Stats:
     __slots__ = ("seccomp_stops", "exit_stops", "other_stops", "injections", "compiled",
                  "internal_errors", "by_syscall", "compiled_by_syscall", "compiled_signals",
                  "compiled_stubs", "dirs_compiled", "dirs_python", "trampolines",
-                 "fd_paths_known")
+                 "fd_paths_known", "notified", "handed_over")
 
     def __init__(self) -> None:
         self.seccomp_stops = 0
@@ -72,6 +72,8 @@ class Stats:
         self.dirs_python = 0         # directories the Python side decided for it
         self.trampolines = 0         # opens resumed through trampolines: no exit stop
         self.fd_paths_known = 0      # fds' paths known without a readlink
+        self.notified = 0            # calls answered from seccomp notifications: no stop
+        self.handed_over = 0         # notified calls handed to the ptrace handlers
 
     @property
     def total(self) -> int:
@@ -164,8 +166,9 @@ class Tracer:
             done = fast.counts()
             self.stats.seccomp_stops += done.seccomp
             self.stats.exit_stops += done.exits
-            self.stats.other_stops += done.signals + done.stubs    # (Python counts stubs' so)
-            self.stats.compiled = done.seccomp + done.exits + done.signals + done.stubs
+            self.stats.other_stops += done.signals + done.stubs + done.handover_stops
+            self.stats.compiled = (done.seccomp + done.exits + done.signals + done.stubs
+                                   + done.handover_stops)   # (Python counts stubs' so)
             self.stats.compiled_signals = done.signals
             self.stats.compiled_stubs = done.stubs
             self.stats.by_syscall.update(done.by_syscall)
@@ -173,6 +176,7 @@ class Tracer:
             self.stats.dirs_compiled, self.stats.dirs_python = done.dirs_compiled, done.dirs_python
             self.stats.trampolines = done.trampolines
             self.stats.fd_paths_known = done.fd_paths_known
+            self.stats.notified, self.stats.handed_over = done.notified, done.handed_over
             if fast.error is not None and self.first_error is None:
                 self.first_error = f"fast path: {fast.error}"
             failure = fast.log_failure()
@@ -490,10 +494,14 @@ class Tracer:
         tid = task.tid
         if isinstance(action, Allow):
             if action.on_exit is None:
-                pt.cont(tid)
+                if self._rechecked(tid, False):
+                    pt.syscall(tid)
+                else:
+                    pt.cont(tid)
                 return
             task.pending = Pending(seq, info.nr, None, action.on_exit, stop,
                                    bool(seq))
+            self._rechecked(tid, True)
             pt.syscall(tid)
         elif isinstance(action, Rewrite):
             if not self._slot_ready(task):
@@ -531,6 +539,7 @@ class Tracer:
                 regs.orig_rax = action.nr
             pt.set_regs(tid, regs)
             task.pending = Pending(seq, info.nr, entry_regs, action.on_exit, stop, bool(seq))
+            self._rechecked(tid, True)
             pt.syscall(tid)
         elif isinstance(action, Emulate):
             try:
@@ -548,6 +557,13 @@ class Tracer:
             pt.poke_user(tid, pt.OFF_ORIG_RAX, -1)
             os.kill(task.pid, signal.SIGKILL)
             pt.cont(tid)
+
+    def _rechecked(self, tid: int, exit_stop: bool) -> bool:
+        """A call let run: when it came as a seccomp notification (fastpath), it runs marked
+        for the kernel's check after the tracer, and must be resumed with PTRACE_SYSCALL
+        (the engine gives the program its r9 back at the exit stop; exit_stop: that stop is
+        ours too)."""
+        return self.fast is not None and self.fast.engine.recheck(tid, exit_stop)
 
     def _slot_ready(self, task: Task) -> bool:
         ready = self.tasks.slot_ready.get(task.pid)

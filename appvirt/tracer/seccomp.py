@@ -9,10 +9,16 @@ for numbers nobody knows, so a syscall newer than the table is refused, never le
 RET_TRACE data: the entry's table index + 1 in bits 0-14, bit 15 when the entry may need its
 exit stop. The tracer cross-checks it against the kernel's syscall info (a tracee filter could
 forge it, #4), so it is a hint, never trusted for a decision.
+
+`notified` calls (those the compiled loop answers without touching registers, fastpath.py)
+go to the tracer as seccomp user notifications (RET_USER_NOTIF) instead of ptrace stops,
+after the same conditions; one whose sixth argument register holds `mark` goes to RET_TRACE:
+that is how the tracer hands a notified call to its ptrace handlers (_fastpath_notify.c).
 """
 
 import ctypes
 import errno
+import os
 import struct
 import threading
 from collections.abc import Mapping, Sequence
@@ -27,6 +33,7 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
 RET_KILL_PROCESS = 0x80000000
 RET_TRACE = 0x7FF00000
+RET_USER_NOTIF = 0x7FC00000
 RET_ALLOW = 0x7FFF0000
 DATA_NEEDS_EXIT = 0x8000
 DATA_INDEX_MASK = 0x7FFF
@@ -131,54 +138,85 @@ _built: dict[tuple, tuple[Insn, ...]] = {}
 _packed: dict[tuple, "PackedFilter"] = {}
 
 
+class Notified(NamedTuple):
+    """The calls sent to the tracer as user notifications, and the sixth-argument value that
+    sends one of them to RET_TRACE instead."""
+
+    calls: frozenset[str]
+    mark: int
+
+
 def _filter_key(table: SyscallTable,
-                traced: Mapping[str, tuple[TraceCondition, ...]] | None) -> tuple:
-    return (id(table), None if traced is None else tuple(sorted(traced.items())))
+                traced: Mapping[str, tuple[TraceCondition, ...]] | None,
+                notified: Notified | None) -> tuple:
+    return (id(table), None if traced is None else tuple(sorted(traced.items())),
+            None if notified is None else (tuple(sorted(notified.calls)), notified.mark))
 
 
 def build_filter(table: SyscallTable,
-                 traced: Mapping[str, tuple[TraceCondition, ...]] | None = None) -> list[Insn]:
+                 traced: Mapping[str, tuple[TraceCondition, ...]] | None = None,
+                 notified: Notified | None = None) -> list[Insn]:
     """The filter program. `traced`: the entries the policy needs, with the conditions under
-    which each stops (SyscallEntry.conditions); default: every entry, as declared. Each one
-    is built once a process (2 ms): a warm server builds the default policy's, and its runs
-    find them built."""
-    key = _filter_key(table, traced)
+    which each stops (SyscallEntry.conditions); default: every entry, as declared. Of those,
+    `notified.calls` notify instead (see above). Each one is built once a process (2 ms): a
+    warm server builds the default policy's, and its runs find them built."""
+    key = _filter_key(table, traced, notified)
     prog = _built.get(key)
     if prog is None:
-        prog = _built[key] = tuple(_build(table, traced))
+        prog = _built[key] = tuple(_build(table, traced, notified))
     return list(prog)
 
 
 def packed_filter(table: SyscallTable,
-                  traced: Mapping[str, tuple[TraceCondition, ...]] | None = None
-                  ) -> "PackedFilter":
+                  traced: Mapping[str, tuple[TraceCondition, ...]] | None = None,
+                  notified: Notified | None = None) -> "PackedFilter":
     """build_filter's program packed (PackedFilter), also once a process (0.6 ms): a run
     forked by a warm server finds the default policy's packed. Shared: nothing writes it."""
-    key = _filter_key(table, traced)
+    key = _filter_key(table, traced, notified)
     packed = _packed.get(key)
     if packed is None:
-        packed = _packed[key] = PackedFilter(build_filter(table, traced))
+        packed = _packed[key] = PackedFilter(build_filter(table, traced, notified),
+                                             listener=notified is not None)
     return packed
 
 
+def _ret_traced(asm: _Asm, data: int, notified: Notified | None, name: str) -> None:
+    """Return RET_TRACE with data; for a notified call, RET_USER_NOTIF unless marked."""
+    if notified is None or name not in notified.calls:
+        asm.ret(RET_TRACE | data)
+        return
+    high, trace, notify = asm.fresh(), asm.fresh(), asm.fresh()
+    asm.ld(_arg_lo(5))
+    asm.goto_if(JMP_JEQ, notified.mark & 0xFFFFFFFF, high)
+    asm.goto(notify)
+    asm.label(high)
+    asm.ld(_arg_hi(5))
+    asm.goto_if(JMP_JEQ, notified.mark >> 32, trace)
+    asm.label(notify)
+    asm.ret(RET_USER_NOTIF)
+    asm.label(trace)
+    asm.ret(RET_TRACE | data)
+
+
 def _build(table: SyscallTable,
-           traced: Mapping[str, tuple[TraceCondition, ...]] | None) -> list[Insn]:
+           traced: Mapping[str, tuple[TraceCondition, ...]] | None,
+           notified: Notified | None = None) -> list[Insn]:
     if traced is None:
         traced = {e.name: e.trace_if for e in table.entries}
-    # action per number: ("allow",) | ("trace", data) | ("cond", entry, data)
+    # action per number: ("allow",) | ("trace", data, name) | ("cond", nr, data)
     def action(nr: int) -> tuple:
         name = sysnums.NAME_BY_NR.get(nr)
         if name is None:
-            return ("trace", 0)
+            return ("trace", 0, "")
         if name in UNTRACED:
             return ("allow",)
         entry = table.by_name.get(name)
         if entry is None:
-            return ("trace", 0)
+            return ("trace", 0, "")
         if name not in traced:
             return ("allow",)
         data = trace_data(table, entry)
-        return ("cond", nr, data) if traced[name] else ("trace", data)
+        return ("cond", nr, data) if traced[name] else ("trace", data, name)
 
     ranges: list[list] = []        # [lo, hi, action]
     for nr in range(sysnums.MAX_NR + 1):
@@ -187,10 +225,10 @@ def _build(table: SyscallTable,
             ranges[-1][1] = nr
         else:
             ranges.append([nr, nr, a])
-    if ranges[-1][2] == ("trace", 0):
+    if ranges[-1][2] == ("trace", 0, ""):
         ranges[-1][1] = X32_SYSCALL_BIT - 1
     else:
-        ranges.append([sysnums.MAX_NR + 1, X32_SYSCALL_BIT - 1, ("trace", 0)])
+        ranges.append([sysnums.MAX_NR + 1, X32_SYSCALL_BIT - 1, ("trace", 0, "")])
 
     asm = _Asm()
     asm.ld(OFF_ARCH)
@@ -225,7 +263,7 @@ def _build(table: SyscallTable,
         if act[0] == "allow":
             asm.ret(RET_ALLOW)
         elif act[0] == "trace":
-            asm.ret(RET_TRACE | act[1])
+            _ret_traced(asm, act[1], notified, act[2])
         else:
             _, nr, data = act
             trace = asm.fresh()
@@ -233,7 +271,7 @@ def _build(table: SyscallTable,
                 _condition(asm, cond, trace)
             asm.ret(RET_ALLOW)
             asm.label(trace)
-            asm.ret(RET_TRACE | data)
+            _ret_traced(asm, data, notified, sysnums.NAME_BY_NR[nr])
     return asm.assemble()
 
 
@@ -276,6 +314,9 @@ SECCOMP_SET_MODE_FILTER = 1
 # which slows every syscall and the program's own code; the filter needs no such protection.
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
 FILTER_FLAGS = SECCOMP_FILTER_FLAG_SPEC_ALLOW
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5       # Linux 5.19
+NOTIFY_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -283,25 +324,38 @@ class PackedFilter:
     """A filter program in the kernel's struct sock_fprog form, ready to install: packed by
     the tracer before it forks, so that its child, between fork and exec, only installs."""
 
-    def __init__(self, prog: Sequence[Insn]) -> None:
+    def __init__(self, prog: Sequence[Insn], listener: bool = False) -> None:
         # packing in one go beats 1 200 ctypes objects
         raw = b"".join([_SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog])
         self._array = (_SockFilter * len(prog)).from_buffer_copy(raw)   # what fprog points to
         self.fprog = _SockFprog(len(prog), self._array)
+        self.listener = listener          # it notifies: installed with a listener
 
 
-def install(prog: Sequence[Insn] | PackedFilter) -> None:
-    """Set no_new_privs and install the filter on the calling thread (raises OSError)."""
-    fprog = (prog if isinstance(prog, PackedFilter) else PackedFilter(prog)).fprog
+def install(prog: Sequence[Insn] | PackedFilter) -> int:
+    """Set no_new_privs and install the filter on the calling thread (raises OSError); the
+    listener's fd (close-on-exec) for a filter that notifies, else -1. Its notifications
+    wait killably once received: a call the tracer is making for the program is not
+    restarted by a signal after the tracer made it."""
+    packed = prog if isinstance(prog, PackedFilter) else PackedFilter(prog)
+    flags = FILTER_FLAGS | (NOTIFY_FLAGS if packed.listener else 0)
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {errno.errorcode.get(err)}")
-    if _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, FILTER_FLAGS, ctypes.byref(fprog)) != 0:
+    fd = _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(packed.fprog))
+    if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"seccomp(SET_MODE_FILTER): {errno.errorcode.get(err)}")
+    return fd if packed.listener else -1
 
 
 _available = False      # a trial succeeded in this process (or the warm server it forked from)
+_notify_available = False   # ... and one with a listener (Linux 5.19)
+
+
+def notify_available() -> bool:
+    """Whether filters that notify can be installed here (after check_available)."""
+    return _notify_available
 
 
 def check_available() -> None:
@@ -319,10 +373,17 @@ def check_available() -> None:
     failures: list[OSError] = []
 
     def trial() -> None:
+        global _notify_available
         try:
             install([Insn(RET_K, 0, 0, RET_ALLOW)])
         except OSError as e:
             failures.append(e)
+            return
+        try:                    # and one with a listener that waits killably
+            os.close(install(PackedFilter([Insn(RET_K, 0, 0, RET_ALLOW)], listener=True)))
+            _notify_available = True
+        except OSError:
+            pass
 
     thread = threading.Thread(target=trial, name="appvirt-seccomp-check")
     thread.start()

@@ -57,12 +57,14 @@ def preload() -> None:
         import_quietly(info.name)
     import_quietly("appvirt.core.context")
     from ..policy import loader
-    from ..tracer import launcher, seccomp
+    from ..tracer import fastpath, launcher, seccomp
     seccomp.check_available()
     loader._cache_salt()
     policy = loader.load_policy(run.default_policy_path(), remember_valid=True)
     for empty, meta in ((True, False), (False, False), (False, True)):
-        seccomp.packed_filter(run.TABLE, launcher.traced_calls(run.TABLE, policy, empty, meta))
+        traced = launcher.traced_calls(run.TABLE, policy, empty, meta)
+        for notified in {fastpath.notified(policy, traced), None}:   # (APPVIRT_NOTIFY=0)
+            seccomp.packed_filter(run.TABLE, traced, notified)
 
 
 class Server:

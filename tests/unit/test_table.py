@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,68 @@ def test_trace_conditions_of_different_kinds_never_compare_equal():
     assert len(set(kinds)) == len(kinds) == len({k: 0 for k in kinds})
     assert all(a != b and not a == b for a in kinds for b in kinds if a is not b)
     assert ArgIn(0, values) == ArgIn(0, frozenset({1})) and ArgIn(0, values) != (0, values)
+
+
+# -- calls notified by seccomp (fastpath.NOTIFIED_*, _fastpath_notify.c) ---------------------
+def _policy(name: str, log_level: str | None = None):
+    from appvirt.policy import load_policy_text
+    text = (Path(__file__).parents[2] / "policies" / name).read_text()
+    if log_level is not None:
+        text = text.replace("  level: changes", f"  level: {log_level}")
+        assert f"level: {log_level}" in text
+    return load_policy_text(text)
+
+
+def test_notified_calls_notify_unless_their_sixth_argument_is_the_mark():
+    """The filter sends a notified call to the listener, and to RET_TRACE (with the same
+    data as without notification) only when both halves of r9 are the mark; every other
+    call's verdict is the plain filter's."""
+    from appvirt.tracer import fastpath
+    names = set(fastpath.NOTIFIED_READS + fastpath.NOTIFIED_OTHERS + fastpath.CHANGES)
+    mark = fastpath.NOTIFY_MARK
+    prog = sc.build_filter(TABLE, None, sc.Notified(frozenset(names), mark))
+    seen = 0
+    for nr in range(sysnums.MAX_NR + 64):
+        name = sysnums.NAME_BY_NR.get(nr)
+        for args in ((0,) * 6, (3, 0, 0, 0, 0x100, 0)):
+            plain = sc.run_filter(PROG, nr, args)
+            if name not in names or plain & 0xFFFF0000 != sc.RET_TRACE:
+                assert sc.run_filter(prog, nr, args) == plain, name
+                continue
+            seen += 1
+            assert sc.run_filter(prog, nr, args) == sc.RET_USER_NOTIF, name
+            assert sc.run_filter(prog, nr, args[:5] + (mark,)) == plain, name
+            for half in (mark & 0xFFFFFFFF, mark & ~0xFFFFFFFF, mark ^ 1, mark ^ (1 << 63)):
+                assert sc.run_filter(prog, nr, args[:5] + (half,)) == sc.RET_USER_NOTIF
+    assert seen >= 2 * len(names) - 4        # (a few are not in the table on every kernel)
+
+
+@pytest.mark.parametrize("policy, level", [("default.yaml", None), ("default.yaml", "all"),
+                                           ("identity.yaml", None), ("time.yaml", None),
+                                           ("network.yaml", None), ("files.yaml", None)])
+def test_only_calls_answered_by_a_result_are_ever_notified(monkeypatch, policy, level):
+    """Never a call whose answer rewrites registers (opens, execs), a dangerous one, or one
+    the handlers must see first; under an identity no change, at log level all only what the
+    compiled loop logs; and only calls the filter traces at all."""
+    from appvirt.tracer import fastpath
+    monkeypatch.setattr(sc, "_notify_available", True)
+    monkeypatch.delenv("APPVIRT_NOTIFY", raising=False)
+    p = _policy(policy, level)
+    traced = TABLE.traced_for(p)
+    notified = fastpath.notified(p, traced)
+    assert notified is not None and notified.mark == fastpath.NOTIFY_MARK
+    calls = notified.calls
+    assert calls <= traced.keys()
+    assert not calls & NEVER_PROCEED
+    assert not calls & {"openat", "open", "openat2", "creat", "execve", "execveat", "fstat",
+                        "seccomp", "clone", "clone3", "fork", "vfork", "mmap", "kill"}
+    assert calls <= set(fastpath.NOTIFIED_READS + fastpath.NOTIFIED_OTHERS
+                        + fastpath.CHANGES)
+    assert bool(calls & set(fastpath.CHANGES)) is (p.identity is None)
+    assert bool(calls & set(fastpath.NOTIFIED_OTHERS)) is (level != "all")
+    assert "newfstatat" in calls and "getdents64" in calls
+    monkeypatch.setenv("APPVIRT_NOTIFY", "0")
+    assert fastpath.notified(p, traced) is None
+    monkeypatch.setenv("APPVIRT_NOTIFY", "1")
+    monkeypatch.setattr(sc, "_notify_available", False)       # a kernel before 5.19
+    assert fastpath.notified(p, traced) is None
