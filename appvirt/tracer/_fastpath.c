@@ -228,7 +228,7 @@ int answer_notified(Engine *self, pid_t tid, const struct seccomp_notif *req)
 
 /* The next stop or exit (*status), answering the notifications that come first: its pid,
  * 0 when a Python exception is set, -1 with errno. */
-static pid_t next_stop(Engine *self, int *status, const sigset_t *let_in)
+static pid_t next_stop(Engine *self, int *status)
 {
     for (;;) {
         close_forgotten(self);       /* no stop in hand: no operand holds them */
@@ -239,7 +239,7 @@ static pid_t next_stop(Engine *self, int *status, const sigset_t *let_in)
         if (notified && !self->drain) {
             int n;
             Py_BEGIN_ALLOW_THREADS
-            n = notify_wait(self, let_in);
+            n = notify_wait(self);
             Py_END_ALLOW_THREADS
             if (n < 0)
                 return -1;
@@ -265,7 +265,7 @@ static pid_t next_stop(Engine *self, int *status, const sigset_t *let_in)
             return -1;
         }
         if (pid == self->take_from)
-            take_listener(self);
+            take_listener(self, WIFSTOPPED(*status));
         if (WIFSTOPPED(*status) && try_stop(self, pid, *status) == ANSWERED)
             continue;
         if (PyErr_Occurred()) {      /* raised while deciding: the next wait() hands it over */
@@ -288,18 +288,16 @@ static PyObject *Engine_wait(Engine *self, PyObject *Py_UNUSED(ignored))
     int status;
     pid_t pid;
     if (self->listener < 0 && self->take_from <= 0) {
-        pid = next_stop(self, &status, NULL);
+        pid = next_stop(self, &status);
     } else {
-        /* SIGCHLD blocked but in notify_wait, and stops looked for first: those reported
-         * while Python ran had their SIGCHLD then. */
-        sigset_t chld, before, let_in;
+        /* SIGCHLD blocked, for the signalfd (notify_wait), and stops looked for first: those
+         * reported while Python ran had their SIGCHLD then. */
+        sigset_t chld, before;
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         sigprocmask(SIG_BLOCK, &chld, &before);
-        let_in = before;
-        sigdelset(&let_in, SIGCHLD);
         self->drain = 1;
-        pid = next_stop(self, &status, &let_in);
+        pid = next_stop(self, &status);
         int err = errno;
         sigprocmask(SIG_SETMASK, &before, NULL);
         errno = err;
@@ -479,7 +477,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->nr_readlink = self->nr_readlinkat = self->nr_statfs = -1;
     self->nr_clock_gettime = self->nr_gettimeofday = self->nr_time = -1;
     self->log_fd = -1;
-    self->listener = self->hand = -1;
+    self->listener = self->hand = self->sigfd = -1;
     for (int c = 0; c < N_CHANGES; c++)
         self->nr_change[c] = -1;
     if (self->area.obj != NULL || self->slot_of != NULL) {

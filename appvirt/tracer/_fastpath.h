@@ -219,6 +219,7 @@ typedef struct {
     const struct seccomp_notif *notif;   /* the notification being answered, NULL: a stop */
     int drain;                       /* stops may be waiting: waitpid before the listener */
     struct sigaction old_chld;       /* SIGCHLD's disposition before notify_start */
+    int sigfd;                       /* a signalfd of SIGCHLD (blocked in Engine_wait) */
     Handover *handovers;             /* notified calls on their way to the ptrace handlers */
     Py_ssize_t n_handovers, cap_handovers;
     uint8_t *handing;                /* tid -> it has one */
@@ -257,9 +258,9 @@ int finish_trampoline(Engine *self, Pending *p, pid_t tid, int slot, long *resul
 
 /* _fastpath_notify.c: the calls notified by seccomp */
 int notify_start(Engine *self, pid_t take_from, int hand, unsigned long long mark);
-void take_listener(Engine *self);
+void take_listener(Engine *self, int stopped);
 void notify_stop(Engine *self);
-int notify_wait(Engine *self, const sigset_t *let_in);
+int notify_wait(Engine *self);
 void notify_take(Engine *self);
 void notif_answer(Engine *self, long result, int cont);
 int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_info *info,

@@ -7,9 +7,10 @@
  * stop, register read or write, or resumption is paid (bench/stop_floors.c measured 4.8 µs
  * less an emulated call). The filter's notifications wait killably once received
  * (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV), so a change the tracer made is never restarted
- * by a signal. The loop waits for either transport in ppoll() on the listener with SIGCHLD
- * unblocked for that wait alone (blocked elsewhere in Engine_wait), so a ptrace stop's
- * SIGCHLD either ends the wait or is still pending when it begins: no wake-up is lost.
+ * by a signal. The loop waits for either transport in poll() on the listener and a signalfd
+ * of SIGCHLD, which Engine_wait blocks: a ptrace stop's SIGCHLD stays pending until the
+ * signalfd is read, so no wake-up is lost, and no handler runs for it (a signal delivery
+ * would cost each stop more than the read).
  *
  * A notified call the compiled loop cannot answer is handed to the ptrace handlers
  * unchanged (hand_over): PTRACE_INTERRUPT, then the answer -ERESTARTNOINTR; the kernel stops
@@ -30,6 +31,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 
 #define ERESTARTNOINTR_ 513
 #define WAIT_BACKSTOP_MS 100         /* a child whose exit sends no SIGCHLD (exit_signal 0) */
@@ -47,7 +49,7 @@ struct Handover {
 
 static void on_sigchld(int sig)
 {
-    (void)sig;                       /* it only ends ppoll's wait */
+    (void)sig;                       /* (runs only outside Engine_wait) */
 }
 
 /* The listener comes from the program's first process (take_from), which installs its
@@ -59,25 +61,34 @@ int notify_start(Engine *self, pid_t take_from, int hand, unsigned long long mar
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigchld;      /* no SA_RESTART, no SA_NOCLDSTOP: stops signal too */
+    sa.sa_handler = on_sigchld;      /* not SIG_IGN, no SA_NOCLDSTOP: stops signal too */
     sigemptyset(&sa.sa_mask);
-    if (self->take_from > 0 || self->listener >= 0
-            || sigaction(SIGCHLD, &sa, &self->old_chld) < 0)
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (self->take_from > 0 || self->listener >= 0)
         return -1;
+    self->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (self->sigfd < 0 || sigaction(SIGCHLD, &sa, &self->old_chld) < 0) {
+        if (self->sigfd >= 0)
+            close(self->sigfd);
+        self->sigfd = -1;
+        return -1;
+    }
     self->take_from = take_from;
     self->hand = hand;
     self->mark = mark;
     return 0;
 }
 
-/* At a stop of take_from: the listener's number read, the listener copied (pidfd_getfd).
- * Nothing written yet: a stop before the filter (a signal's). The program's process gone
- * without a number: nothing to take. A listener it has but the tracer cannot take: the
- * process is killed, never left to run with calls nobody answers. */
-void take_listener(Engine *self)
+/* At a stop of take_from (stopped), or its end: the listener's number read, the listener
+ * copied (pidfd_getfd). Nothing written yet: a stop before the filter (a signal's). The
+ * process gone (its exec failed): nothing to take. A listener it has but the tracer cannot
+ * take: the process is killed, never left to run with calls nobody answers. */
+void take_listener(Engine *self, int stopped)
 {
     char text[16];
-    ssize_t n = read(self->hand, text, sizeof text - 1);
+    ssize_t n = stopped ? read(self->hand, text, sizeof text - 1) : 0;
     if (n < 0 && errno == EAGAIN)
         return;
     pid_t pid = self->take_from;
@@ -108,26 +119,34 @@ void notify_stop(Engine *self)
         close(self->listener);
     if (self->hand >= 0)
         close(self->hand);
-    self->listener = self->hand = -1;
+    if (self->sigfd >= 0)
+        close(self->sigfd);
+    self->listener = self->hand = self->sigfd = -1;
     self->take_from = 0;
     sigaction(SIGCHLD, &self->old_chld, NULL);
 }
 
-/* Wait for a notification, with SIGCHLD (blocked by Engine_wait) let in: 1 one is there, 0
- * a signal or the backstop ended the wait (stops may be waiting), -1 an error (errno). The
- * listener hangs up when no program's thread is left with its filter: waitpid alone then. */
-int notify_wait(Engine *self, const sigset_t *let_in)
+/* Wait for a notification or a SIGCHLD: 1 a notification is there, 0 a SIGCHLD (read),
+ * another signal or the backstop ended the wait (stops may be waiting), -1 an error
+ * (errno). The listener hangs up when no program's thread is left with its filter: waitpid
+ * alone then. */
+int notify_wait(Engine *self)
 {
-    struct pollfd p = {.fd = self->listener, .events = POLLIN};
-    struct timespec backstop = {0, WAIT_BACKSTOP_MS * 1000000L};
-    int n = ppoll(&p, 1, &backstop, let_in);
+    struct pollfd p[2] = {{.fd = self->listener, .events = POLLIN},
+                          {.fd = self->sigfd, .events = POLLIN}};
+    int n = poll(p, 2, WAIT_BACKSTOP_MS);
     if (n < 0)
         return errno == EINTR ? 0 : -1;
-    if (n > 0 && !(p.revents & POLLIN) && (p.revents & (POLLHUP | POLLERR))) {
-        self->listener_idle = 1;
-        return 0;
+    if (p[1].revents & POLLIN) {
+        struct signalfd_siginfo info[4];
+        while (read(self->sigfd, info, sizeof info) > 0)
+            ;
     }
-    return n > 0;
+    if (p[0].revents & POLLIN)
+        return 1;
+    if (p[0].revents & (POLLHUP | POLLERR))
+        self->listener_idle = 1;
+    return 0;
 }
 
 /* The answer to the notification in hand: result, or the call run by the kernel (cont). */

@@ -92,7 +92,8 @@ def wanted(policy: Policy) -> bool:
 
 def notified(policy: Policy, traced: "dict[str, tuple]") -> "seccomp.Notified | None":
     """The calls of the filter (traced: its traced calls) that notify under this policy, or
-    None: every call a ptrace stop (no compiled loop, a kernel before 5.19, APPVIRT_NOTIFY=0)."""
+    None: every call a ptrace stop (no compiled loop, a kernel before 5.19, APPVIRT_NOTIFY=0,
+    none of them traced)."""
     if not wanted(policy) or os.environ.get("APPVIRT_NOTIFY", "1") == "0" \
             or not seccomp.notify_available():
         return None
@@ -101,7 +102,8 @@ def notified(policy: Policy, traced: "dict[str, tuple]") -> "seccomp.Notified | 
         names.update(NOTIFIED_OTHERS)
     if policy.identity is None:
         names.update(CHANGES)
-    return seccomp.Notified(frozenset(names & traced.keys()), NOTIFY_MARK)
+    calls = frozenset(names & traced.keys())
+    return seccomp.Notified(calls, NOTIFY_MARK) if calls else None
 
 
 def record_spec(table: "SyscallTable", logged: tuple[str, ...], nr: int) -> tuple | None:
