@@ -73,7 +73,8 @@ READS_LOGGED = ("newfstatat", "stat", "lstat", "getdents64", "access", "faccessa
 TIME_CALLS = ("clock_gettime", "gettimeofday", "time")    # ... and under a virtual clock
 # The calls the engine answers with a result alone (no register rewritten, unlike its opens
 # and execs), which may therefore reach it as notifications; at log level all, only those it
-# writes records of; under an identity, not the changes (a thread may act as another owner).
+# writes records of. (Under an identity, a thread acting as another owner has its changes
+# handed to the handlers: a virtual root run by root makes them in C.)
 NOTIFIED_READS = ("newfstatat", "stat", "lstat", "getdents64", "access", "faccessat",
                   "faccessat2") + TIME_CALLS
 NOTIFIED_OTHERS = ("getcwd", "readlink", "readlinkat", "statfs")
@@ -97,11 +98,9 @@ def notified(policy: Policy, traced: "dict[str, tuple]") -> "seccomp.Notified | 
     if not wanted(policy) or os.environ.get("APPVIRT_NOTIFY", "1") == "0" \
             or not seccomp.notify_available():
         return None
-    names = set(NOTIFIED_READS)
+    names = set(NOTIFIED_READS + CHANGES)
     if policy.log.level is not LogLevel.ALL:
         names.update(NOTIFIED_OTHERS)
-    if policy.identity is None:
-        names.update(CHANGES)
     calls = frozenset(names & traced.keys())
     return seccomp.Notified(calls, NOTIFY_MARK) if calls else None
 

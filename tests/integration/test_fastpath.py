@@ -96,14 +96,17 @@ def _compiled(stderr: str) -> int:
 
 
 def _both_loops(appvirt, program: str, top: Path, app: str):
-    """Run a Python program on top with the compiled loop (app APPfast) and without it
-    (APPslow): the two finished runs, with the same output."""
-    fast, slow = (appvirt("run", "--stats", "--app", app + name, "--", PYTHON, "-c", program,
-                          str(top), env={"APPVIRT_FASTPATH": flag})
-                  for name, flag in (("fast", "1"), ("slow", "0")))
-    assert fast.returncode == 0, fast.stderr
-    assert slow.returncode == 0, slow.stderr
-    assert fast.stdout == slow.stdout
+    """Run a Python program on top with the compiled loop (app APPfast), with it but every
+    call a ptrace stop, none notified (APPstops), and without it (APPslow): the finished runs
+    with the compiled loop and without it, all three with the same output."""
+    fast, stops, slow = (appvirt("run", "--stats", "--app", app + name, "--", PYTHON, "-c",
+                                 program, str(top), env=env)
+                         for name, env in (("fast", {"APPVIRT_FASTPATH": "1"}),
+                                           ("stops", {"APPVIRT_NOTIFY": "0"}),
+                                           ("slow", {"APPVIRT_FASTPATH": "0"})))
+    for run in (fast, stops, slow):
+        assert run.returncode == 0, run.stderr
+    assert fast.stdout == stops.stdout == slow.stdout
     return fast, slow
 
 
