@@ -1,8 +1,8 @@
 /* The compiled loop's second transport: seccomp user notification (see _fastpath.c).
  *
  * The calls the compiled loop answers without touching the program's registers (stats,
- * access checks, listings, link reads, the time calls, the changes of owned directories:
- * fastpath.NOTIFIED) reach the tracer as notifications from the filter's listener, not as
+ * access checks, listings, link reads, the time calls, the changes of owned and merged
+ * directories: fastpath.NOTIFIED_*, CHANGES) reach the tracer as notifications from the filter's listener, not as
  * ptrace stops: the program's thread sleeps in the kernel while the tracer answers, and no
  * stop, register read or write, or resumption is paid (bench/stop_floors.c measured 4.8 µs
  * less an emulated call). The filter's notifications wait killably once received
@@ -55,8 +55,7 @@ static void on_sigchld(int sig)
 /* The listener comes from the program's first process (take_from), which installs its
  * filter, writes the listener's fd number to `hand` (the engine's fd from now on) and execs:
  * the listener, close-on-exec, is taken at the first stop after that (take_listener), its
- * execve's. SIGCHLD gets a handler, so that it ends a wait (its default disposition ignores
- * it). */
+ * execve's. SIGCHLD gets a handler, never SIG_IGN, under which no stop would signal. */
 int notify_start(Engine *self, pid_t take_from, int hand, unsigned long long mark)
 {
     struct sigaction sa;
@@ -113,7 +112,7 @@ void take_listener(Engine *self, int stopped)
 
 void notify_stop(Engine *self)
 {
-    if (self->listener < 0 && self->take_from <= 0)
+    if (self->sigfd < 0)             /* (never started, or stopped) */
         return;
     if (self->listener >= 0)
         close(self->listener);
