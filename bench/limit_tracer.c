@@ -13,8 +13,8 @@
  * A filter that notifies (appvirt's, where the kernel has seccomp user notification: the
  * calls its compiled loop answers with a result alone, RET_USER_NOTIF) is installed with a
  * listener, whose notifications it answers by letting each call run (CONTINUE), waiting as
- * appvirt does: in ppoll() on the listener, SIGCHLD (blocked elsewhere) ending that wait for
- * the ptrace stops. It then also prints "notified N".
+ * appvirt does: in poll() on the listener and a signalfd of SIGCHLD (blocked), read when a
+ * ptrace stop signals. It then also prints "notified N".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -67,10 +68,6 @@ static int notifies(const struct sock_fprog *prog)
     return 0;
 }
 
-static void on_sigchld(int sig)
-{
-    (void)sig;
-}
 
 /* The listener's number from the child (hand), once written: copied with pidfd_getfd. */
 static int take_listener(pid_t pid, int hand)
@@ -141,26 +138,27 @@ int main(int argc, char **argv)
     ptrace(PTRACE_CONT, main_pid, 0, 0);
 
     long stops = 0, notified = 0;
-    int exit_code = 0, drain = 1;
-    sigset_t chld, let_in;
+    int exit_code = 0, drain = 1, sigfd = -1;
     if (notify) {
         close(hand[1]);
         fcntl(hand[0], F_SETFL, O_NONBLOCK);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_sigchld;
-        sigaction(SIGCHLD, &sa, NULL);
+        sigset_t chld;
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &chld, &let_in);
-        sigdelset(&let_in, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &chld, NULL);
+        sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
     }
     for (;;) {
         if (listener >= 0 && !drain) {
-            struct pollfd p = {.fd = listener, .events = POLLIN};
-            struct timespec backstop = {0, 100000000L};
-            int n = ppoll(&p, 1, &backstop, &let_in);
-            if (n > 0 && (p.revents & POLLIN)) {
+            struct pollfd p[2] = {{.fd = listener, .events = POLLIN},
+                                  {.fd = sigfd, .events = POLLIN}};
+            int n = poll(p, 2, 100);
+            if (n > 0 && (p[1].revents & POLLIN)) {
+                struct signalfd_siginfo info[4];
+                while (read(sigfd, info, sizeof info) > 0)
+                    ;
+            }
+            if (n > 0 && (p[0].revents & POLLIN)) {
                 struct seccomp_notif req;
                 memset(&req, 0, sizeof req);
                 if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) == 0) {
@@ -173,8 +171,8 @@ int main(int argc, char **argv)
                 }
                 continue;
             }
-            if (n > 0) {                         /* hung up: no tracee has the filter */
-                close(listener);
+            if (n > 0 && (p[0].revents & (POLLHUP | POLLERR))) {   /* no tracee has the */
+                close(listener);                                  /* filter */
                 listener = -1;
             }
             drain = 1;
