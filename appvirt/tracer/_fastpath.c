@@ -99,8 +99,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
 {
     struct __ptrace_syscall_info info;
     int have_info = 0;
-    if (self->n_handovers > 0 && tid > 0 && tid < self->tids && self->handing[tid]
-            && handover_stop(self, tid, status, &info, &have_info) == ANSWERED)
+    if (self->n_handovers > 0 && handover_stop(self, tid, status, &info, &have_info) == ANSWERED)
         return ANSWERED;
     if (self->n_listed > 0)          /* (notes only: no record, no time) */
         settle_others(self, tid);
@@ -559,14 +558,13 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->slot_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->pid_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->eligible = PyMem_Calloc((size_t)self->tids, 1);
-    self->handing = PyMem_Calloc((size_t)self->tids, 1);
     self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
     self->listed = PyMem_Calloc((size_t)slots, sizeof(int32_t));
     self->tramp_written = PyMem_Calloc((size_t)slots, 1);
     fds_free(self->fds);             /* (__init__ called again) */
     self->fds = fds_new();
     if (self->slot_of == NULL || self->pid_of == NULL || self->eligible == NULL
-            || self->handing == NULL || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
+            || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
             || self->fds == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -630,7 +628,6 @@ static void Engine_dealloc(Engine *self)
     PyMem_Free(self->slot_of);
     PyMem_Free(self->pid_of);
     PyMem_Free(self->eligible);
-    PyMem_Free(self->handing);
     PyMem_Free(self->handovers);
     notify_stop(self);
     PyMem_Free(self->pending);

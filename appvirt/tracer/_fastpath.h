@@ -221,8 +221,7 @@ typedef struct {
     struct sigaction old_chld;       /* SIGCHLD's disposition before notify_start */
     int sigfd;                       /* a signalfd of SIGCHLD (blocked in Engine_wait) */
     Handover *handovers;             /* notified calls on their way to the ptrace handlers */
-    Py_ssize_t n_handovers, cap_handovers;
-    uint8_t *handing;                /* tid -> it has one */
+    Py_ssize_t n_handovers, cap_handovers;  /* (a few at most: searched) */
     unsigned long long notified, handed_over, handover_stops;
 } Engine;
 
@@ -267,7 +266,6 @@ int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_i
                   int *have_info);
 void drop_handover(Engine *self, pid_t tid);
 int recheck(Engine *self, pid_t tid, int python_exit);
-void notified_again(Engine *self, pid_t tid);
 /* _fastpath.c: a notified call answered as its stop would be (ANSWERED), or not */
 int answer_notified(Engine *self, pid_t tid, const struct seccomp_notif *req);
 

@@ -2,15 +2,15 @@
  *
  * The calls the compiled loop answers without touching the program's registers (stats,
  * access checks, listings, link reads, the time calls, the changes of owned and merged
- * directories: fastpath.NOTIFIED_*, CHANGES) reach the tracer as notifications from the filter's listener, not as
- * ptrace stops: the program's thread sleeps in the kernel while the tracer answers, and no
- * stop, register read or write, or resumption is paid (bench/stop_floors.c measured 4.8 µs
- * less an emulated call). The filter's notifications wait killably once received
- * (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV), so a change the tracer made is never restarted
- * by a signal. The loop waits for either transport in poll() on the listener and a signalfd
- * of SIGCHLD, which Engine_wait blocks: a ptrace stop's SIGCHLD stays pending until the
- * signalfd is read, so no wake-up is lost, and no handler runs for it (a signal delivery
- * would cost each stop more than the read).
+ * directories: fastpath.NOTIFIED_*, CHANGES) reach the tracer as notifications from the
+ * filter's listener, not as ptrace stops: the program's thread sleeps in the kernel while
+ * the tracer answers, and no stop, register read or write, or resumption is paid
+ * (bench/stop_floors.c measured 4.8 µs less an emulated call). The filter's notifications
+ * wait killably once received (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV), so a change the
+ * tracer made is never restarted by a signal. The loop waits for either transport in
+ * poll() on the listener and a signalfd of SIGCHLD, which Engine_wait blocks: a ptrace
+ * stop's SIGCHLD stays pending until the signalfd is read, so no wake-up is lost, and no
+ * handler runs for it (a signal delivery would cost each stop more than the read).
  *
  * A notified call the compiled loop cannot answer is handed to the ptrace handlers
  * unchanged (hand_over): PTRACE_INTERRUPT, then the answer -ERESTARTNOINTR; the kernel stops
@@ -174,12 +174,14 @@ static Handover *find_handover(Engine *self, pid_t tid)
 
 void drop_handover(Engine *self, pid_t tid)
 {
-    if (tid <= 0 || tid >= self->tids || !self->handing[tid])
-        return;
-    self->handing[tid] = 0;
     Handover *h = find_handover(self, tid);
     if (h != NULL)
         *h = self->handovers[--self->n_handovers];
+}
+
+static long set_r9(pid_t tid, unsigned long long value)
+{
+    return ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, r9), (void *)value);
 }
 
 /* The notification in hand goes to the ptrace handlers (see above). A thread that cannot be
@@ -214,7 +216,6 @@ static void hand_over(Engine *self, const struct seccomp_notif *req)
     h->nr = (unsigned long long)req->data.nr;
     h->ip = req->data.instruction_pointer;
     memcpy(h->args, req->data.args, sizeof h->args);
-    self->handing[tid] = 1;
     self->handed_over++;
     notif_answer(self, -ERESTARTNOINTR_, 0);
 }
@@ -228,8 +229,9 @@ void notify_take(Engine *self)
         return;                      /* withdrawn: its thread was killed before */
     clock_gettime(CLOCK_MONOTONIC, &self->t0);
     pid_t tid = (pid_t)req.pid;
-    if (self->n_handovers > 0 && tid > 0 && tid < self->tids && self->handing[tid])
-        notified_again(self, tid);
+    Handover *h = self->n_handovers > 0 ? find_handover(self, tid) : NULL;
+    if (h != NULL && h->state == RESTORED)    /* its call was answered without a run (a */
+        drop_handover(self, tid);             /* run of it, marked, is never notified) */
     self->notif = &req;
     if (answer_notified(self, tid, &req) == ANSWERED && self->notif == NULL)
         self->notified++;
@@ -238,23 +240,20 @@ void notify_take(Engine *self)
     self->notif = NULL;
 }
 
-/* A ptrace stop of a thread with a handover in progress (handing[tid]): ANSWERED for the
- * interrupt's own stop and an exit stop only the handover wanted, resumed here; FALLBACK for
- * any other, after the mark is set (the first stop) or taken off (the marked restart, *info
- * then its seccomp info; the exit stop). */
+/* A ptrace stop of tid while handovers are in progress: ANSWERED for the interrupt's own
+ * stop of tid's and an exit stop only its handover wanted, resumed here; FALLBACK for any
+ * other, after the mark is set (the first stop) or taken off (the marked restart, *info then
+ * its seccomp info; the exit stop). */
 int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_info *info,
                   int *have_info)
 {
     Handover *h = find_handover(self, tid);
-    if (h == NULL) {
-        self->handing[tid] = 0;
+    if (h == NULL)
         return FALLBACK;
-    }
     int trap = (status >> 16) == PTRACE_EVENT_STOP && WSTOPSIG(status) == SIGTRAP;
     switch (h->state) {
     case AWAIT_STOP:
-        if (ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, r9),
-                   (void *)self->mark) < 0) {
+        if (set_r9(tid, self->mark) < 0) {
             drop_handover(self, tid);   /* gone: its exit report follows */
             return FALLBACK;
         }
@@ -267,8 +266,7 @@ int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_i
             if (*have_info && info->op == PTRACE_SYSCALL_INFO_SECCOMP && a[5] == self->mark
                     && info->seccomp.nr == h->nr && info->instruction_pointer == h->ip
                     && memcmp(a, h->args, sizeof h->args) == 0) {
-                ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, r9),
-                       (void *)h->r9);
+                set_r9(tid, h->r9);
                 info->seccomp.args[5] = h->r9;
                 h->state = RESTORED;
             }
@@ -281,7 +279,7 @@ int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_i
     case AWAIT_EXIT:
         if ((status >> 8) != SYSCALL_TRAP)
             return FALLBACK;
-        ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, r9), (void *)h->r9);
+        set_r9(tid, h->r9);
         int python_exit = h->python_exit;
         drop_handover(self, tid);
         if (python_exit)
@@ -302,26 +300,14 @@ int handover_stop(Engine *self, pid_t tid, int status, struct __ptrace_syscall_i
  * with PTRACE_SYSCALL; 0 otherwise. */
 int recheck(Engine *self, pid_t tid, int python_exit)
 {
-    if (tid <= 0 || tid >= self->tids || !self->handing[tid])
-        return 0;
-    Handover *h = find_handover(self, tid);
+    Handover *h = self->n_handovers > 0 ? find_handover(self, tid) : NULL;
     if (h == NULL || h->state != RESTORED)
         return 0;
-    if (ptrace(PTRACE_POKEUSER, tid, offsetof(struct user_regs_struct, r9),
-               (void *)self->mark) < 0) {
+    if (set_r9(tid, self->mark) < 0) {
         drop_handover(self, tid);
         return 0;
     }
     h->state = AWAIT_EXIT;
     h->python_exit = python_exit;
     return 1;
-}
-
-/* A notification from tid: a handover it has is over (RESTORED: its call was answered
- * without a run; a run of it, marked, is never notified). */
-void notified_again(Engine *self, pid_t tid)
-{
-    Handover *h = find_handover(self, tid);
-    if (h != NULL && h->state == RESTORED)
-        drop_handover(self, tid);
 }
