@@ -5,8 +5,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import statistics
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,33 @@ def _table(records: list[dict[str, Any]]) -> Table:
     return t
 
 
+def _tracer_time(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
+    """The tracer's time per system call (each record's tracer_us: from the stop's report to
+    the record), as `strace -c` gives the program's: where a slow run's interception goes."""
+    spent: defaultdict[str, list[float]] = defaultdict(list)
+    for r in records:
+        us = r.get("tracer_us")
+        if r.get("kind") == "syscall" and isinstance(us, (int, float)):
+            spent[str(r.get("syscall", "?"))].append(float(us))
+    rows = sorted(spent.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
+    t = Table(title="the tracer's time by system call (logged calls)")
+    for col in ("syscall", "calls", "total ms", "µs per call", "median µs"):
+        t.add_column(col, justify="left" if col == "syscall" else "right")
+    data: dict[str, Any] = {}
+    for name, times in rows:
+        total = sum(times)
+        data[name] = {"calls": len(times), "total_us": round(total, 1),
+                      "median_us": round(statistics.median(times), 1)}
+        t.add_row(name, str(len(times)), f"{total / 1e3:.1f}", f"{total / len(times):.1f}",
+                  f"{statistics.median(times):.1f}")
+    if rows:
+        total = sum(sum(times) for _, times in rows)
+        calls = sum(len(times) for _, times in rows)
+        t.add_row("all", str(calls), f"{total / 1e3:.1f}", f"{total / calls:.1f}", "",
+                  style="bold")
+    return t, data
+
+
 def _summary(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
     counts: Counter[tuple[str, str]] = Counter()
     events: Counter[str] = Counter()
@@ -132,7 +160,8 @@ def _print_tree(out: Console, records: list[dict[str, Any]], fmt: str) -> None:
               help="Only calls with this decision (repeatable).")
 @click.option("--syscall", multiple=True, help="Only this system call (repeatable).")
 @click.option("--path", "path_glob", help="Only calls whose path matches this glob.")
-@click.option("--summary", is_flag=True, help="Counts per class and decision.")
+@click.option("--summary", is_flag=True,
+              help="Counts per class and decision, and the tracer's time per system call.")
 @click.option("--tree", is_flag=True,
               help="The process tree: every process, what it ran and how it ended.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as they arrive.")
@@ -164,10 +193,12 @@ def log_cmd(target: str | None, cls: tuple[str, ...], pid: tuple[int, ...],
         return
     if summary:
         table, data = _summary(records)
+        times, data["tracer_time"] = _tracer_time(records)
         if fmt == "json":
             click.echo(json.dumps(data, indent=2))
         else:
             out.print(table)
+            out.print(times)
         return
     if fmt == "json":
         for r in records:

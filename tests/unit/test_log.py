@@ -121,3 +121,25 @@ _WORD = st.one_of(st.sampled_from([0, 1, 0xFFFFFF9C, 0xFFFFFFFFFFFFFF9C, 0x80000
 def test_arguments_are_shown_as_the_rules_say(entry, args, paths):
     stop = Stop(1, 1, entry, tuple(args), tuple(paths[:len(entry.path_args)]))
     assert decode_args(stop) == _reference_args(stop)
+
+
+def test_the_summary_gives_the_tracers_time_per_system_call(tmp_path):
+    from click.testing import CliRunner
+
+    from appvirt.cli_log import log_cmd
+    path = tmp_path / "l.jsonl"
+    rows = [("openat", 10.0), ("openat", 30.0), ("openat", 11.0), ("fchown", 4.5),
+            ("unlinkat", 100.0)]
+    lines = [{"seq": i, "kind": "syscall", "syscall": name, "class": "file",
+              "decision": "redirected", "pid": 7, "tid": 7, "tracer_us": us}
+             for i, (name, us) in enumerate(rows, 1)]
+    lines.append({"seq": 9, "kind": "exit", "pid": 7, "status": 0})    # no tracer_us: skipped
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    got = CliRunner().invoke(log_cmd, [str(path), "--summary", "--format", "json"])
+    assert got.exit_code == 0, got.output
+    times = json.loads(got.output)["tracer_time"]
+    assert list(times) == ["unlinkat", "openat", "fchown"]     # the dearest first
+    assert times["openat"] == {"calls": 3, "total_us": 51.0, "median_us": 11.0}
+    assert times["fchown"] == {"calls": 1, "total_us": 4.5, "median_us": 4.5}
+    shown = CliRunner().invoke(log_cmd, [str(path), "--summary"], terminal_width=120)
+    assert shown.exit_code == 0 and "openat" in shown.output and "17.0" in shown.output
