@@ -16,7 +16,7 @@ from distutils.command.build_scripts import build_scripts    # setuptools' own c
 
 SOURCES = [f"appvirt/tracer/_fastpath{part}.c"
            for part in ("", "_answer", "_paths", "_reads", "_listing", "_owned", "_log",
-                        "_clock", "_inflight", "_fds", "_notify")]
+                        "_clock", "_inflight", "_fds", "_notify", "_ring")]
 CLIENT_SOURCE = "bin/appvirt.c"
 PYTHON_NAME = "appvirt-py"          # bin/appvirt.c: COLD_SCRIPT
 

@@ -463,10 +463,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", "dir_rule",
                             "nr_clock_gettime", "nr_gettimeofday", "nr_time", "nr_statfs",
-                            "tramp_base", "cell_base", "tramp_code", NULL};
+                            "tramp_base", "cell_base", "tramp_code", "log_ring", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
-    PyObject *errnames = NULL, *dir_rule = NULL;
+    PyObject *errnames = NULL, *dir_rule = NULL, *log_ring = NULL;
     unsigned long long base, size;
     Py_ssize_t slots;
     const char *upper = "", *tramp_code = "";
@@ -483,7 +483,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiiiKKy#", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kw,
+                                     "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiiiKKy#O", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -498,8 +499,16 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &dir_rule, &self->nr_clock_gettime,
                                      &self->nr_gettimeofday, &self->nr_time,
                                      &self->nr_statfs, &self->tramp_base,
-                                     &self->cell_base, &tramp_code, &tramp_len))
+                                     &self->cell_base, &tramp_code, &tramp_len, &log_ring))
         return -1;
+    if (log_ring == Py_None)
+        log_ring = NULL;
+    if (log_ring != NULL && (!PyObject_TypeCheck(log_ring, &LogRingType) || self->log_fd < 0)) {
+        PyErr_SetString(PyExc_TypeError, "log_ring: a LogRing, with a log");
+        return -1;
+    }
+    Py_XINCREF(log_ring);
+    self->log_ring = log_ring;
     if (changes != NULL) {
         if (PyTuple_GET_SIZE(changes) != N_CHANGES) {
             PyErr_SetString(PyExc_ValueError, "changes: one number for each of CHANGES");
@@ -615,6 +624,7 @@ static void Engine_dealloc(Engine *self)
     Py_CLEAR(self->spec_of);
     Py_CLEAR(self->dir_rule);
     Py_CLEAR(self->rules);
+    Py_CLEAR(self->log_ring);
     if (self->dirfds != NULL && self->closing != NULL) {
         forget_dirs(self);
         close_forgotten(self);
@@ -766,12 +776,13 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (PyType_Ready(&EngineType) < 0)
+    if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&LogRingType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "MAX_DIRS", MAX_DIRS_) < 0
+            || PyModule_AddIntConstant(m, "LOG_RING_SIZE", RING_SIZE) < 0
             || PyModule_AddObject(m, "TRAMP_LAYOUT",
                                   Py_BuildValue("(iiiii)", TRAMP_STRIDE, TRAMP_ENTRY,
                                                 TRAMP_DATA, TRAMP_LAST_JUMP, CELL_STRIDE)) < 0) {
@@ -781,6 +792,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
         Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LogRingType);
+    if (PyModule_AddObject(m, "LogRing", (PyObject *)&LogRingType) < 0) {
+        Py_DECREF(&LogRingType);
         Py_DECREF(m);
         return NULL;
     }

@@ -200,6 +200,7 @@ typedef struct {
     struct timespec t0;              /* when the current stop was reported */
     /* The intercept log (see _fastpath_log.c). */
     int log_fd;                      /* -1: the engine's calls are not logged */
+    PyObject *log_ring;              /* a LogRing its records go through (NULL: write(2)) */
     long long seq;                   /* the log's record numbers, shared with Python */
     int log_errno;                   /* the first failed write (0: none) */
     unsigned long long tmp_names;    /* temporary names made in the upper layer */
@@ -358,5 +359,11 @@ long long read_record(Engine *self, pid_t tid, const struct __ptrace_syscall_inf
                       int path_arg, const Operand *op, int fields, long result);
 void free_specs(Engine *self);
 PyObject *format_call(PyObject *mod, PyObject *args);
+
+/* _fastpath_ring.c: the log's ring and its writer process */
+#define RING_SIZE (1 << 20)              /* bytes (LOG_RING_SIZE) */
+extern PyTypeObject LogRingType;
+int ring_put(PyObject *ring, const char *buf, size_t len);
+int append_whole(int fd, const char *buf, size_t len);
 
 #endif

@@ -292,8 +292,8 @@ static void put_call(Line *l, long long seq, const CallSpec *spec, int pid, int 
     puts_(l, "}\n");
 }
 
-/* One write of the whole line (LogWriter.write): a short one is cut off, and the first
- * failure kept for the run's report. */
+/* One write of the whole line (LogWriter.write), or the line into the log's ring: a short
+ * write is cut off, and the first failure kept for the run's report. */
 static void write_line(Engine *self)
 {
     Line *l = &self->line;
@@ -302,15 +302,10 @@ static void write_line(Engine *self)
             self->log_errno = ENOMEM;
         return;
     }
-    ssize_t n = write(self->log_fd, l->buf, l->len);
-    if (n == (ssize_t)l->len)
-        return;
-    int err = n < 0 ? errno : ENOSPC;
-    struct stat st;
-    if (n > 0 && fstat(self->log_fd, &st) == 0 && ftruncate(self->log_fd, st.st_size - n) < 0)
-        err = errno;
-    if (self->log_errno == 0)
-        self->log_errno = err;
+    int failed = self->log_ring != NULL ? ring_put(self->log_ring, l->buf, l->len)
+                                        : append_whole(self->log_fd, l->buf, l->len);
+    if (failed != 0 && self->log_errno == 0)
+        self->log_errno = failed;
 }
 
 static int parse_spec(PyObject *t, CallSpec *s);

@@ -197,7 +197,8 @@ class FastPath:
             nr_clock_gettime=sysnums.nr("clock_gettime"),
             nr_gettimeofday=sysnums.nr("gettimeofday"), nr_time=sysnums.nr("time"),
             tramp_base=TRAMP_BASE if trampolines else 0, cell_base=CELL_BASE,
-            tramp_code=trampoline.code())
+            tramp_code=trampoline.code(),
+            log_ring=log.ring if logs else None)    # type: ignore[union-attr]
         self._clock_changes = -1
         self._clock_to_engine()
         self.engine.log_reads = log_reads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
@@ -146,3 +147,27 @@ def test_missing_log_is_a_clear_error(appvirt, tmp_path):
     r = appvirt("log", str(tmp_path / "none.jsonl"))
     assert r.returncode == 2
     assert r.stderr.startswith("appvirt: no intercept log at")
+
+
+def test_a_killed_tracer_loses_no_record_of_what_the_program_changed(home, ptrace_ok, tmp_path):
+    """Each change's record is handed over before the change resumes; the log's writer
+    outlives the tracer (and a kill of its process group) and writes them all."""
+    work = tmp_path / "work"
+    work.mkdir()
+    log = tmp_path / "run.jsonl"
+    p = subprocess.Popen(appvirt_cmd("run", "--log", str(log), "--", "sh", "-c",
+                                     "i=0; while [ $i -lt 300 ]; do i=$((i+1)); mkdir d$i; "
+                                     "done; echo ready; exec sleep 60"),
+                         cwd=work, stdout=subprocess.PIPE, start_new_session=True)
+    assert p.stdout.readline() == b"ready\n"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    assert not list(work.iterdir()), "the host was changed"
+
+    def made() -> list[str]:
+        records = [json.loads(x) for x in log.read_bytes().splitlines()]
+        return [r["path"] for r in records if r.get("syscall") in ("mkdir", "mkdirat")]
+    deadline = time.monotonic() + 10
+    while len(made()) < 300 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert made() == [str(work / f"d{i}") for i in range(1, 301)]

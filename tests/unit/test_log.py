@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
+import time
+from pathlib import Path
 
+import pytest
 from hypothesis import given, strategies as st
 
 from appvirt.core.stop import Stop
@@ -13,6 +18,11 @@ from appvirt.log.formats import strace_line
 from appvirt.log.records import decode_args
 from appvirt.log.reader import read_log
 from appvirt.log.writer import LogWriter
+
+try:
+    from appvirt.tracer import _fastpath
+except ImportError:
+    _fastpath = None
 
 
 def test_each_record_is_one_complete_line(tmp_path):
@@ -61,13 +71,117 @@ def test_strace_rendering():
         "-       --- store: /run/appvirt/registry/a/b: refused ---"
 
 
-def test_a_full_disk_is_reported_not_raised(tmp_path):
+def test_a_full_disk_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv("APPVIRT_LOG_RING", "0")         # each record a write(2)
     log = LogWriter(str(tmp_path / "l.jsonl"))
-    import os
+    assert log.ring is None
     os.close(log.fd)
     log.fd = os.open("/dev/full", os.O_WRONLY)
     log.write({"seq": 1})
     assert log.failed and "No space left" in log.failed
+
+
+needs_ring = pytest.mark.skipif(_fastpath is None, reason="the compiled module is not built")
+_RECORD = {"seq": 0, "kind": "syscall", "path": "/x" * 60}
+
+
+def _lines(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), "a torn record"
+    return [json.loads(x) for x in data.splitlines()]
+
+
+def _child(body) -> int:
+    """Run body() in a forked child (a tracer's stand-in); its wait status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            body()
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
+def _eventually(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the writer did not write the ring out"
+        time.sleep(0.01)
+
+
+@needs_ring
+def test_the_ring_writes_every_record_in_order_long_ones_included(tmp_path):
+    path = tmp_path / "l.jsonl"
+    log = LogWriter(str(path))
+    assert log.ring is not None and log.ring.writer > 0
+    sizes = [10, 700_000, 5, 300, 2_000_000, 1]       # two longer than half the ring
+    for seq in range(1, 30_001):                       # 4 MB: the ring (1 MB) wraps
+        log.write({**_RECORD, "seq": seq, "pad": "z" * sizes[seq % len(sizes)]
+                   if seq % 997 == 0 else ""})
+    log.close()
+    assert [r["seq"] for r in _lines(path)] == list(range(1, 30_001))
+    assert log.failed is None
+
+
+@needs_ring
+@pytest.mark.parametrize("kill", ["process", "group"])
+def test_a_killed_tracers_records_are_all_written(tmp_path, kill):
+    """Its writer outlives it (and its process group) and writes what the ring holds."""
+    path = tmp_path / "l.jsonl"
+    writer = tmp_path / "writer"
+
+    def tracer() -> None:
+        os.setsid()                  # a group of its own, as a run's tracer may have
+        log = LogWriter(str(path))
+        writer.write_text(str(log.ring.writer))
+        for seq in range(1, 5001):
+            log.write({**_RECORD, "seq": seq})
+        if kill == "group":
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    status = _child(tracer)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    _eventually(lambda: path.exists() and path.read_bytes().count(b"\n") == 5000)
+    assert [r["seq"] for r in _lines(path)] == list(range(1, 5001))
+    _eventually(lambda: _gone(int(writer.read_text())))          # and then it exits
+    # A run opening the log meanwhile or after cuts nothing (no torn tail, whole records).
+    LogWriter(str(path)).close()
+    assert len(_lines(path)) == 5000
+
+
+@needs_ring
+@pytest.mark.parametrize("limit", [50_000, "wrap"])
+def test_a_write_the_writer_cannot_make_is_reported_and_tears_no_record(tmp_path, limit):
+    """Out of room (RLIMIT_FSIZE, which the writer shares): the log ends at its last whole
+    record, a record split where the ring wraps included ("wrap": records of 1,000 bytes, the
+    room ending 300 bytes after the ring's size, inside record 1049)."""
+    path = tmp_path / "l.jsonl"
+    report = tmp_path / "report"
+    room = _fastpath.LOG_RING_SIZE + 300 if limit == "wrap" else limit
+    one = len(json.dumps({**_RECORD, "seq": 1000, "pad": ""}, separators=(",", ":"))) + 1
+
+    def tracer() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+        log = LogWriter(str(path))
+        for seq in range(1000, 3000):                  # 2,000 records of 1,000 bytes
+            log.write({**_RECORD, "seq": seq, "pad": "p" * (1000 - one)})
+        log.close()
+        report.write_text(log.failed or "")
+    assert _child(tracer) == 0
+    failed = report.read_text()        # a short write is reported as a full disk, as write(2)'s
+    assert failed.startswith("intercept log") and ("No space left" in failed
+                                                    or "File too large" in failed)
+    got = [r["seq"] for r in _lines(path)]
+    assert got == list(range(1000, 1000 + room // 1000))
 
 
 def _reference_args(stop) -> dict:
