@@ -469,6 +469,14 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def _shares_memory(a: int, b: int) -> bool:
+    """Whether processes a and b have one address space (kcmp KCMP_VM): appvirt's log writer
+    is a CLONE_VM clone of its tracer, whose Pss would count the tracer's pages twice."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(312, a, b, 1, 0, 0) == 0       # SYS_kcmp, KCMP_VM
+
+
 def _read_line(p: subprocess.Popen, timeout: float) -> str:
     ready, _, _ = select.select([p.stdout], [], [], timeout)
     return p.stdout.readline().decode().strip() if ready else ""
@@ -504,7 +512,8 @@ def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
             helpers = [p.pid, *children_of(tracer)]
         live = _status_kib(tracer, "VmRSS") or 0
         helpers_kib = sum(_status_kib(pid, "Pss", "smaps_rollup") or 0
-                          for pid in helpers if _comm(pid) != "hold_procs")
+                          for pid in helpers
+                          if _comm(pid) != "hold_procs" and not _shares_memory(tracer, pid))
         peak = _status_kib(tracer, "VmHWM") or 0
         p.stdin.close()                      # the children go; the tracer follows them out
         deadline = time.monotonic() + timeout
