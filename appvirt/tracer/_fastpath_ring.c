@@ -50,6 +50,7 @@ typedef struct {
     Ring *ring;                      /* NULL: closed (writes go to fd) */
     void *stack;
     pid_t writer;
+    pid_t owner;                     /* the tracer: a fork's copy does not close it */
     int pidfd;                       /* the writer's, to see it die */
     int fd;
     int direct_error;                /* the first errno of a write made here */
@@ -276,6 +277,7 @@ static int LogRing_init(LogRing *self, PyObject *args, PyObject *kw)
     }
     self->fd = fd;
     self->pidfd = -1;
+    self->owner = getpid();
     Ring *r = mmap(NULL, sizeof(Ring), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                    -1, 0);
     void *stack = mmap(NULL, WRITER_STACK, PROT_READ | PROT_WRITE,
@@ -330,6 +332,8 @@ static PyObject *LogRing_put(LogRing *self, PyObject *arg)
 static PyObject *LogRing_close(LogRing *self, PyObject *Py_UNUSED(ignored))
 {
     Ring *r = self->ring;
+    if (self->owner != getpid())     /* a fork's copy: the writer is not its child */
+        return PyLong_FromLong(0);
     if (r != NULL) {
         __atomic_store_n(&r->done, 1, __ATOMIC_SEQ_CST);
         __atomic_store_n(&r->wake, 1, __ATOMIC_SEQ_CST);

@@ -257,3 +257,17 @@ def test_the_summary_gives_the_tracers_time_per_system_call(tmp_path):
     assert times["fchown"] == {"calls": 1, "total_us": 4.5, "median_us": 4.5}
     shown = CliRunner().invoke(log_cmd, [str(path), "--summary"], terminal_width=120)
     assert shown.exit_code == 0 and "openat" in shown.output and "17.0" in shown.output
+
+
+@needs_ring
+def test_a_fork_of_the_tracer_neither_waits_for_nor_writes_the_rings_records(tmp_path):
+    """The launcher's fork holds a copy of the ring; closing that copy must not write what
+    it holds again or wait for a writer that is not its child."""
+    path = tmp_path / "l.jsonl"
+    log = LogWriter(str(path))
+    for seq in range(1, 101):
+        log.write({**_RECORD, "seq": seq})
+    status = _child(lambda: os._exit(0 if log.ring.close() == 0 else 1))
+    assert status == 0
+    log.close()
+    assert [r["seq"] for r in _lines(path)] == list(range(1, 101))
