@@ -29,7 +29,6 @@
 #define IDLE_NAPS 20                  /* empty naps before the futex */
 #define IDLE_WAIT_NS 200000000L       /* the futex's timeout: the tracer's death is noticed */
 #define FULL_NAP_NS 50000L            /* the tracer's wait for room (the writer is behind) */
-#define FULL_WAIT_NAPS 40000          /* ... 2 s, then the writer is checked */
 
 typedef struct {
     uint64_t head;                   /* bytes the tracer has put in (written by it alone) */
@@ -179,13 +178,15 @@ static int writer_gone(LogRing *self)
     return self->pidfd < 0 || poll(&p, 1, 0) != 0;
 }
 
-/* Wait until the writer has written everything (0), or it is gone (-1). */
-static int drain(LogRing *self)
+/* Wait until the ring has room for `room` bytes (RING_SIZE: the writer has written
+ * everything): 0, or -1 when the writer is gone (looked at every thousand naps). */
+static int wait_room(LogRing *self, size_t room)
 {
     Ring *r = self->ring;
-    for (long naps = 0; __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) != r->head; naps++) {
+    for (long naps = 1; r->head + room - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) > RING_SIZE;
+         naps++) {
         wake_writer(r);
-        if (naps % 1000 == 999 && writer_gone(self))
+        if (naps % 1000 == 0 && writer_gone(self))
             return -1;
         struct timespec t = {0, FULL_NAP_NS};
         nanosleep(&t, NULL);
@@ -221,13 +222,7 @@ static int write_direct(LogRing *self, const char *buf, size_t len)
 static void give_up_writer(LogRing *self)
 {
     Ring *r = self->ring;
-    for (uint64_t at = r->tail; at < r->head; ) {
-        size_t off = (size_t)(at % RING_SIZE), len = (size_t)(r->head - at);
-        if (len > RING_SIZE - off)
-            len = RING_SIZE - off;
-        write_direct(self, r->data + off, len);
-        at += len;
-    }
+    write_out(r, r->tail, r->head);  /* (as the writer would have: it is gone) */
     if (r->error != 0 && self->direct_error == 0)
         self->direct_error = r->error;
     self->ring = NULL;               /* (its memory stays mapped: the writer may be alive) */
@@ -240,23 +235,12 @@ int ring_put(PyObject *obj, const char *buf, size_t len)
     Ring *r = self->ring;
     if (r == NULL)
         return write_direct(self, buf, len);
-    if (len > RING_SIZE / 2) {       /* in order: after what the ring holds */
-        if (drain(self) < 0) {
-            give_up_writer(self);
-        }
+    int whole = len > RING_SIZE / 2;   /* written here, after what the ring holds */
+    if (wait_room(self, whole ? RING_SIZE : len) < 0)
+        give_up_writer(self);
+    if (whole || self->ring == NULL)
         return write_direct(self, buf, len);
-    }
     uint64_t head = r->head;
-    for (long naps = 0; head + len - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) > RING_SIZE;
-         naps++) {
-        wake_writer(r);
-        if (naps >= FULL_WAIT_NAPS && writer_gone(self)) {
-            give_up_writer(self);
-            return write_direct(self, buf, len);
-        }
-        struct timespec t = {0, FULL_NAP_NS};
-        nanosleep(&t, NULL);
-    }
     size_t off = (size_t)(head % RING_SIZE), first = len < RING_SIZE - off ? len : RING_SIZE - off;
     memcpy(r->data + off, buf, first);
     memcpy(r->data, buf + first, len - first);

@@ -271,3 +271,17 @@ def test_a_fork_of_the_tracer_neither_waits_for_nor_writes_the_rings_records(tmp
     assert status == 0
     log.close()
     assert [r["seq"] for r in _lines(path)] == list(range(1, 101))
+
+
+@needs_ring
+def test_records_after_the_writer_died_are_written_by_the_tracer_in_order(tmp_path):
+    path = tmp_path / "l.jsonl"
+    log = LogWriter(str(path))
+    for seq in range(1, 101):
+        log.write({**_RECORD, "seq": seq})
+    os.kill(log.ring.writer, signal.SIGKILL)
+    for seq in range(101, 20_001):                     # 3 MB: the ring fills, with no writer
+        log.write({**_RECORD, "seq": seq})
+    log.close()
+    assert [r["seq"] for r in _lines(path)] == list(range(1, 20_001))
+    assert log.failed is None
