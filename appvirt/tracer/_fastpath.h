@@ -287,6 +287,8 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
                const char **name, int *fails);
 int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize_t *host_len,
              Operand *info);
+#define UNLESS_OWNED 2               /* find_object's `follow` for a removal, and what */
+#define UNLOOKED 2                   /* it returns in an owned directory (see there) */
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, int follow,
                 Operand *op, struct stat *st);
 int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
@@ -294,6 +296,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
 #define KIND_UNKNOWN (-1)             /* note_made: look the object up */
 int upper_path(const Engine *self, const char *guest, size_t len, char *host);
+int upper_lstat(Engine *self, const char *guest, size_t len, struct stat *st);
 int note_made(Engine *self, const char *guest, int kind);
 int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd);
 int name_entry(Engine *self, const char *path, PyObject **shown);

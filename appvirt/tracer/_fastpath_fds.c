@@ -134,12 +134,10 @@ static void keep(FdEntry *e, pid_t tid, long fd, const struct stat *st, const ch
 }
 
 /* Whether guest (len bytes) names, in the upper layer, the object st is. */
-static int names_it(const Engine *self, const char *guest, Py_ssize_t len,
-                    const struct stat *st)
+static int names_it(Engine *self, const char *guest, Py_ssize_t len, const struct stat *st)
 {
-    char host[PATH_MAX_];
     struct stat now;
-    return upper_path(self, guest, (size_t)len, host) == 0 && lstat(host, &now) == 0
+    return upper_lstat(self, guest, (size_t)len, &now) == 0
            && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 

@@ -136,10 +136,10 @@ int notify_wait(Engine *self)
     int n = poll(p, 2, WAIT_BACKSTOP_MS);
     if (n < 0)
         return errno == EINTR ? 0 : -1;
-    if (p[1].revents & POLLIN) {
-        struct signalfd_siginfo info[4];
-        while (read(self->sigfd, info, sizeof info) > 0)
-            ;
+    if (p[1].revents & POLLIN) {     /* one read: a SIGCHLD is never pending twice (a */
+        struct signalfd_siginfo info;    /* thread's own one more is read at the next poll) */
+        ssize_t got = read(self->sigfd, &info, sizeof info);
+        (void)got;
     }
     if (p[0].revents & POLLIN)
         return 1;

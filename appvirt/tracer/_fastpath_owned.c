@@ -360,7 +360,9 @@ static long proc_fd(Engine *self, pid_t tid, const char *path, pid_t *whose)
  * in a directory that is there); rmdir's a directory, unlink's anything else. A name that is
  * missing (or, for mkdir, present) is answered as the handlers answer it, ENOENT (EEXIST)
  * without a record: they fail it after deciding the name, which every name there passes
- * alike. */
+ * alike. A removal in an owned directory is not looked up first: the upper directory is the
+ * view there, so its unlinkat succeeds exactly where the view's would, and fails (missing,
+ * a directory, not one, not empty) with nothing changed, for Python to explain. */
 int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info *in)
 {
     const uint64_t *a = in->seccomp.args;
@@ -439,22 +441,27 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     }
     if (path_arg >= 0) {
         struct stat st;
-        int rc = read_first ? find_path(self, tid, dirfd, 0, &op, &st)
-                            : find_object(self, tid, dirfd, a[path_arg], 0, &op, &st);
+        int follow = removes ? UNLESS_OWNED : 0;
+        int rc = read_first ? find_path(self, tid, dirfd, follow, &op, &st)
+                            : find_object(self, tid, dirfd, a[path_arg], follow, &op, &st);
         if (read_first)
             op.path_len = full_len;  /* (the record shows the program's own string) */
-        if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
-                                             && merged_change(&op, rc, removes, makes))))
-            return FALLBACK;
-        if (makes ? rc == 0 : rc == -ENOENT) {
-            if (self->log_reads)
-                return FALLBACK;     /* (no record: at log level all, Python's) */
-            emulate(self, tid, rc == 0 ? -EEXIST : -ENOENT);
-            return ANSWERED;
+        /* (UNLOOKED: a removal in an owned directory, whose unlinkat checks the name; a
+         * failure is Python's to explain) */
+        if (rc != UNLOOKED) {
+            if (rc > 0 || (op.kind != OWNED && !(op.kind == MERGED
+                                                 && merged_change(&op, rc, removes, makes))))
+                return FALLBACK;
+            if (makes ? rc == 0 : rc == -ENOENT) {
+                if (self->log_reads)
+                    return FALLBACK; /* (no record: at log level all, Python's) */
+                emulate(self, tid, rc == 0 ? -EEXIST : -ENOENT);
+                return ANSWERED;
+            }
+            if (!makes && (rc < 0 || (S_ISLNK(st.st_mode) && !removes)
+                           || (removes && removes_dir != !!S_ISDIR(st.st_mode))))
+                return FALLBACK;     /* ENOTDIR, EISDIR, a symlink ...: Python explains */
         }
-        if (!makes && (rc < 0 || (S_ISLNK(st.st_mode) && !removes)
-                       || (removes && removes_dir != !!S_ISDIR(st.st_mode))))
-            return FALLBACK;         /* ENOTDIR, EISDIR, a symlink ...: Python explains */
     } else {
         int in_upper;
         Py_ssize_t n = fd_path_of(self, fd_owner, dirfd, op.guest, &in_upper, &mine);

@@ -442,6 +442,27 @@ int upper_path(const Engine *self, const char *guest, size_t len, char *host)
     return 0;
 }
 
+/* lstat of guest's object in the upper layer (len bytes; its upper path fits in PATH_MAX_,
+ * see upper_path): one fstatat of its name in its directory when the engine
+ * holds that one open as an owned or a merged directory's upper directory (dirfds follow the
+ * decisions), else a walk of its whole upper path. */
+int upper_lstat(Engine *self, const char *guest, size_t len, struct stat *st)
+{
+    const char *slash = memrchr(guest, '/', len);
+    if (slash != NULL && slash > guest && len - (size_t)(slash - guest) <= NAME_MAX_ + 1) {
+        PyObject *key = PyBytes_FromStringAndSize(guest, slash - guest);
+        PyObject *v = key != NULL ? PyDict_GetItemWithError(self->plain, key) : NULL;
+        PyObject *fd = v != NULL && PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= 2
+                       ? PyDict_GetItemWithError(self->dirfds, key) : NULL;   /* borrowed */
+        Py_XDECREF(key);
+        if (fd != NULL && PyLong_Check(fd))
+            return fstatat((int)PyLong_AsLong(fd), slash + 1, st, AT_SYMLINK_NOFOLLOW_);
+        PyErr_Clear();
+    }
+    char host[PATH_MAX_];
+    return upper_path(self, guest, len, host) == 0 ? lstat(host, st) : -1;
+}
+
 /* note_made of what a thread's open created (KIND_UNKNOWN), whose fd is `fd` (-1: not known):
  * the fd's entry (_fastpath_fds.c) from the same look at the upper object. */
 int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
@@ -450,13 +471,12 @@ int note_made_at(Engine *self, const char *guest, int kind, pid_t tid, long fd)
     unsigned ifmt = (unsigned)kind;
     fds_forget_path(self, guest, (Py_ssize_t)len);
     if (kind == KIND_UNKNOWN) {
-        char host[PATH_MAX_];
         struct stat st;
-        if (upper_path(self, guest, len, host) < 0) {
+        if ((size_t)self->upper_len + len >= PATH_MAX_) {
             PyErr_SetString(PyExc_OSError, "an upper path longer than PATH_MAX");
             return -1;
         }
-        ifmt = lstat(host, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
+        ifmt = upper_lstat(self, guest, len, &st) == 0 ? (unsigned)(st.st_mode & S_IFMT) : 0;
         if (ifmt != 0 && fd >= 0)
             fds_opened(self, tid, fd, guest, &st);
     }
@@ -640,7 +660,9 @@ ssize_t readlink_of(const Operand *op, char *buf, size_t size)
  * walk follows it (its text read from its host object, relative to its guest directory),
  * while each step lands in a plain or owned directory; without, it is the object. A name
  * missing in an owned directory is -ENOENT only while that directory is there; in a plain
- * one op->dir_there tells whether the directory itself is. */
+ * one op->dir_there tells whether the directory itself is. `follow` UNLESS_OWNED (a removal):
+ * not followed, and a name in an owned directory is not looked at (UNLOOKED: its removal
+ * says whether it is there, and what it is). */
 int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr,
                 int follow, Operand *op, struct stat *st)
 {
@@ -666,6 +688,11 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
         return -fails;
     }
     op->host_only = op->kind == PLAIN || op->kind == NAME;
+    if (follow == UNLESS_OWNED) {
+        if (op->kind == OWNED)
+            return UNLOOKED;
+        follow = 0;
+    }
     int parent_ok;
     int rc = lookup(op, st, &parent_ok);
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
