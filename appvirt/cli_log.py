@@ -90,16 +90,17 @@ def _tracer_time(records: list[dict[str, Any]]) -> tuple[Table, dict[str, Any]]:
     for col in ("syscall", "calls", "total ms", "µs per call", "median µs"):
         t.add_column(col, justify="left" if col == "syscall" else "right")
     data: dict[str, Any] = {}
+    all_us = 0.0
     for name, times in rows:
-        total = sum(times)
+        total, median = sum(times), statistics.median(times)
+        all_us += total
         data[name] = {"calls": len(times), "total_us": round(total, 1),
-                      "median_us": round(statistics.median(times), 1)}
+                      "median_us": round(median, 1)}
         t.add_row(name, str(len(times)), f"{total / 1e3:.1f}", f"{total / len(times):.1f}",
-                  f"{statistics.median(times):.1f}")
+                  f"{median:.1f}")
     if rows:
-        total = sum(sum(times) for _, times in rows)
-        calls = sum(len(times) for _, times in rows)
-        t.add_row("all", str(calls), f"{total / 1e3:.1f}", f"{total / calls:.1f}", "",
+        calls = sum(d["calls"] for d in data.values())
+        t.add_row("all", str(calls), f"{all_us / 1e3:.1f}", f"{all_us / calls:.1f}", "",
                   style="bold")
     return t, data
 

@@ -68,7 +68,6 @@ static int notifies(const struct sock_fprog *prog)
     return 0;
 }
 
-
 /* The listener's number from the child (hand), once written: copied with pidfd_getfd. */
 static int take_listener(pid_t pid, int hand)
 {
