@@ -50,7 +50,7 @@ def console() -> NoReturn:
     if ran:
         from .homepath import home_dir
         from .warm.autostart import start_after_cold_run
-        start_after_cold_run(home_dir())    # for the runs after this one
+        start_after_cold_run(home_dir(), asked)     # for the runs after this one
         _exit_at_once(status)
     sys.exit(status)
 

@@ -66,6 +66,7 @@ class Runner:
     env: dict[str, str] = field(default_factory=dict)     # added to the benchmark's own
     tree_cpu: bool = True      # the tracer is in its process tree (not a server's child)
     warm: bool = False         # its tracer is a child of the warm-start server
+    terminal: bool = False     # run with a controlling terminal (its standard fds as others')
 
 
 @dataclass(frozen=True)
@@ -289,17 +290,20 @@ def appvirt(script: str, policy: Path) -> tuple[str, ...]:
 COLD = {"APPVIRT_SERVER": "off"}        # never a warm start, even with a server running
 DEFAULT = {"APPVIRT_SERVER": "auto"}    # the default: what the user's own setting may not be
 WARM = "appvirt (warm)"
+WARM_TERMINAL = "appvirt (warm on a terminal)"
 SERVER_ROW = "the warm-start server itself"
 
 
 @contextlib.contextmanager
 def warm_server(chosen: dict[str, Runner], env: dict[str, str]):
-    """The warm-start server of the benchmark's appvirt home, while WARM runs; its pid. It is
-    the one a first run at the default settings, without a terminal, leaves starting."""
-    if WARM not in chosen:
+    """The warm-start server of the benchmark's appvirt home, while a warm runner runs; its
+    pid. It is the one a first run at the default settings, without a terminal, leaves
+    starting."""
+    warm = [r for r in chosen.values() if r.warm]
+    if not warm:
         yield None
         return
-    script = chosen[WARM].prefix[0]
+    script = warm[0].prefix[0]
     subprocess.run([script, "run", "--", "true"], env={**env, **DEFAULT}, check=True,
                    stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -326,6 +330,8 @@ def runners(home: Path) -> dict[str, Runner]:
         Runner("physical limit (ptrace only)", physical_limit(home, default, notify=False)),
         Runner("appvirt", appvirt(script, default), env=COLD),
         Runner(WARM, appvirt(script, default), env=DEFAULT, tree_cpu=False, warm=True),
+        Runner(WARM_TERMINAL, appvirt(script, default), env=DEFAULT, tree_cpu=False,
+               warm=True, terminal=True),
         Runner("appvirt (all virtual)", appvirt(script, BENCH / "all_virtual.yaml"), env=COLD),
         Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
         Runner("proot", ("proot",)),
@@ -380,12 +386,24 @@ def _last_line(text: str) -> str:
     return lines[-1][:100].replace("|", "/") if lines else "no message"
 
 
-def run_once(argv: list[str], env: dict[str, str], timeout: float) -> Run:
+def _with_terminal(slave: int):
+    """A child's set-up: its new session's controlling terminal is this pty's slave."""
+    import fcntl
+    import termios
+    return lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+
+def run_once(argv: list[str], env: dict[str, str], timeout: float, terminal: bool = False
+             ) -> Run:
     reset_appvirt_home(env)
+    master, slave = os.openpty() if terminal else (-1, -1)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                             cwd="/", start_new_session=True)
+                             cwd="/", start_new_session=True,
+                             preexec_fn=_with_terminal(slave) if terminal else None)
+        if terminal:
+            os.close(slave)
         expired = threading.Event()
         timer = threading.Timer(timeout, lambda: (expired.set(), kill_session(p.pid)))
         timer.start()
@@ -398,6 +416,8 @@ def run_once(argv: list[str], env: dict[str, str], timeout: float) -> Run:
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read().decode(errors="replace")
+    if terminal:
+        os.close(master)
     if expired.is_set():
         raise NotRun(f"timed out after {timeout:.0f} s")
     if p.returncode != 0:
@@ -428,7 +448,7 @@ def measure(w: Workload, chosen: dict[str, Runner], reps: int, env: dict[str, st
             if cell.not_run:
                 continue
             try:
-                run = run_once([*r.prefix, *w.argv], {**env, **r.env}, timeout)
+                run = run_once([*r.prefix, *w.argv], {**env, **r.env}, timeout, r.terminal)
                 if reference is None:
                     reference = (name, run.stdout)
                 elif run.stdout != reference[1]:
@@ -536,7 +556,7 @@ def measure_memory(chosen: dict[str, Runner], build: Path, env: dict[str, str],
     hold_procs = _cc(BENCH / "hold_procs.c", build)
     results: dict[str, Memory | str] = {}
     for name, r in chosen.items():
-        if r.is_tracer:
+        if r.is_tracer and not r.terminal:      # (a terminal's run-here: warm's tracer)
             through, run_env = server if r.warm else None, {**env, **r.env}
             try:
                 run_once([*r.prefix, "true"], run_env, timeout)   # its caches, as in use
@@ -687,9 +707,11 @@ NOTES = [
     "whose tracer is a child of the warm-start server, outside its client's tree.",
     "- \"appvirt (warm)\" is `appvirt run` with the default policy and settings, from a "
     "client without a controlling terminal, handed to the warm-start server that the "
-    "benchmark's first such run left starting (before the timed runs); \"appvirt\" and "
-    "\"appvirt (all virtual)\" start cold (`APPVIRT_SERVER=off`), as a run with a terminal "
-    "does.",
+    "benchmark's first such run left starting (before the timed runs); \"appvirt (warm on a "
+    "terminal)\" the same from a client with a controlling terminal (a pty's; its standard fds "
+    "are the other runners'), whose program the client forks for the server's tracer "
+    "(a run-here); \"appvirt\" and \"appvirt (all virtual)\" start cold "
+    "(`APPVIRT_SERVER=off`), as every run with a terminal did before run-here.",
     "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
     "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
     "sleeps (see its CPU use).",
@@ -747,7 +769,8 @@ def main() -> int:
                     default="true,find,syscalls,python,tar,git,make,compute,threads,procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--runners", default="native,seccomp floor,physical limit,appvirt,"
-                    f"{WARM},appvirt (all virtual),strace -f,proot,python-ptrace strace.py")
+                    f"{WARM},{WARM_TERMINAL},appvirt (all virtual),strace -f,proot,"
+                    "python-ptrace strace.py")
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds one run may take before it is killed and reported n/a")
     mem = ap.add_mutually_exclusive_group()

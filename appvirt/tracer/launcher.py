@@ -3,7 +3,9 @@
 fork; the child joins its own process group, waits until the tracer has seized it, maps the
 slot area, drops core dumps (hard RLIMIT_CORE 0), closes inherited fds above 2, sets
 no_new_privs, installs the seccomp filter, and execs. The tracer has PTRACE_O_EXITKILL and is
-a child subreaper, so orphans come back to it and nothing outlives it.
+a child subreaper, so orphans come back to it and nothing outlives it. A warm run's C client
+forks the program instead (a run-here), its child doing the same, and is the subreaper
+(clientspawn.py).
 """
 
 import ctypes
@@ -21,7 +23,7 @@ from ..forwarding import forward_signals
 from ..log.writer import LogWriter
 from ..policy.model import Policy
 from . import _ptrace as pt
-from . import fastpath, seccomp
+from . import clientspawn, fastpath, seccomp
 from ..fs.overlayfs import OverlayFS
 from ..overlay import Overlay
 from ..policy.model import FileMode
@@ -170,6 +172,23 @@ def _child(path: str, argv: list[str], env: dict[str, str], prog: seccomp.Packed
     os._exit(ExitStatus.INTERNAL)
 
 
+def _fork_child(path: str, argv: list[str], env: dict[str, str], packed: seccomp.PackedFilter,
+                arena: SlotArena, go: tuple[int, int], report: tuple[int, int],
+                hand: tuple[int, int]) -> int:
+    """Fork the program's process (_child) with the pipes' (read, write) ends it needs; its
+    pid. Each end is closed on the side that does not use it: the child must see the go
+    pipe's end when the tracer dies."""
+    reset = _signals_not_default()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        for fd in (go[1], report[0], hand[0]):
+            os.close(fd)
+        _child(path, argv, env, packed, reset, arena, go[0], report[1], hand[1])
+    for fd in (go[0], report[1], hand[1]):
+        os.close(fd)
+    return pid
+
+
 def traced_calls(table: SyscallTable, policy: Policy, overlay_empty: bool, overlay_meta: bool
                  ) -> dict[str, tuple]:
     """The calls that stop under the policy over an overlay in this state (for the filter)."""
@@ -249,7 +268,6 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     arena = SlotArena()
     arena.start_keeper()
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    go_r, go_w = os.pipe()
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     hand_r, hand_w = os.pipe2(os.O_CLOEXEC)
     tty = _controlling_tty()
@@ -268,34 +286,46 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU
-    reset = _signals_not_default()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover
-        os.close(go_w)
-        os.close(rep_r)
-        os.close(hand_r)
-        _child(path, argv, env, packed, reset, arena, go_r, rep_w, hand_w)
-    os.close(go_r)
-    os.close(rep_w)
-    os.close(hand_w)
+    spawner = clientspawn.current
+    go_w = -1
+    if spawner is None:
+        go_r, go_w = os.pipe()
+        pid = _fork_child(path, argv, env, packed, arena, (go_r, go_w), (rep_r, rep_w),
+                          (hand_r, hand_w))
+    else:                               # the client forks it (clientspawn.py)
+        try:
+            pid = spawner.spawn(path, argv, env, packed, arena, rep_w, hand_w)
+        except BaseException:
+            os.close(hand_r)
+            os.close(rep_r)
+            arena.close()
+            raise
+        finally:
+            os.close(rep_w)
+            os.close(hand_w)
+        os.sched_setaffinity(pid, os.sched_getaffinity(0))  # where placement wants it
     if packed.listener and tracer.fast is not None:
         tracer.fast.notify(pid, hand_r)     # hand_r is the engine's now
     else:
         os.close(hand_r)
-    try:
-        os.setpgid(pid, pid)
-    except OSError:
-        pass
+    if spawner is None:
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
     try:
         pt.seize(pid)
     except Exception as e:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if spawner is None:
+            os.waitpid(pid, 0)
         arena.close()
         raise EnvironmentUnsupported(
             f"cannot trace the program: {e} (is appvirt itself being traced, or is ptrace "
             "blocked here?)") from None
-    if tty is not None:
+    if spawner is not None:
+        tracer.on_terminal_stop = spawner.terminal_stop     # the client has the terminal
+    elif tty is not None:
         tracer.on_terminal_stop = lambda: _suspend_like_the_program(tty, pid)
     old_handlers = forward_signals(pid)
     ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -305,8 +335,11 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
                 os.tcsetpgrp(tty, pid)     # Ctrl-C and friends go to the program's group
             except OSError:
                 tty = None
-        os.write(go_w, b"x")
-        os.close(go_w)
+        if spawner is None:
+            os.write(go_w, b"x")
+            os.close(go_w)
+        else:
+            spawner.go()
         placement.start_sampling()
         status = tracer.run(pid)
     finally:

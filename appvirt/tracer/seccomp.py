@@ -329,7 +329,13 @@ class PackedFilter:
         raw = b"".join([_SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in prog])
         self._array = (_SockFilter * len(prog)).from_buffer_copy(raw)   # what fprog points to
         self.fprog = _SockFprog(len(prog), self._array)
+        self.raw = raw                    # the same, for a warm run's client (clientspawn.py)
         self.listener = listener          # it notifies: installed with a listener
+
+
+def install_flags(packed: PackedFilter) -> int:
+    """seccomp(2)'s flags for installing this filter."""
+    return FILTER_FLAGS | (NOTIFY_FLAGS if packed.listener else 0)
 
 
 def install(prog: Sequence[Insn] | PackedFilter) -> int:
@@ -338,7 +344,7 @@ def install(prog: Sequence[Insn] | PackedFilter) -> int:
     wait killably once received: a call the tracer is making for the program is not
     restarted by a signal after the tracer made it."""
     packed = prog if isinstance(prog, PackedFilter) else PackedFilter(prog)
-    flags = FILTER_FLAGS | (NOTIFY_FLAGS if packed.listener else 0)
+    flags = install_flags(packed)
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {errno.errorcode.get(err)}")

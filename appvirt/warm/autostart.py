@@ -1,6 +1,7 @@
 """Starting the warm-start server on demand: a cold `appvirt run` line that the server would
-have taken (no controlling terminal, not itself sandboxed) and that found no server leaves one
-starting in the background, so the runs after it start warm (README, "Warm starts").
+have taken (not itself sandboxed; with a controlling terminal, only from the C client, which
+alone can have a run served there) and that found no server leaves one starting in the
+background, so the runs after it start warm (README, "Warm starts").
 
 The server is a new interpreter (`python -P -m appvirt.warm.autostart HOME`), spawned after
 the run has ended, in a session of its own, with /dev/null for its standard fds, none of the
@@ -52,13 +53,14 @@ def server_held(home: str) -> bool:
     return False
 
 
-def start_after_cold_run(home: str) -> int | None:
+def start_after_cold_run(home: str, terminal_ok: bool = False) -> int | None:
     """Start a server for home in the background if a cold run may (see the module); its
-    pid, or None. Never raises: the run's own status is what the caller reports."""
+    pid, or None. terminal_ok: the C client asked (it can hand over a run with a terminal).
+    Never raises: the run's own status is what the caller reports."""
     try:
         if not wanted():
             return None
-        if has_terminal():
+        if has_terminal() and not terminal_ok:
             return None
         with open("/proc/self/status", "rb") as f:
             status = f.read()

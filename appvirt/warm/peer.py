@@ -5,9 +5,10 @@ be handed (its standard fds, cwd, environment, umask, limits, CPUs, nice value) 
 (server.py); everything else must already be the same, or the run starts cold: the user and
 groups, capabilities, no_new_privs, seccomp, being traced, namespaces, cgroup, LSM label,
 personality, OOM score, the interpreter's environment and code, and having no controlling
-terminal (a forked run could not have the client's). The last four also keep a client that
-is itself sandboxed (appvirt's own programs are traced and filtered) from running anything
-outside its sandbox through the server.
+terminal (a forked run could not have the client's; a client that forks the program itself,
+a run-here, may have one). The last four also keep a client that is itself sandboxed
+(appvirt's own programs are traced and filtered) from running anything outside its sandbox
+through the server.
 """
 
 from __future__ import annotations
@@ -69,12 +70,13 @@ def read_context(pid: int | str) -> ProcessContext:
         umask=int(status.get("Umask", "0022"), 8))
 
 
-def refusal(server: ProcessContext, client: ProcessContext) -> str | None:
+def refusal(server: ProcessContext, client: ProcessContext, terminal_ok: bool = False
+            ) -> str | None:
     """Why a run forked by the server would differ from the client's cold one; None: it
-    would not."""
+    would not. terminal_ok: the client forks the program, which keeps its terminal."""
     if client.tracer_pid:
         return "the client is being traced"
-    if client.tty_nr:
+    if client.tty_nr and not terminal_ok:
         return "the client has a controlling terminal"
     for (name, mine), (_, theirs) in zip(server.status, client.status):
         if mine != theirs:

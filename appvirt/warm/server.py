@@ -10,7 +10,9 @@ starts cold. The forked tracer takes the client's standard fds, cwd, environment
 resource limits, CPUs and nice value, runs the command line as a cold appvirt would
 (entry.main), and sends the exit status; if the client goes away first, the tracer kills
 itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first is reported by
-the server. An idle server exits after `--idle` seconds.
+the server. For a run-here (a client with a terminal) the client forks the program, so that
+it keeps the client's terminal and session (tracer/clientspawn.py). An idle server exits
+after `--idle` seconds.
 """
 
 from __future__ import annotations
@@ -127,9 +129,10 @@ class Server:
             elif kind == "stop":
                 self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
-            elif kind == "run" and len(fds) == 3 and len(message) == 4:
+            elif kind in ("run", "run-here") and len(fds) == 3 and len(message) == 4:
                 origin, argv, environ = _run_request(message)
-                reason, context = self._refusal(pid, origin, environ)
+                here = kind == "run-here"
+                reason, context = self._refusal(pid, origin, environ, here)
                 if reason is not None:
                     self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
                     wire.send(conn, ("refused", reason))
@@ -142,17 +145,18 @@ class Server:
                     for other in self.children.values():
                         other.close()
                     self.code.close()
-                    _run_forked(conn, pid, context, argv, environ, fds)
+                    _run_forked(conn, pid, context, argv, environ, fds, here)
                 self.children[child] = conn
                 self.counts = self.counts._replace(served=self.counts.served + 1)
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes]
+    def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes], here: bool
                  ) -> tuple[str | None, peer.ProcessContext | None]:
         """Why the server will not fork this client's run (None: it will), and the client's
-        context, read for it (the run takes its umask)."""
+        context, read for it (the run takes its umask). here: the client forks the program
+        (it may have a terminal)."""
         if not runs_this_code(origin):
             return f"the client's appvirt or interpreter is another ({origin})", None
         if peer.interpreter_env(environ) != self.interpreter_env:
@@ -164,7 +168,7 @@ class Server:
             context = peer.read_context(pid)
         except OSError as e:
             return f"the client's /proc cannot be read ({e.strerror})", None
-        return peer.refusal(self.context, context), context
+        return peer.refusal(self.context, context, terminal_ok=here), context
 
     def _reap(self) -> None:
         while self.children:
@@ -256,9 +260,10 @@ def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 # -- the forked tracer -----------------------------------------------------------------------
 
 def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
-                argv: list[str], environ: dict[bytes, bytes],
-                fds: list[int]) -> None:  # pragma: no cover
-    """Become the client's cold appvirt, run its command line, report; never returns."""
+                argv: list[str], environ: dict[bytes, bytes], fds: list[int],
+                here: bool) -> None:  # pragma: no cover
+    """Become the client's cold appvirt, run its command line, report; never returns.
+    here: the client forks the program (tracer/clientspawn.py)."""
     status = 125
     try:
         try:
@@ -268,6 +273,9 @@ def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
             os._exit(0)
         wire.send(conn, ("pid", os.getpid()))
         _die_with_client(conn)
+        if here:
+            from ..tracer import clientspawn
+            clientspawn.current = clientspawn.ClientSpawner(conn)
         from ..entry import main
         sys.argv = ["appvirt", *argv]
         status = main(argv)

@@ -2,7 +2,9 @@
 it, the standard fds of a run riding on the request (SCM_RIGHTS). Builtin modules only: the
 client imports this before anything else.
 
-client -> server: ("run", ORIGIN, argv, environb) with fds 0, 1, 2; ("status",); ("stop",).
+client -> server: ("run", ORIGIN, argv, environb) with fds 0, 1, 2, or "run-here" the same
+(the client forks the program: tracer/clientspawn.py gives the messages between); ("status",);
+("stop",).
 server -> client: ("refused", reason); ("pid", tracer_pid); ("exit", code) from the tracer
 at the run's end, else ("status", waitstatus) from the server when the tracer died first;
 ("status", served, refused, last_refusal) or ("stopping",) answering the others.

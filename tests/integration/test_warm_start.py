@@ -155,24 +155,22 @@ def _spawn_warm(*command: str, client: list[str] | None = None) -> subprocess.Po
                             start_new_session=True)
 
 
-def _tracer_of(server: psutil.Process, program: str) -> psutil.Process:
-    """The tracer the server forked, once its program runs `program`."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for tracer in server.children():
-            if any(c.name() == program for c in tracer.children()):
-                return tracer
-        time.sleep(0.05)
-    raise AssertionError(f"the server forked no tracer running {program}")
-
-
 def _sleeping_run(server: psutil.Process, client: list[str] | None = None
                   ) -> tuple[subprocess.Popen[str], psutil.Process, list[psutil.Process]]:
-    """A warm run of `sleep 60`: its client, its tracer and the tracer's children."""
+    """A warm run of `sleep 60`: its client, its tracer (the server's child), and the
+    processes of the run: the tracer's children (its slot keeper; the program, when the
+    tracer forked it) and the program (the C client's child: it forks the program)."""
     p = _spawn_warm("sh", "-c", "echo ready; exec sleep 60", client=client)
     assert p.stdout.readline() == "ready\n"
-    tracer = _tracer_of(server, "sleep")
-    return p, tracer, tracer.children()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        tracers = server.children()
+        if len(tracers) == 1:
+            run = {*tracers[0].children(), *psutil.Process(p.pid).children()}
+            if any(c.name() == "sleep" for c in run):
+                return p, tracers[0], sorted(run, key=lambda c: c.pid)
+        time.sleep(0.05)
+    raise AssertionError("the server forked no tracer running sleep")
 
 
 def test_signals_to_the_client_reach_the_program(server, client):
@@ -200,7 +198,10 @@ def test_a_killed_tracer_is_reported_as_its_death(server, client):
     assert not alive
 
 
-def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server, client):
+def test_a_client_with_a_terminal_is_served_by_the_c_client_alone(server, client):
+    """The C client forks the program itself (a run-here), which so keeps the terminal; the
+    Python client does not ask. Either way the program is on the terminal. With no_new_privs
+    either client is refused and starts cold."""
     master, slave = os.openpty()
 
     def with_terminal():
@@ -209,10 +210,12 @@ def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server, client):
     r = subprocess.run([*client, "run", "--", "sh", "-c", "tty; echo ok"],
                        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        start_new_session=True, preexec_fn=with_terminal, timeout=60)
+    terminal = os.ttyname(slave)
     os.close(master)
     os.close(slave)
-    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r.stderr
-    assert _counts()[1:] == (0, 0, "")      # the client knew not to ask (peer.py refuses it)
+    assert (r.returncode, r.stdout) == (0, f"{terminal}\nok\n"), r.stderr
+    served = int(client != appvirt_cmd())
+    assert _counts()[1:] == (served, 0, "")     # the Python client knew not to ask
 
     def no_new_privs():
         assert ctypes.CDLL(None).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
@@ -220,7 +223,8 @@ def test_a_client_with_a_terminal_or_no_new_privs_starts_cold(server, client):
     r = _warm("--", "sh", "-c", "echo ok", preexec_fn=no_new_privs, client=client)
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
     _, served, refused, last = _counts()
-    assert (served, refused) == (0, 1) and last.startswith("a different NoNewPrivs")
+    assert (served, refused) == (int(client != appvirt_cmd()), 1)
+    assert last.startswith("a different NoNewPrivs")
 
 
 def test_changed_code_is_refused_and_stops_the_server(server):
@@ -452,6 +456,39 @@ def test_a_malformed_run_request_gets_no_run_and_the_server_goes_on(server, home
     assert _counts()[1:3] == (1, 0)
 
 
+@pytest.mark.parametrize("answer", [("child", 0), ("child", "x"), ("other", 5), None])
+def test_a_run_here_client_that_starts_no_program_gets_a_one_line_error(server, home,
+                                                                        tmp_path, answer):
+    """The tracer asks for the program; a client that answers anything but a child's pid
+    (or hangs up) is told why in one line, and nothing runs."""
+    import socket
+    from appvirt.warm import wire
+    marker = tmp_path / "ran"
+    err = tmp_path / "stderr"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, open(err, "w") as stderr:
+        sock.connect(str(home / "run" / "server.sock"))
+        sock.settimeout(30)
+        wire.send(sock, ("run-here", warm_server.ORIGIN,
+                         ["run", "--", "sh", "-c", f"echo > {marker}"],
+                         dict(os.environb)), (0, 1, stderr.fileno()))
+        assert wire.receive(sock)[0][0] == "pid"
+        (kind, _blob), fds = wire.receive(sock, max_fds=3)
+        for fd in fds:
+            os.close(fd)
+        assert (kind, len(fds)) == ("spawn", 3)
+        if answer is None:
+            sock.shutdown(socket.SHUT_WR)           # the tracer dies with its client, or
+            end = wire.receive(sock)                # first sees that it answered nothing
+            assert end is None or end[0] == ("exit", 2)
+        else:
+            wire.send(sock, answer)
+            assert wire.receive(sock)[0] == ("exit", 2)
+    if answer is not None:
+        assert err.read_text().startswith("appvirt: the client did not start the program")
+        assert len(err.read_text().splitlines()) == 1
+    assert not marker.exists()
+
+
 def _default_env(**chosen: str) -> dict[str, str]:
     """This process's environment with APPVIRT_SERVER as a user has it (unset) or chosen."""
     env = {k: v for k, v in os.environ.items() if k != "APPVIRT_SERVER"}
@@ -513,6 +550,28 @@ def test_a_cold_run_without_a_terminal_leaves_a_server_for_the_next(home, ptrace
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
+        _stop_started(home)
+
+
+def test_the_c_clients_cold_run_on_a_terminal_leaves_a_server_that_serves_the_next(
+        home, ptrace_ok, c_client):
+    """It can hand over runs with a terminal (run-here), so its cold ones start a server too
+    (the Python client's do not: the test below)."""
+    try:
+        for served in (0, 1):
+            master, slave = os.openpty()
+            terminal = os.ttyname(slave)
+            r = subprocess.run([str(c_client), "run", "--", "tty"], env=_default_env(),
+                               stdin=slave, capture_output=True, text=True,
+                               start_new_session=True, timeout=60,
+                               preexec_fn=lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0))
+            os.close(master)
+            os.close(slave)
+            assert (r.returncode, r.stdout, r.stderr) == (0, f"{terminal}\n", "")
+            assert len(_started_servers(home)) == 1
+            _wait_for_server()
+            assert _counts()[1] == served
+    finally:
         _stop_started(home)
 
 

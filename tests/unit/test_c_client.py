@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from appvirt.tracer import clientspawn, seccomp
+from appvirt.tracer.slots import SlotArena
 from appvirt.warm import wire
 from appvirt.warm.client import C_ORIGIN
 from tests.conftest import install_c_client
@@ -55,7 +57,10 @@ class StandIn:
             for fd in fds:          # as the server does: else the client's pipes stay open
                 os.close(fd)
             for answer in self.answers:
-                wire.send(conn, answer)
+                if callable(answer):
+                    answer(conn)            # a step of a run-here's exchange
+                else:
+                    wire.send(conn, answer)
 
     def release(self) -> None:
         """End the wait of a stand-in nobody asked."""
@@ -87,7 +92,7 @@ def test_the_request_is_the_one_the_server_reads(client, env, tmp_path):
     server.close()
     assert (r.returncode, r.stdout, r.stderr) == (7, b"", b"")
     kind, origin, argv, environ = server.request
-    assert (kind, origin) == ("run", (C_ORIGIN, b"/bin/sh"))
+    assert (kind, origin) == ("run-here", (C_ORIGIN, b"/bin/sh"))
     assert argv == [os.fsencode(a) for a in args]
     assert environ == {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
     assert server.fds == 3
@@ -145,3 +150,98 @@ def test_a_first_line_that_is_not_one_path_leaves_the_asking_to_python(client, e
     other = install_c_client(tmp_path / "bin", COLD.replace("#!/bin/sh", "#!/bin/sh -e"))
     r = _run(other, ["run", "--", "true"], env)
     assert (r.returncode, r.stdout) == (0, b"cold asked=unset run -- true\n")
+
+
+# -- a run-here: the client forks the program (tracer/clientspawn.py), here with no tracer -----
+
+ALLOW_ALL = seccomp.PackedFilter([seccomp.Insn(0x06, 0, 0, 0x7FFF0000)])   # ret ALLOW
+
+
+class Spawn:
+    """The tracer's side of the exchange, without ptrace: asks for the program, lets it go
+    at once, and keeps what came back (the child's pid, the report pipe's word)."""
+
+    def __init__(self, path: str, argv: list[str], env: dict[str, str],
+                 blob: bytes | None = None, fds: int = 3, seize: bool = True) -> None:
+        self.path, self.argv, self.env, self.blob, self.nfds = path, argv, env, blob, fds
+        self.seize = seize
+        self.child: object = None
+        self.report = b""
+
+    def __call__(self, conn: socket.socket) -> None:
+        arena = SlotArena()
+        rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+        hand_r, hand_w = os.pipe2(os.O_CLOEXEC)
+        blob = self.blob if self.blob is not None else clientspawn.spawn_blob(
+            self.path, self.argv, self.env, ALLOW_ALL, arena)
+        wire.send(conn, ("spawn", blob), (arena.ro_fd, rep_w, hand_w)[:self.nfds])
+        os.close(rep_w)
+        os.close(hand_w)
+        arena.close()
+        (kind, self.child), _ = wire.receive(conn)
+        assert kind == "child"
+        if self.child and self.seize:
+            wire.send(conn, ("seized", 0))
+            wire.send(conn, ("stopped", 0))     # no terminal in its foreground: nothing to do
+        if self.seize:
+            self.report = os.read(rep_r, 64)    # EOF: it exec'd
+        os.close(rep_r)
+        os.close(hand_r)
+
+
+def test_a_run_here_childs_program_starts_as_the_launchers_would(client, env, tmp_path):
+    """Its own group, every signal default, no core dumps, fds 0-2 alone, no_new_privs and the
+    filter, then the exec of what the tracer said (the slot area it maps for the execve's
+    stop is gone after the exec: the integration tests' tracer maps it again)."""
+    script = ("echo \"$SPAWNED $1\"; cut -d' ' -f5 /proc/$$/stat; "
+              "grep -E '^(SigIgn|SigBlk|NoNewPrivs|Seccomp):' /proc/$$/status; ulimit -c; "
+              "ls /proc/$$/fd | tr '\\n' ' '")
+    spawn = Spawn("/bin/sh", ["sh", "-c", script, "sh", "an argument"], {"SPAWNED": "yes"})
+    server = StandIn(tmp_path / "home", [("pid", os.getpid()), spawn, ("exit", 7)])
+    r = _run(client, ["run", "--", "sh"], env, stdin=subprocess.DEVNULL)
+    server.close()
+    assert (r.returncode, r.stderr, spawn.report) == (7, b"", b"")
+    assert r.stdout.decode().split("\n") == [
+        "yes an argument", str(spawn.child), "SigBlk:\t0000000000000000",
+        "SigIgn:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "0",
+        "0 1 2 "]
+
+
+def test_a_run_here_child_that_cannot_exec_says_why_on_the_report_pipe(client, env, tmp_path):
+    spawn = Spawn("/nonexistent/program", ["program"], {})
+    server = StandIn(tmp_path / "home", [("pid", os.getpid()), spawn, ("exit", 127)])
+    r = _run(client, ["run", "--", "program"], env)
+    server.close()
+    assert (r.returncode, spawn.report) == (127, b"2")      # ENOENT, told to the tracer
+
+
+@pytest.mark.parametrize("blob, fds", [(b"short", 3), (None, 2)])
+def test_a_spawn_the_client_cannot_read_gets_no_child(client, env, tmp_path, blob, fds):
+    spawn = Spawn("/bin/true", ["true"], {}, blob, fds)
+    server = StandIn(tmp_path / "home", [("pid", os.getpid()), spawn, ("exit", 2)])
+    r = _run(client, ["run", "--", "true"], env)
+    server.close()
+    assert (spawn.child, r.returncode) == (0, 2)
+
+
+def test_a_child_the_tracer_never_seized_ends_without_its_program(client, env, tmp_path):
+    """The tracer failed after the fork (its seize, say): the client lets the child go
+    nowhere but its end, and waits for it."""
+    marker = tmp_path / "ran"
+    spawn = Spawn("/bin/sh", ["sh", "-c", f"echo > {marker}"], {}, seize=False)
+    server = StandIn(tmp_path / "home", [("pid", os.getpid()), spawn, ("exit", 2)])
+    r = _run(client, ["run", "--", "sh"], env)
+    server.close()
+    assert spawn.child and r.returncode == 2
+    assert not marker.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(spawn.child, 0)                 # ended, and reaped by the client
+
+
+def test_an_argument_with_a_nul_is_not_packed():
+    arena = SlotArena()
+    try:
+        with pytest.raises(ValueError):
+            clientspawn.spawn_blob("/bin/echo", ["echo", "a\0b"], {}, ALLOW_ALL, arena)
+    finally:
+        arena.close()

@@ -227,3 +227,26 @@ def test_the_program_search_finds_what_shutil_which_finds(tmp_path_factory, dirs
         (root / "file").write_text("")
     path = os.pathsep.join(str(root / d) if d else "" for d in dirs)
     assert which(name, path) == shutil.which(name, path=path)
+
+
+def test_a_child_its_tracer_never_lets_go_ends_running_nothing(tmp_path):
+    """The go pipe's write end is the tracer's alone: when the tracer closes it (it died)
+    before seizing the child, the child sees the pipe's end and exits 125 without its exec."""
+    from appvirt.tracer import launcher
+    from appvirt.tracer.slots import SlotArena
+    arena = SlotArena()
+    marker = tmp_path / "ran"
+    go, report, hand = os.pipe(), os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
+    allow_all = seccomp.PackedFilter([seccomp.Insn(0x06, 0, 0, 0x7FFF0000)])
+    pid = launcher._fork_child("/bin/sh", ["sh", "-c", f"echo > {marker}"], {}, allow_all,
+                               arena, go, report, hand)
+    try:
+        os.close(go[1])
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 125
+        assert os.read(report[0], 64) == b""
+        assert not marker.exists()
+    finally:
+        os.close(report[0])
+        os.close(hand[0])
+        arena.close()
