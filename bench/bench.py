@@ -66,7 +66,8 @@ class Runner:
     env: dict[str, str] = field(default_factory=dict)     # added to the benchmark's own
     tree_cpu: bool = True      # the tracer is in its process tree (not a server's child)
     warm: bool = False         # its tracer is a child of the warm-start server
-    terminal: bool = False     # run with a controlling terminal (its standard fds as others')
+    terminal: bool = False     # run with a controlling terminal (its standard fds as others'):
+                               # prefix starts with on_terminal.c and TTY_FD
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ COLD = {"APPVIRT_SERVER": "off"}        # never a warm start, even with a server
 DEFAULT = {"APPVIRT_SERVER": "auto"}    # the default: what the user's own setting may not be
 WARM = "appvirt (warm)"
 WARM_TERMINAL = "appvirt (warm on a terminal)"
+TTY_FD = "{tty}"                        # in a terminal runner's prefix: the pty slave's fd
 SERVER_ROW = "the warm-start server itself"
 
 
@@ -330,8 +332,9 @@ def runners(home: Path) -> dict[str, Runner]:
         Runner("physical limit (ptrace only)", physical_limit(home, default, notify=False)),
         Runner("appvirt", appvirt(script, default), env=COLD),
         Runner(WARM, appvirt(script, default), env=DEFAULT, tree_cpu=False, warm=True),
-        Runner(WARM_TERMINAL, appvirt(script, default), env=DEFAULT, tree_cpu=False,
-               warm=True, terminal=True),
+        Runner(WARM_TERMINAL, (_cc(BENCH / "on_terminal.c", home), TTY_FD,
+                               *appvirt(script, default)),
+               env=DEFAULT, tree_cpu=False, warm=True, terminal=True),
         Runner("appvirt (all virtual)", appvirt(script, BENCH / "all_virtual.yaml"), env=COLD),
         Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
         Runner("proot", ("proot",)),
@@ -386,22 +389,17 @@ def _last_line(text: str) -> str:
     return lines[-1][:100].replace("|", "/") if lines else "no message"
 
 
-def _with_terminal(slave: int):
-    """A child's set-up: its new session's controlling terminal is this pty's slave."""
-    import fcntl
-    import termios
-    return lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-
-
 def run_once(argv: list[str], env: dict[str, str], timeout: float, terminal: bool = False
              ) -> Run:
     reset_appvirt_home(env)
     master, slave = os.openpty() if terminal else (-1, -1)
+    if terminal:                        # on_terminal.c starts the session itself
+        argv = [str(slave) if a == TTY_FD else a for a in argv]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                             cwd="/", start_new_session=True,
-                             preexec_fn=_with_terminal(slave) if terminal else None)
+                             cwd="/", start_new_session=not terminal,
+                             pass_fds=(slave,) if terminal else ())
         if terminal:
             os.close(slave)
         expired = threading.Event()
@@ -703,15 +701,15 @@ NOTES = [
     "median stops + its median notified calls); given from "
     f"{MIN_STOPS_FOR_COST:,} calls up.",
     "- CPU use = user + system seconds of the whole process tree, tracer included, / wall "
-    "seconds: above 1 only where a second core was used. Not given for \"appvirt (warm)\", "
+    "seconds: above 1 only where a second core was used. Not given for the warm runners, "
     "whose tracer is a child of the warm-start server, outside its client's tree.",
     "- \"appvirt (warm)\" is `appvirt run` with the default policy and settings, from a "
     "client without a controlling terminal, handed to the warm-start server that the "
     "benchmark's first such run left starting (before the timed runs); \"appvirt (warm on a "
-    "terminal)\" the same from a client with a controlling terminal (a pty's; its standard fds "
-    "are the other runners'), whose program the client forks for the server's tracer "
-    "(a run-here); \"appvirt\" and \"appvirt (all virtual)\" start cold "
-    "(`APPVIRT_SERVER=off`), as every run with a terminal did before run-here.",
+    "terminal)\" the same from a client whose session has a pty as its controlling terminal "
+    "(`bench/on_terminal.c`; its standard fds are the other runners'). The installed C "
+    "client forks the program for the server's tracer in both (a run-here). \"appvirt\" and "
+    "\"appvirt (all virtual)\" start cold (`APPVIRT_SERVER=off`), as a first run does.",
     "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
     "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
     "sleeps (see its CPU use).",
