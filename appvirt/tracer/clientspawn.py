@@ -1,6 +1,7 @@
-"""The program forked by a warm run's client rather than by its tracer: a client with a
-controlling terminal (bin/appvirt.c) keeps it for the program, which is then in the client's
-session, as a cold appvirt's program is in appvirt's.
+"""The program forked by a warm run's client rather than by its tracer (a run-here): the C
+client (bin/appvirt.c) asks so for every run, and its program is then in the client's
+session, under its controlling terminal if it has one, as a cold appvirt's program is in
+appvirt's.
 
 The warm server's forked tracer sets `current` before it runs the command line; the launcher
 then asks the client for the program instead of forking it. Over the run's connection
@@ -92,5 +93,5 @@ def spawn_blob(path: str, argv: Sequence[str], env: dict[str, str], packed: Pack
     return head + packed.raw + b"".join(s + b"\0" for s in strings)
 
 
-# Set in the warm server's forked tracer for a client that forks the program (run_here).
+# Set in the warm server's forked tracer for a client that forks the program (a run-here).
 current: ClientSpawner | None = None

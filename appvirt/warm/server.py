@@ -10,9 +10,9 @@ starts cold. The forked tracer takes the client's standard fds, cwd, environment
 resource limits, CPUs and nice value, runs the command line as a cold appvirt would
 (entry.main), and sends the exit status; if the client goes away first, the tracer kills
 itself, and with it (PTRACE_O_EXITKILL) its program. A tracer that dies first is reported by
-the server. For a run-here (a client with a terminal) the client forks the program, so that
-it keeps the client's terminal and session (tracer/clientspawn.py). An idle server exits
-after `--idle` seconds.
+the server. For a run-here (the C client's request) the client forks the program, so that
+it has the client's session and terminal (tracer/clientspawn.py). An idle server exits after
+`--idle` seconds.
 """
 
 from __future__ import annotations
@@ -289,8 +289,9 @@ def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
 
 def _take_over(client: int, umask: int, environ: dict[bytes, bytes], fds: list[int]) -> None:
     """The client's standard fds, cwd, environment, umask, limits, CPUs and nice value."""
-    os.setsid()     # no controlling terminal, as its client has none (a foreground server's
-                    # terminal is not the run's); the server's group signals are not the run's
+    os.setsid()     # no controlling terminal (a foreground server's terminal is not the
+                    # run's; a run-here's program has the client's from the client); the
+                    # server's group signals are not the run's
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     atexit._clear()
