@@ -189,22 +189,37 @@ class Spawn:
         os.close(hand_r)
 
 
-def test_a_run_here_childs_program_starts_as_the_launchers_would(client, env, tmp_path):
-    """Its own group, every signal default, no core dumps, fds 0-2 alone, no_new_privs and the
-    filter, then the exec of what the tracer said (the slot area it maps for the execve's
-    stop is gone after the exec: the integration tests' tracer maps it again)."""
-    script = ("echo \"$SPAWNED $1\"; cut -d' ' -f5 /proc/$$/stat; "
-              "grep -E '^(SigIgn|SigBlk|NoNewPrivs|Seccomp):' /proc/$$/status; ulimit -c; "
-              "ls /proc/$$/fd | tr '\\n' ' '")
-    spawn = Spawn("/bin/sh", ["sh", "-c", script, "sh", "an argument"], {"SPAWNED": "yes"})
+def _run_here(client: Path, env: dict, tmp_path: Path, spawn: Spawn
+              ) -> subprocess.CompletedProcess[bytes]:
+    """The client's run of what spawn asks for, which exits 7."""
     server = StandIn(tmp_path / "home", [("pid", os.getpid()), spawn, ("exit", 7)])
-    r = _run(client, ["run", "--", "sh"], env, stdin=subprocess.DEVNULL)
+    r = _run(client, ["run", "--", spawn.argv[0]], env, stdin=subprocess.DEVNULL)
     server.close()
     assert (r.returncode, r.stderr, spawn.report) == (7, b"", b"")
-    assert r.stdout.decode().split("\n") == [
-        "yes an argument", str(spawn.child), "SigBlk:\t0000000000000000",
-        "SigIgn:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "0",
-        "0 1 2 "]
+    return r
+
+
+def test_a_run_here_childs_program_starts_as_the_launchers_would(client, env, tmp_path):
+    """Its own group, every signal default and none blocked, no_new_privs and the filter
+    (the slot area it maps for the execve's stop is gone after the exec: the integration
+    tests' tracer maps it again). Read by the program itself as it starts: a shell's own
+    mask changes while it waits for a child."""
+    spawn = Spawn("/bin/cat", ["cat", "/proc/self/status", "/proc/self/stat"], {})
+    out = _run_here(client, env, tmp_path, spawn).stdout.decode()
+    status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+    assert (status["SigBlk"], status["SigIgn"], status["NoNewPrivs"], status["Seccomp"]) == \
+        ("0" * 16, "0" * 16, "1", "2")
+    stat = out.splitlines()[-1]
+    assert stat[stat.rfind(")") + 2:].split()[2] == str(spawn.child)     # its pgrp
+
+
+def test_a_run_here_childs_program_gets_its_command_line_and_no_more(client, env, tmp_path):
+    """The path, arguments and environment the tracer said; no core dumps; fds 0-2 alone."""
+    script = ("echo \"$SPAWNED $1 ${A_VARIABLE-unset}\"; ulimit -c; "    # (the client's variable)
+              "ls /proc/$$/fd | tr '\\n' ' '")
+    spawn = Spawn("/bin/sh", ["sh", "-c", script, "sh", "an argument"], {"SPAWNED": "yes"})
+    out = _run_here(client, env, tmp_path, spawn).stdout.decode()
+    assert out.split("\n") == ["yes an argument unset", "0", "0 1 2 "]
 
 
 def test_a_run_here_child_that_cannot_exec_says_why_on_the_report_pipe(client, env, tmp_path):
