@@ -214,6 +214,17 @@ static int request(struct buf *b, const char *interp, char **args) {
     return finish(b);
 }
 
+/* Sends b's bytes from `done` on; 0 if the connection failed. */
+static int send_rest(int sock, const struct buf *b, size_t done) {
+    while (done < b->len) {
+        ssize_t sent = send(sock, b->data + done, b->len - done, MSG_NOSIGNAL);
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent <= 0) return 0;
+        done += sent;
+    }
+    return 1;
+}
+
 /* (kind, value): what this process tells a run-here's tracer */
 static int send_int(int sock, const char *kind, long value) {
     struct buf b = {0};
@@ -222,13 +233,7 @@ static int send_int(int sock, const char *kind, long value) {
     put_str(&b, kind);
     put(&b, "i", 1);
     put_u32(&b, (uint32_t)value);
-    int ok = finish(&b);
-    for (size_t done = 0; ok && done < b.len; ) {
-        ssize_t sent = send(sock, b.data + done, b.len - done, MSG_NOSIGNAL);
-        if (sent < 0 && errno == EINTR) continue;
-        if (sent <= 0) ok = 0;
-        else done += sent;
-    }
+    int ok = finish(&b) && send_rest(sock, &b, 0);
     free(b.data);
     return ok;
 }
@@ -246,13 +251,7 @@ static int send_request(int sock, struct buf *b) {
     memcpy(CMSG_DATA(c), fds, sizeof fds);
     ssize_t sent;
     do sent = sendmsg(sock, &msg, MSG_NOSIGNAL); while (sent < 0 && errno == EINTR);
-    if (sent < 0) return 0;
-    for (size_t done = sent; done < b->len; done += sent) {
-        do sent = send(sock, b->data + done, b->len - done, MSG_NOSIGNAL);
-        while (sent < 0 && errno == EINTR);
-        if (sent <= 0) return 0;
-    }
-    return 1;
+    return sent >= 0 && send_rest(sock, b, sent);
 }
 
 /* -- the answers: (str, int) or (str, bytes), fds riding on them ---------------------------- */
