@@ -292,33 +292,40 @@ COLD = {"APPVIRT_SERVER": "off"}        # never a warm start, even with a server
 DEFAULT = {"APPVIRT_SERVER": "auto"}    # the default: what the user's own setting may not be
 WARM = "appvirt (warm)"
 WARM_TERMINAL = "appvirt (warm on a terminal)"
+WARM_NO_SPARE = "appvirt (warm without spares)"
 TTY_FD = "{tty}"                        # in a terminal runner's prefix: the pty slave's fd
 SERVER_ROW = "the warm-start server itself"
 
 
 @contextlib.contextmanager
-def warm_server(chosen: dict[str, Runner], env: dict[str, str]):
-    """The warm-start server of the benchmark's appvirt home, while a warm runner runs; its
-    pid. It is the one a first run at the default settings, without a terminal, leaves
-    starting."""
-    warm = [r for r in chosen.values() if r.warm]
-    if not warm:
-        yield None
-        return
-    script = warm[0].prefix[0]
-    subprocess.run([script, "run", "--", "true"], env={**env, **DEFAULT}, check=True,
-                   stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while (status := subprocess.run([script, "server", "status"], env=env, text=True,
-                                    capture_output=True)).returncode != 0:
-        if time.monotonic() > deadline:
-            raise SystemExit("bench: the first run at the default settings started no server")
-        time.sleep(0.05)
+def warm_servers(chosen: dict[str, Runner], env: dict[str, str]):
+    """The warm-start server of each appvirt home the warm runners use, while they run: their
+    pids by home. Each is the one a first run of the runner's settings, without a terminal,
+    leaves starting (with the runner's environment: APPVIRT_SPARE=0 reaches the server)."""
+    servers: dict[str, int] = {}
+    started: list[tuple[str, dict[str, str]]] = []     # (the appvirt script, its env)
     try:
-        yield int(re.search(r"pid (\d+)", status.stdout)[1])
+        for r in chosen.values():
+            run_env = {**env, **r.env}
+            if not r.warm or run_env["APPVIRT_HOME"] in servers:
+                continue
+            script = r.prefix[r.prefix.index("run") - 1]            # (after on_terminal's)
+            subprocess.run([script, "run", "--", "true"], env={**run_env, **DEFAULT},
+                           check=True, stdin=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.monotonic() + 60
+            while (status := subprocess.run([script, "server", "status"], env=run_env,
+                                            text=True, capture_output=True)).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench: the first run at the default settings started "
+                                     "no server")
+                time.sleep(0.05)
+            servers[run_env["APPVIRT_HOME"]] = int(re.search(r"pid (\d+)", status.stdout)[1])
+            started.append((script, run_env))
+        yield servers
     finally:
-        subprocess.run([script, "server", "stop"], env=env, check=False,
-                       stdout=subprocess.DEVNULL)
+        for script, run_env in started:
+            subprocess.run([script, "server", "stop"], env=run_env, check=False,
+                           stdout=subprocess.DEVNULL)
 
 
 def runners(home: Path) -> dict[str, Runner]:
@@ -335,6 +342,10 @@ def runners(home: Path) -> dict[str, Runner]:
         Runner(WARM_TERMINAL, (_cc(BENCH / "on_terminal.c", home), TTY_FD,
                                *appvirt(script, default)),
                env=DEFAULT, tree_cpu=False, warm=True, terminal=True),
+        Runner(WARM_NO_SPARE, appvirt(script, default),
+               env={**DEFAULT, "APPVIRT_SPARE": "0",
+                    "APPVIRT_HOME": str(home / "home-without-spares")},
+               tree_cpu=False, warm=True),
         Runner("appvirt (all virtual)", appvirt(script, BENCH / "all_virtual.yaml"), env=COLD),
         Runner("strace -f", ("strace", "-f", "-o", "/dev/null")),
         Runner("proot", ("proot",)),
@@ -549,13 +560,29 @@ def tracer_memory(prefix: tuple[str, ...], hold_procs: str, env: dict[str, str],
             p.wait()
 
 
+def server_memory(server: int) -> str:
+    """The warm-start server's own memory and its ready spare's (warm/spare.py), in MB."""
+    rss = (_status_kib(server, "VmRSS") or 0) / 1024
+    deadline = time.monotonic() + 10
+    while not (spares := [p for p in children_of(server) if _comm(p) == "appvirt-spare"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    own = sum((_status_kib(p, "Private_Dirty", "smaps_rollup") or 0)
+              + (_status_kib(p, "Private_Clean", "smaps_rollup") or 0) for p in spares) / 1024
+    return (f"RSS {rss:.1f}, one for every warm run (a warm tracer's RSS counts the pages it "
+            f"shares with it); its spare tracer, ready for the next run: {own:.1f} of its own "
+            "(Private in smaps_rollup)")
+
+
 def measure_memory(chosen: dict[str, Runner], build: Path, env: dict[str, str],
-                   timeout: float, server: int | None) -> dict[str, Memory | str]:
+                   timeout: float, servers: dict[str, int]) -> dict[str, Memory | str]:
     hold_procs = _cc(BENCH / "hold_procs.c", build)
     results: dict[str, Memory | str] = {}
     for name, r in chosen.items():
         if r.is_tracer and not r.terminal:      # (a terminal's run-here: warm's tracer)
-            through, run_env = server if r.warm else None, {**env, **r.env}
+            run_env = {**env, **r.env}
+            through = servers[run_env["APPVIRT_HOME"]] if r.warm else None
             try:
                 run_once([*r.prefix, "true"], run_env, timeout)   # its caches, as in use
                 one = tracer_memory(r.prefix, hold_procs, run_env, timeout, 1, through)
@@ -708,8 +735,12 @@ NOTES = [
     "benchmark's first such run left starting (before the timed runs); \"appvirt (warm on a "
     "terminal)\" the same from a client whose session has a pty as its controlling terminal "
     "(`bench/on_terminal.c`; its standard fds are the other runners'). The installed C "
-    "client forks the program for the server's tracer in both (a run-here). \"appvirt\" and "
-    "\"appvirt (all virtual)\" start cold (`APPVIRT_SERVER=off`), as a first run does.",
+    "client forks the program for the server's tracer in both (a run-here). The tracer is "
+    "the server's spare when it is ready (forked while no run went on, its pages already "
+    "copied: `appvirt/warm/spare.py`); \"appvirt (warm without spares)\" is \"appvirt (warm)\" "
+    "with a server of its own started with `APPVIRT_SPARE=0`, which forks a tracer at each "
+    "request. \"appvirt\" and \"appvirt (all virtual)\" start cold (`APPVIRT_SERVER=off`), as a "
+    "first run does.",
     "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
     "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
     "sleeps (see its CPU use).",
@@ -794,18 +825,16 @@ def main() -> int:
             all_r = runners(tmpd)
             chosen_r = {n: all_r[n] for n in args.runners.split(",")}
             rows = []
-            with warm_server(chosen_r, env) as server:
+            with warm_servers(chosen_r, env) as servers:
                 if not args.memory:
                     all_w = workloads(tmpd)
                     for name in args.workloads.split(","):
                         rows.append((all_w[name], measure(all_w[name], chosen_r, args.reps,
                                                           env, args.timeout)))
                 memory = None if args.no_memory else measure_memory(chosen_r, tmpd, env,
-                                                                    args.timeout, server)
-                if server is not None and memory is not None:
-                    rss = (_status_kib(server, "VmRSS") or 0) / 1024
-                    memory[SERVER_ROW] = (f"RSS {rss:.1f}, one for every warm run (a warm "
-                                          "tracer's RSS counts the pages it shares with it)")
+                                                                    args.timeout, servers)
+                if env["APPVIRT_HOME"] in servers and memory is not None:
+                    memory[SERVER_ROW] = server_memory(servers[env["APPVIRT_HOME"]])
         finally:
             if fs == "tmpfs":
                 subprocess.run(["umount", "-l", str(tmpd)], check=False)

@@ -1,5 +1,7 @@
 """`appvirt server`: a process that has imported everything a run uses and forks a tracer for
-each warm run a client hands it (client.py), so runs skip the imports of a cold start.
+each warm run a client hands it (client.py), so runs skip the imports of a cold start. The
+tracer is forked ahead of the run when it can be: a spare (spare.py), made while no run goes
+on, which has already copied the pages it shares with the server.
 
 The server listens on `$APPVIRT_HOME/run/server.sock` (a directory only its user can enter),
 answers only its own user (SO_PEERCRED), and forks a run only for a client whose process
@@ -22,6 +24,7 @@ import fcntl
 import os
 import pkgutil
 import resource
+import select
 import signal
 import socket
 import sys
@@ -33,8 +36,10 @@ from ..errors import AppvirtError
 from . import peer, wire
 from .client import C_ORIGIN, ORIGIN, PACKAGE, socket_path
 from .codewatch import CodeWatch
+from .spare import Spare, fork_spare
 
-POLL_SECONDS = 0.2          # how soon a tracer killed by a signal is reported
+POLL_SECONDS = 0.2          # how often an idle server checks its --idle
+SPARE_RETRY_SECONDS = 1.0   # after a spare died untold: no fork loop if each one dies at once
 REQUEST_SECONDS = 10.0      # a client that connects and says nothing does not hold it up
 RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
 
@@ -80,6 +85,10 @@ class Server:
         self.counts = Counts(0, 0, "")
         self.stopping = False
         self.listener = _listen(self.path)
+        self.spare: Spare | None = None
+        self.spares_wanted = os.environ.get("APPVIRT_SPARE", "1") != "0"
+        self.next_spare = 0.0           # time.monotonic() from which a spare may be forked
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # signals arrived
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -89,20 +98,27 @@ class Server:
         asked_to_stop: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: asked_to_stop.append(signum))
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)    # wakes the select
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         last = time.monotonic()
-        self.listener.settimeout(POLL_SECONDS)
+        self.listener.setblocking(False)
         while not (self.stopping and not self.children):
             self._reap()
             if asked_to_stop:
                 self._stop()
-            if self.stopping:
-                time.sleep(POLL_SECONDS)
+            if self._spare_due():
+                self.spare = fork_spare(self._leave_server, _run_handed_over)
+            waited = [self.wake_r] if self.stopping else [self.wake_r, self.listener]
+            readable = select.select(waited, [], [], POLL_SECONDS)[0]
+            if self.wake_r in readable:
+                _drain(self.wake_r)
+            if self.stopping or self.listener not in readable:
+                if self.idle and not self.children and time.monotonic() - last > self.idle:
+                    self._stop()
                 continue
             try:
                 conn, _ = self.listener.accept()
-            except TimeoutError:
-                if self.idle and not self.children and time.monotonic() - last > self.idle:
-                    self._stop()
+            except BlockingIOError:
                 continue
             last = time.monotonic()
             conn.settimeout(REQUEST_SECONDS)
@@ -138,19 +154,47 @@ class Server:
                     wire.send(conn, ("refused", reason))
                     return
                 conn.settimeout(None)   # the tracer's wait on it lasts the run
-                child = os.fork()
-                if child == 0:          # pragma: no cover - the forked tracer
-                    self.listener.close()
-                    os.close(self.lock)     # a new server may start while this run goes on
-                    for other in self.children.values():
-                        other.close()
-                    self.code.close()
-                    _run_forked(conn, pid, context, argv, environ, fds, here)
+                request = ("run", pid, context.umask, argv, environ, here)
+                child = self._hand_to_spare(conn, request, fds)
+                if child is None:
+                    child = os.fork()
+                    if child == 0:      # pragma: no cover - the forked tracer
+                        self._leave_server()
+                        _run_forked(conn, pid, context.umask, argv, environ, fds, here)
                 self.children[child] = conn
                 self.counts = self.counts._replace(served=self.counts.served + 1)
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _spare_due(self) -> bool:
+        """Whether to fork a spare now: none is there, and no run goes on (a spare copying
+        its pages would slow it: they share the CPUs)."""
+        return (self.spare is None and not self.children and not self.stopping
+                and self.spares_wanted and time.monotonic() >= self.next_spare)
+
+    def _hand_to_spare(self, conn: socket.socket, request: tuple, fds: list[int]
+                       ) -> int | None:
+        """The pid of the spare that took this run, or None: none was ready (still copying
+        its pages, or dead), and the caller forks a tracer."""
+        spare, self.spare = self.spare, None    # the next is forked once no run goes on
+        if spare is None:
+            return None
+        if not spare.is_ready():
+            spare.end()                 # still copying: it would slow the run forked now
+            return None
+        return spare.pid if spare.hand_over(conn, request, fds) else None
+
+    def _leave_server(self) -> None:
+        """In a forked tracer or spare: let go of what only the server holds."""
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.listener.close()
+        os.close(self.lock)             # a new server may start while this run goes on
+        for other in self.children.values():
+            other.close()
+        self.code.close()
 
     def _refusal(self, pid: int, origin: tuple, environ: dict[bytes, bytes], here: bool
                  ) -> tuple[str | None, peer.ProcessContext | None]:
@@ -171,13 +215,18 @@ class Server:
         return peer.refusal(self.context, context, terminal_ok=here), context
 
     def _reap(self) -> None:
-        while self.children:
+        while self.children or self.spare:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.channel.close()  # killed: another, in a while
+                self.spare = None
+                self.next_spare = time.monotonic() + SPARE_RETRY_SECONDS
+                continue
             conn = self.children.pop(pid, None)
             if conn is not None:
                 try:            # a tracer that ended normally said so itself, and its
@@ -197,6 +246,9 @@ class Server:
                 pass
             self.listener.close()
             os.close(self.lock)
+            if self.spare is not None:
+                self.spare.end()
+                self.spare = None
 
 
 def runs_this_code(origin: tuple) -> bool:
@@ -251,6 +303,14 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 256):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
     import struct
     data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -259,7 +319,14 @@ def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 # -- the forked tracer -----------------------------------------------------------------------
 
-def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
+def _run_handed_over(conn: socket.socket, request: tuple, fds: list[int]
+                     ) -> None:  # pragma: no cover - a spare becoming a run's tracer
+    """_run_forked, for the request a spare was handed (Server._answer made it)."""
+    _, client, umask, argv, environ, here = request
+    _run_forked(conn, client, umask, argv, environ, fds, here)
+
+
+def _run_forked(conn: socket.socket, client: int, umask: int,
                 argv: list[str], environ: dict[bytes, bytes], fds: list[int],
                 here: bool) -> None:  # pragma: no cover
     """Become the client's cold appvirt, run its command line, report; never returns.
@@ -267,7 +334,7 @@ def _run_forked(conn: socket.socket, client: int, context: peer.ProcessContext,
     status = 125
     try:
         try:
-            _take_over(client, context.umask, environ, fds)
+            _take_over(client, umask, environ, fds)
         except Exception as e:  # noqa: BLE001 - whatever it is, the client starts cold
             wire.send(conn, ("refused", f"its context could not be given to a run: {e}"))
             os._exit(0)

@@ -65,8 +65,19 @@ def _counts() -> tuple[int, int, int, str]:
 
 @pytest.fixture
 def server(home: Path, ptrace_ok: None):
+    yield from _serving()
+
+
+@pytest.fixture
+def server_without_spares(home: Path, ptrace_ok: None):
+    """A server that forks a tracer at each run (APPVIRT_SPARE=0), as one does whose spare
+    is not ready."""
+    yield from _serving({**os.environ, "APPVIRT_SPARE": "0"})
+
+
+def _serving(env=None):
     r = subprocess.run(appvirt_cmd("server", "start", "--idle", "300"), capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     pid = int(re.search(r"pid (\d+)", r.stdout)[1])
     proc = psutil.Process(pid)
@@ -88,6 +99,20 @@ def server(home: Path, ptrace_ok: None):
             pass
 
 
+def _ready_spare(server: psutil.Process, other_than: int = 0) -> psutil.Process:
+    """The server's spare once it is ready (it then takes the name appvirt-spare)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in server.children():
+            try:
+                if child.name() == "appvirt-spare" and child.pid != other_than:
+                    return child
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.02)
+    raise AssertionError("the server has no ready spare")
+
+
 def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None, timeout: float = 60,
           client: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """`appvirt run ARGS` with no controlling terminal (a session of its own), as CI has it."""
@@ -96,7 +121,14 @@ def _warm(*args: str, cwd=None, env=None, input=None, preexec_fn=None, timeout: 
                           start_new_session=True, timeout=timeout)
 
 
-def test_a_warm_run_sees_what_a_cold_one_sees(server, tmp_path, client):
+@pytest.mark.parametrize("tracer", ["spare", "forked"])
+def test_a_warm_run_sees_what_a_cold_one_sees(request, home, ptrace_ok, tmp_path, client,
+                                              tracer):
+    if tracer == "spare":
+        _ready_spare(request.getfixturevalue("server"))
+    else:
+        request.getfixturevalue("server_without_spares")
+
     def context():
         os.umask(0o027)
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -171,6 +203,42 @@ def _sleeping_run(server: psutil.Process, client: list[str] | None = None
                 return p, tracers[0], sorted(run, key=lambda c: c.pid)
         time.sleep(0.05)
     raise AssertionError("the server forked no tracer running sleep")
+
+
+def test_a_ready_spare_becomes_the_next_runs_tracer_and_another_follows(server, client):
+    spare = _ready_spare(server)
+    # It copied the pages it shared with the server: most of its memory is its own.
+    assert spare.memory_full_info().uss > server.memory_full_info().uss / 2
+    p, tracer, program = _sleeping_run(server, client)
+    try:
+        assert tracer.pid == spare.pid
+        assert tracer.name() == server.name()       # a tracer's name again
+        assert [c.pid for c in server.children()] == [tracer.pid]   # none during a run
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    assert not psutil.wait_procs([tracer, *program], timeout=15)[1]
+    _ready_spare(server, other_than=spare.pid)      # the next, once the run has ended
+
+
+def test_a_killed_spare_is_replaced_and_the_servers_stop_ends_its_spare(server):
+    spare = _ready_spare(server)
+    spare.kill()
+    spare = _ready_spare(server, other_than=spare.pid)
+    r = _warm("--", "sh", "-c", "echo served")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "served\n", "")
+    assert _counts()[1] == 1
+    spare = _ready_spare(server)
+    subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
+    server.wait(timeout=15)
+    assert not spare.is_running()
+
+
+def test_a_server_without_spares_has_no_child_between_runs(server_without_spares):
+    r = _warm("--", "sh", "-c", "echo served")
+    assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
+    time.sleep(0.5)
+    assert server_without_spares.children() == []
 
 
 def test_signals_to_the_client_reach_the_program(server, client):
@@ -496,13 +564,15 @@ def _default_env(**chosen: str) -> dict[str, str]:
 
 
 def _started_servers(home: Path) -> list[psutil.Process]:
-    """Servers a cold run started for home (warm/autostart.py), by their command lines."""
+    """Servers a cold run started for home (warm/autostart.py), by their command lines:
+    not their children (a spare, a run's tracer), forks of them with the same line."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "ppid"]):
         line = p.info["cmdline"] or []
         if "appvirt.warm.autostart" in line and str(home) in line:
             found.append(p)
-    return found
+    pids = {p.pid for p in found}
+    return [p for p in found if p.info["ppid"] not in pids]
 
 
 def _stop_started(home: Path) -> None:
