@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
+import sys
 from typing import Callable, NoReturn
 
 from ..errors import ExitStatus
@@ -32,7 +34,11 @@ NAME = b"appvirt-spare"         # its name in ps while it is ready, until it tak
 PR_SET_NAME, PR_GET_NAME = 15, 16
 INTERNAL = int(ExitStatus.INTERNAL)     # what a client whose spare failed exits with
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PRESENT, EXCLUSIVE = 1 << 63, 1 << 56      # /proc/PID/pagemap's bits
+# /proc/PID/pagemap's entries (native u64s): in the top byte, bit 7 is "present" (bit 63) and
+# bit 0 "exclusively mapped" (bit 56). A page shared with the server is present and not
+# exclusive.
+_TOP = 7 if sys.byteorder == "little" else 0
+_SHARED = bytes(ord("s") if b & 0x81 == 0x80 else ord(".") for b in range(256))
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -149,16 +155,7 @@ def populate_writable() -> int:
 def _shared_runs(pagemap: int, start: int, end: int) -> list[tuple[int, int]]:
     """The address ranges in [start, end) of pages present but not this process's alone
     (pagemap's bits 63 and 56): the ones a first write copies."""
-    entries = memoryview(os.pread(pagemap, (end - start) // PAGE * 8, start // PAGE * 8))
-    runs: list[tuple[int, int]] = []
-    first = None
-    for i, entry in enumerate(entries.cast("Q")):
-        if entry & PRESENT and not entry & EXCLUSIVE:
-            if first is None:
-                first = start + i * PAGE
-        elif first is not None:
-            runs.append((first, start + i * PAGE))
-            first = None
-    if first is not None:
-        runs.append((first, end))
-    return runs
+    entries = os.pread(pagemap, (end - start) // PAGE * 8, start // PAGE * 8)
+    shared = entries[_TOP::8].translate(_SHARED)    # each entry's top byte: b"s" or b"."
+    return [(start + m.start() * PAGE, start + m.end() * PAGE)
+            for m in re.finditer(rb"s+", shared)]

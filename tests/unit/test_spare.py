@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import sys
 import time
 import types
 
 import pytest
+from hypothesis import given, strategies as st
 
 from appvirt.warm import spare as spare_mod, wire
 from appvirt.warm.server import Server
@@ -80,6 +82,32 @@ def test_what_is_populated_is_what_the_fork_shared():
         assert _in_child(shared_left) < asked + (32 << 20)
     finally:
         untouched.close()
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(0, (1 << 64) - 1)),
+                max_size=300), st.integers(0, 1 << 20))
+def test_the_shared_runs_are_the_present_pages_not_mapped_exclusively(tmp_path_factory,
+                                                                       pages, first_page):
+    """Against a made-up pagemap: bits 63 (present) and 56 (exclusive) decide, the others
+    (the frame number, soft-dirty, ...) do not."""
+    path = tmp_path_factory.mktemp("pagemap") / "pagemap"
+    others = ~((1 << 63) | (1 << 56)) & ((1 << 64) - 1)
+    entries = b"".join(((present << 63) | (exclusive << 56) | (other & others))
+                       .to_bytes(8, sys.byteorder) for present, exclusive, other in pages)
+    path.write_bytes(bytes(first_page * 8) + entries)
+    start = first_page * spare_mod.PAGE
+    expected, run = [], None
+    for i, (present, exclusive, _) in enumerate([*pages, (False, False, 0)]):
+        if present and not exclusive:
+            run = run if run is not None else start + i * spare_mod.PAGE
+        elif run is not None:
+            expected.append((run, start + i * spare_mod.PAGE))
+            run = None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert spare_mod._shared_runs(fd, start, start + len(pages) * spare_mod.PAGE) == expected
+    finally:
+        os.close(fd)
 
 
 def _run_into(pipe_w: int):
