@@ -11,9 +11,10 @@ from . import server as warm
 
 @click.group("server")
 def server() -> None:
-    """Keep a run's imports warm: `appvirt run` lines without a controlling terminal start in
-    a fork of the server instead of a new interpreter. The first such line starts one itself
-    (idle 600 s) unless APPVIRT_SERVER is `manual` or `off` (see README, "Warm starts")."""
+    """Keep a run's imports warm: `appvirt run` lines start in a fork of the server (its spare
+    tracer, forked ahead, when ready) instead of a new interpreter. The first such line starts
+    one itself (idle 600 s) unless APPVIRT_SERVER is `manual` or `off` (see README, "Warm
+    starts")."""
 
 
 @server.command("start")
@@ -47,7 +48,15 @@ def status() -> int:
     if answer is None:
         click.echo("no server runs")
         return ExitStatus.FAILURE
-    _, served, refused, last, running, pid = answer
-    click.echo(f"server pid {pid}: {served} runs served, {running} running, {refused} refused"
-               + (f" (last: {last})" if last else ""))
+    _, served, refused, last, running, pid, *spare = answer     # (a server before spares:
+    by_spare, state, spare_pid = spare if len(spare) == 3 else (None, "", 0)    # no spare)
+    click.echo(f"server pid {pid}: {served} runs served"
+               + (f" ({by_spare} by a spare)" if by_spare is not None else "")
+               + f", {running} running, {refused} refused"
+               + (f" (last: {last})" if last else "")
+               + (f"; spare tracer {SPARE_STATES[state]} (pid {spare_pid})" if spare_pid
+                  else "; no spare tracer" if state else ""))
     return ExitStatus.OK
+
+
+SPARE_STATES = {"ready": "ready", "copying": "copying its pages"}

@@ -52,6 +52,7 @@ class Counts(NamedTuple):
     served: int
     refused: int
     last_refusal: str
+    by_spare: int = 0           # of the served: by a ready spare, not a fork at the request
 
 
 def preload() -> None:
@@ -82,7 +83,7 @@ class Server:
         self.context = peer.read_context("self")
         self.interpreter_env = peer.interpreter_env(dict(os.environb))
         self.children: dict[int, socket.socket] = {}
-        self.counts = Counts(0, 0, "")
+        self.counts = Counts(0, 0, "", 0)
         self.stopping = False
         self.listener = _listen(self.path)
         self.spare: Spare | None = None
@@ -141,7 +142,10 @@ class Server:
             kind = message[0]
             if kind == "status":
                 self._reap()
-                wire.send(conn, ("status", *self.counts, len(self.children), os.getpid()))
+                c = self.counts
+                wire.send(conn, ("status", c.served, c.refused, c.last_refusal,
+                                 len(self.children), os.getpid(), c.by_spare,
+                                 *self._spare_state()))
             elif kind == "stop":
                 self._stop()            # first: `stop; start` must find the home free
                 wire.send(conn, ("stopping",))
@@ -150,13 +154,16 @@ class Server:
                 here = kind == "run-here"
                 reason, context = self._refusal(pid, origin, environ, here)
                 if reason is not None:
-                    self.counts = Counts(self.counts.served, self.counts.refused + 1, reason)
+                    self.counts = self.counts._replace(refused=self.counts.refused + 1,
+                                                       last_refusal=reason)
                     wire.send(conn, ("refused", reason))
                     return
                 conn.settimeout(None)   # the tracer's wait on it lasts the run
                 request = ("run", pid, context.umask, argv, environ, here)
                 child = self._hand_to_spare(conn, request, fds)
-                if child is None:
+                if child is not None:
+                    self.counts = self.counts._replace(by_spare=self.counts.by_spare + 1)
+                else:
                     child = os.fork()
                     if child == 0:      # pragma: no cover - the forked tracer
                         self._leave_server()
@@ -166,6 +173,12 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _spare_state(self) -> tuple[str, int]:
+        """The spare's state for `status` ("ready", "copying" its pages, or "none") and pid."""
+        if self.spare is None:
+            return "none", 0
+        return ("ready" if self.spare.is_ready() else "copying"), self.spare.pid
 
     def _spare_due(self) -> bool:
         """Whether to fork a spare now: none is there, and no run goes on (a spare copying

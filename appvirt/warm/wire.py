@@ -7,7 +7,11 @@ client -> server: ("run", ORIGIN, argv, environb) with fds 0, 1, 2, or "run-here
 ("stop",).
 server -> client: ("refused", reason); ("pid", tracer_pid); ("exit", code) from the tracer
 at the run's end, else ("status", waitstatus) from the server when the tracer died first;
-("status", served, refused, last_refusal) or ("stopping",) answering the others.
+("status", served, refused, last_refusal, running, server_pid, served_by_a_spare,
+spare_state, spare_pid) or ("stopping",) answering the others.
+server -> its spare tracer (spare.py): ("run", client_pid, umask, argv, environb, here) with
+the client's connection and its fds 0, 1, 2; the spare's one word before it, the byte "r"
+(ready), is not a message.
 """
 
 import _socket

@@ -54,13 +54,26 @@ def _status(env=None) -> subprocess.CompletedProcess[str]:
                           timeout=30, env=env)
 
 
+STATUS_LINE = re.compile(r"server pid (\d+): (\d+) runs served \((\d+) by a spare\), "
+                         r"\d+ running, (\d+) refused(?: \(last: (.*)\))?; (?:spare tracer "
+                         r"(ready|copying its pages) \(pid (\d+)\)|no spare tracer)\n")
+
+
+def _status_line() -> re.Match:
+    out = _status().stdout
+    m = STATUS_LINE.fullmatch(out)
+    assert m, out
+    return m
+
+
 def _counts() -> tuple[int, int, int, str]:
     """(pid, served, refused, last refusal) of the running server."""
-    out = _status().stdout
-    m = re.match(r"server pid (\d+): (\d+) runs served, \d+ running, (\d+) refused"
-                 r"(?: \(last: (.*)\))?", out)
-    assert m, out
-    return int(m[1]), int(m[2]), int(m[3]), m[4] or ""
+    m = _status_line()
+    return int(m[1]), int(m[2]), int(m[4]), m[5] or ""
+
+
+def _served_by_spares() -> int:
+    return int(_status_line()[3])
 
 
 @pytest.fixture
@@ -147,6 +160,8 @@ def test_a_warm_run_sees_what_a_cold_one_sees(request, home, ptrace_ok, tmp_path
                   env={**env, "APPVIRT_SERVER": "on" if mode == "warm" else "off"},
                   preexec_fn=context, client=client)
         assert _counts()[1] == before + (mode == "warm"), mode
+        if mode == "warm":
+            assert _served_by_spares() == (tracer == "spare")
         results[mode] = (r.returncode, r.stdout, r.stderr)
     assert results["warm"] == results["cold"]
     code, out, err = results["warm"]
@@ -211,7 +226,7 @@ def test_a_ready_spare_becomes_the_next_runs_tracer_and_another_follows(server, 
     assert spare.memory_full_info().uss > server.memory_full_info().uss / 2
     p, tracer, program = _sleeping_run(server, client)
     try:
-        assert tracer.pid == spare.pid
+        assert tracer.pid == spare.pid and _served_by_spares() == 1
         assert tracer.name() == server.name()       # a tracer's name again
         assert [c.pid for c in server.children()] == [tracer.pid]   # none during a run
     finally:
@@ -227,8 +242,9 @@ def test_a_killed_spare_is_replaced_and_the_servers_stop_ends_its_spare(server):
     spare = _ready_spare(server, other_than=spare.pid)
     r = _warm("--", "sh", "-c", "echo served")
     assert (r.returncode, r.stdout, r.stderr) == (0, "served\n", "")
-    assert _counts()[1] == 1
+    assert _counts()[1] == 1 and _served_by_spares() == 1
     spare = _ready_spare(server)
+    assert _status_line().group(6, 7) == ("ready", str(spare.pid))
     subprocess.run(appvirt_cmd("server", "stop"), capture_output=True, timeout=30)
     server.wait(timeout=15)
     assert not spare.is_running()
@@ -239,6 +255,7 @@ def test_a_server_without_spares_has_no_child_between_runs(server_without_spares
     assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
     time.sleep(0.5)
     assert server_without_spares.children() == []
+    assert _served_by_spares() == 0 and _status_line()[6] is None     # "no spare tracer"
 
 
 def test_signals_to_the_client_reach_the_program(server, client):
