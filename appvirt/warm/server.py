@@ -39,7 +39,7 @@ from .codewatch import CodeWatch
 from .spare import Spare, fork_spare
 
 POLL_SECONDS = 0.2          # how often an idle server checks its --idle
-SPARE_RETRY_SECONDS = 1.0   # after a spare died untold: no fork loop if each one dies at once
+SPARE_RETRY_SECONDS = 1.0   # after a spare died untold or could not be forked: no fork loop
 REQUEST_SECONDS = 10.0      # a client that connects and says nothing does not hold it up
 RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
 
@@ -109,6 +109,8 @@ class Server:
                 self._stop()
             if self._spare_due():
                 self.spare = fork_spare(self._leave_server, _run_handed_over)
+                if self.spare is None:              # (no fork: a process limit, say)
+                    self.next_spare = time.monotonic() + SPARE_RETRY_SECONDS
             waited = [self.wake_r] if self.stopping else [self.wake_r, self.listener]
             readable = select.select(waited, [], [], POLL_SECONDS)[0]
             if self.wake_r in readable:

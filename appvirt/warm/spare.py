@@ -38,6 +38,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # bit 0 "exclusively mapped" (bit 56). A page shared with the server is present and not
 # exclusive.
 _TOP = 7 if sys.byteorder == "little" else 0
+PAGEMAP_CHUNK = 1 << 16         # pages whose entries are read at once (512 KB of them)
 _SHARED = bytes(ord("s") if b & 0x81 == 0x80 else ord(".") for b in range(256))
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -143,10 +144,12 @@ def populate_writable() -> int:
             if len(fields) < 2 or fields[1][1:2] != b"w" or fields[1][3:4] != b"p":
                 continue
             start, end = (int(x, 16) for x in fields[0].split(b"-"))
-            for first, last in _shared_runs(pagemap, start, end):
-                if _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first),
-                                 MADV_POPULATE_WRITE) == 0:
-                    asked += last - first
+            for part in range(start, end, PAGEMAP_CHUNK * PAGE):    # (a huge reservation)
+                part_end = min(end, part + PAGEMAP_CHUNK * PAGE)
+                for first, last in _shared_runs(pagemap, part, part_end):
+                    if _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first),
+                                     MADV_POPULATE_WRITE) == 0:
+                        asked += last - first
     finally:
         os.close(pagemap)
     return asked

@@ -54,8 +54,10 @@ def test_a_populated_fork_writes_its_parents_pages_without_faulting():
     assert populated < BUFFER_PAGES * 0.05
 
 
-def test_what_is_populated_is_what_the_fork_shared():
+@pytest.mark.parametrize("chunk", [spare_mod.PAGEMAP_CHUNK, 3])   # (3: runs cut in parts)
+def test_what_is_populated_is_what_the_fork_shared(chunk):
     def shared_left() -> int:
+        spare_mod.PAGEMAP_CHUNK = chunk         # (in the fork only)
         asked = populate_writable()
         pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)
         try:
