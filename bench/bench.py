@@ -739,8 +739,10 @@ NOTES = [
     "the server's spare when it is ready (forked while no run went on, its pages already "
     "copied: `appvirt/warm/spare.py`); \"appvirt (warm without spares)\" is \"appvirt (warm)\" "
     "with a server of its own started with `APPVIRT_SPARE=0`, which forks a tracer at each "
-    "request. \"appvirt\" and \"appvirt (all virtual)\" start cold (`APPVIRT_SERVER=off`), as a "
-    "first run does.",
+    "request. The runners take turns in the order listed; by default another runner's run "
+    "comes between the two that share a server, as between a user's runs (back to back, the "
+    "second would find the spare not ready yet). \"appvirt\" and \"appvirt (all virtual)\" "
+    "start cold (`APPVIRT_SERVER=off`), as a first run does.",
     "- python-ptrace's strace.py waits for its tracees by polling each of them, sleeping up to "
     "0.5 s between rounds, whenever it follows more than one: with many processes it mostly "
     "sleeps (see its CPU use).",
@@ -797,8 +799,10 @@ def main() -> int:
     ap.add_argument("-w", "--workloads",
                     default="true,find,syscalls,python,tar,git,make,compute,threads,procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
-    ap.add_argument("--runners", default="native,seccomp floor,physical limit,appvirt,"
-                    f"{WARM},{WARM_TERMINAL},appvirt (all virtual),strace -f,proot,"
+    # (the two runners of one server apart, as a user's runs are: back to back, the second
+    # would find the server's spare tracer not ready yet)
+    ap.add_argument("--runners", default=f"native,seccomp floor,physical limit,{WARM},appvirt,"
+                    f"{WARM_TERMINAL},appvirt (all virtual),{WARM_NO_SPARE},strace -f,proot,"
                     "python-ptrace strace.py")
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds one run may take before it is killed and reported n/a")
