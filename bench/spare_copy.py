@@ -26,15 +26,10 @@ from appvirt.warm import server, spare  # noqa: E402
 def every_mapping() -> int:
     """MADV_POPULATE_WRITE of each private writable mapping whole; the bytes asked for."""
     asked = 0
-    with open("/proc/self/maps", "rb") as maps:
-        for line in maps.read().splitlines():
-            fields = line.split(maxsplit=5)
-            if fields[1][1:2] != b"w" or fields[1][3:4] != b"p":
-                continue
-            start, end = (int(x, 16) for x in fields[0].split(b"-"))
-            if spare._libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
-                                   spare.MADV_POPULATE_WRITE) == 0:
-                asked += end - start
+    for start, end in spare.private_writable_mappings():
+        if spare._libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                               spare.MADV_POPULATE_WRITE) == 0:
+            asked += end - start
     return asked
 
 

@@ -135,15 +135,9 @@ def populate_writable() -> int:
     then faults no more. Pages the server never touched are left alone (a run may never
     touch them either). The bytes asked for."""
     asked = 0
-    with open("/proc/self/maps", "rb") as maps:
-        lines = maps.read().splitlines()
     pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        for line in lines:
-            fields = line.split(maxsplit=5)
-            if len(fields) < 2 or fields[1][1:2] != b"w" or fields[1][3:4] != b"p":
-                continue
-            start, end = (int(x, 16) for x in fields[0].split(b"-"))
+        for start, end in private_writable_mappings():
             for part in range(start, end, PAGEMAP_CHUNK * PAGE):    # (a huge reservation)
                 part_end = min(end, part + PAGEMAP_CHUNK * PAGE)
                 for first, last in _shared_runs(pagemap, part, part_end):
@@ -153,6 +147,19 @@ def populate_writable() -> int:
     finally:
         os.close(pagemap)
     return asked
+
+
+def private_writable_mappings() -> list[tuple[int, int]]:
+    """This process's private writable mappings, as (start, end) addresses."""
+    with open("/proc/self/maps", "rb") as maps:
+        lines = maps.read().splitlines()
+    found = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) >= 2 and fields[1][1:2] == b"w" and fields[1][3:4] == b"p":
+            start, end = (int(x, 16) for x in fields[0].split(b"-"))
+            found.append((start, end))
+    return found
 
 
 def _shared_runs(pagemap: int, start: int, end: int) -> list[tuple[int, int]]:

@@ -61,14 +61,8 @@ def test_what_is_populated_is_what_the_fork_shared(chunk):
         asked = populate_writable()
         pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)
         try:
-            left = 0
-            with open("/proc/self/maps", "rb") as maps:
-                for line in maps:
-                    fields = line.split()
-                    if fields[1][1:2] == b"w" and fields[1][3:4] == b"p":
-                        start, end = (int(x, 16) for x in fields[0].split(b"-"))
-                        left += sum(b - a for a, b in
-                                    spare_mod._shared_runs(pagemap, start, end))
+            left = sum(b - a for start, end in spare_mod.private_writable_mappings()
+                       for a, b in spare_mod._shared_runs(pagemap, start, end))
         finally:
             os.close(pagemap)
         return asked if left == 0 else -left
