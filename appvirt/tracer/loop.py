@@ -81,7 +81,8 @@ class Stats:
 
 
 class StaleTasks(Exception):
-    """Raised out of a blocked wait when every task left has vanished without a report."""
+    """Raised out of a blocked wait when every task left has vanished without a report, or
+    when a task held for its creator's event has waited past the watchdog's look."""
 
 
 class Tracer:
@@ -102,9 +103,15 @@ class Tracer:
         # Exits seen for tasks not known yet: a new task can die (killed in its first stop)
         # before its parent's clone event arrives; that late event must not bring it back.
         self._gone_unknown: set[int] = set()
-        # Tasks adopted at their first stop whose parent's clone event has not come yet: if
-        # they die first, that event must not bring them back either.
-        self._adopted: set[int] = set()
+        # Tasks adopted at their first stop whose parent's clone event has not come yet, with
+        # the process that made them: if they die first, that event must not bring them back
+        # either.
+        self._adopted: dict[int, int] = {}
+        # Adopted tasks kept in their first stop until that event: it says what they inherit
+        # (ids, slot area, program), which nothing they do first may come before.
+        self._held: set[int] = set()
+        self._held_before: set[int] = set()     # those held at the watchdog's last look
+        self._overdue: set[int] = set()         # held since before it: to run now
         self._missing: set[int] = set()
         self._waiting = False
         self.first_error: str | None = None
@@ -149,6 +156,9 @@ class Tracer:
             except ChildProcessError:
                 break
             except StaleTasks:
+                for tid in self._overdue & self._held:
+                    self._release(tid)
+                self._overdue = set()
                 continue
             finally:
                 self._waiting = False
@@ -231,10 +241,17 @@ class Tracer:
 
     def check_stale(self) -> None:
         """Drop tasks gone from /proc (fully reaped: no report will ever come for them), so
-        that a missed report can never leave the tracer waiting for ever. Called from a
-        timer; raises StaleTasks to wake a blocked wait when nothing live is left."""
+        that a missed report can never leave the tracer waiting for ever, and lets a task
+        held for its creator's event run when that event has not come in a second or two.
+        Called from a timer; raises StaleTasks to wake a blocked wait when nothing live is
+        left or a held task is to run."""
         if not self._waiting or (self.fast is not None and self.fast.busy):
             return                  # only between stops: never in the middle of handling one
+        overdue = self._held & self._held_before
+        self._held_before = set(self._held)
+        if overdue:
+            self._overdue = overdue     # a creator's event lost (a creator not its parent died)
+            raise StaleTasks()          # they run from the loop, not from this signal handler
         gone = [t for t in self.tasks.by_tid if not os.path.exists(f"/proc/{t}")]
         if not gone:
             return
@@ -257,7 +274,10 @@ class Tracer:
             self.ctx.writebacks.sync()
         if (task is None or pid in self._adopted) and pid != self.main_pid:
             self._gone_unknown.add(pid)
-        self._adopted.discard(pid)
+        self._adopted.pop(pid, None)
+        self._held.discard(pid)
+        if task is not None and task.pid not in self.tasks.threads:
+            self._release_orphans()
         self.arena.release(pid)
         self.memory.forget(pid)
         if pid == self.main_pid:
@@ -290,6 +310,9 @@ class Tracer:
                 self._on_exec(task)
             elif event == pt.PTRACE_EVENT_STOP:
                 if not task.started:
+                    if self._adopted.get(pid) in self.tasks.threads:
+                        self._held.add(pid)     # until its creator's event (_on_clone)
+                        return
                     task.started = True
                     pt.cont(pid)
                 elif sig in STOP_SIGNALS:
@@ -302,18 +325,22 @@ class Tracer:
                 pt.cont(pid, sig)           # signal-delivery stop: deliver it
 
     def _adopt(self, pid: int) -> Task:
-        """A new thread or process whose first stop came before its parent's event."""
-        tgid = pid
+        """A new thread or process whose first stop came before its parent's event. Its
+        creator (for a thread its own process, else its parent) is taken from /proc; when
+        that is a process of the sandbox, the task waits in its first stop for the event."""
+        tgid = creator = pid
         try:
             with open(f"/proc/{pid}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"Tgid:"):
                         tgid = int(line.split()[1])
+                    elif line.startswith(b"PPid:"):
+                        creator = int(line.split()[1])
                         break
         except OSError:
             pass
         if pid != self.main_pid:
-            self._adopted.add(pid)
+            self._adopted[pid] = tgid if tgid != pid else creator
         if tgid not in self.tasks.program:      # its parent's event, which tells it, comes later
             try:
                 self.tasks.program[tgid] = os.fsdecode(os.readlink(f"/proc/{tgid}/exe"))
@@ -331,7 +358,7 @@ class Tracer:
             tgid, kind = child, ("fork" if event == pt.PTRACE_EVENT_FORK else "vfork")
         if tgid != task.pid:
             self.tasks.forking.discard(task.tid)    # its child is counted as a member now
-        self._adopted.discard(child)
+        self._adopted.pop(child, None)
         if child in self._gone_unknown:
             self._gone_unknown.discard(child)      # it already died: nothing to follow
             pt.cont(task.tid)
@@ -352,7 +379,29 @@ class Tracer:
         if self.log_events:
             self._emit({"kind": "spawn", "pid": task.pid, "tid": task.tid, "child": child,
                         "how": kind, "program": self.tasks.program.get(task.pid, "")})
+        if child in self._held:
+            self._release(child)
         pt.cont(task.tid)
+
+    def _release(self, tid: int) -> None:
+        """A task held in its first stop (_adopt) runs: what it inherits is set."""
+        self._held.discard(tid)
+        task = self.tasks.by_tid.get(tid)
+        if task is None:
+            return
+        task.started = True
+        if self.fast is not None:
+            self._serve_fast(self.fast, tid)
+        try:
+            pt.cont(tid)
+        except TraceeGone:
+            pass            # killed meanwhile: its exit report follows
+
+    def _release_orphans(self) -> None:
+        """Held tasks whose creator has no task left, killed before its clone event could
+        stop it (a fatal signal skips that stop): they run with what they have."""
+        for tid in [t for t in self._held if self._adopted.get(t) not in self.tasks.threads]:
+            self._release(tid)
 
     def _on_exec(self, task: Task) -> None:
         former = pt.geteventmsg(task.tid)

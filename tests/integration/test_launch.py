@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -146,6 +147,33 @@ def test_forks_and_threads_all_logged_and_reaped(appvirt, demo, tmp_path):
         assert int(tid) in logged_tids, who
     pids = sorted({int(w[2]) for w in seen})
     assert _descendants_alive(pids) == []
+    me = psutil.Process()
+    assert [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+_KILLED_WHILE_FORKING = """
+import os, signal, time
+for _ in range(20):
+    forker = os.fork()
+    if forker == 0:
+        while True:
+            child = os.fork()
+            if child == 0:
+                os._exit(0)
+            os.waitpid(child, 0)
+    time.sleep(0.05)
+    os.kill(forker, signal.SIGKILL)
+    os.waitpid(forker, 0)
+print("done")
+"""
+
+
+def test_processes_killed_while_they_fork_leave_no_task_waiting(appvirt, tmp_path):
+    """A child whose first stop comes before its creator's fork event waits for that event
+    (tracer/loop.py); a creator killed in fork never stops for it, and its last children
+    must run all the same: the run ends, and nothing it made is left."""
+    r = appvirt("run", "--", sys.executable, "-c", _KILLED_WHILE_FORKING, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "done\n"), r.stderr
     me = psutil.Process()
     assert [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE] == []
 

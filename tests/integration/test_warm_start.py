@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
 import re
 import select
@@ -185,6 +186,43 @@ def test_a_warm_run_changes_the_overlay_not_the_host(server, tmp_path):
     diff = subprocess.run(appvirt_cmd("overlay", "default", "diff"), capture_output=True,
                           text=True, timeout=60)
     assert str(target) in diff.stdout
+
+
+@pytest.mark.parametrize("mode", ["warm", "cold"])
+def test_a_child_acts_only_after_its_creation_is_logged_and_as_its_own_program(
+        request, home, ptrace_ok, tmp_path, client, mode):
+    """A new process's first stop can come before its parent's fork event (in a warm run
+    of the C client, which forks the program, it mostly does): the child must wait for that
+    event, which sets what it inherits, or the event would give an exec'd child its
+    parent's program back (and its ids, its slot)."""
+    if mode == "warm":
+        _ready_spare(request.getfixturevalue("server"))
+    script = (f"for i in $(seq 30); do touch {tmp_path}/f$i; done; "
+              f"touch {tmp_path}/g | cat; rm {tmp_path}/f1")
+    r = _warm("--", "sh", "-c", script, client=client,
+              env={**os.environ, "APPVIRT_SERVER": "on" if mode == "warm" else "off"})
+    assert r.returncode == 0, r.stderr
+    if mode == "warm":
+        assert _served_by_spares() == 1
+    log = home / "apps" / "default" / "logs" / "intercept.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    spawned = {records[0]["pid"]}            # the program's first process, exec'd at once
+    program: dict[int, str] = {}
+    changes = 0
+    for rec in records:
+        if rec["kind"] == "spawn":
+            spawned.add(rec["child"])
+        elif rec["kind"] == "exec":
+            assert rec["pid"] in spawned, rec
+            program[rec["pid"]] = rec["program"]
+        elif rec["kind"] == "syscall":
+            assert rec["pid"] in spawned, rec
+            assert rec["program"] == program[rec["pid"]], rec
+            changes += 1
+    assert {Path(p).name for p in program.values()} == {
+        "cat", Path("/bin/sh").resolve().name, "rm", "seq", "touch"}
+    assert changes == 31 * 2 + 1        # 31 creations and their times, and a removal
+    assert not (tmp_path / "g").exists()
 
 
 def test_the_client_dies_the_way_the_run_ended(server, client):
