@@ -99,6 +99,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
 {
     struct __ptrace_syscall_info info;
     int have_info = 0;
+    self->regs_tid = 0;
     if (self->n_handovers > 0 && handover_stop(self, tid, status, &info, &have_info) == ANSWERED)
         return ANSWERED;
     if (self->n_listed > 0)          /* (notes only: no record, no time) */
@@ -149,8 +150,7 @@ static int try_stop(Engine *self, pid_t tid, int status)
     if ((status >> 8) != (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))
             || (served != SERVED && served != READS))
         return FALLBACK;
-    if ((!have_info && ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0) ||
-            info.op != PTRACE_SYSCALL_INFO_SECCOMP)
+    if ((!have_info && !stop_call(self, tid, &info)) || info.op != PTRACE_SYSCALL_INFO_SECCOMP)
         return FALLBACK;
     int rc = answer_call(self, tid, slot, served, &info);
     if (rc == ANSWERED)

@@ -198,6 +198,8 @@ typedef struct {
     pid_t held_pid;                  /* a stop not handed over yet (learn raised) */
     int held_status;
     struct timespec t0;              /* when the current stop was reported */
+    struct user_regs_struct regs;    /* the current seccomp stop's registers (stop_call) */
+    pid_t regs_tid;                  /* ... whose they are (0: none read at this stop) */
     /* The intercept log (see _fastpath_log.c). */
     int log_fd;                      /* -1: the engine's calls are not logged */
     PyObject *log_ring;              /* a LogRing its records go through (NULL: write(2)) */
@@ -248,6 +250,7 @@ int write_mem(pid_t tid, unsigned long long addr, const void *data, size_t len);
 void emulate(Engine *self, pid_t tid, long result);
 void let_run(Engine *self, pid_t tid);
 void deliver(pid_t tid, int sig);
+int stop_call(Engine *self, pid_t tid, struct __ptrace_syscall_info *info);
 Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
                    struct user_regs_struct *regs);
 void run_held(Pending *p, pid_t tid, const struct user_regs_struct *regs);

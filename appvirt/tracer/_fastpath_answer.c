@@ -49,15 +49,41 @@ void deliver(pid_t tid, int sig)
     ptrace(PTRACE_CONT, tid, 0, (void *)(long)sig);
 }
 
+/* At a seccomp stop of tid, its call as PTRACE_GET_SYSCALL_INFO gives it, read from its
+ * registers (PTRACE_GETREGS), which hold_call then takes from self->regs: one request where
+ * an open's stop made two. The filter stops x86-64 calls only (seccomp.py: any other
+ * architecture kills), so that is the call's. 1, or 0 when tid is gone. */
+int stop_call(Engine *self, pid_t tid, struct __ptrace_syscall_info *info)
+{
+    self->regs_tid = 0;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &self->regs) < 0)
+        return 0;
+    self->regs_tid = tid;
+    const struct user_regs_struct *r = &self->regs;
+    memset(info, 0, sizeof *info);
+    info->op = PTRACE_SYSCALL_INFO_SECCOMP;
+    info->arch = AUDIT_ARCH_X86_64_;
+    info->instruction_pointer = r->rip;
+    info->stack_pointer = r->rsp;
+    info->seccomp.nr = r->orig_rax;
+    uint64_t *a = info->seccomp.args;
+    a[0] = r->rdi; a[1] = r->rsi; a[2] = r->rdx; a[3] = r->r10; a[4] = r->r8; a[5] = r->r9;
+    return 1;
+}
+
 /* The program's call (nr, and the four argument registers a rewrite may change) kept in its
  * slot's Pending, to be given back at the exit stop (give_back); *regs the registers to
- * rewrite. NULL: the thread is gone (its exit report follows). */
+ * rewrite (those stop_call read at this stop, when it did). NULL: the thread is gone (its
+ * exit report follows). */
 Pending *hold_call(Engine *self, pid_t tid, int slot, unsigned long long nr,
                    struct user_regs_struct *regs)
 {
     Pending *p = &self->pending[slot];
-    if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
+    if (self->regs_tid == tid)
+        *regs = self->regs;
+    else if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
         return NULL;
+    self->regs_tid = 0;
     if (p->token)                    /* a thread gone with its open in flight */
         settle_gone(self, p, p->tid);
     clear_pending(p);

@@ -91,7 +91,7 @@ int settle_own(Engine *self, pid_t tid, int slot, int status,
     Pending *p = &self->pending[slot];
     long result = 0;
     if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))) {
-        *have_info = ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof *info, info) > 0;
+        *have_info = stop_call(self, tid, info);
         unsigned long long at = self->slot_base + (unsigned long long)slot * self->slot_size;
         const uint64_t *a = info->seccomp.args;
         if (*have_info && info->op == PTRACE_SYSCALL_INFO_SECCOMP
