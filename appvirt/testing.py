@@ -49,6 +49,7 @@ class FakeContext:
     memory: dict[int, bytes] = field(default_factory=dict)    # address -> bytes there
     shared_fds: bool = False
     groups: dict[int, tuple[list[int], bool]] = field(default_factory=dict)
+    umask_calls: set[int] = field(default_factory=set)        # threads in a umask call
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         for base, data in self.memory.items():
@@ -231,6 +232,9 @@ class FakeContext:
 
     def umask(self, tid: int) -> int:
         return 0o022
+
+    def umask_changing(self, tid: int, running: bool) -> None:
+        (self.umask_calls.add if running else self.umask_calls.discard)(tid)
 
     def host_resolves_alike(self, stop: Stop, path: bytes, guest: bytes) -> bool:
         base = self.cwd if not path.startswith(b"/") else b"/"

@@ -138,6 +138,10 @@ class Context(Protocol):
     def umask(self, tid: int) -> int:
         """tid's file mode creation mask."""
 
+    def umask_changing(self, tid: int, running: bool) -> None:
+        """tid's umask call starts (running) or has ended: a umask kept for any process may
+        be stale (threads, and processes made with CLONE_FS, share theirs)."""
+
     def reserve_process(self, tid: int, limit: int) -> bool:
         """Whether tid may create one more process with `limit` processes at most (the
         sandbox's live thread groups plus the creations in flight); if so, count it as in

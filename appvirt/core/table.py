@@ -155,7 +155,7 @@ pread64 pwrite64 readv writev pipe sched_yield msync mincore mprotect
 pkey_mprotect pkey_alloc pkey_free mlock munlock mlockall munlockall mlock2 mbind set_mempolicy
 get_mempolicy set_mempolicy_home_node membarrier mseal map_shadow_stack
 dup dup2 dup3 pipe2 fstatfs fgetxattr flistxattr ustat sysfs ftruncate fallocate fsync fdatasync sync syncfs sync_file_range
-readahead fadvise64 flock fchdir umask close_range
+readahead fadvise64 flock fchdir close_range
 sendfile splice tee vmsplice copy_file_range preadv pwritev preadv2 pwritev2
 socketpair setsockopt getsockopt getsockname shutdown recvfrom recvmsg recvmmsg
 accept accept4

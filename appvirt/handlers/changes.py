@@ -16,7 +16,8 @@ import stat as statmod
 import struct
 from collections.abc import Callable
 
-from ..core.action import Action, Allow, Decision, Deny, Emulate, Note, Rewrite
+from ..core.action import (Action, Allow, Decision, Deny, Emulate, ExitResult, Note,
+                           Rewrite)
 from ..core.context import Context
 from ..core.stop import Stop
 from ..errors import GuestErrno
@@ -105,6 +106,17 @@ def kernel_write(op: Operand) -> Callable[[Stop, Context], Action]:
                                               host_path=host), decision=Decision.REDIRECTED)
     handler.__doc__ = "Decide the path; the kernel changes the upper copy."
     return handler
+
+
+def sys_umask(stop: Stop, ctx: Context) -> Action:
+    """umask(2) runs as natively; while it does, the tracer keeps no process's umask, and the
+    ones it kept are forgotten before and after (Context.umask_changing)."""
+    ctx.umask_changing(stop.tid, True)
+
+    def done(_stop: Stop, _rv: int) -> ExitResult:
+        ctx.umask_changing(stop.tid, False)
+        return ExitResult()
+    return Allow(on_exit=done)
 
 
 def _umasked(stop: Stop, ctx: Context, mode: int) -> int:

@@ -69,6 +69,7 @@ HANDLERS = {
     "fanotify_mark": kernel_read(Operand(4, 3, R, not_flag(1, FAN_MARK_DONT_FOLLOW),
                                          null_means_fd=True)),
     # changes made by the tracer through the overlay
+    "umask": ch.sys_umask,
     "mkdir": emulated(making(plain(0, C, False), MAKES_DIR), do=ch.mkdir_do(1)),
     "mkdirat": emulated(making(at(0, 1, C, None, **_NF), MAKES_DIR), do=ch.mkdir_do(2)),
     "mknod": emulated(making(plain(0, C, False), MAKES), do=ch.mknod_do(1, 2),

@@ -112,6 +112,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     _e("setxattrat", (1,)),
     _e("removexattrat", (1,)),
     _e("file_setattr", (1,)),
+    SyscallEntry("umask", OpClass.FILE, _FILES, needs_exit=True, enabled=_layered,
+                 note="runs natively; the umasks the tracer keeps for the directories it "
+                      "makes are forgotten"),
     SyscallEntry("execve", OpClass.PROCESS, _EXECS, path_args=(0,), needs_exit=True,
                  note="path decided; exec logged with argv; upper-layer programs by host path"),
     SyscallEntry("execveat", OpClass.PROCESS, _EXECS, path_args=(1,), needs_exit=True,

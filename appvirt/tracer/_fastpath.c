@@ -383,10 +383,26 @@ static PyObject *Engine_forget(Engine *self, PyObject *args)
     int slot = slot_of(self, tid);
     if (slot >= 0 && self->pending[slot].tid == tid)
         settle_gone(self, &self->pending[slot], tid);
-    if (tid > 0 && tid < self->tids)
+    if (tid > 0 && tid < self->tids) {
         self->slot_of[tid] = self->eligible[tid] = UNSERVED;
+        self->umasks[tid] = 0;       /* (its pid may be a new process's next) */
+    }
     fds_forget_thread(self, tid);
     drop_handover(self, tid);
+    Py_RETURN_NONE;
+}
+
+/* forget_umasks(keep): a umask call started or ended; keep: none runs now. */
+static PyObject *Engine_forget_umasks(Engine *self, PyObject *args)
+{
+    int keep;
+    if (!PyArg_ParseTuple(args, "p", &keep))
+        return NULL;
+    self->keep_umasks = keep;
+    if (++self->umask_epoch >= UMASK_EPOCHS) {  /* (after a million calls: once a while) */
+        memset(self->umasks, 0, (size_t)self->tids * sizeof(uint32_t));
+        self->umask_epoch = 1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -566,13 +582,18 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->tids = pid_max + 1;
     self->slot_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
     self->pid_of = PyMem_Calloc((size_t)self->tids, sizeof(int32_t));
+    PyMem_Free(self->umasks);        /* (__init__ called again) */
+    self->umasks = PyMem_Calloc((size_t)self->tids, sizeof(uint32_t));
+    self->umask_epoch = 1;
+    self->keep_umasks = 1;
     self->eligible = PyMem_Calloc((size_t)self->tids, 1);
     self->pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
     self->listed = PyMem_Calloc((size_t)slots, sizeof(int32_t));
     self->tramp_written = PyMem_Calloc((size_t)slots, 1);
     fds_free(self->fds);             /* (__init__ called again) */
     self->fds = fds_new();
-    if (self->slot_of == NULL || self->pid_of == NULL || self->eligible == NULL
+    if (self->slot_of == NULL || self->pid_of == NULL || self->umasks == NULL
+            || self->eligible == NULL
             || self->pending == NULL || self->listed == NULL || self->tramp_written == NULL
             || self->fds == NULL) {
         PyErr_NoMemory();
@@ -637,6 +658,7 @@ static void Engine_dealloc(Engine *self)
             Py_CLEAR(self->pending[i].created);
     PyMem_Free(self->slot_of);
     PyMem_Free(self->pid_of);
+    PyMem_Free(self->umasks);
     PyMem_Free(self->eligible);
     PyMem_Free(self->handovers);
     notify_stop(self);
@@ -656,6 +678,9 @@ static PyMethodDef Engine_methods[] = {
     {"disable", (PyCFunction)Engine_disable, METH_VARARGS,
      "disable(tid): its stops go to Python (an open in flight still finishes here)."},
     {"forget", (PyCFunction)Engine_forget, METH_VARARGS, "forget(tid): it is gone."},
+    {"forget_umasks", (PyCFunction)Engine_forget_umasks, METH_VARARGS,
+     "forget_umasks(keep): the processes' umasks kept may be stale (a umask call started or "
+     "ended); keep: no umask call runs, so those read may be kept."},
     {"stub", (PyCFunction)Engine_stub, METH_VARARGS,
      "stub(tid): it runs the slot stub (inject.py): the seccomp stops of its calls are "
      "resumed here until Python serves it again (a thread with a slot)."},

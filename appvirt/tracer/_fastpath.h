@@ -26,6 +26,8 @@
 #define NAME_MAX_ 255
 #define RULE_MAX 512                   /* a rule's JSON text, longer ones go to Python */
 #define AUDIT_ARCH_X86_64_ 0xC000003E
+#define UMASK_EPOCH_SHIFT 12             /* Engine.umasks: epoch << 12 | mask */
+#define UMASK_EPOCHS (1u << 20)
 #define SYSCALL_TRAP (SIGTRAP | 0x80)
 #define AT_FDCWD_ (-100)
 #define AT_SYMLINK_NOFOLLOW_ 0x100
@@ -179,6 +181,9 @@ typedef struct {
     int nr_clock_gettime, nr_gettimeofday, nr_time;
     int32_t *slot_of;                /* tid -> its slot index + 1; 0: none known */
     int32_t *pid_of;                 /* tid -> its process (for the log) */
+    uint32_t *umasks;                /* process -> its umask kept (umask_of), with its epoch */
+    uint32_t umask_epoch;            /* ... a kept one is current: forget_umasks ends them */
+    int keep_umasks;                 /* no umask call runs: a umask read may be kept */
     uint8_t *eligible;               /* tid -> SERVED: its calls may be answered here; STUB: */
                                      /* its slot stub's calls are resumed here (inject.py) */
     Py_ssize_t tids;

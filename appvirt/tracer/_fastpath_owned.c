@@ -53,9 +53,16 @@ static int pin_object(const Operand *op)
     return fd;
 }
 
-/* The thread's umask, as TracerContext.umask reads it (022 when it cannot be read). */
-static unsigned umask_of(pid_t tid)
+/* The thread's umask, as TracerContext.umask reads it (022 when it cannot be read): its
+ * process's kept, read from /proc once (a read costs 20 µs; git makes hundreds of
+ * directories). Only umask(2) changes it, which stops (changes.sys_umask): while one runs,
+ * none is kept; at its start and end every kept one is forgotten (forget_umasks). */
+static unsigned umask_of(Engine *self, pid_t tid)
 {
+    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    uint32_t kept = pid < self->tids ? self->umasks[pid] : 0;
+    if (kept >> UMASK_EPOCH_SHIFT == self->umask_epoch)
+        return kept & 0777;
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/status", tid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -67,7 +74,12 @@ static unsigned umask_of(pid_t tid)
         return 022;
     buf[n] = 0;
     const char *at = strstr(buf, "\nUmask:");
-    return at != NULL ? (unsigned)strtoul(at + 7, NULL, 8) & 0777 : 022;
+    if (at == NULL)
+        return 022;
+    unsigned mask = (unsigned)strtoul(at + 7, NULL, 8) & 0777;
+    if (self->keep_umasks && pid < self->tids)
+        self->umasks[pid] = self->umask_epoch << UMASK_EPOCH_SHIFT | mask;
+    return mask;
 }
 
 /* mkdir as Overlay.mkdir makes it: a directory under a temporary name, its mode (the
@@ -80,7 +92,7 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
         return -1;
     char tmp[64];
     snprintf(tmp, sizeof tmp, TMP_PREFIX "%d.c%llu", (int)getpid(), ++self->tmp_names);
-    unsigned perm = (unsigned)(mode & ~(unsigned long long)umask_of(tid) & 01777);
+    unsigned perm = (unsigned)(mode & ~(unsigned long long)umask_of(self, tid) & 01777);
     struct stat parent;
     if (fstat(dfd, &parent) == 0 && parent.st_mode & S_ISGID)
         perm |= S_ISGID;

@@ -55,6 +55,10 @@ class TracerContext:
         # /proc/sys files, folded into the store at sync points; the /proc/sys files.
         self.writebacks: WriteBacks | None = None
         self.sysctl: SysctlFiles | None = None
+        # umask calls running (their threads), and how many started or ended: the compiled
+        # loop keeps processes' umasks while none runs, forgetting them at each (fastpath.py).
+        self.umask_calls: set[int] = set()
+        self.umask_changes = 0
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
         return self.memory.read(tid, addr, size)
@@ -251,6 +255,10 @@ class TracerContext:
         except (OSError, ValueError):
             pass
         return 0o022
+
+    def umask_changing(self, tid: int, running: bool) -> None:
+        (self.umask_calls.add if running else self.umask_calls.discard)(tid)
+        self.umask_changes += 1
 
     def set_clock(self, realtime_ns: int) -> None:
         assert self.clock is not None

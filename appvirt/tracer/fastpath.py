@@ -168,6 +168,8 @@ class FastPath:
         self.busy = False                 # Python code runs in the middle of a stop
         # The virtual clock the engine answers the time calls from (None: the host's).
         self._clock = tracer.ctx.clock if tracer is not None else None
+        self._ctx = tracer.ctx if tracer is not None else None
+        self._umask_changes = 0
         log = tracer.log if tracer is not None else None
         logs = log is not None and Decision.REDIRECTED in tracer.logged   # type: ignore[union-attr]
         # Log level all: reads are logged too (Decision.ALLOWED), with their directory's rule.
@@ -398,7 +400,8 @@ class FastPath:
     def fresh(self) -> None:
         """Forget what was decided around each path the overlay's index changed at since
         (every decision when it cannot tell), and whether stat answers need recorded owners
-        patched in."""
+        patched in; the engine's kept umasks when a umask call started or ended since (it
+        keeps none while one runs)."""
         v = self._index.version
         if v != self._version:
             self._version = v
@@ -411,6 +414,10 @@ class FastPath:
             self.engine.forget_dirs()       # the directories it held open with them
         self.engine.stat_ok = not self._meta
         self._clock_to_engine()
+        ctx = self._ctx
+        if ctx is not None and ctx.umask_changes != self._umask_changes:
+            self._umask_changes = ctx.umask_changes     # a umask call started or ended
+            self.engine.forget_umasks(not ctx.umask_calls)
 
     def _forget_around(self, changed: list[bytes]) -> None:
         """Forget the decisions an upper-layer change at each of these guest paths can touch:

@@ -270,6 +270,8 @@ class Tracer:
         task = self.tasks.remove(pid)
         if self.ctx.identity is not None:
             self.ctx.identity.gone(pid)
+        if pid in self.ctx.umask_calls:         # killed in its umask call: no exit stop
+            self.ctx.umask_changing(pid, False)
         if self.ctx.writebacks:         # what it wrote to store files is complete now
             self.ctx.writebacks.sync()
         if (task is None or pid in self._adopted) and pid != self.main_pid:

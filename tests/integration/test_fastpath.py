@@ -2183,3 +2183,57 @@ def test_time_calls_of_a_virtual_clock_match_the_python_loop(appvirt, home, tmp_
         got = re.search(rf"\b{call} (\d+)", done.group(1))
         assert got and int(got.group(1)) >= least, (call, done.group(1))
     assert _records(home, "clockfast") == _records(home, "clockslow")
+
+
+UMASKS = r"""
+import os, sys, threading
+d = os.path.join(sys.argv[1], "made")
+os.mkdir(d)                                      # an owned directory: mkdir there is C's
+def made(name, mode=0o777):
+    os.mkdir(os.path.join(d, name), mode)
+    print(name, oct(os.stat(os.path.join(d, name)).st_mode & 0o7777))
+for name, mask in (("a", 0o077), ("b", 0o022), ("c", 0o000), ("d", 0o027)):
+    os.umask(mask)
+    made(name)
+    made(name + "2", 0o751)
+pid = os.fork()
+if pid == 0:                                     # the child's umask is its own
+    made("child-inherited")
+    os.umask(0o007)
+    made("child-own")
+    os._exit(0)
+os.waitpid(pid, 0)
+made("parent-after-child")
+t = threading.Thread(target=os.umask, args=(0o070,))   # a thread's umask is its process's
+t.start()
+t.join()
+made("after-thread")
+os.umask(0o022)
+os.mkdir(os.path.join(d, "at"))
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+os.umask(0o066)
+os.mkdir("at2", dir_fd=fd)
+print("at2", oct(os.stat("at2", dir_fd=fd).st_mode & 0o7777))
+"""
+
+
+def test_directories_made_get_the_umask_in_force_when_made(appvirt, home, tmp_path):
+    """mkdir in an owned directory, made by the compiled loop, applies the program's umask
+    of the moment (the engine keeps each process's, and forgets them all at each umask
+    call): after each umask call, in a forked child and its parent, after a thread's: the
+    modes native rules give, as the Python loop makes them."""
+    top = tmp_path / "top"
+    top.mkdir()
+    fast, slow = _both_loops(appvirt, UMASKS, top, "umask")
+    modes = dict(line.split() for line in fast.stdout.splitlines())
+    assert modes == {"a": "0o700", "a2": "0o700", "b": "0o755", "b2": "0o751", "c": "0o777",
+                     "c2": "0o751", "d": "0o750", "d2": "0o750",
+                     "child-inherited": "0o750", "child-own": "0o770",
+                     "parent-after-child": "0o750", "after-thread": "0o707", "at2": "0o711"}
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr)
+    assert done and re.search(r"\bmkdir(at)? (\d+)", done.group(1)), fast.stderr
+    made = [[r for r in _records(home, app) if "/made" in r.get("path", "")]
+            for app in ("umaskfast", "umaskslow")]
+    assert len(made[0]) >= 16 and made[0] == made[1]
+    assert _same_tree(home, "umaskfast", "umaskslow")
+    assert not (top / "made").exists()
