@@ -233,6 +233,12 @@ typedef struct {
     unsigned long long notified, handed_over, handover_stops;
 } Engine;
 
+/* tid's process, as Python told the engine (Engine.enable); tid itself when unknown. */
+static inline pid_t process_of(const Engine *self, pid_t tid)
+{
+    return tid > 0 && tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+}
+
 /* Slot's trampoline (trampoline.py): its address in tracees, its bytes in the tracer's view
  * of the area, and its data there. */
 static inline unsigned long long tramp_at(const Engine *self, int slot)

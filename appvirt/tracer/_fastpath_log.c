@@ -331,12 +331,6 @@ int logged(Engine *self, int nr)
     return self->specs[nr] != NULL;
 }
 
-/* tid's process, as Python told the engine (Engine.enable); tid itself when unknown. */
-static int process_of(Engine *self, pid_t tid)
-{
-    return tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
-}
-
 static double micros_since(const struct timespec *t0)
 {
     struct timespec now;

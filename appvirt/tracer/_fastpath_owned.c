@@ -59,7 +59,7 @@ static int pin_object(const Operand *op)
  * none is kept; at its start and end every kept one is forgotten (forget_umasks). */
 static unsigned umask_of(Engine *self, pid_t tid)
 {
-    int pid = tid < self->tids && self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+    pid_t pid = process_of(self, tid);
     uint32_t kept = pid < self->tids ? self->umasks[pid] : 0;
     if (kept >> UMASK_EPOCH_SHIFT == self->umask_epoch)
         return kept & 0777;
@@ -347,7 +347,7 @@ static long proc_fd(Engine *self, pid_t tid, const char *path, pid_t *whose)
     const char *n;
     if (strncmp(path, self_fd, sizeof self_fd - 1) == 0) {
         n = path + sizeof self_fd - 1;
-        *whose = self->pid_of[tid] > 0 ? self->pid_of[tid] : tid;
+        *whose = process_of(self, tid);
     } else if (strncmp(path, thread_fd, sizeof thread_fd - 1) == 0) {
         n = path + sizeof thread_fd - 1;
         *whose = tid;
