@@ -257,9 +257,11 @@ void close_forgotten(Engine *self)
 }
 
 /* The fd of decided directory `key`, whose host path is host: held, or opened now; -1 when
- * it cannot be opened (absent, not a directory, no fd left: the walk of the path does). */
-static int dir_fd(Engine *self, PyObject *key, const char *host)
+ * it cannot be opened (absent, not a directory, no fd left: the walk of the path does), and
+ * *err then the open's errno (0: it failed otherwise). */
+static int dir_fd(Engine *self, PyObject *key, const char *host, int *err)
 {
+    *err = 0;
     PyObject *v = PyDict_GetItemWithError(self->dirfds, key);  /* borrowed */
     if (v != NULL)
         return (int)PyLong_AsLong(v);
@@ -268,8 +270,10 @@ static int dir_fd(Engine *self, PyObject *key, const char *host)
         return -1;
     }
     long fd = openat2_(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        *err = errno;
         return -1;
+    }
     if (PyDict_GET_SIZE(self->dirfds) >= DIRFDS_MAX)
         forget_dirs(self);
     PyObject *n = PyLong_FromLong(fd);
@@ -337,8 +341,10 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
              Operand *info)
 {
     int kind = NEITHER;
-    if (info != NULL)
+    if (info != NULL) {
         info->dfd = info->lower_dfd = -1;
+        info->dfd_errno = 0;
+    }
     PyObject *key = PyBytes_FromStringAndSize(dir, len);
     if (key == NULL)
         return -1;
@@ -382,14 +388,15 @@ int dir_kind(Engine *self, const char *dir, Py_ssize_t len, char *host, Py_ssize
     }
     Py_DECREF(v);
     if (info != NULL && (kind == PLAIN || kind == OWNED || kind == NAMES || kind == MERGED))
-        info->dfd = dir_fd(self, key, host);
+        info->dfd = dir_fd(self, key, host, &info->dfd_errno);
     if (info != NULL && kind == MERGED) {
         /* The host's directory is held too, under a key no path is (it starts with NUL). */
         PyObject *lower_key = PyBytes_FromStringAndSize(NULL, len + 1);
         if (lower_key != NULL) {
             PyBytes_AS_STRING(lower_key)[0] = 0;
             memcpy(PyBytes_AS_STRING(lower_key) + 1, dir, (size_t)len);
-            info->lower_dfd = dir_fd(self, lower_key, dir);
+            int err;
+            info->lower_dfd = dir_fd(self, lower_key, dir, &err);
             Py_DECREF(lower_key);
         } else {
             PyErr_Clear();
@@ -543,6 +550,7 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
 {
     const char *name;
     op->dfd = -1;
+    op->dfd_errno = 0;
     if (split_path(self, self->upper, self->upper_len, tid, dirfd, path, len, op->guest,
                    &op->guest_dir, &name, fails) < 0)
         return -1;
@@ -624,6 +632,11 @@ static int lookup(Operand *op, struct stat *st, int *parent_ok)
         *parent_ok = errno == ENOENT;
         return errno == ENOENT ? -ENOENT : 1;
     }
+    /* Its directory could not be opened a moment ago, as missing or no directory: the
+     * whole path fails at that same step (a walk of the path and one of the directory, for a
+     * run's many looks into absent directories: ld.so's hwcaps, a locale's aliases) */
+    if (op->dfd_errno == ENOENT || op->dfd_errno == ENOTDIR)
+        return -op->dfd_errno;
     const char *full = op->host;
     Py_ssize_t dir_len = op->host_dir;
     long fd = openat2_(full, O_PATH | O_NOFOLLOW | O_CLOEXEC);

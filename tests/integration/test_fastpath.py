@@ -2237,3 +2237,77 @@ def test_directories_made_get_the_umask_in_force_when_made(appvirt, home, tmp_pa
     assert len(made[0]) >= 16 and made[0] == made[1]
     assert _same_tree(home, "umaskfast", "umaskslow")
     assert not (top / "made").exists()
+
+
+ABSENT_DIRS = r"""
+import os, sys, time
+top = sys.argv[1]
+fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+calls = (("stat", lambda p: os.stat(p)), ("lstat", lambda p: os.lstat(p)),
+         ("open", lambda p: os.close(os.open(p, os.O_RDONLY))),
+         ("create", lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))),
+         ("at", lambda p: os.stat(os.path.relpath(p, top), dir_fd=fd)),
+         ("access", lambda p: os.access(p, os.F_OK) or os.stat(p)))
+for rel in ("absent/x", "absent/deeper/x", "file.txt/x", "file.txt/deeper/x", "dir/absent/x",
+            "dir/x", "link-to-dir/x"):
+    for what, call in calls:
+        try:
+            call(os.path.join(top, rel))
+            print(what, rel, "ok")
+        except OSError as e:
+            print(what, rel, "errno", e.errno)
+if len(sys.argv) > 2:               # the host makes "later" once it reads this line
+    print("waiting", flush=True)
+    misses, end = 0, time.monotonic() + 30
+    while time.monotonic() < end:
+        try:
+            os.stat(os.path.join(top, "later", "x"))
+            break
+        except FileNotFoundError:
+            misses += 1
+            time.sleep(0.005)
+    print("found later/x after", "some" if misses else "no", "misses")
+"""
+
+
+def test_names_in_absent_directories_fail_as_natively_until_the_host_makes_them(
+        appvirt, tmp_path):
+    """Opens, creations and stats of names in plain directories that are not there, or are
+    files (the compiled loop answers these from the failed open of the directory alone): the
+    same errors as natively, and a directory the host makes while the program runs is seen at
+    its next look (nothing remembers a directory as absent)."""
+    top = tmp_path / "top"
+    (top / "dir").mkdir(parents=True)
+    (top / "dir" / "x").write_text("x\n")
+    (top / "file.txt").write_text("file\n")
+    (top / "link-to-dir").symlink_to("dir")
+    native = subprocess.run([PYTHON, "-c", ABSENT_DIRS, str(top)], capture_output=True,
+                            text=True, timeout=60)
+    assert native.returncode == 0, native.stderr
+    assert "create absent/x errno 2" in native.stdout      # (so natively nothing was made)
+    assert "open file.txt/deeper/x errno 20" in native.stdout
+    before = tree_digest(top)
+    proc = subprocess.Popen(appvirt_cmd("run", "--stats", "--", PYTHON, "-c", ABSENT_DIRS,
+                                        str(top), "then-later"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "APPVIRT_FASTPATH": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            if line == "waiting\n":
+                break
+            lines.append(line)
+        assert "".join(lines) == native.stdout
+        assert tree_digest(top) == before
+        (top / "later").mkdir()
+        (top / "later" / "x").write_text("made by the host\n")
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert rest == "found later/x after some misses\n"
+    done = re.search(r"answered by the compiled loop: (.*)", err)
+    assert done and re.search(r"\bopenat \d+", done.group(1)), err
+    assert sorted(os.listdir(top)) == ["dir", "file.txt", "later", "link-to-dir"]
+    assert (top / "dir" / "x").read_text() == "x\n"
