@@ -91,6 +91,16 @@ def host_tree(tmp_path) -> Path:
     return top
 
 
+def _lines_until(stream, marker: str) -> str:
+    """What a running program printed before its line `marker` (all it printed, if none)."""
+    lines = []
+    for line in stream:
+        if line == marker + "\n":
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
 def _compiled(stderr: str) -> int:
     return int(re.search(r"(\d+) answered by the compiled loop", stderr).group(1))
 
@@ -1620,11 +1630,7 @@ def test_stats_of_upper_directories_match_the_python_loop(home, ptrace_ok, tmp_p
                              stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "APPVIRT_FASTPATH": flag})
         try:
-            first = []
-            for line in p.stdout:
-                if line == "ready\n":
-                    break
-                first.append(line)
+            first = _lines_until(p.stdout, "ready")
             (top / "a" / "b" / "hostnew").mkdir()
             out, err = p.communicate("go\n", timeout=60)
         finally:
@@ -1632,7 +1638,7 @@ def test_stats_of_upper_directories_match_the_python_loop(home, ptrace_ok, tmp_p
         (top / "a" / "b" / "hostnew").rmdir()
         os.utime(top / "a" / "b", ns=(b_times.st_atime_ns, b_times.st_mtime_ns))
         assert p.returncode == 0, err
-        runs[flag] = ("".join(first) + out, err)
+        runs[flag] = (first + out, err)
     (fast, fast_err), (slow, _) = runs["1"], runs["0"]
     assert fast == slow
     for tag, b_links in (("host", 3), ("made", 4), ("sub", 4), ("made2", 5), ("removed", 4),
@@ -2256,17 +2262,17 @@ for rel in ("absent/x", "absent/deeper/x", "file.txt/x", "file.txt/deeper/x", "d
             print(what, rel, "ok")
         except OSError as e:
             print(what, rel, "errno", e.errno)
-if len(sys.argv) > 2:               # the host makes "later" once it reads this line
-    print("waiting", flush=True)
-    misses, end = 0, time.monotonic() + 30
-    while time.monotonic() < end:
+if len(sys.argv) > 2:
+    found, misses, end = False, 0, time.monotonic() + 30
+    while not found and time.monotonic() < end:
         try:
-            os.stat(os.path.join(top, "later", "x"))
-            break
+            found = bool(os.stat(os.path.join(top, "later", "x")))
         except FileNotFoundError:
             misses += 1
+            if misses == 1:         # the host makes "later" once it reads this line
+                print("waiting", flush=True)
             time.sleep(0.005)
-    print("found later/x after", "some" if misses else "no", "misses")
+    print("later/x", "found" if found else "never found", "after a miss" if misses else "at once")
 """
 
 
@@ -2292,12 +2298,7 @@ def test_names_in_absent_directories_fail_as_natively_until_the_host_makes_them(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "APPVIRT_FASTPATH": "1"})
     try:
-        lines = []
-        for line in proc.stdout:
-            if line == "waiting\n":
-                break
-            lines.append(line)
-        assert "".join(lines) == native.stdout
+        assert _lines_until(proc.stdout, "waiting") == native.stdout
         assert tree_digest(top) == before
         (top / "later").mkdir()
         (top / "later" / "x").write_text("made by the host\n")
@@ -2306,7 +2307,7 @@ def test_names_in_absent_directories_fail_as_natively_until_the_host_makes_them(
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    assert rest == "found later/x after some misses\n"
+    assert rest == "later/x found after a miss\n"
     done = re.search(r"answered by the compiled loop: (.*)", err)
     assert done and re.search(r"\bopenat \d+", done.group(1)), err
     assert sorted(os.listdir(top)) == ["dir", "file.txt", "later", "link-to-dir"]
