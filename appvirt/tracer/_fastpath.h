@@ -100,7 +100,7 @@ typedef struct {
     unsigned long long dotdot;                /* and the view's inode of its parent */
     int dir_there;                            /* find_object: the directory exists */
     int dfd;                                  /* its directory held open (dirfds), or -1 */
-    int dfd_errno;                            /* -1: why its open failed (ENOENT ...), or 0 */
+    int dfd_errno;                            /* dfd -1: its open's errno (ENOENT ...), or 0 */
     int lower_dfd;                            /* MERGED: the host's directory held open */
     int upper_obj;                            /* MERGED: the name is the upper directory's */
                                               /* (found: it has it; missing: whited out if 0) */

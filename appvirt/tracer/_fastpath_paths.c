@@ -632,9 +632,9 @@ static int lookup(Operand *op, struct stat *st, int *parent_ok)
         *parent_ok = errno == ENOENT;
         return errno == ENOENT ? -ENOENT : 1;
     }
-    /* Its directory could not be opened a moment ago, as missing or no directory: the
-     * whole path fails at that same step (a walk of the path and one of the directory, for a
-     * run's many looks into absent directories: ld.so's hwcaps, a locale's aliases) */
+    /* Its directory could not be opened a moment ago, missing or no directory: the path
+     * fails at that same step, with no walk of the path and another of its directory below
+     * (programs look into absent directories often: ld.so's hwcaps, a locale's aliases) */
     if (op->dfd_errno == ENOENT || op->dfd_errno == ENOTDIR)
         return -op->dfd_errno;
     const char *full = op->host;
