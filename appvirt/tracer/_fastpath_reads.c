@@ -100,8 +100,9 @@ int do_readlink(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     return ANSWERED;
 }
 
-/* getcwd: the working directory's guest path, when it is a plain or an owned directory
- * (whose guest path is the host's, or the one below the upper layer's root). */
+/* getcwd: the working directory's guest path, when it is a plain, an owned or a merged
+ * directory (whose guest path is the host's, or the one below the upper layer's root:
+ * OverlayView.to_guest's, a directory decided so being neither hidden nor reserved). */
 int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
 {
     char guest[PATH_MAX_], host[PATH_MAX_];
@@ -109,7 +110,7 @@ int do_getcwd(Engine *self, pid_t tid, const struct __ptrace_syscall_info *in)
     if (n < 0)
         return FALLBACK;
     int kind = dir_kind(self, guest, n, host, &host_len, NULL);
-    if (kind != PLAIN && kind != OWNED && kind != NAMES && kind != ITSELF)
+    if (kind != PLAIN && kind != OWNED && kind != MERGED && kind != NAMES && kind != ITSELF)
         return FALLBACK;
     long result = n + 1;
     if (in->seccomp.args[1] < (uint64_t)n + 1)

@@ -2312,3 +2312,33 @@ def test_names_in_absent_directories_fail_as_natively_until_the_host_makes_them(
     assert done and re.search(r"\bopenat \d+", done.group(1)), err
     assert sorted(os.listdir(top)) == ["dir", "file.txt", "later", "link-to-dir"]
     assert (top / "dir" / "x").read_text() == "x\n"
+
+
+MERGED_CWD = r"""
+import os, sys
+top = sys.argv[1]
+open(os.path.join(top, "made.txt"), "w").close()    # top: the host's and the upper layer's
+os.mkdir(os.path.join(top, "made"))                  # the upper layer's alone
+os.mkdir(os.path.join(top, "hostdir", "sub"))        # hostdir merged too, sub owned
+for d in (top, os.path.join(top, "made"), os.path.join(top, "hostdir"),
+          os.path.join(top, "hostdir", "sub"), os.path.join(top, "plain")):
+    os.chdir(d)
+    seen = {os.getcwd() for i in range(30)}
+    print(sorted(seen), sorted(os.listdir(".")))
+"""
+
+
+def test_getcwd_in_merged_directories_is_answered_in_c(appvirt, tmp_path):
+    """A working directory the program made something in (its home, $TMPDIR) is merged
+    from the upper layer and the host: getcwd there is the compiled loop's, as in plain and
+    owned directories (Python's imports ask for it at each import), with the Python loop's
+    answers."""
+    top = tmp_path / "top"
+    (top / "hostdir").mkdir(parents=True)
+    (top / "plain").mkdir()
+    before = tree_digest(top)
+    out, done = _in_both_loops(appvirt, MERGED_CWD, top, "mcwd")
+    for d in ("", "/made", "/hostdir", "/hostdir/sub", "/plain"):
+        assert f"['{top}{d}']" in out, out
+    assert int(re.search(r"\bgetcwd (\d+)", done).group(1)) >= 150, done
+    assert tree_digest(top) == before
