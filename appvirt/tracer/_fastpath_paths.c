@@ -572,12 +572,14 @@ static int place(Engine *self, pid_t tid, long dirfd, const char *path, Py_ssize
     return 0;
 }
 
+#define UPPER_DIR 3                  /* lookup: a directory of a merged one's upper layer */
+
 /* lookup in a MERGED directory, as OverlayView._entry finds a name there: the upper
- * directory's object when it has one (a directory there is Python's: merged again, or the
- * program's, with the view's own link count), nothing when it has the name's whiteout, else
- * the host's object, op then naming it in the host's directory. upper_obj tells which; for
- * a name in neither layer, op names the upper directory's (where a creation makes it) and
- * upper_obj is 1; for a name whited out, 0. */
+ * directory's object when it has one (a directory there is UPPER_DIR: merged again, or the
+ * program's; find_path tells), nothing when it has the name's whiteout, else the host's
+ * object, op then naming it in the host's directory. upper_obj tells which; for a name in
+ * neither layer, op names the upper directory's (where a creation makes it) and upper_obj
+ * is 1; for a name whited out, 0. */
 static int merged_lookup(Operand *op, struct stat *st, int *parent_ok)
 {
     *parent_ok = 0;
@@ -588,7 +590,7 @@ static int merged_lookup(Operand *op, struct stat *st, int *parent_ok)
     op->upper_obj = 1;
     if (fstatat(op->dfd, name, st, AT_SYMLINK_NOFOLLOW_ | AT_NO_AUTOMOUNT_) == 0) {
         *parent_ok = 1;
-        return S_ISDIR(st->st_mode) ? 1 : 0;
+        return S_ISDIR(st->st_mode) ? UPPER_DIR : 0;
     }
     if (errno != ENOENT)
         return 1;
@@ -660,6 +662,24 @@ static int lookup(Operand *op, struct stat *st, int *parent_ok)
     return errno == ENOENT || errno == ENOTDIR ? -errno : 1;
 }
 
+/* lookup's answer, but for an UPPER_DIR: a directory the program made in a merged directory
+ * (tar's or mkdir -p's in the directory it works in) is found, as a name's object in an owned
+ * directory, when the host has no such name and it is an owned directory itself (no rule
+ * tells its names apart): its upper directory alone is what the view shows, the kernel's
+ * link count included. Any other (merged again, opaque over the host's) is Python's. */
+static int upper_dir(Engine *self, const Operand *op, int rc)
+{
+    if (rc != UPPER_DIR)
+        return rc;
+    struct stat host;
+    if (fstatat(op->lower_dfd, name_of(op), &host, AT_SYMLINK_NOFOLLOW_) == 0 || errno != ENOENT)
+        return 1;
+    char dir[PATH_MAX_];
+    Py_ssize_t dir_len;
+    return dir_kind(self, op->guest, (Py_ssize_t)strlen(op->guest), dir, &dir_len, NULL) == OWNED
+           ? 0 : 1;
+}
+
 /* readlink of op's object (relative to its directory when that is held open). */
 ssize_t readlink_of(const Operand *op, char *buf, size_t size)
 {
@@ -707,7 +727,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
         follow = 0;
     }
     int parent_ok;
-    int rc = lookup(op, st, &parent_ok);
+    int rc = upper_dir(self, op, lookup(op, st, &parent_ok));
     for (int links = 0; rc == 0 && S_ISLNK(st->st_mode) && follow; ) {
         char target[PATH_MAX_], next[PATH_MAX_];
         ssize_t n = readlink_of(op, target, sizeof target - 1);
@@ -726,7 +746,7 @@ int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op, stru
         if (place(self, tid, AT_FDCWD_, next, len, op, NULL) < 0)
             return FALLBACK;
         op->host_only &= op->kind == PLAIN || op->kind == NAME;
-        rc = lookup(op, st, &parent_ok);
+        rc = upper_dir(self, op, lookup(op, st, &parent_ok));
     }
     /* A host name gone since it was decided, or an owned directory gone: only their
      * directories' decisions could explain it, in Python. */

@@ -2342,3 +2342,76 @@ def test_getcwd_in_merged_directories_is_answered_in_c(appvirt, tmp_path):
         assert f"['{top}{d}']" in out, out
     assert int(re.search(r"\bgetcwd (\d+)", done).group(1)) >= 150, done
     assert tree_digest(top) == before
+
+
+DIRS_IN_MERGED = r"""
+import os, sys
+top = sys.argv[1]
+os.chdir(top)
+open("made.txt", "w").close()                  # top: merged from here on
+def attempt(tag, fn):
+    try:
+        got = fn()
+        print(tag, "ok", got if got is not None else "")
+    except OSError as e:
+        print(tag, "errno", e.errno)
+def show(name):
+    st = os.lstat(name)
+    return oct(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, st.st_mtime_ns
+for i in range(5):                             # tar's own: a directory, a file in it, then
+    d = f"d{i}"                                # the directory's times, owner and mode by name
+    os.mkdir(d, 0o700)
+    with open(os.path.join(d, "f"), "w") as f:
+        f.write(d)
+    os.utime(d, ns=(1_000_000_000 * (i + 1), 2_000_000_000 * (i + 1)), follow_symlinks=False)
+    os.chown(d, 1000 + i, 2000 + i, follow_symlinks=False)
+    fd = os.open(d, os.O_PATH | os.O_NOFOLLOW)
+    os.chmod(f"/proc/self/fd/{fd}", 0o750)
+    os.close(fd)
+    attempt("stat " + d, lambda: show(d))
+    attempt("access " + d, lambda: os.access(d, os.R_OK | os.X_OK))
+    attempt("list " + d, lambda: sorted(os.listdir(d)))
+os.mkdir("d0/sub")
+attempt("stat d0", lambda: show("d0")[:4])     # its link count: its upper directory's
+attempt("rmdir d0 full", lambda: os.rmdir("d0"))
+attempt("rmdir hostdir", lambda: os.rmdir("hostdir"))       # the host's: a whiteout
+os.rmdir("hostdir2/inner")
+attempt("rmdir hostdir2", lambda: os.rmdir("hostdir2"))
+os.mkdir("hostdir2")                           # opaque over the host's
+attempt("chmod hostdir2", lambda: os.chmod("hostdir2", 0o711))
+attempt("stat hostdir2", lambda: show("hostdir2")[:2])
+for i in range(1, 5):
+    os.unlink(f"d{i}/f")
+    attempt(f"rmdir d{i}", lambda: os.rmdir(f"d{i}"))
+attempt("rmdir d1 again", lambda: os.rmdir("d1"))
+print(sorted(os.listdir(".")))
+"""
+
+
+def test_directories_made_in_a_merged_directory_are_cs_as_in_an_owned_one(appvirt, home,
+                                                                           tmp_path):
+    """Directories a program makes in a directory of the host it works in (tar and
+    mkdir -p in the current directory): their attributes set by name, an O_PATH open of
+    them, their stat and their removal are the compiled loop's, as in an owned directory,
+    with the Python loop's output, records and overlay; a name the host has too (merged
+    again, or opaque over the host's) stays Python's."""
+    top = tmp_path / "top"
+    (top / "hostdir").mkdir(parents=True)
+    (top / "hostdir2" / "inner").mkdir(parents=True)
+    before = tree_digest(top)
+    fast, _ = _both_loops(appvirt, DIRS_IN_MERGED, top, "dm")
+    out = fast.stdout
+    assert "stat d3 ok ('0o40750', 2, 1003, 2003, 8000000000)" in out, out
+    assert "list d4 ok ['f']" in out and "stat d0 ok ('0o40750', 3," in out
+    assert "rmdir d0 full errno 39" in out and "rmdir hostdir ok" in out
+    assert "rmdir hostdir2 ok" in out and "stat hostdir2 ok ('0o40711', 2)" in out
+    assert "rmdir d4 ok" in out and "rmdir d1 again errno 2" in out
+    assert "['d0', 'hostdir2', 'made.txt']" in out
+    asked = re.search(r"intercepted: (.*)", fast.stderr).group(1)
+    done = re.search(r"answered by the compiled loop: (.*)", fast.stderr).group(1)
+    for call, least in (("utimensat", 5), ("lchown", 5), ("chmod", 5), ("rmdir", 4)):
+        got = re.search(rf"\b{call} (\d+)", done)
+        assert got and int(got.group(1)) >= least, (call, asked, done)
+    assert _records(home, "dmfast") == _records(home, "dmslow")
+    assert _same_tree(home, "dmfast", "dmslow")
+    assert tree_digest(top) == before
