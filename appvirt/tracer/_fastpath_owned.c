@@ -112,7 +112,7 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
 }
 
 /* A directory just made in an owned one, where the host has nothing, is owned as
- * FastPath._below_owned decides it (no rule tells it from its parent, whose rule it gets; its
+ * FastPath._below_upper decides it (no rule tells it from its parent, whose rule it gets; its
  * ".." is the parent's upper directory): decided now rather than learnt at its first use (git
  * makes each objects/XX, then writes in it). Failing leaves it to learn. */
 static void decide_made_dir(Engine *self, const Operand *op)

@@ -148,7 +148,7 @@ int split_path(Engine *self, const char *upper, Py_ssize_t upper_len, pid_t tid,
  *   tree this way; only while nothing the engine made waits for Python (`made`), so that
  *   the index it was decided with is current;
  * - in an owned one, where neither the host nor the owned one's upper directory has anything
- *   (git probes each objects/XX before making it): plain (absent), as _below_owned decides. */
+ *   (git probes each objects/XX before making it): plain (absent), as _below_upper decides. */
 static int decided_by_parent(Engine *self, PyObject *key)
 {
     const char *d = PyBytes_AS_STRING(key);

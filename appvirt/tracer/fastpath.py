@@ -305,8 +305,8 @@ class FastPath:
             parent_plain = self._decide(parent)
         try:
             kind: bool | int | tuple | None = None
-            if isinstance(parent_plain, tuple) and len(parent_plain) == 3:
-                kind = self._below_owned(parent_plain, d)
+            if isinstance(parent_plain, tuple) and len(parent_plain) in (2, 3):
+                kind = self._below_upper(parent, parent_plain, d)
             if kind is None:
                 kind = self.fs.plain_dir(d, parent_plain is True)
                 if not kind and self._rule_of is not None:
@@ -324,15 +324,16 @@ class FastPath:
         self.plain[d] = kind
         return kind
 
-    def _below_owned(self, owned: tuple, d: bytes) -> bool | tuple | None:
-        """d, a name in an owned directory (`owned`: its decision), where the host has
-        nothing, decided from that directory's upper directory alone: True when that has
+    def _below_upper(self, p: bytes, decided: tuple, d: bytes) -> bool | tuple | None:
+        """d, a name in an owned or a merged directory p (`decided`: p's decision), where
+        the host has nothing, decided from p's upper directory alone: True when that has
         nothing at d either (every name in d is ENOENT in the view as on the host: an absent
-        plain directory); owned too when it has a directory there (no rule tells d from its
-        parent: owned_dir's answer, with the parent's rule and the parent's upper directory
-        as d's ".."); None: the long way. git probes each objects/XX before it makes it,
-        then uses it: 512 decisions a commit."""
-        upper = owned[0]
+        plain directory); owned when it has a directory there (no rule tells names in p
+        apart: owned_dir's answer, with p's rule and p's inode in the view as d's ".."); None:
+        the long way. git probes each objects/XX before it makes it, then uses it: 512
+        decisions a commit; tar and mkdir -p in the directory they work in (merged) make one
+        for each directory they make."""
+        upper = decided[0]
         name = d[d.rfind(b"/") + 1:]
         if name.startswith(WH_PREFIX):
             return None
@@ -352,7 +353,11 @@ class FastPath:
         if not statmod.S_ISDIR(st.st_mode) or self._index.kinds.get(d) != statmod.S_IFDIR:
             return None
         try:
-            return upper + b"/" + name, owned[1], os.lstat(upper).st_ino
+            if len(decided) == 3:        # owned: p is its upper directory alone
+                return upper + b"/" + name, decided[1], os.lstat(upper).st_ino
+            above = self.fs.ov.entry(p)  # merged: p may keep the host directory's identity
+            return (upper + b"/" + name, decided[1],
+                    self.fs.dir_ino(p, above.st) if above else 0)
         except OSError:
             return None
 

@@ -1720,7 +1720,7 @@ for base in ("repo/objects", "hostobjs"):
 
 def test_directories_made_in_owned_ones_are_decided_in_c(appvirt, home, tmp_path):
     """A directory probed in an owned one before it exists (plain: absent) and the one made
-    there are decided by the compiled loop, as FastPath._below_owned decides them (git probes
+    there are decided by the compiled loop, as FastPath._below_upper decides them (git probes
     and makes objects/XX for its objects), also where the owned directory is opaque over a
     host directory that has the name: the same output, log and overlay as the Python loop,
     the host untouched."""

@@ -169,11 +169,12 @@ def test_an_owned_directory_is_its_upper_directory_for_every_name(ops, rules):
 @example([], set())
 @example([("unlink", b"etc/app/conf"), ("unlink", b"etc/app/sub/deep"), ("rmdir", b"etc/app/sub"),
           ("rmdir", b"etc/app"), ("mkdir", b"etc/app"), ("mkdir", b"etc/app/sub")], set())
-def test_a_name_in_an_owned_directory_is_decided_from_it_as_the_long_way_decides(ops, rules):
-    """FastPath decides a directory in an owned one from the owned one's upper directory
-    alone (git probes every objects/XX before making it, then uses it): missing there and on
-    the host, plain (the view and the host have nothing in it); a directory there, owned, as
-    owned_dir and the rules say."""
+def test_a_name_in_an_owned_or_merged_directory_is_decided_as_the_long_way_decides(ops, rules):
+    """FastPath decides a directory in an owned or a merged one, where the host has
+    nothing, from that one's upper directory alone (git probes every objects/XX before
+    making it, then uses it; tar makes its directories in the one it works in): missing
+    there and on the host, plain (the view and the host have nothing in it); a directory
+    there, owned, as owned_dir and the rules say, its ".." the view's inode of its parent."""
     from appvirt.tracer.fastpath import FastPath
     made = [("mkdir", b"made"), ("create", b"made/f"), ("mkdir", b"made/sub"),
             ("mkdir", b"made/sub/deeper")]
@@ -183,20 +184,24 @@ def test_a_name_in_an_owned_directory_is_decided_from_it_as_the_long_way_decides
         fast._rule_of = FilesPolicy(FileMode.OVERLAY, tuple(fs._rules)).mode_for
         seen = set()
         for d in [top] + [g for g in ov._ix.kinds if g.startswith(top + b"/")]:
-            owned = fast._owned(d) if fs.owned_dir(d) else False
-            if not owned:
+            decided = (fast._owned(d) if fs.owned_dir(d) else False) \
+                or (fast._merged(d) if fs.merged_dir(d) else False)
+            if not decided:
                 continue
             for name in NAMES + [b"new", b"made", b"f", b"sub", b"deeper", b".wh.x"]:
-                got = fast._below_owned(owned, d + b"/" + name)
-                seen.add((d[len(top):], name, got if got in (True, None) else "owned"))
+                got = fast._below_upper(d, decided, d + b"/" + name)
+                seen.add((d[len(top):], len(decided), name,
+                          got if got in (True, None) else "owned"))
                 if got is True:
                     p = d + b"/" + name
                     assert ov.lstat(p) is None and not os.path.lexists(p), (p, ops, rules)
                 elif got is not None:
                     assert got == fast._owned(d + b"/" + name), (d, name, ops, rules)
         if not ops and not rules:            # the program's own tree: both answers given
-            assert {(b"/made", b"sub", "owned"), (b"/made", b"nope", True),
-                    (b"/made", b"f", None), (b"/made/sub", b"deeper", "owned")} <= seen
+            assert {(b"/made", 3, b"sub", "owned"), (b"/made", 3, b"nope", True),
+                    (b"/made", 3, b"f", None), (b"/made/sub", 3, b"deeper", "owned"),
+                    (b"", 2, b"made", "owned"), (b"", 2, b"nope", True),
+                    (b"", 2, b"etc", None)} <= seen, seen
 
 
 MERGED_OPS = st.lists(st.tuples(
