@@ -186,6 +186,8 @@ def workloads(build: Path) -> dict[str, Workload]:
     _tree(tar_src, 2000, 10_000)                         # 20 MB
     tarball = build / "tree.tar"
     subprocess.run(["tar", "-cf", str(tarball), "-C", str(tar_src), "."], check=True)
+    here = build / "here"
+    here.mkdir()
     git_src = build / "git-src"
     _tree(git_src, 1000, 200)
     c_src = build / "c-project"
@@ -204,6 +206,12 @@ def workloads(build: Path) -> dict[str, Workload]:
         "tar": Workload("tar", ("sh", "-c", f"d=$(mktemp -d) && tar -xf {tarball} -C $d && "
                                 "find $d -type f | wc -l && rm -rf $d"),
                         "`tar -x` of a 20 MB tree (2,000 files)"),
+        # The same into the directory the program works in, which stays: the host's, so
+        # appvirt shows it merged from its overlay and the host once a run has written there
+        # (a user's project directory), where the temporary directory above is its own.
+        "tarhere": Workload("tarhere", ("sh", "-c", f"cd {here} && tar -xf {tarball} && "
+                                        "find . -type f | wc -l && rm -rf ./d*"),
+                            "`tar -x` of the same into its working directory"),
         "git": Workload("git", ("sh", "-c", f"export {GIT_ENV}; d=$(mktemp -d) && "
                                 f"git --git-dir=$d init -q && git --git-dir=$d --work-tree="
                                 f"{git_src} add -A && git --git-dir=$d --work-tree={git_src} "
@@ -797,7 +805,8 @@ def report(args: argparse.Namespace, rows: list[tuple[Workload, dict[str, Cell]]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-w", "--workloads",
-                    default="true,find,syscalls,python,tar,git,make,compute,threads,procs")
+                    default="true,find,syscalls,python,tar,tarhere,git,make,compute,threads,"
+                            "procs")
     ap.add_argument("-r", "--reps", type=int, default=5)
     # (the two runners of one server apart, as a user's runs are: back to back, the second
     # would find the server's spare tracer not ready yet)

@@ -111,15 +111,24 @@ static int make_dir(Engine *self, pid_t tid, const Operand *op, unsigned long lo
     return rc;
 }
 
-/* A directory just made in an owned one, where the host has nothing, is owned as
- * FastPath._below_upper decides it (no rule tells it from its parent, whose rule it gets; its
- * ".." is the parent's upper directory): decided now rather than learnt at its first use (git
- * makes each objects/XX, then writes in it). Failing leaves it to learn. */
+/* A directory just made in an owned or a merged one, where the host has nothing, is owned
+ * as FastPath._below_upper decides it (no rule tells it from its parent, whose rule it gets;
+ * its ".." is the parent's upper directory, or for a merged parent the host's directory,
+ * whose identity it keeps: OverlayView.kept_identity): decided now rather than learnt at
+ * its first use (git makes each objects/XX, then writes in it; tar each directory of its
+ * archive). Failing leaves it to learn. */
 static void decide_made_dir(Engine *self, const Operand *op)
 {
     struct stat host, parent;
-    if (lstat(op->guest, &host) == 0 || (errno != ENOENT && errno != ENOTDIR)
-            || op->dfd < 0 || fstat(op->dfd, &parent) < 0
+    char merged[PATH_MAX_];
+    if (op->kind == MERGED) {
+        memcpy(merged, op->guest, (size_t)op->guest_dir);
+        merged[op->guest_dir] = 0;
+    }
+    if (lstat(op->guest, &host) == 0 || (errno != ENOENT && errno != ENOTDIR) || op->dfd < 0
+            || (op->kind == MERGED ? op->guest_dir < 2 || lstat(merged, &parent) < 0
+                                     || !S_ISDIR(parent.st_mode)
+                                   : fstat(op->dfd, &parent) < 0)
             || PyDict_Size(self->plain) >= MAX_DIRS_)
         return;
     PyObject *key = PyBytes_FromString(op->guest);
@@ -507,7 +516,7 @@ int do_change(Engine *self, pid_t tid, int c, const struct __ptrace_syscall_info
     const Operand *names[] = {&op};
     const int kinds[] = {makes ? S_IFDIR : 0};
     made(self, tid, in, &r, &op, names, kinds, removes || makes);
-    if (makes && op.kind == OWNED)
+    if (makes && (op.kind == OWNED || op.kind == MERGED))
         decide_made_dir(self, &op);
     return ANSWERED;
 }

@@ -2415,3 +2415,33 @@ def test_directories_made_in_a_merged_directory_are_cs_as_in_an_owned_one(appvir
     assert _records(home, "dmfast") == _records(home, "dmslow")
     assert _same_tree(home, "dmfast", "dmslow")
     assert tree_digest(top) == before
+
+
+MANY_DIRS_IN_MERGED = r"""
+import os, sys
+top, count = sys.argv[1], int(os.environ["DIRS"])
+os.chdir(top)
+open("made.txt", "w").close()                  # top: merged from here on
+for i in range(count):
+    os.mkdir(f"d{i}")
+    with open(f"d{i}/f", "w") as f:
+        f.write(str(i))
+print(sum(len(os.listdir(f"d{i}")) for i in range(count)))
+"""
+
+
+def test_directories_made_in_a_merged_directory_are_decided_in_c(appvirt, tmp_path):
+    """A directory the compiled loop makes in a merged directory is decided as it is made
+    (owned, as FastPath._below_upper decides it), not by Python at its first use: 40 more
+    of them, no more decisions by Python."""
+    def python_decisions(count: int) -> int:
+        top = tmp_path / f"top{count}"
+        top.mkdir()
+        r = appvirt("run", "--stats", "--app", f"many{count}", "--", PYTHON, "-c",
+                    MANY_DIRS_IN_MERGED, str(top), env={"DIRS": str(count)})
+        assert r.returncode == 0 and r.stdout == f"{count}\n", r.stderr
+        assert sorted(os.listdir(top)) == []
+        return int(re.search(r"directories decided: \d+ by the compiled loop, (\d+) by Python",
+                             r.stderr).group(1))
+    few, many = python_decisions(5), python_decisions(45)
+    assert many - few < 10, (few, many)
