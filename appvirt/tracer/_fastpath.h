@@ -309,6 +309,7 @@ int find_object(Engine *self, pid_t tid, long dirfd, unsigned long long addr, in
 int find_path(Engine *self, pid_t tid, long dirfd, int follow, Operand *op,
               struct stat *st);
 ssize_t readlink_of(const Operand *op, char *buf, size_t size);
+int owned_itself(Engine *self, const Operand *op);
 #define KIND_UNKNOWN (-1)             /* note_made: look the object up */
 int upper_path(const Engine *self, const char *guest, size_t len, char *host);
 int upper_lstat(Engine *self, const char *guest, size_t len, struct stat *st);

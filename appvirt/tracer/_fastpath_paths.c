@@ -674,10 +674,16 @@ static int upper_dir(Engine *self, const Operand *op, int rc)
     struct stat host;
     if (fstatat(op->lower_dfd, name_of(op), &host, AT_SYMLINK_NOFOLLOW_) == 0 || errno != ENOENT)
         return 1;
-    char dir[PATH_MAX_];
-    Py_ssize_t dir_len;
-    return dir_kind(self, op->guest, (Py_ssize_t)strlen(op->guest), dir, &dir_len, NULL) == OWNED
-           ? 0 : 1;
+    return owned_itself(self, op) ? 0 : 1;
+}
+
+/* Whether op's object, a directory, is an owned directory itself. */
+int owned_itself(Engine *self, const Operand *op)
+{
+    char host[PATH_MAX_];
+    Py_ssize_t host_len;
+    return dir_kind(self, op->guest, (Py_ssize_t)strlen(op->guest), host, &host_len, NULL)
+           == OWNED;
 }
 
 /* readlink of op's object (relative to its directory when that is held open). */

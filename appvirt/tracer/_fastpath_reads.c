@@ -29,15 +29,6 @@ int restarted_enough(const Pending *p, pid_t tid)
     return p->restarts_of == tid && p->restarts >= MAX_RESTARTS;
 }
 
-/* Whether op's object, a directory, is an owned directory itself. */
-static int owned_itself(Engine *self, const Operand *op)
-{
-    char host[PATH_MAX_];
-    Py_ssize_t host_len;
-    return dir_kind(self, op->guest, (Py_ssize_t)strlen(op->guest), host, &host_len, NULL)
-           == OWNED;
-}
-
 /* The directory op's path names by itself (directory_itself), a plain, owned or name-by-name
  * one: 0 and its stat; for a plain one that is not there, -ENOENT or -ENOTDIR, as the walk
  * of its host path (its view's) without symlinks fails (gcc stats "lib/12/." and the like
