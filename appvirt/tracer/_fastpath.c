@@ -94,6 +94,37 @@ static int do_change_call(Engine *self, pid_t tid, int nr,
 static int answer_call(Engine *self, pid_t tid, int slot, int served,
                        const struct __ptrace_syscall_info *info);
 
+/* A seccomp stop of the slot stub (inject.py) before its mmap of the area: when it is that
+ * mmap, the fd it maps must be the area's own file (a copy of the fd, its fstat), else the
+ * mmap fails (EACCES: the injection fails, and the process is killed). A checked one makes
+ * the thread STUB_MAPPED, which spares Python's check of /proc/PID/maps at the stub's int3
+ * (Engine_stub_mapped): the stub's own constants give the address, length and protection,
+ * its result in rax the success, and exec left the process one thread and a file table of
+ * its own, which nothing else changes before the program's code runs. */
+static void stub_mmap(Engine *self, pid_t tid)
+{
+    struct __ptrace_syscall_info info;
+    if (!stop_call(self, tid, &info))
+        return;                      /* gone: its exit report follows */
+    const uint64_t *a = info.seccomp.args;
+    if (info.seccomp.nr != SYS_mmap || a[0] != self->slot_base || self->slot_ino == 0) {
+        let_run(self, tid);          /* its openat, or the cells' anonymous mmap */
+        return;
+    }
+    struct stat st;
+    int mine = program_fd(self->fds, tid, (long)a[4]);
+    int ours = mine >= 0 && fstat(mine, &st) == 0 && st.st_dev == self->slot_dev
+               && st.st_ino == self->slot_ino;
+    if (mine >= 0)
+        close(mine);
+    if (!ours) {
+        emulate(self, tid, -EACCES);
+        return;
+    }
+    self->eligible[tid] = STUB_MAPPED;
+    let_run(self, tid);
+}
+
 /* ANSWERED when the stop was dealt with here. */
 static int try_stop(Engine *self, pid_t tid, int status)
 {
@@ -139,11 +170,16 @@ static int try_stop(Engine *self, pid_t tid, int status)
         self->signal_stops++;
         return ANSWERED;
     }
-    if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) && served == STUB) {
-        /* The openat and mmap of the stub that maps the slot area into a new program, which
+    if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))
+            && (served == STUB || served == STUB_MAPPED)) {
+        /* The openat and mmaps of the stub that maps the slot area into a new program, which
          * no code of the program has run before (inject.py): resumed, as Python resumes
-         * them. Its int3, and any signal meanwhile, are Python's. */
-        let_run(self, tid);
+         * them, the area's mmap once its fd is checked. Its int3, and any signal meanwhile,
+         * are Python's. */
+        if (served == STUB)
+            stub_mmap(self, tid);
+        else
+            let_run(self, tid);
         self->stub_stops++;
         return ANSWERED;
     }
@@ -365,6 +401,14 @@ static PyObject *Engine_stub(Engine *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_stub_mapped(Engine *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    return PyBool_FromLong(tid > 0 && tid < self->tids && self->eligible[tid] == STUB_MAPPED);
+}
+
 static PyObject *Engine_disable(Engine *self, PyObject *args)
 {
     int tid;
@@ -479,11 +523,12 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                             "made", "log_fd", "spec_of",
                             "programs", "errnames", "clock_virtual", "dir_rule",
                             "nr_clock_gettime", "nr_gettimeofday", "nr_time", "nr_statfs",
-                            "tramp_base", "cell_base", "tramp_code", "log_ring", NULL};
+                            "tramp_base", "cell_base", "tramp_code", "log_ring", "slot_dev",
+                            "slot_ino", NULL};
     PyObject *area, *plain, *learn, *name_dict, *learn_name;
     PyObject *changes = NULL, *made = Py_None, *spec_of = NULL, *programs = NULL;
     PyObject *errnames = NULL, *dir_rule = NULL, *log_ring = NULL;
-    unsigned long long base, size;
+    unsigned long long base, size, slot_dev = 0, slot_ino = 0;
     Py_ssize_t slots;
     const char *upper = "", *tramp_code = "";
     Py_ssize_t upper_len = 0, tramp_len = 0;
@@ -500,7 +545,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
         return -1;
     }
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-                                     "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiiiKKy#O", names,
+                                     "OO!OO!OKKniiii|iiiiiiiiiO!y#OiOO!O!pOiiiiKKy#OKK", names,
                                      &area, &PyDict_Type, &plain, &learn, &PyDict_Type,
                                      &name_dict, &learn_name, &base, &size, &slots,
                                      &self->nr_newfstatat, &self->nr_openat,
@@ -515,7 +560,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
                                      &dir_rule, &self->nr_clock_gettime,
                                      &self->nr_gettimeofday, &self->nr_time,
                                      &self->nr_statfs, &self->tramp_base,
-                                     &self->cell_base, &tramp_code, &tramp_len, &log_ring))
+                                     &self->cell_base, &tramp_code, &tramp_len, &log_ring,
+                                     &slot_dev, &slot_ino))
         return -1;
     if (log_ring == Py_None)
         log_ring = NULL;
@@ -602,6 +648,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw)
     self->slots = slots;
     self->slot_base = base;
     self->slot_size = size;
+    self->slot_dev = (dev_t)slot_dev;
+    self->slot_ino = (ino_t)slot_ino;
     self->stat_ok = 1;
     Py_INCREF(plain);
     self->plain = plain;
@@ -684,6 +732,9 @@ static PyMethodDef Engine_methods[] = {
     {"stub", (PyCFunction)Engine_stub, METH_VARARGS,
      "stub(tid): it runs the slot stub (inject.py): the seccomp stops of its calls are "
      "resumed here until Python serves it again (a thread with a slot)."},
+    {"stub_mapped", (PyCFunction)Engine_stub_mapped, METH_VARARGS,
+     "stub_mapped(tid): whether tid's slot stub mapped the area from an fd checked here to "
+     "be the area's file (slot_dev, slot_ino)."},
     {"set_clock", (PyCFunction)Engine_set_clock, METH_VARARGS,
      "set_clock(frozen_ns or None, start_real, start_virtual, start_monotonic, "
      "start_boottime, rate): the virtual clock's state (VirtualClock); the time calls are "

@@ -63,8 +63,9 @@
 
 enum { ANSWERED, FALLBACK };
 /* A thread: Python's; served here; running the slot stub; served here, but what it creates or
- * changes is Python's (a virtual identity's ids that are not appvirt's own) */
-enum { UNSERVED, SERVED, STUB, READS };
+ * changes is Python's (a virtual identity's ids that are not appvirt's own); running the slot
+ * stub past its mmap of the area, whose fd was checked here to be the area's (stub_mmap) */
+enum { UNSERVED, SERVED, STUB, READS, STUB_MAPPED };
 enum { NEITHER, PLAIN, OWNED, NAMES, NAME, ITSELF, MERGED };  /* a directory (a name) */
 enum Change { UNLINK, UNLINKAT, RMDIR, MKDIR, MKDIRAT, FCHMOD, FCHOWN, FCHMODAT, FCHOWNAT,
               CHMOD, CHOWN, LCHOWN, UTIMENSAT, LINK, LINKAT, RENAME, RENAMEAT, RENAMEAT2,
@@ -166,6 +167,8 @@ typedef struct {
     int nr_change[N_CHANGES];        /* fastpath.CHANGES, in the order of enum Change */
     Py_buffer area;                  /* the tracer's writable view of the slot area */
     unsigned long long slot_base, slot_size;
+    dev_t slot_dev;                  /* the area's file (a memfd): its device and inode, */
+    ino_t slot_ino;                  /* ... 0: unknown (stub_mmap checks nothing) */
     int nr_newfstatat, nr_openat, nr_getdents64, nr_openat2, nr_getcwd, nr_execve;
     int nr_stat, nr_lstat, nr_readlink, nr_readlinkat, nr_statfs;
     char stat_ok;                    /* no recorded owners: nothing to patch or forget */
@@ -185,8 +188,9 @@ typedef struct {
     uint32_t *umasks;                /* process -> its umask kept (umask_of), with its epoch */
     uint32_t umask_epoch;            /* ... a kept one is current: forget_umasks ends them */
     int keep_umasks;                 /* no umask call runs: a umask read may be kept */
-    uint8_t *eligible;               /* tid -> SERVED: its calls may be answered here; STUB: */
-                                     /* its slot stub's calls are resumed here (inject.py) */
+    uint8_t *eligible;               /* tid -> SERVED: its calls may be answered here; STUB, */
+                                     /* STUB_MAPPED: its slot stub's calls are resumed here */
+                                     /* (inject.py) */
     Py_ssize_t tids;
     Pending *pending;                /* by slot index */
     Py_ssize_t slots;

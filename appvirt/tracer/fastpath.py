@@ -143,11 +143,12 @@ class FastPath:
     """The engine, the directories it may answer in, and the threads it may serve."""
 
     def __init__(self, fs, area, tracer: "Tracer | None" = None,
-                 trampolines: bool = False) -> None:
+                 trampolines: bool = False, area_file: tuple[int, int] = (0, 0)) -> None:
         """tracer: the Python loop, whose log and overlay the engine's work in owned
         directories goes to; without it, only plain directories are served. trampolines:
         tracees have them and their result cells (trampoline.py), and opens rewritten from
-        the slot need no exit stop."""
+        the slot need no exit stop. area_file: the slot area's file (device, inode), which
+        the engine checks the slot stubs map (stub_mapped); (0, 0): it checks nothing."""
         assert _fastpath is not None
         self.fs = fs
         # directory -> True (plain), (the plain directory its walk reaches,), (its upper
@@ -200,7 +201,8 @@ class FastPath:
             nr_gettimeofday=sysnums.nr("gettimeofday"), nr_time=sysnums.nr("time"),
             tramp_base=TRAMP_BASE if trampolines else 0, cell_base=CELL_BASE,
             tramp_code=trampoline.code(),
-            log_ring=log.ring if logs else None)    # type: ignore[union-attr]
+            log_ring=log.ring if logs else None,    # type: ignore[union-attr]
+            slot_dev=area_file[0], slot_ino=area_file[1])
         self._clock_changes = -1
         self._clock_to_engine()
         self.engine.log_reads = log_reads
@@ -467,6 +469,11 @@ class FastPath:
         """tid runs the slot stub (inject.py): its calls are resumed by the engine, its int3
         and signals come to Python."""
         self.engine.stub(tid)
+
+    def stub_mapped(self, tid: int) -> bool:
+        """Whether tid's slot stub mapped the area from an fd the engine found to be the
+        area's file (its int3 then needs no look at /proc/PID/maps)."""
+        return self.engine.stub_mapped(tid)
 
     def forget(self, tid: int) -> None:
         """tid is gone: what its open in flight made goes to the index now (no stop of its

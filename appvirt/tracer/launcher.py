@@ -282,7 +282,8 @@ def run_sandboxed(argv: list[str], policy: Policy, table: SyscallTable, log_path
         serve_store(tracer.ctx, policy, store, machine, tracer._emit)
     if fastpath.wanted(policy):         # after serve_store: the filesystem is final
         tracer.fast = fastpath.FastPath(tracer.ctx.fs, arena.view, tracer,
-                                        trampolines=arena.trampolines)
+                                        trampolines=arena.trampolines,
+                                        area_file=(arena.dev, arena.ino))
     placement = Placement(lambda: tracer.tasks.by_tid.keys(), watchdog=tracer.check_stale)
     tracer.ctx.placement = placement
     placement.gather_self()          # the child inherits it: tracer and tracee on one CPU

@@ -432,8 +432,9 @@ class Tracer:
                         "argv": argv})
         self.stats.injections += 1
         try:
+            checked = None if self.fast is None else self.fast.stub_mapped
             task.injection = Injection(task.tid, self.arena, self.memory,
-                                       hide_vdso=self.policy.time.virtual)
+                                       hide_vdso=self.policy.time.virtual, checked=checked)
         except _MAPPING_FAILED as e:
             self._kill_process(task, f"cannot map the slot area: {e}")
 

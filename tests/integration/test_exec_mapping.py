@@ -129,6 +129,59 @@ def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_pa
     assert killed[0]["detail"].startswith("open of the slot area failed: ")
 
 
+# Runs an appvirt command line in this interpreter, counting the tracer's reads of
+# /proc/PID/maps (SlotArena.mapped_in); with WRONG_AREA set, the compiled loop is told
+# another file is the slot area (its inode plus one).
+COUNTING_DRIVER = r"""
+import os, sys
+from appvirt import entry
+from appvirt.tracer import fastpath, slots
+reads = []
+mapped_in = slots.SlotArena.mapped_in
+slots.SlotArena.mapped_in = lambda self, pid: (reads.append(pid), mapped_in(self, pid))[1]
+if os.environ.get("WRONG_AREA"):
+    init = fastpath.FastPath.__init__
+    def wrong(self, *args, area_file=(0, 0), **kw):
+        init(self, *args, area_file=(area_file[0], area_file[1] + 1), **kw)
+    fastpath.FastPath.__init__ = wrong
+status = entry.main(sys.argv[1:])
+print("maps read", len(reads), file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_the_compiled_loop_checks_the_areas_file_at_the_stubs_mmap(home, ptrace_ok, tmp_path,
+                                                                   fast):
+    """The compiled loop checks the fd each slot stub maps (its object is the area's memfd),
+    so no exec needs /proc/PID/maps read; the Python loop reads it at each exec."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(COUNTING_DRIVER)
+    r = subprocess.run([sys.executable, str(driver), "run", "--", "sh", "-c",
+                        "for i in 1 2 3 4; do /bin/true; done; echo ran"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "APPVIRT_FASTPATH": fast})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ran\n"
+    reads = int(re.search(r"maps read (\d+)", r.stderr).group(1))
+    assert reads == (0 if fast == "1" else 5), r.stderr        # sh and four /bin/true
+
+
+def test_a_stub_mapping_another_file_is_refused_at_its_mmap(home, ptrace_ok, tmp_path):
+    """When the fd a stub maps is not the area's file, the compiled loop fails that mmap:
+    the process is killed before its own code runs, and the log says which call failed."""
+    driver, log, marker = tmp_path / "driver.py", tmp_path / "log.jsonl", tmp_path / "ran"
+    driver.write_text(COUNTING_DRIVER)
+    r = subprocess.run([sys.executable, str(driver), "run", "--log", str(log), "--", "sh",
+                        "-c", f"touch {marker}"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "WRONG_AREA": "1"})
+    assert r.returncode == 128 + signal.SIGKILL, r.stderr
+    assert not marker.exists()
+    killed = [rec for rec in map(json.loads, log.read_text().splitlines())
+              if rec.get("decision") == "killed"]
+    assert [k["detail"] for k in killed] == ["mmap of the slot area failed: EACCES"]
+
+
 def _elf32(path) -> None:
     """A static 32-bit x86 program that exits with status 3 through int $0x80."""
     import struct
