@@ -271,23 +271,23 @@ PYTHON_PTRACE_SKIPS = {
 }
 
 
-def installed_appvirt(home: Path) -> str:
+def installed_appvirt(home: Path, repo: Path = REPO) -> str:
     """An `appvirt` that starts as an installed copy's does: bin/appvirt.c's client, with the
     project's script beside it as `appvirt-py` (its first line made the venv's interpreter,
-    as pip makes it; setup.py), in a venv whose site adds this checkout and the running
+    as pip makes it; setup.py), in a venv whose site adds the checkout `repo` and the running
     interpreter's packages as plain paths. A development install (`pip install -e`) instead
     imports setuptools' editable finder at every interpreter start (pathlib, re and more:
     12 ms), which no user's copy pays."""
     venv = home / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
-    (site / "appvirt-bench.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
+    (site / "appvirt-bench.pth").write_text(f"{repo}\n{sysconfig.get_paths()['purelib']}\n")
     script = venv / "bin" / "appvirt-py"
-    body = (REPO / "bin" / "appvirt").read_text().split("\n", 1)[1]
+    body = (repo / "bin" / "appvirt").read_text().split("\n", 1)[1]
     script.write_text(f"#!{venv / 'bin' / 'python'}\n{body}")
     script.chmod(0o755)
     client = venv / "bin" / "appvirt"
-    subprocess.run(["cc", "-O2", "-o", str(client), str(REPO / "bin" / "appvirt.c")],
+    subprocess.run(["cc", "-O2", "-o", str(client), str(repo / "bin" / "appvirt.c")],
                    check=True)
     return str(client)
 
