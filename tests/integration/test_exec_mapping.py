@@ -16,7 +16,7 @@ import pytest
 
 from appvirt.core.slotlayout import CELL_BASE
 
-from ..conftest import appvirt_cmd
+from ..conftest import PYTHON, appvirt_cmd
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +165,36 @@ def test_the_compiled_loop_checks_the_areas_file_at_the_stubs_mmap(home, ptrace_
     assert r.stdout == "ran\n"
     reads = int(re.search(r"maps read (\d+)", r.stderr).group(1))
     assert reads == (0 if fast == "1" else 5), r.stderr        # sh and four /bin/true
+
+
+# A thread other than the main one execs: the kernel ends the others, and the exec'ing thread
+# takes the main thread's tid (the exec event's message is its former one).
+THREAD_EXECS = r"""
+import os, sys, threading, time
+def run():
+    os.execv("/bin/sh", ["sh", "-c", "echo from the thread"])
+threading.Thread(target=run).start()
+time.sleep(30)
+print("the main thread went on")
+"""
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_an_exec_by_a_second_thread_maps_the_area_for_the_main_threads_tid(
+        home, ptrace_ok, tmp_path, fast):
+    """The exec'ing thread, now with the process's own tid, gets the area (checked at the
+    stub's mmap by the compiled loop, else by /proc/PID/maps) and runs as natively."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(COUNTING_DRIVER)
+    native = subprocess.run([PYTHON, "-c", THREAD_EXECS], capture_output=True, text=True,
+                            timeout=60)
+    r = subprocess.run([sys.executable, str(driver), "run", "--", PYTHON, "-c",
+                        THREAD_EXECS], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "APPVIRT_FASTPATH": fast})
+    assert r.returncode == native.returncode == 0, r.stderr
+    assert r.stdout == native.stdout == "from the thread\n"
+    reads = int(re.search(r"maps read (\d+)", r.stderr).group(1))
+    assert reads == (0 if fast == "1" else 2), r.stderr        # python, then sh
 
 
 def test_a_stub_mapping_another_file_is_refused_at_its_mmap(home, ptrace_ok, tmp_path):
