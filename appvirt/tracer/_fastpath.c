@@ -96,11 +96,12 @@ static int answer_call(Engine *self, pid_t tid, int slot, int served,
 
 /* A seccomp stop of the slot stub (inject.py) before its mmap of the area: when it is that
  * mmap, the fd it maps must be the area's own file (a copy of the fd, its fstat), else the
- * mmap fails (EACCES: the injection fails, and the process is killed). A checked one makes
- * the thread STUB_MAPPED, which spares Python's check of /proc/PID/maps at the stub's int3
- * (Engine_stub_mapped): the stub's own constants give the address, length and protection,
- * its result in rax the success, and exec left the process one thread and a file table of
- * its own, which nothing else changes before the program's code runs. */
+ * mmap fails (EACCES: the injection fails, and the process is killed); an fd that cannot be
+ * copied is left to Python's check. A checked one makes the thread STUB_MAPPED, which
+ * spares Python's check of /proc/PID/maps at the stub's int3 (Engine_stub_mapped): the
+ * stub's own constants give the address, length and protection, its result in rax the
+ * success, and exec left the process one thread and a file table of its own, which nothing
+ * else changes before the program's code runs. */
 static void stub_mmap(Engine *self, pid_t tid)
 {
     struct __ptrace_syscall_info info;
@@ -113,11 +114,14 @@ static void stub_mmap(Engine *self, pid_t tid)
     }
     struct stat st;
     int mine = program_fd(self->fds, tid, (long)a[4]);
-    int ours = mine >= 0 && fstat(mine, &st) == 0 && st.st_dev == self->slot_dev
-               && st.st_ino == self->slot_ino;
+    int seen = mine >= 0 && fstat(mine, &st) == 0;
     if (mine >= 0)
         close(mine);
-    if (!ours) {
+    if (!seen) {                     /* no copy (a kernel before 6.9 has no thread pidfds): */
+        let_run(self, tid);          /* unchecked, so Python reads /proc/PID/maps */
+        return;
+    }
+    if (st.st_dev != self->slot_dev || st.st_ino != self->slot_ino) {
         emulate(self, tid, -EACCES);
         return;
     }

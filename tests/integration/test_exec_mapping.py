@@ -131,11 +131,24 @@ def test_a_failed_mapping_kills_the_process_and_says_why(home, ptrace_ok, tmp_pa
 
 # Runs an appvirt command line in this interpreter, counting the tracer's reads of
 # /proc/PID/maps (SlotArena.mapped_in); with WRONG_AREA set, the compiled loop is told
-# another file is the slot area (its inode plus one).
+# another file is the slot area (its inode plus one); with NO_THREAD_PIDFDS, pidfd_open of a
+# thread (PIDFD_THREAD) fails with EINVAL in the tracer (a seccomp filter of its own), as on
+# a kernel before 6.9.
 COUNTING_DRIVER = r"""
-import os, sys
+import ctypes, os, struct, sys
 from appvirt import entry
 from appvirt.tracer import fastpath, slots
+if os.environ.get("NO_THREAD_PIDFDS"):
+    libc = ctypes.CDLL(None, use_errno=True)
+    ALLOW, EINVAL, PIDFD_THREAD = 0x7FFF0000, 0x00050000 | 22, os.O_EXCL
+    insns = [(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, ALLOW),    # x86-64 only
+             (0x20, 0, 0, 0), (0x15, 0, 3, 434),                   # pidfd_open: its flags
+             (0x20, 0, 0, 24), (0x45, 0, 1, PIDFD_THREAD), (0x06, 0, 0, EINVAL),
+             (0x06, 0, 0, ALLOW)]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("<HBBI", *i) for i in insns))
+    prog = struct.pack("<HxxxxxxQ", len(insns), ctypes.addressof(code))
+    assert libc.prctl(38, 1, 0, 0, 0) == 0                  # PR_SET_NO_NEW_PRIVS
+    assert libc.prctl(22, 2, ctypes.c_char_p(prog), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
 reads = []
 mapped_in = slots.SlotArena.mapped_in
 slots.SlotArena.mapped_in = lambda self, pid: (reads.append(pid), mapped_in(self, pid))[1]
@@ -195,6 +208,21 @@ def test_an_exec_by_a_second_thread_maps_the_area_for_the_main_threads_tid(
     assert r.stdout == native.stdout == "from the thread\n"
     reads = int(re.search(r"maps read (\d+)", r.stderr).group(1))
     assert reads == (0 if fast == "1" else 2), r.stderr        # python, then sh
+
+
+def test_where_fds_cannot_be_copied_the_area_is_checked_as_before(home, ptrace_ok, tmp_path):
+    """On a kernel before 6.9 the engine has no pidfd of a thread to copy its fds with: the
+    compiled loop cannot check the fd a stub maps, lets the mmap run, and the tracer reads
+    /proc/PID/maps at each exec, as before."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(COUNTING_DRIVER)
+    r = subprocess.run([sys.executable, str(driver), "run", "--", "sh", "-c",
+                        "for i in 1 2 3 4; do /bin/true; done; echo ran"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "NO_THREAD_PIDFDS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ran\n"
+    assert int(re.search(r"maps read (\d+)", r.stderr).group(1)) == 5, r.stderr
 
 
 def test_a_stub_mapping_another_file_is_refused_at_its_mmap(home, ptrace_ok, tmp_path):
