@@ -81,6 +81,14 @@ def main() -> int:
     args = ap.parse_args()
     if args.pairs < 1:
         ap.error("--pairs: at least one")
+    for rev in {args.a, args.b} - {"."}:
+        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          cwd=bench.REPO, capture_output=True).returncode != 0:
+            ap.error(f"{rev}: not a revision of this repository")
+    unknown = set(args.workloads.split(",")) - set(bench.WORKLOAD_NAMES)
+    if unknown:
+        ap.error(f"unknown workloads: {', '.join(sorted(unknown))} (bench.py's: "
+                 f"{', '.join(bench.WORKLOAD_NAMES)})")
     with tempfile.TemporaryDirectory(prefix="appvirt-ab-") as tmp:
         tmpd = Path(tmp)
         fs = bench.mount_tmpfs(tmpd)
@@ -92,7 +100,11 @@ def main() -> int:
             for label, rev in (("A", args.a), ("B", args.b)):
                 src = tmpd / f"src-{label}"
                 export(rev, src)
-                build(src)
+                try:
+                    build(src)
+                except subprocess.CalledProcessError:
+                    raise SystemExit(f"ab: {rev} does not build (setup.py build_ext, with "
+                                     f"{sys.executable})") from None
                 script = bench.installed_appvirt(tmpd / f"install-{label}", src)
                 sides[label] = bench.Runner(
                     label, bench.appvirt(script, src / "policies" / "default.yaml"),

@@ -178,6 +178,11 @@ def _c_project(root: Path) -> None:
                                    "\t$(CC) $(CFLAGS) -c $<\n")
 
 
+# The workloads' names, in workloads()'s order: known before any is built (bench/ab.py).
+WORKLOAD_NAMES = ("true", "find", "syscalls", "python", "tar", "tarhere", "git", "make",
+                  "compute", "threads", "procs")
+
+
 def workloads(build: Path) -> dict[str, Workload]:
     loop = _cc(REPO / "demo_apps" / "syscall_loop.c", build)
     compute = _cc(BENCH / "compute.c", build)
@@ -192,7 +197,7 @@ def workloads(build: Path) -> dict[str, Workload]:
     _tree(git_src, 1000, 200)
     c_src = build / "c-project"
     _c_project(c_src)
-    return {
+    made = {
         "true": Workload("true", ("true",), "`true`: starting and ending alone"),
         "find": Workload("find", ("find", "/usr/share", "-type", "f"),
                          "`find /usr/share -type f`"),
@@ -231,6 +236,8 @@ def workloads(build: Path) -> dict[str, Workload]:
                                     "i=$(expr $i + 1); done; echo $i"),
                           "shell loop starting 200 `expr` processes"),
     }
+    assert tuple(made) == WORKLOAD_NAMES
+    return made
 
 
 # -- runners --------------------------------------------------------------------------------
@@ -804,9 +811,7 @@ def report(args: argparse.Namespace, rows: list[tuple[Workload, dict[str, Cell]]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-w", "--workloads",
-                    default="true,find,syscalls,python,tar,tarhere,git,make,compute,threads,"
-                            "procs")
+    ap.add_argument("-w", "--workloads", default=",".join(WORKLOAD_NAMES))
     ap.add_argument("-r", "--reps", type=int, default=5)
     # (the two runners of one server apart, as a user's runs are: back to back, the second
     # would find the server's spare tracer not ready yet)
@@ -822,6 +827,10 @@ def main() -> int:
     ap.add_argument("--on-disk", action="store_true",
                     help="keep the files on the disk instead of a tmpfs mounted for the run")
     args = ap.parse_args()
+    unknown = set(args.workloads.split(",")) - set(WORKLOAD_NAMES)
+    if unknown:
+        ap.error(f"unknown workloads: {', '.join(sorted(unknown))} (the workloads: "
+                 f"{', '.join(WORKLOAD_NAMES)})")
     load_before = load_average()
     ensure_tools()
     # appvirt starts as an installed copy would: from compiled bytecode, even where the
