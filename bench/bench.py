@@ -653,8 +653,20 @@ def ratio(cell: Cell, ref: Cell | None) -> float | None:
     return statistics.median(cell.seconds) / statistics.median(ref.seconds)
 
 
+def ratio_spread(cell: Cell, ref: Cell | None) -> str:
+    """The middle half of the repetitions' own ratios of cell to ref, as "(q1-q3)"; "" with
+    fewer than four repetitions of each."""
+    if ref is None or not ref.seconds or len(ref.seconds) != len(cell.seconds) \
+            or len(cell.seconds) < 4:
+        return ""
+    q1, _, q3 = statistics.quantiles([c / r for c, r in zip(cell.seconds, ref.seconds)],
+                                     n=4, method="inclusive")
+    return f" ({q1:.2f}-{q3:.2f})"
+
+
 def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
-    lines = ["| workload | runner | seconds | × native | × physical limit | × proot |",
+    lines = ["| workload | runner | seconds | × native | × physical limit (middle half of "
+             "the repetitions) | × proot |",
              "|---|---|---|---|---|---|"]
     for w, cells in rows:
         refs = [cells.get(n) for n in ("native", "physical limit", "proot")]
@@ -662,8 +674,10 @@ def time_table(rows: list[tuple[Workload, dict[str, Cell]]]) -> list[str]:
             if cell.not_run:
                 lines.append(f"| {w.note} | {name} | n/a ({cell.not_run}) | | | |")
                 continue
-            ratios = " | ".join("" if (x := ratio(cell, ref)) is None else f"{x:.2f}"
-                                for ref in refs)
+            ratios = " | ".join(
+                "" if (x := ratio(cell, ref)) is None
+                else f"{x:.2f}" + (ratio_spread(cell, ref) if i == 1 and cell is not ref else "")
+                for i, ref in enumerate(refs))
             lines.append(f"| {w.note} | {name} | {fmt(cell.seconds)} | {ratios} |")
     return lines
 
