@@ -61,15 +61,6 @@ def build(src: Path) -> None:
                    check=True, env=env)
 
 
-def pair_ratios(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """The median of the pairs' ratios b/a and the quartiles around it."""
-    ratios = [y / x for x, y in zip(a, b)]
-    if len(ratios) < 2:
-        return ratios[0], ratios[0], ratios[0]
-    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return median, q1, q3
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("a", help="version A: a git revision, or . for the working tree")
@@ -147,7 +138,7 @@ def measure(w: bench.Workload, sides: dict[str, bench.Runner], pairs: int,
             seconds[label].append(run.seconds)
             time.sleep(GAP_SECONDS)
         print(f"{w.name}: pair {i + 1}/{pairs}", file=sys.stderr)
-    return seconds["A"], seconds["B"], pair_ratios(seconds["A"], seconds["B"])
+    return seconds["A"], seconds["B"], bench.paired_ratios(seconds["A"], seconds["B"])
 
 
 if __name__ == "__main__":

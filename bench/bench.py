@@ -653,14 +653,23 @@ def ratio(cell: Cell, ref: Cell | None) -> float | None:
     return statistics.median(cell.seconds) / statistics.median(ref.seconds)
 
 
+def paired_ratios(ref: list[float], other: list[float]) -> tuple[float, float, float]:
+    """The median of the pairs' own ratios other/ref and the quartiles around it (runs made
+    one after the other: bench's repetitions, ab.py's pairs)."""
+    ratios = [o / r for r, o in zip(ref, other)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
 def ratio_spread(cell: Cell, ref: Cell | None) -> str:
     """The middle half of the repetitions' own ratios of cell to ref, as "(q1-q3)"; "" with
     fewer than four repetitions of each."""
     if ref is None or not ref.seconds or len(ref.seconds) != len(cell.seconds) \
             or len(cell.seconds) < 4:
         return ""
-    q1, _, q3 = statistics.quantiles([c / r for c, r in zip(cell.seconds, ref.seconds)],
-                                     n=4, method="inclusive")
+    _, q1, q3 = paired_ratios(ref.seconds, cell.seconds)
     return f" ({q1:.2f}-{q3:.2f})"
 
 
