@@ -251,16 +251,23 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL)
 
 
-def physical_limit(home: Path, policy: Path, notify: bool = True) -> tuple[str, ...]:
+def physical_limit(home: Path, policy: Path, notify: bool = True, notify_all: bool = False,
+                   answer_threads: int = 0) -> tuple[str, ...]:
     """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c),
     with appvirt's filter: its notified calls notify (notify False: every call a stop, the
-    floor of a tracer that uses ptrace alone)."""
+    floor of a tracer that uses ptrace alone; notify_all: every call it traces notifies, the
+    floor of any design that intercepts those calls with seccomp), answered by the loop
+    itself on the program's CPU or, with answer_threads, by that many threads on any CPU."""
     exe = home / "limit_tracer"
-    filt = home / ("limit_filter.bin" if notify else "limit_filter_ptrace.bin")
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(BENCH / "limit_tracer.c")], check=True)
-    subprocess.run([sys.executable, str(BENCH / "limit_filter.py"), str(policy), str(filt)],
+    filt = home / ("limit_filter_all.bin" if notify_all
+                   else "limit_filter.bin" if notify else "limit_filter_ptrace.bin")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(BENCH / "limit_tracer.c")],
+                   check=True)
+    subprocess.run([sys.executable, str(BENCH / "limit_filter.py"),
+                    *(["--notify-all"] if notify_all else []), str(policy), str(filt)],
                    check=True, env={**os.environ, "APPVIRT_NOTIFY": "1" if notify else "0"})
-    return (str(exe), str(filt))
+    threads = ("--answer-threads", str(answer_threads)) if answer_threads else ()
+    return (str(exe), *threads, str(filt))
 
 
 def python_ptrace_strace() -> tuple[str, ...]:
@@ -308,6 +315,8 @@ DEFAULT = {"APPVIRT_SERVER": "auto"}    # the default: what the user's own setti
 WARM = "appvirt (warm)"
 WARM_TERMINAL = "appvirt (warm on a terminal)"
 WARM_NO_SPARE = "appvirt (warm without spares)"
+NOTIFY_FLOOR = "interception floor"
+NOTIFY_FLOOR_THREADS = "interception floor (2 answering threads)"
 TTY_FD = "{tty}"                        # in a terminal runner's prefix: the pty slave's fd
 SERVER_ROW = "the warm-start server itself"
 
@@ -352,6 +361,9 @@ def runners(home: Path) -> dict[str, Runner]:
                is_tracer=False),
         Runner("physical limit", physical_limit(home, default)),
         Runner("physical limit (ptrace only)", physical_limit(home, default, notify=False)),
+        Runner(NOTIFY_FLOOR, physical_limit(home, default, notify_all=True)),
+        Runner(NOTIFY_FLOOR_THREADS, physical_limit(home, default, notify_all=True,
+                                                    answer_threads=2)),
         Runner("appvirt", appvirt(script, default), env=COLD),
         Runner(WARM, appvirt(script, default), env=DEFAULT, tree_cpu=False, warm=True),
         Runner(WARM_TERMINAL, (_cc(BENCH / "on_terminal.c", home), TTY_FD,
@@ -759,6 +771,13 @@ NOTES = [
     "\"appvirt (all virtual)\" (bench/all_virtual.yaml), which traces more calls. It keeps the "
     "program on one CPU throughout, so on parallel workloads its excess over native is lost "
     "parallelism as much as stops.",
+    f"- \"{NOTIFY_FLOOR}\" is the same tracer with every call appvirt's filter traces "
+    "notifying (bench/limit_filter.py --notify-all) and let run at once: no ptrace stop but "
+    "the processes' events, no work, the program on one CPU, the answers made there; "
+    f"\"{NOTIFY_FLOOR_THREADS}\" has two threads of its own answer them, on any CPU "
+    "(--answer-threads 2). The faster of the two is the floor of any design that intercepts "
+    "these calls with seccomp, whatever its tracer does; a ratio to proot below it is out of "
+    "reach of every such design on this machine.",
     "- × native, × physical limit, × proot: the median over the repetitions of each one's "
     "own ratio (the runners take turns within a repetition, so the machine's drift between "
     "repetitions cancels).",
@@ -838,7 +857,8 @@ def main() -> int:
     ap.add_argument("-r", "--reps", type=int, default=5)
     # (the two runners of one server apart, as a user's runs are: back to back, the second
     # would find the server's spare tracer not ready yet)
-    ap.add_argument("--runners", default=f"native,seccomp floor,physical limit,{WARM},appvirt,"
+    ap.add_argument("--runners", default=f"native,seccomp floor,physical limit,{NOTIFY_FLOOR},"
+                    f"{NOTIFY_FLOOR_THREADS},{WARM},appvirt,"
                     f"{WARM_TERMINAL},appvirt (all virtual),{WARM_NO_SPARE},strace -f,proot,"
                     "python-ptrace strace.py")
     ap.add_argument("--timeout", type=float, default=600,

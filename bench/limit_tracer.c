@@ -1,6 +1,6 @@
 /* limit_tracer: the physical limit of a ptrace sandbox, for the benchmark.
  *
- *   limit_tracer FILTER.bin PROGRAM [ARGS...]
+ *   limit_tracer [--answer-threads N] FILTER.bin PROGRAM [ARGS...]
  *
  * Installs the seccomp filter appvirt would (FILTER.bin: struct sock_filter[], written by
  * limit_filter.py) and follows every process and thread as appvirt does, stopping at exactly
@@ -15,6 +15,12 @@
  * listener, whose notifications it answers by letting each call run (CONTINUE), waiting as
  * appvirt does: in poll() on the listener and a signalfd of SIGCHLD (blocked), read when a
  * ptrace stop signals. It then also prints "notified N".
+ *
+ * With --answer-threads N (N > 0), N threads of its own answer the notifications, each
+ * blocked in SECCOMP_IOCTL_NOTIF_RECV, while the main thread only waits for ptrace stops;
+ * nothing is pinned. With a filter that notifies every call it traces (limit_filter.py
+ * --notify-all) this is the floor of any design that intercepts those calls with seccomp: no
+ * ptrace stop on the hot path, no work, and the answers made in parallel on every CPU.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +28,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,6 +95,44 @@ static int take_listener(pid_t pid, int hand)
     return fd;
 }
 
+static long notified_by_threads;
+
+/* An answering thread (--answer-threads): every notification let run, at once. */
+static void *answer_notifications(void *arg)
+{
+    int listener = *(const int *)arg;
+    for (;;) {
+        struct seccomp_notif req;
+        memset(&req, 0, sizeof req);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) {
+            if (errno == EINTR || errno == ENOENT)   /* (ENOENT: its caller was killed) */
+                continue;
+            return NULL;
+        }
+        struct seccomp_notif_resp resp;
+        memset(&resp, 0, sizeof resp);
+        resp.id = req.id;
+        resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0)
+            __atomic_add_fetch(&notified_by_threads, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* N threads answering the listener's notifications (the process's exit ends them). */
+static void start_answering(int listener, int threads)
+{
+    static int shared;
+    shared = listener;
+    for (int i = 0; i < threads; i++) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, answer_notifications, &shared) != 0) {
+            perror("pthread_create");
+            exit(125);
+        }
+        pthread_detach(thread);
+    }
+}
+
 static void pin_to_current_cpu(void)
 {
     cpu_set_t one;
@@ -98,15 +143,23 @@ static void pin_to_current_cpu(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: limit_tracer FILTER.bin PROGRAM [ARGS...]\n");
+    int threads = 0;
+    if (argc > 2 && strcmp(argv[1], "--answer-threads") == 0) {
+        threads = atoi(argv[2]);
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc < 3 || threads < 0) {
+        fprintf(stderr, "usage: limit_tracer [--answer-threads N] FILTER.bin PROGRAM "
+                        "[ARGS...]\n");
         return 2;
     }
     struct sock_fprog prog = load_filter(argv[1]);
     int notify = notifies(&prog), hand[2] = {-1, -1}, listener = -1;
     if (notify && pipe2(hand, O_CLOEXEC) != 0)
         return 125;
-    pin_to_current_cpu();
+    if (threads == 0)
+        pin_to_current_cpu();
     pid_t main_pid = fork();
     if (main_pid == 0) {
         ptrace(PTRACE_TRACEME, 0, 0, 0);
@@ -193,6 +246,10 @@ int main(int argc, char **argv)
                 close(hand[0]);
                 hand[0] = -1;
             }
+            if (listener >= 0 && threads > 0) {
+                start_answering(listener, threads);
+                listener = -1;                   /* this thread waits for stops alone */
+            }
         }
         if (WIFEXITED(status) || WIFSIGNALED(status)) {
             if (pid == main_pid)
@@ -213,6 +270,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "stops %ld\n", stops);
     if (notify)
-        fprintf(stderr, "notified %ld\n", notified);
+        fprintf(stderr, "notified %ld\n",
+                notified + __atomic_load_n(&notified_by_threads, __ATOMIC_RELAXED));
     return exit_code;
 }
