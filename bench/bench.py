@@ -251,23 +251,21 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL)
 
 
-def physical_limit(home: Path, policy: Path, notify: bool = True, notify_all: bool = False,
-                   answer_threads: int = 0) -> tuple[str, ...]:
-    """Build the C tracer that stops where appvirt stops and does nothing (limit_tracer.c),
-    with appvirt's filter: its notified calls notify (notify False: every call a stop, the
-    floor of a tracer that uses ptrace alone; notify_all: every call it traces notifies, the
-    floor of any design that intercepts those calls with seccomp), answered by the loop
-    itself on the program's CPU or, with answer_threads, by that many threads on any CPU."""
-    exe = home / "limit_tracer"
+def physical_limit(tracer: str, home: Path, policy: Path, notify: bool = True,
+                   notify_all: bool = False, answer_threads: int = 0) -> tuple[str, ...]:
+    """The C tracer that stops where appvirt stops and does nothing (limit_tracer.c, built
+    at `tracer`), with appvirt's filter: its notified calls notify (notify False: every call
+    a stop, the floor of a tracer that uses ptrace alone; notify_all: every call it traces
+    notifies, the floor of any design that intercepts those calls with seccomp), answered by
+    the loop itself on the program's CPU or, with answer_threads, by that many threads on
+    any CPU."""
     filt = home / ("limit_filter_all.bin" if notify_all
                    else "limit_filter.bin" if notify else "limit_filter_ptrace.bin")
-    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(BENCH / "limit_tracer.c")],
-                   check=True)
     subprocess.run([sys.executable, str(BENCH / "limit_filter.py"),
                     *(["--notify-all"] if notify_all else []), str(policy), str(filt)],
                    check=True, env={**os.environ, "APPVIRT_NOTIFY": "1" if notify else "0"})
     threads = ("--answer-threads", str(answer_threads)) if answer_threads else ()
-    return (str(exe), *threads, str(filt))
+    return (tracer, *threads, str(filt))
 
 
 def python_ptrace_strace() -> tuple[str, ...]:
@@ -355,14 +353,16 @@ def warm_servers(chosen: dict[str, Runner], env: dict[str, str]):
 def runners(home: Path) -> dict[str, Runner]:
     default = REPO / "policies" / "default.yaml"
     script = installed_appvirt(home)
+    limit = _cc(BENCH / "limit_tracer.c", home)
     return {r.name: r for r in (
         Runner("native", (), is_tracer=False),
         Runner("seccomp floor", (sys.executable, str(BENCH / "seccomp_floor.py")),
                is_tracer=False),
-        Runner("physical limit", physical_limit(home, default)),
-        Runner("physical limit (ptrace only)", physical_limit(home, default, notify=False)),
-        Runner(NOTIFY_FLOOR, physical_limit(home, default, notify_all=True)),
-        Runner(NOTIFY_FLOOR_THREADS, physical_limit(home, default, notify_all=True,
+        Runner("physical limit", physical_limit(limit, home, default)),
+        Runner("physical limit (ptrace only)", physical_limit(limit, home, default,
+                                                              notify=False)),
+        Runner(NOTIFY_FLOOR, physical_limit(limit, home, default, notify_all=True)),
+        Runner(NOTIFY_FLOOR_THREADS, physical_limit(limit, home, default, notify_all=True,
                                                     answer_threads=2)),
         Runner("appvirt", appvirt(script, default), env=COLD),
         Runner(WARM, appvirt(script, default), env=DEFAULT, tree_cpu=False, warm=True),

@@ -113,14 +113,12 @@ static void stub_mmap(Engine *self, pid_t tid)
         return;
     }
     struct stat st;
-    int mine = program_fd(self->fds, tid, (long)a[4]);
-    int seen = mine >= 0 && fstat(mine, &st) == 0;
-    if (mine >= 0)
-        close(mine);
-    if (!seen) {                     /* no copy (a kernel before 6.9 has no thread pidfds): */
+    int mine = fd_object(self->fds, tid, (long)a[4], &st);
+    if (mine < 0) {                  /* no copy (a kernel before 6.9 has no thread pidfds): */
         let_run(self, tid);          /* unchecked, so Python reads /proc/PID/maps */
         return;
     }
+    close(mine);
     if (st.st_dev != self->slot_dev || st.st_ino != self->slot_ino) {
         emulate(self, tid, -EACCES);
         return;

@@ -346,6 +346,7 @@ int restarted_enough(const Pending *p, pid_t tid);
 FdCache *fds_new(void);
 void fds_free(FdCache *c);
 int program_fd(FdCache *c, pid_t tid, long fd);
+int fd_object(FdCache *c, pid_t tid, long fd, struct stat *st);
 Py_ssize_t fd_path_of(Engine *self, pid_t tid, long dirfd, char *dir, int *in_upper,
                       int *dup);
 void fds_opened(Engine *self, pid_t tid, long fd, const char *guest, const struct stat *st);

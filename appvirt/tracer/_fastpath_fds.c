@@ -102,7 +102,7 @@ int program_fd(FdCache *c, pid_t tid, long fd)
 }
 
 /* A copy of the thread's fd and its object's stat; -1 (no such fd, or thread). */
-static int fd_object(FdCache *c, pid_t tid, long fd, struct stat *st)
+int fd_object(FdCache *c, pid_t tid, long fd, struct stat *st)
 {
     int mine = program_fd(c, tid, fd);
     if (mine >= 0 && fstat(mine, st) < 0) {
